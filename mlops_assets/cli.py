@@ -1,0 +1,63 @@
+"""``mlops-assets``: thin command-line entry points.
+
+Each command's work lives in its own module, imported only when the command runs, so light commands
+(``rollback``, ``status``) start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# command -> (module, function, help). The function takes the parsed args and returns an exit code.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": ("mlops_assets.runner", "run_command", "materialize the whole graph over all partitions, gate, deploy"),
+    "replay": ("mlops_assets.monitoring.replay", "replay_command", "backtest the retraining policy over the partitions"),
+    "check-report": ("mlops_assets.reports", "check_report_command", "every asset check result; exit 1 if a blocking one failed"),
+    "serve": ("mlops_assets.serving.server", "serve_command", "HTTP prediction service on the champion"),
+    "rollback": ("mlops_assets.registry.commands", "rollback_command", "move the champion back to the previous (or given) version"),
+    "status": ("mlops_assets.registry.commands", "status_command", "champion, deployment history, latest checks, pending triggers"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmds = {}
+    for name, (_, _, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config", default=None, help="mlops.yaml (default: $MLOPS_CONFIG, else the bundled one)")
+        cmds[name] = p
+    cmds["run"].add_argument("--report", default=None, help="write the report JSON here")
+    cmds["run"].add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmds["replay"].add_argument("--report", default=None, help="write the report JSON here")
+    cmds["replay"].add_argument("--plot", default=None, help="write a PNG of the metric over time here")
+    cmds["check-report"].add_argument("--junit", default=None, help="write JUnit XML here")
+    cmds["check-report"].add_argument("--markdown", default=None, help="write Markdown here")
+    cmds["serve"].add_argument("--host", default="127.0.0.1")
+    cmds["serve"].add_argument("--port", type=int, default=8000)
+    cmds["rollback"].add_argument("--to", default=None, help="registered model version to make champion")
+    cmds["rollback"].add_argument("--reason", default="rollback", help=argparse.SUPPRESS)
+    cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module, func, _ = COMMANDS[args.command]
+    from mlops_assets.config import ConfigError
+
+    try:
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args) or 0)
+    except ConfigError as err:
+        print(f"mlops-assets {args.command}: configuration error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

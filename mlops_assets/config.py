@@ -1,0 +1,168 @@
+"""The typed model of ``mlops.yaml``: loading, defaults and errors that name the key.
+
+The file is validated once, at the edge (CLI, Dagster definitions, the Python API); everything behind it takes
+an :class:`MlopsConfig`. Unknown keys are errors. Storage locations are not part of the file: they come from the
+environment (see :mod:`mlops_assets.settings`), so no secret ever sits in a config file.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUNDLED_CONFIG = Path(__file__).parent / "default_config" / "mlops.yaml"
+CONFIG_ENV_VAR = "MLOPS_CONFIG"
+
+
+class ConfigError(ValueError):
+    """A configuration file that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RowOrderTimestamp(_Section):
+    """Derive the timestamp column from the row order, for data that has none (the bundled rainfall data)."""
+
+    start: date
+    step: str = "1D"
+
+
+class DatasetConfig(_Section):
+    source: str
+    query: str | None = None
+    timestamp_column: str
+    timestamp_format: str | None = None
+    timestamp_from_row_order: RowOrderTimestamp | None = None
+    entity_columns: list[str] = Field(default_factory=list)
+    label_column: str
+    positive_label: Any = 1
+    drop_columns: list[str] = Field(default_factory=list)
+    categorical_columns: list[str] | None = None
+    numeric_columns: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _query_needs_database(self) -> DatasetConfig:
+        if self.query is not None and "://" not in self.source:
+            raise ValueError("dataset.query is only used when dataset.source is a database URL")
+        overlap = set(self.drop_columns) & ({self.label_column, self.timestamp_column} | set(self.entity_columns))
+        if overlap:
+            raise ValueError(f"dataset.drop_columns names required columns: {sorted(overlap)}")
+        return self
+
+
+class PartitionsConfig(_Section):
+    freq: Literal["day", "week", "month", "year"] = "month"
+
+
+class ModelConfig(_Section):
+    name: str = "mlops_model"
+    estimator: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = "hist_gradient_boosting"
+    params: dict[str, Any] = Field(default_factory=dict)
+    # Training window in partitions counted back from the newest training partition; null = all of them.
+    train_window_partitions: int | None = Field(default=None, ge=1)
+    # The newest data, never used for fitting: a fraction of the partitions (at least one partition).
+    holdout_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    # The slice before the holdout used for early stopping / validation metrics.
+    validation_fraction: float = Field(default=0.1, ge=0, lt=0.5)
+    random_state: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c == "_" for c in v):
+            raise ValueError("model.name must be letters, digits and underscores (it prefixes asset keys)")
+        return v
+
+
+class ValidationConfig(_Section):
+    """Data validation policy (see README, "Bad rows: quarantine or block")."""
+
+    # Absolute ceiling on the null fraction of any column, whatever the reference holds.
+    max_null_fraction: float = Field(default=0.10, ge=0, le=1)
+    # Minimum rows in a partition; a partial last partition is normal, so this is small.
+    min_rows: int = Field(default=1, ge=1)
+    # Plausibility bounds: reference [q_low, q_high] widened by `range_margin` times its width on each side.
+    range_quantiles: tuple[float, float] = (0.001, 0.999)
+    range_margin: float = Field(default=3.0, ge=0)
+    # Rows outside the bounds are quarantined while they are at most this fraction of the partition; above it
+    # the partition is blocked (a corrupt batch, not a stray reading).
+    max_quarantine_fraction: float = Field(default=0.05, ge=0, le=1)
+    # Reference data before any champion exists: this many earliest partitions.
+    reference_partitions: int = Field(default=12, ge=1)
+    # Categorical columns: values never seen in the reference are allowed up to this fraction of rows.
+    max_unseen_category_fraction: float = Field(default=0.05, ge=0, le=1)
+
+
+class MlopsConfig(_Section):
+    dataset: DatasetConfig
+    partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    # Sections owned by the feature, gate, drift, retraining and fairness modules; each validates its own.
+    features: dict[str, Any] | None = None
+    gates: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
+    retraining: dict[str, Any] | None = None
+    fairness: dict[str, Any] | None = None
+    storage: dict[str, Any] | None = None
+
+    # Where the file came from: relative sources resolve against its folder.
+    source_dir: Path | None = Field(default=None, exclude=True)
+
+    def resolve_source(self) -> str:
+        """The dataset source as a usable location: URLs as given, relative paths against the config's folder."""
+        src = self.dataset.source
+        if "://" in src or os.path.isabs(src) or self.source_dir is None:
+            return src
+        return str(self.source_dir / src)
+
+
+def _format_error(path: Path | str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        elif e["type"] == "missing":
+            lines.append(f"missing required key '{key}'")
+        else:
+            lines.append(f"'{key}': {e['msg']}")
+    return f"{path}: " + "; ".join(lines)
+
+
+def parse_config(data: Any, *, origin: str | Path = "<config>", source_dir: Path | None = None) -> MlopsConfig:
+    """Validate an already-parsed mapping; errors name ``origin`` and the offending key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = MlopsConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(origin, err)) from None
+    return cfg.model_copy(update={"source_dir": source_dir})
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path`` if given, else ``$MLOPS_CONFIG``, else the bundled default."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get(CONFIG_ENV_VAR)
+    return Path(env) if env else BUNDLED_CONFIG
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> MlopsConfig:
+    """Read and validate ``mlops.yaml`` (see :func:`config_path` for which file)."""
+    p = config_path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    return parse_config(data, origin=p, source_dir=p.resolve().parent)
