@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops_assets.training.gate_settings import FairnessConfig, GatesConfig
+
 BUNDLED_CONFIG = Path(__file__).parent / "default_config" / "mlops.yaml"
 CONFIG_ENV_VAR = "MLOPS_CONFIG"
 
@@ -107,10 +109,10 @@ class MlopsConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     # Sections owned by the feature, gate, drift, retraining and fairness modules; each validates its own.
     features: dict[str, Any] | None = None
-    gates: dict[str, Any] | None = None
+    gates: GatesConfig = Field(default_factory=GatesConfig)
     drift: dict[str, Any] | None = None
     retraining: dict[str, Any] | None = None
-    fairness: dict[str, Any] | None = None
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     storage: dict[str, Any] | None = None
 
     # Where the file came from: relative sources resolve against its folder.
