@@ -95,7 +95,7 @@ class ValidationConfig(_Section):
     range_margin: float = Field(default=3.0, ge=0)
     # Rows outside the bounds are quarantined while they are at most this fraction of the partition; above it
     # the partition is blocked (a corrupt batch, not a stray reading).
-    max_quarantine_fraction: float = Field(default=0.05, ge=0, le=1)
+    max_quarantine_fraction: float = Field(default=0.10, ge=0, le=1)
     # Reference data before any champion exists: this many earliest partitions.
     reference_partitions: int = Field(default=12, ge=1)
     # Categorical columns: values never seen in the reference are allowed up to this fraction of rows.

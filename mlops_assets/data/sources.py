@@ -1,0 +1,230 @@
+"""Reading the configured source: CSV/Parquet files or globs, SQL queries, and bundled package data.
+
+Every reader returns a frame whose timestamp column is tz-aware UTC, whatever the source held: aware timestamps are
+converted (the instant stays the same), naive ones are taken as UTC, strings are parsed with ``timestamp_format``
+when given. Errors name the file, the column or the URL.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.resources
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.config import MlopsConfig
+
+PACKAGE_SCHEME = "package://"
+TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
+
+
+class SourceError(ValueError):
+    """The configured data source cannot be read; the message names the file, column or URL."""
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    start: pd.Timestamp  # first timestamp (UTC)
+    end: pd.Timestamp  # last timestamp (UTC), inclusive
+
+
+def _is_database_url(source: str) -> bool:
+    return "://" in source and not source.startswith((PACKAGE_SCHEME, "file://"))
+
+
+def resolve_files(cfg: MlopsConfig) -> list[Path]:
+    """The files a file source names (a path, a glob, or ``package://pkg/path``), in sorted order."""
+    src = cfg.resolve_source()
+    if src.startswith(PACKAGE_SCHEME):
+        package, _, rel = src[len(PACKAGE_SCHEME) :].partition("/")
+        try:
+            path = Path(str(importlib.resources.files(package) / rel))
+        except ModuleNotFoundError:
+            raise SourceError(f"dataset.source {src!r}: package {package!r} is not installed") from None
+        if not path.is_file():
+            raise SourceError(f"dataset.source {src!r}: no file {rel!r} in package {package!r}")
+        return [path]
+    if src.startswith("file://"):
+        src = src[len("file://") :]
+    if glob.has_magic(src):
+        files = sorted(Path(p) for p in glob.glob(src))
+        if not files:
+            raise SourceError(f"dataset.source {src!r}: the glob matches no file")
+        return files
+    path = Path(src)
+    if not path.exists():
+        raise SourceError(f"dataset.source {src!r}: file not found")
+    if path.is_dir():
+        raise SourceError(f"dataset.source {src!r}: is a directory; give a file or a glob such as {src}/*.parquet")
+    return [path]
+
+
+def _read_file(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix == ".gz" else path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path, columns=columns)
+        if suffix in (".csv", ".csv.gz", ".txt"):
+            frame = pd.read_csv(path, usecols=columns)
+            # A leading unnamed column is a writer's row index, not data.
+            if columns is None and len(frame.columns) and str(frame.columns[0]).startswith("Unnamed: 0"):
+                frame = frame.drop(columns=frame.columns[0])
+            return frame
+    except (OSError, ValueError) as err:
+        raise SourceError(f"{path}: cannot read: {err}") from None
+    raise SourceError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
+
+
+def _read_sql(cfg: MlopsConfig) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    url = cfg.dataset.source
+    if not cfg.dataset.query:
+        raise SourceError("dataset.query is required when dataset.source is a database URL")
+    try:
+        engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, ModuleNotFoundError) as err:
+        raise SourceError(f"dataset.source: not a usable database URL: {err}") from None
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                # Read-only: the pipeline never writes to a source database.
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            return pd.read_sql_query(sa.text(cfg.dataset.query), conn)
+    except sa.exc.SQLAlchemyError as err:
+        raise SourceError(f"dataset.query failed on {engine.url.render_as_string(hide_password=True)}: {err}") from None
+    finally:
+        engine.dispose()
+
+
+def normalize_timestamps(frame: pd.DataFrame, cfg: MlopsConfig, origin: str) -> pd.DataFrame:
+    """Make the timestamp column tz-aware UTC (or derive it from row order when configured)."""
+    ds = cfg.dataset
+    col = ds.timestamp_column
+    if ds.timestamp_from_row_order is not None:
+        if col in frame.columns:
+            raise SourceError(f"{origin}: column {col!r} exists but dataset.timestamp_from_row_order would replace it")
+        start = pd.Timestamp(ds.timestamp_from_row_order.start, tz="UTC")
+        step = pd.Timedelta(ds.timestamp_from_row_order.step)
+        frame = frame.copy()
+        stamps = pd.Series(start + step * np.arange(len(frame)), index=frame.index)
+        frame.insert(0, col, stamps.astype(TIMESTAMP_DTYPE))
+        return frame
+    if col not in frame.columns:
+        raise SourceError(f"{origin}: timestamp column {col!r} not found (columns: {list(frame.columns)})")
+    values = frame[col]
+    try:
+        if pd.api.types.is_datetime64_any_dtype(values):
+            ts = values
+        elif ds.timestamp_format:
+            ts = pd.to_datetime(values, format=ds.timestamp_format, utc=True)
+        else:
+            ts = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as err:
+        bad = _first_unparseable(values, ds.timestamp_format)
+        raise SourceError(
+            f"{origin}: timestamp column {col!r} does not parse"
+            + (f" (first bad value: {bad!r})" if bad is not None else "")
+            + f": {err}"
+        ) from None
+    ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+    if ts.isna().any():
+        n = int(ts.isna().sum())
+        raise SourceError(f"{origin}: timestamp column {col!r} has {n} missing value(s)")
+    frame = frame.copy()
+    frame[col] = ts.astype(TIMESTAMP_DTYPE)
+    return frame
+
+
+def _first_unparseable(values: pd.Series, fmt: str | None) -> object:
+    for v in values.dropna().head(10_000):
+        try:
+            pd.to_datetime(v, format=fmt, utc=True) if fmt else pd.Timestamp(v)
+        except (ValueError, TypeError):
+            return v
+    return None
+
+
+def read_source(cfg: MlopsConfig) -> pd.DataFrame:
+    """The whole source as one frame, sorted by time, timestamp column UTC, ``drop_columns`` removed."""
+    src = cfg.resolve_source()
+    if _is_database_url(src):
+        frame = _read_sql(cfg)
+        origin = "dataset.query"
+        frame = normalize_timestamps(frame, cfg, origin)
+    else:
+        files = resolve_files(cfg)
+        parts = []
+        for path in files:
+            part = _read_file(path)
+            parts.append(part)
+        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        origin = str(files[0]) if len(files) == 1 else f"{cfg.dataset.source} ({len(files)} files)"
+        frame = normalize_timestamps(frame, cfg, origin)
+    if cfg.dataset.label_column not in frame.columns:
+        raise SourceError(
+            f"{origin}: label column {cfg.dataset.label_column!r} not found (columns: {list(frame.columns)})"
+        )
+    for col in cfg.dataset.entity_columns:
+        if col not in frame.columns:
+            raise SourceError(f"{origin}: entity column {col!r} not found")
+    if frame.empty:
+        raise SourceError(f"{origin}: the source holds no rows")
+    drop = [c for c in cfg.dataset.drop_columns if c in frame.columns]
+    frame = frame.drop(columns=drop)
+    return frame.sort_values(cfg.dataset.timestamp_column, kind="stable").reset_index(drop=True)
+
+
+def source_time_range(cfg: MlopsConfig) -> TimeRange:
+    """First and last timestamp of the source, read as cheaply as the source allows."""
+    ds = cfg.dataset
+    src = cfg.resolve_source()
+    if ds.timestamp_from_row_order is not None and not _is_database_url(src):
+        n = 0
+        for path in resolve_files(cfg):
+            if path.suffix.lower() in (".parquet", ".pq"):
+                import pyarrow.parquet as pq
+
+                n += pq.ParquetFile(path).metadata.num_rows
+            else:
+                with open(path, "rb") as fh:
+                    n += max(sum(1 for _ in fh) - 1, 0)
+        if n == 0:
+            raise SourceError(f"dataset.source {ds.source!r}: the source holds no rows")
+        start = pd.Timestamp(ds.timestamp_from_row_order.start, tz="UTC")
+        return TimeRange(start, start + pd.Timedelta(ds.timestamp_from_row_order.step) * (n - 1))
+    if _is_database_url(src):
+        ts = read_source(cfg)[ds.timestamp_column]
+    else:
+        frames = []
+        for path in resolve_files(cfg):
+            part = _read_file(path, columns=[ds.timestamp_column]) if _has_column(path, ds.timestamp_column) else None
+            if part is None:
+                raise SourceError(f"{path}: timestamp column {ds.timestamp_column!r} not found")
+            frames.append(normalize_timestamps(part, cfg, str(path)))
+        ts = pd.concat(frames)[ds.timestamp_column]
+    if ts.empty:
+        raise SourceError(f"dataset.source {ds.source!r}: the source holds no rows")
+    return TimeRange(ts.min(), ts.max())
+
+
+def _has_column(path: Path, column: str) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return column in pq.ParquetFile(path).schema_arrow.names
+    header = pd.read_csv(path, nrows=0)
+    return column in header.columns
+
+
+def describe_source(cfg: MlopsConfig) -> str:
+    src = cfg.dataset.source
+    if _is_database_url(src):
+        import sqlalchemy as sa
+
+        return sa.engine.make_url(src).render_as_string(hide_password=True)
+    return os.fspath(src)
