@@ -19,6 +19,8 @@ class Storage:
     mlflow_artifact_root: str
     online_store_url: str
     prediction_log_url: str
+    # Deployment history (promotions, rollbacks) and its promotion lock: SQLite file or PostgreSQL URL.
+    deployment_history_url: str = ""
 
     @property
     def offline_store(self) -> Path:
@@ -48,6 +50,7 @@ def storage_from_env(env: dict[str, str] | None = None) -> Storage:
     artifacts = env.get("MLOPS_ARTIFACT_ROOT") or (home / "mlflow-artifacts").as_uri()
     online = env.get("MLOPS_ONLINE_STORE_URL") or f"sqlite:///{home / 'online_store.db'}"
     predictions = env.get("MLOPS_PREDICTION_LOG_URL") or f"sqlite:///{home / 'predictions.db'}"
+    history = env.get("MLOPS_DEPLOYMENT_HISTORY_URL") or f"sqlite:///{home / 'deployments' / 'history.db'}"
     return Storage(
         home=home,
         dagster_home=dagster_home,
@@ -55,4 +58,5 @@ def storage_from_env(env: dict[str, str] | None = None) -> Storage:
         mlflow_artifact_root=artifacts,
         online_store_url=online,
         prediction_log_url=predictions,
+        deployment_history_url=history,
     )
