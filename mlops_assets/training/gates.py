@@ -1,0 +1,529 @@
+"""Release gates: pure functions that decide whether a challenger may become champion.
+
+Each gate takes fitted models and frames, measures one thing and returns a :class:`GateResult` with the measured
+value, the threshold and metadata; a failing gate is a result, not an exception. Exceptions (:class:`GateError`)
+are kept for inputs the gate cannot work with at all (a champion that cannot score the holdout, an unconfigured
+fairness gate called anyway). The Dagster asset checks are thin wrappers over these functions.
+
+Conventions: ``y`` holds the raw labels, compared with ``positive_label``; a model is anything with
+``predict_proba`` and ``classes_`` (a fitted scikit-learn classifier or pipeline); the positive class is decided
+by ``predict_proba >= threshold`` (``gates.decision_threshold``), so every gate judges the same decision rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from mlops_assets.training.gate_settings import (
+    FairnessConfig,
+    GatesConfig,
+    LatencyConfig,
+    MetricFloors,
+    RegressionConfig,
+    RobustnessConfig,
+)
+
+__all__ = [
+    "FairnessConfig",
+    "GateError",
+    "GateResult",
+    "GatesConfig",
+    "compute_metrics",
+    "evaluate_gates",
+    "fairness_gate",
+    "latency_gate",
+    "metric_floors_gate",
+    "no_regression_gate",
+    "positive_proba",
+    "robustness_gate",
+    "sanity_gate",
+]
+
+METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall")
+
+
+class GateError(ValueError):
+    """A gate cannot be evaluated on these inputs (the message says why); distinct from a gate that fails."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Outcome of one gate: ``passed``, the measured ``value`` beside its ``threshold``, and details."""
+
+    gate: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------- predictions
+
+
+def positive_proba(model: Any, X: pd.DataFrame, positive_label: Any = 1) -> np.ndarray:
+    """Probability of ``positive_label`` for each row of ``X``."""
+    classes = list(getattr(model, "classes_", []))
+    if positive_label not in classes:
+        raise GateError(f"model classes {classes} do not contain the positive label {positive_label!r}")
+    proba = np.asarray(model.predict_proba(X))
+    return proba[:, classes.index(positive_label)]
+
+
+def _labels(y: pd.Series | np.ndarray, positive_label: Any) -> np.ndarray:
+    return (np.asarray(y) == positive_label).astype(int)
+
+
+def compute_metrics(
+    model: Any, X: pd.DataFrame, y: pd.Series | np.ndarray, *, positive_label: Any = 1, threshold: float = 0.5
+) -> dict[str, float]:
+    """ROC AUC, accuracy, F1, precision and recall of ``model`` on ``(X, y)``.
+
+    ROC AUC is ``nan`` when ``y`` holds one class only (it is undefined there, and floors treat it as failed).
+    """
+    y_true = _labels(y, positive_label)
+    scores = positive_proba(model, X, positive_label)
+    y_pred = (scores >= threshold).astype(int)
+    auc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
+    return {
+        "roc_auc": auc,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- gates
+
+
+def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> GateResult:
+    """Every configured metric floor holds on the holdout.
+
+    ``value`` is the smallest margin ``metric - floor`` over the configured floors (``threshold`` 0); a metric
+    that is missing or undefined (NaN) fails its floor.
+    """
+    configured = {name: f for name, f in floors.model_dump().items() if f is not None}
+    if not configured:
+        raise GateError("metric floors gate called with every floor switched off (gates.floors all null)")
+    per_metric: dict[str, Any] = {}
+    failures = []
+    margins = []
+    for name, floor in configured.items():
+        value = metrics.get(name)
+        ok = value is not None and not np.isnan(value) and value >= floor
+        per_metric[name] = {
+            "value": None if value is None else float(value),
+            "floor": floor,
+            "passed": bool(ok),
+        }
+        if value is not None and not np.isnan(value):
+            margins.append(value - floor)
+        if not ok:
+            failures.append(f"{name}={value if value is None else round(float(value), 4)} < {floor}")
+    margin = float(min(margins)) if margins else None
+    message = "all metric floors hold" if not failures else "below floor: " + ", ".join(failures)
+    return GateResult(
+        gate="metric_floors",
+        passed=not failures,
+        value=margin,
+        threshold=0.0,
+        message=message,
+        metadata={"metrics": per_metric},
+    )
+
+
+def no_regression_gate(
+    challenger: Any,
+    champion: Any | None,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    cfg: RegressionConfig,
+    *,
+    positive_label: Any = 1,
+    threshold: float = 0.5,
+    champion_version: str | None = None,
+) -> GateResult:
+    """The challenger matches or beats the champion on the same holdout, within the tolerance.
+
+    Both models are scored here on the very same ``(X, y)``. Semantics follow MLflow's ``MetricThreshold``:
+    ``absolute`` passes when ``challenger >= champion - tolerance``, ``relative`` when
+    ``challenger >= champion * (1 - tolerance)``. ``value``/``threshold`` are the first configured metric of the
+    challenger and its minimum allowed value. With no champion there is nothing to regress against: the gate
+    passes and says so (``metadata.champion_version`` is ``None``).
+    """
+    ours = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=threshold)
+    primary = cfg.metrics[0]
+    if champion is None:
+        return GateResult(
+            gate="no_regression",
+            passed=True,
+            value=ours[primary],
+            threshold=None,
+            message="no champion yet: first deployment, nothing to regress against",
+            metadata={"champion_version": None, "challenger": {m: ours[m] for m in cfg.metrics}},
+        )
+    try:
+        theirs = compute_metrics(champion, X, y, positive_label=positive_label, threshold=threshold)
+    except (KeyError, ValueError) as err:
+        raise GateError(
+            f"the champion (version {champion_version}) cannot score the challenger's holdout: {err}"
+        ) from err
+    per_metric: dict[str, Any] = {}
+    failures = []
+    for m in cfg.metrics:
+        base = theirs[m]
+        minimum = base - cfg.tolerance if cfg.mode == "absolute" else base * (1 - cfg.tolerance)
+        ok = not np.isnan(ours[m]) and (np.isnan(minimum) or ours[m] >= minimum)
+        per_metric[m] = {
+            "challenger": ours[m],
+            "champion": base,
+            "delta": ours[m] - base,
+            "min_allowed": minimum,
+            "passed": bool(ok),
+        }
+        if not ok:
+            failures.append(
+                f"{m} {ours[m]:.4f} < {minimum:.4f} (champion {base:.4f}, {cfg.mode} tolerance {cfg.tolerance})"
+            )
+    return GateResult(
+        gate="no_regression",
+        passed=not failures,
+        value=ours[primary],
+        threshold=per_metric[primary]["min_allowed"],
+        message="no regression against the champion"
+        if not failures
+        else "regression: " + "; ".join(failures),
+        metadata={
+            "champion_version": champion_version,
+            "mode": cfg.mode,
+            "tolerance": cfg.tolerance,
+            "metrics": per_metric,
+        },
+    )
+
+
+def latency_gate(
+    challenger: Any,
+    X: pd.DataFrame,
+    cfg: LatencyConfig,
+    *,
+    champion: Any | None = None,
+    champion_version: str | None = None,
+) -> GateResult:
+    """p95 single-row ``predict_proba`` latency and the time for a 1,000-row batch, against the configured
+    limits and against the champion measured in the same call (interleaved, so both see the same machine load).
+
+    ``value``/``threshold``: the challenger's p95 single-row latency and its limit, in milliseconds.
+    """
+    if len(X) == 0:
+        raise GateError("latency gate needs at least one row")
+    models = {"challenger": challenger} | ({"champion": champion} if champion is not None else {})
+    n_single = cfg.single_row_samples
+    rows = [X.iloc[[i % len(X)]] for i in range(n_single)]
+    batch = X.iloc[np.arange(1000) % len(X)]
+    for m in models.values():  # warm-up: first calls pay one-off costs (imports, caches)
+        m.predict_proba(rows[0])
+        m.predict_proba(batch)
+    single: dict[str, list[float]] = {k: [] for k in models}
+    batch_t: dict[str, list[float]] = {k: [] for k in models}
+    for row in rows:
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m.predict_proba(row)
+            single[name].append((time.perf_counter() - t0) * 1e3)
+    for _ in range(cfg.batch_repeats):
+        for name, m in models.items():
+            t0 = time.perf_counter()
+            m.predict_proba(batch)
+            batch_t[name].append((time.perf_counter() - t0) * 1e3)
+    measured = {
+        name: {
+            "p95_single_row_ms": float(np.percentile(single[name], 95)),
+            "batch_1000_rows_ms": float(np.median(batch_t[name])),
+        }
+        for name in models
+    }
+    ours = measured["challenger"]
+    failures = []
+    if ours["p95_single_row_ms"] > cfg.p95_single_row_ms:
+        failures.append(
+            f"p95 single-row {ours['p95_single_row_ms']:.1f} ms > limit {cfg.p95_single_row_ms} ms"
+        )
+    if ours["batch_1000_rows_ms"] > cfg.batch_1000_rows_ms:
+        failures.append(
+            f"1,000-row batch {ours['batch_1000_rows_ms']:.1f} ms > limit {cfg.batch_1000_rows_ms} ms"
+        )
+    if "champion" in measured:
+        for key, label in (
+            ("p95_single_row_ms", "p95 single-row"),
+            ("batch_1000_rows_ms", "1,000-row batch"),
+        ):
+            mine, base = ours[key], measured["champion"][key]
+            if mine > base * cfg.max_slowdown and mine - base > cfg.slack_ms:
+                failures.append(
+                    f"{label} {mine:.1f} ms is more than {cfg.max_slowdown}x the champion's {base:.1f} ms"
+                )
+    return GateResult(
+        gate="latency",
+        passed=not failures,
+        value=ours["p95_single_row_ms"],
+        threshold=cfg.p95_single_row_ms,
+        message="latency within limits" if not failures else "; ".join(failures),
+        metadata={
+            "challenger": ours,
+            "champion": measured.get("champion"),
+            "champion_version": champion_version if champion is not None else None,
+            "limits": {
+                "p95_single_row_ms": cfg.p95_single_row_ms,
+                "batch_1000_rows_ms": cfg.batch_1000_rows_ms,
+            },
+            "max_slowdown": cfg.max_slowdown,
+            "slack_ms": cfg.slack_ms,
+            "single_row_samples": n_single,
+        },
+    )
+
+
+def perturb(X: pd.DataFrame, noise_level: float, rng: np.random.Generator) -> pd.DataFrame:
+    """``X`` with small noise: numeric columns get Gaussian noise of ``noise_level`` x the column's standard
+    deviation; other columns get a ``noise_level`` fraction of their values swapped for another observed value."""
+    out = X.copy()
+    for col in X.columns:
+        s = X[col]
+        if pd.api.types.is_bool_dtype(s):
+            continue
+        if pd.api.types.is_numeric_dtype(s):
+            std = float(s.std(skipna=True)) if s.notna().sum() > 1 else 0.0
+            noise = rng.normal(0.0, noise_level * std, len(s)) if std > 0 else np.zeros(len(s))
+            out[col] = s + noise  # NaN stays NaN: missing values are not "noise"
+        else:
+            observed = s.dropna().unique()
+            if len(observed) < 2:
+                continue
+            flip = rng.random(len(s)) < noise_level
+            if flip.any():
+                replacement = rng.choice(observed, size=int(flip.sum()))
+                col_values = s.to_numpy(dtype=object, copy=True)
+                col_values[flip] = replacement
+                out[col] = pd.Series(col_values, index=s.index).astype(s.dtype)
+    return out
+
+
+def robustness_gate(
+    model: Any, X: pd.DataFrame, cfg: RobustnessConfig, *, positive_label: Any = 1, threshold: float = 0.5
+) -> GateResult:
+    """Predicted labels barely change under small input noise (see :func:`perturb`).
+
+    ``value`` is the fraction of rows whose predicted label is unchanged; ``threshold`` the minimum agreement.
+    """
+    if len(X) == 0:
+        raise GateError("robustness gate needs at least one row")
+    rng = np.random.default_rng(cfg.random_state)
+    clean = positive_proba(model, X, positive_label) >= threshold
+    noisy = positive_proba(model, perturb(X, cfg.noise_level, rng), positive_label) >= threshold
+    agreement = float(np.mean(clean == noisy))
+    ok = agreement >= cfg.min_agreement
+    return GateResult(
+        gate="robustness",
+        passed=ok,
+        value=agreement,
+        threshold=cfg.min_agreement,
+        message=(
+            f"{agreement:.3f} of predictions unchanged under noise {cfg.noise_level}"
+            + ("" if ok else f" (< {cfg.min_agreement})")
+        ),
+        metadata={"noise_level": cfg.noise_level, "rows": len(X), "flipped": int(np.sum(clean != noisy))},
+    )
+
+
+def fairness_gate(
+    model: Any,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    sensitive: pd.Series | np.ndarray,
+    cfg: FairnessConfig,
+    *,
+    positive_label: Any = 1,
+    threshold: float = 0.5,
+) -> GateResult:
+    """The largest difference of the chosen rate between two groups of the sensitive column stays under
+    ``cfg.max_difference``.
+
+    ``selection_rate``: share of rows predicted positive; ``true_positive_rate``: share of actual positives
+    predicted positive. Groups smaller than ``cfg.min_group_size`` (rows, or actual positives for the TPR) are
+    listed but not compared; fewer than two comparable groups fails (a configured gate that cannot measure is not
+    a pass). Only call it when ``cfg.sensitive_column`` is set: otherwise the gate does not exist.
+    """
+    if not cfg.enabled:
+        raise GateError("fairness gate is not configured: set fairness.sensitive_column to enable it")
+    sens = pd.Series(np.asarray(sensitive, dtype=object), name=cfg.sensitive_column)
+    if len(sens) != len(X):
+        raise GateError(f"sensitive column has {len(sens)} values for {len(X)} rows")
+    y_true = _labels(y, positive_label)
+    y_pred = (positive_proba(model, X, positive_label) >= threshold).astype(int)
+    groups: dict[str, dict[str, Any]] = {}
+    for g in pd.unique(sens.fillna("<missing>")):
+        mask = (sens.fillna("<missing>") == g).to_numpy()
+        positives = mask & (y_true == 1)
+        if cfg.metric == "selection_rate":
+            size, rate = int(mask.sum()), float(y_pred[mask].mean())
+        else:
+            size = int(positives.sum())
+            rate = float(y_pred[positives].mean()) if size else float("nan")
+        groups[str(g)] = {
+            "rows": int(mask.sum()),
+            "n": size,
+            "rate": rate,
+            "compared": size >= cfg.min_group_size,
+        }
+    compared = {g: v["rate"] for g, v in groups.items() if v["compared"]}
+    base_meta = {"sensitive_column": cfg.sensitive_column, "metric": cfg.metric, "groups": groups}
+    if len(compared) < 2:
+        return GateResult(
+            gate="fairness",
+            passed=False,
+            value=None,
+            threshold=cfg.max_difference,
+            message=(
+                f"cannot compare {cfg.metric} across '{cfg.sensitive_column}': fewer than two groups with "
+                f"at least {cfg.min_group_size} {'rows' if cfg.metric == 'selection_rate' else 'positives'}"
+            ),
+            metadata=base_meta,
+        )
+    hi = max(compared, key=compared.__getitem__)
+    lo = min(compared, key=compared.__getitem__)
+    diff = compared[hi] - compared[lo]
+    ok = diff <= cfg.max_difference
+    return GateResult(
+        gate="fairness",
+        passed=ok,
+        value=float(diff),
+        threshold=cfg.max_difference,
+        message=(
+            f"largest {cfg.metric} difference {diff:.3f} between '{hi}' ({compared[hi]:.3f}) and '{lo}' "
+            f"({compared[lo]:.3f})" + ("" if ok else f" exceeds {cfg.max_difference}")
+        ),
+        metadata=base_meta | {"highest_group": hi, "lowest_group": lo},
+    )
+
+
+def sanity_gate(
+    model: Any,
+    X: pd.DataFrame,
+    expected_schema: Mapping[str, str] | Sequence[str] | None = None,
+) -> GateResult:
+    """Basic contract of a deployable classifier on ``X``.
+
+    Checks: probabilities in [0, 1] with rows summing to 1, no NaN in probabilities or predictions, exactly one
+    prediction per row, the input columns (and dtypes, when ``expected_schema`` maps name -> dtype) equal to the
+    feature schema, and the model's own ``feature_names_in_`` equal to those columns. ``value`` is the number of
+    failed checks (``threshold`` 0).
+    """
+    problems: list[str] = []
+    checks: dict[str, bool] = {}
+    n = len(X)
+    proba = np.asarray(model.predict_proba(X), dtype=float)
+    pred = np.asarray(model.predict(X))
+    checks["one_prediction_per_row"] = proba.ndim == 2 and proba.shape[0] == n and pred.shape[0] == n
+    if not checks["one_prediction_per_row"]:
+        problems.append(
+            f"{n} rows in, probabilities of shape {proba.shape} and {pred.shape[0]} predictions out"
+        )
+    checks["no_nan"] = not (np.isnan(proba).any() or pd.isna(pred).any())
+    if not checks["no_nan"]:
+        problems.append(f"{int(np.isnan(proba).any(axis=-1).sum())} rows with NaN probabilities")
+    finite = proba[~np.isnan(proba)]
+    checks["proba_in_unit_interval"] = bool(((finite >= 0) & (finite <= 1)).all())
+    if not checks["proba_in_unit_interval"]:
+        problems.append(f"probabilities outside [0, 1]: min {finite.min():.4g}, max {finite.max():.4g}")
+    if proba.ndim == 2 and not np.isnan(proba).any():
+        checks["proba_rows_sum_to_one"] = bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6))
+        if not checks["proba_rows_sum_to_one"]:
+            problems.append("probability rows do not sum to 1")
+    actual = {c: str(X[c].dtype) for c in X.columns}
+    if expected_schema is not None:
+        if isinstance(expected_schema, Mapping):
+            expected = {str(k): str(v) for k, v in expected_schema.items()}
+            same = list(expected) == list(actual) and expected == actual
+        else:
+            expected = {str(k): actual.get(str(k), "<missing>") for k in expected_schema}
+            same = list(expected) == list(actual)
+        checks["input_schema_matches_features"] = same
+        if not same:
+            missing = [c for c in expected if c not in actual]
+            extra = [c for c in actual if c not in expected]
+            retyped = {
+                c: (expected[c], actual[c]) for c in expected if c in actual and expected[c] != actual[c]
+            }
+            problems.append(
+                f"input schema differs from the feature schema: missing {missing}, extra {extra}, "
+                f"dtype changes {retyped}" + ("" if missing or extra or retyped else ", column order differs")
+            )
+    names_in = getattr(model, "feature_names_in_", None)
+    if names_in is not None:
+        checks["model_features_match_input"] = list(names_in) == list(X.columns)
+        if not checks["model_features_match_input"]:
+            problems.append(f"model was fitted on columns {list(names_in)}, input has {list(X.columns)}")
+    return GateResult(
+        gate="sanity",
+        passed=not problems,
+        value=float(len(problems)),
+        threshold=0.0,
+        message="sane" if not problems else "; ".join(problems),
+        metadata={"checks": checks, "rows": n},
+    )
+
+
+def evaluate_gates(
+    challenger: Any,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    gates: GatesConfig,
+    fairness: FairnessConfig,
+    *,
+    champion: Any | None = None,
+    champion_version: str | None = None,
+    sensitive: pd.Series | np.ndarray | None = None,
+    expected_schema: Mapping[str, str] | Sequence[str] | None = None,
+    positive_label: Any = 1,
+) -> list[GateResult]:
+    """Every configured gate on one holdout, in a fixed order; fairness only when it is configured."""
+    t = gates.decision_threshold
+    metrics = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=t)
+    results = [sanity_gate(challenger, X, expected_schema)]
+    if any(v is not None for v in gates.floors.model_dump().values()):
+        results.append(metric_floors_gate(metrics, gates.floors))
+    results += [
+        no_regression_gate(
+            challenger,
+            champion,
+            X,
+            y,
+            gates.regression,
+            positive_label=positive_label,
+            threshold=t,
+            champion_version=champion_version,
+        ),
+        latency_gate(challenger, X, gates.latency, champion=champion, champion_version=champion_version),
+        robustness_gate(challenger, X, gates.robustness, positive_label=positive_label, threshold=t),
+    ]
+    if fairness.enabled:
+        if sensitive is None:
+            raise GateError(
+                f"fairness.sensitive_column is '{fairness.sensitive_column}' but no values were given"
+            )
+        results.append(
+            fairness_gate(challenger, X, y, sensitive, fairness, positive_label=positive_label, threshold=t)
+        )
+    return results
