@@ -33,7 +33,9 @@ def frequency(name: str) -> Frequency:
     try:
         return FREQUENCIES[name]
     except KeyError:
-        raise ValueError(f"partitions.freq: unknown frequency {name!r} (use one of {sorted(FREQUENCIES)})") from None
+        raise ValueError(
+            f"partitions.freq: unknown frequency {name!r} (use one of {sorted(FREQUENCIES)})"
+        ) from None
 
 
 def period_start(ts: pd.Timestamp, freq: str) -> pd.Timestamp:

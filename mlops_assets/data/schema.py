@@ -67,7 +67,12 @@ class DataSpec:
 
     @property
     def expected_columns(self) -> list[str]:
-        return [self.timestamp_column, *self.entity_columns, *(c.name for c in self.columns), self.label_column]
+        return [
+            self.timestamp_column,
+            *self.entity_columns,
+            *(c.name for c in self.columns),
+            self.label_column,
+        ]
 
     def column(self, name: str) -> ColumnSpec:
         return next(c for c in self.columns if c.name == name)
@@ -96,7 +101,9 @@ def feature_kinds(frame: pd.DataFrame, cfg: MlopsConfig) -> dict[str, str]:
     nums = set(ds.numeric_columns or [])
     for name in sorted((cats | nums) - set(candidates)):
         if name not in frame.columns:
-            raise ValueError(f"dataset: column {name!r} named in categorical_columns/numeric_columns is not in the data")
+            raise ValueError(
+                f"dataset: column {name!r} named in categorical_columns/numeric_columns is not in the data"
+            )
     kinds = {}
     for col in candidates:
         if col in cats:
@@ -112,7 +119,9 @@ def feature_kinds(frame: pd.DataFrame, cfg: MlopsConfig) -> dict[str, str]:
     return kinds
 
 
-def infer_spec(reference: pd.DataFrame, cfg: MlopsConfig, *, reference_info: dict[str, Any] | None = None) -> DataSpec:
+def infer_spec(
+    reference: pd.DataFrame, cfg: MlopsConfig, *, reference_info: dict[str, Any] | None = None
+) -> DataSpec:
     """What a good batch looks like, learned from ``reference`` and bounded by the config's policy."""
     ds, val = cfg.dataset, cfg.validation
     if reference.empty:
@@ -131,7 +140,9 @@ def infer_spec(reference: pd.DataFrame, cfg: MlopsConfig, *, reference_info: dic
             width = hi - lo
             if width == 0:
                 width = max(abs(hi), 1.0)
-            columns.append(ColumnSpec(name, kind, lo - val.range_margin * width, hi + val.range_margin * width))
+            columns.append(
+                ColumnSpec(name, kind, lo - val.range_margin * width, hi + val.range_margin * width)
+            )
         else:
             cats = sorted({_plain(v) for v in s.dropna().unique()}, key=str)
             columns.append(ColumnSpec(name, kind, categories=cats))
@@ -247,7 +258,9 @@ def gate_names(spec_or_cfg: DataSpec | MlopsConfig) -> list[str]:
         has_cats = any(c.kind == CATEGORICAL for c in spec_or_cfg.columns)
         has_keys = bool(spec_or_cfg.entity_columns)
     else:
-        has_cats = spec_or_cfg.dataset.categorical_columns is None or bool(spec_or_cfg.dataset.categorical_columns)
+        has_cats = spec_or_cfg.dataset.categorical_columns is None or bool(
+            spec_or_cfg.dataset.categorical_columns
+        )
         has_keys = bool(spec_or_cfg.dataset.entity_columns)
     names = list(GATES)
     if not has_cats:
@@ -265,7 +278,9 @@ def _sample(frame: pd.DataFrame, index: pd.Index, n: int = 5) -> list[dict[str, 
 def validate_batch(frame: pd.DataFrame, spec: DataSpec) -> BatchValidation:
     """Validate a batch (any number of partitions) against the spec; every failure is collected (lazy)."""
     batch = frame.reset_index(drop=True).copy()
-    batch[PARTITION_COLUMN] = row_keys(batch[spec.timestamp_column], spec.freq) if len(batch) else pd.Series(dtype=str)
+    batch[PARTITION_COLUMN] = (
+        row_keys(batch[spec.timestamp_column], spec.freq) if len(batch) else pd.Series(dtype=str)
+    )
     schema = to_pandera(spec)
     try:
         coerced = schema.validate(batch, lazy=True)
@@ -276,7 +291,9 @@ def validate_batch(frame: pd.DataFrame, spec: DataSpec) -> BatchValidation:
     return _judge(batch, coerced, failures, spec)
 
 
-def _judge(batch: pd.DataFrame, coerced: pd.DataFrame, failures: pd.DataFrame, spec: DataSpec) -> BatchValidation:
+def _judge(
+    batch: pd.DataFrame, coerced: pd.DataFrame, failures: pd.DataFrame, spec: DataSpec
+) -> BatchValidation:
     fc = failures.copy()
     fc["check"] = fc["check"].astype(str)
     parts = batch[PARTITION_COLUMN]
@@ -381,7 +398,10 @@ def _judge(batch: pd.DataFrame, coerced: pd.DataFrame, failures: pd.DataFrame, s
         description=GATES["labels_known"],
         failing_partitions=sorted(parts.loc[label_rows].unique().tolist()) if len(label_rows) else [],
         sample=_sample(batch, label_rows),
-        details={"expected": spec.labels, "unknown": sorted(map(str, fc.loc[m_label, "failure_case"].unique()))[:20]},
+        details={
+            "expected": spec.labels,
+            "unknown": sorted(map(str, fc.loc[m_label, "failure_case"].unique()))[:20],
+        },
     )
 
     if "categories_known" in names:
@@ -395,7 +415,9 @@ def _judge(batch: pd.DataFrame, coerced: pd.DataFrame, failures: pd.DataFrame, s
             if mask.any():
                 unseen[c.name] = sorted(map(str, s[mask].unique()))[:10]
                 unseen_rows = unseen_rows.union(batch.index[mask])
-        unseen_frac = parts.loc[unseen_rows].value_counts() / sizes if len(unseen_rows) else pd.Series(dtype=float)
+        unseen_frac = (
+            parts.loc[unseen_rows].value_counts() / sizes if len(unseen_rows) else pd.Series(dtype=float)
+        )
         unseen_frac = unseen_frac.dropna()
         bad_parts = sorted(unseen_frac.index[unseen_frac > spec.max_unseen_category_fraction].tolist())
         gates["categories_known"] = GateResult(
@@ -440,7 +462,9 @@ def _judge(batch: pd.DataFrame, coerced: pd.DataFrame, failures: pd.DataFrame, s
     quarantined = batch.loc[batch.index.intersection(quarantine_idx)].copy()
     if len(quarantined):
         reasons = fc.loc[m_range].assign(index=lambda d: pd.to_numeric(d["index"], errors="coerce"))
-        by_row = reasons.groupby("index")["column"].apply(lambda s: "out of range: " + ", ".join(sorted(set(s))))
+        by_row = reasons.groupby("index")["column"].apply(
+            lambda s: "out of range: " + ", ".join(sorted(set(s)))
+        )
         quarantined["quarantine_reason"] = by_row.reindex(quarantined.index).to_numpy()
     clean = clean.drop(index=clean.index.intersection(quarantine_idx))
     return BatchValidation(gates=gates, clean=clean, quarantined=quarantined)

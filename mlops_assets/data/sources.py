@@ -59,7 +59,9 @@ def resolve_files(cfg: MlopsConfig) -> list[Path]:
     if not path.exists():
         raise SourceError(f"dataset.source {src!r}: file not found")
     if path.is_dir():
-        raise SourceError(f"dataset.source {src!r}: is a directory; give a file or a glob such as {src}/*.parquet")
+        raise SourceError(
+            f"dataset.source {src!r}: is a directory; give a file or a glob such as {src}/*.parquet"
+        )
     return [path]
 
 
@@ -96,7 +98,9 @@ def _read_sql(cfg: MlopsConfig) -> pd.DataFrame:
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
             return pd.read_sql_query(sa.text(cfg.dataset.query), conn)
     except sa.exc.SQLAlchemyError as err:
-        raise SourceError(f"dataset.query failed on {engine.url.render_as_string(hide_password=True)}: {err}") from None
+        raise SourceError(
+            f"dataset.query failed on {engine.url.render_as_string(hide_password=True)}: {err}"
+        ) from None
     finally:
         engine.dispose()
 
@@ -107,7 +111,9 @@ def normalize_timestamps(frame: pd.DataFrame, cfg: MlopsConfig, origin: str) -> 
     col = ds.timestamp_column
     if ds.timestamp_from_row_order is not None:
         if col in frame.columns:
-            raise SourceError(f"{origin}: column {col!r} exists but dataset.timestamp_from_row_order would replace it")
+            raise SourceError(
+                f"{origin}: column {col!r} exists but dataset.timestamp_from_row_order would replace it"
+            )
         start = pd.Timestamp(ds.timestamp_from_row_order.start, tz="UTC")
         step = pd.Timedelta(ds.timestamp_from_row_order.step)
         frame = frame.copy()
@@ -202,7 +208,11 @@ def source_time_range(cfg: MlopsConfig) -> TimeRange:
     else:
         frames = []
         for path in resolve_files(cfg):
-            part = _read_file(path, columns=[ds.timestamp_column]) if _has_column(path, ds.timestamp_column) else None
+            part = (
+                _read_file(path, columns=[ds.timestamp_column])
+                if _has_column(path, ds.timestamp_column)
+                else None
+            )
             if part is None:
                 raise SourceError(f"{path}: timestamp column {ds.timestamp_column!r} not found")
             frames.append(normalize_timestamps(part, cfg, str(path)))
@@ -210,6 +220,25 @@ def source_time_range(cfg: MlopsConfig) -> TimeRange:
     if ts.empty:
         raise SourceError(f"dataset.source {ds.source!r}: the source holds no rows")
     return TimeRange(ts.min(), ts.max())
+
+
+def peek_source(cfg: MlopsConfig, rows: int = 1000) -> pd.DataFrame:
+    """The first rows of the source (cheap for files), with the same column handling as :func:`read_source`."""
+    src = cfg.resolve_source()
+    if _is_database_url(src):
+        return read_source(cfg).head(rows)
+    path = resolve_files(cfg)[0]
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        batch = next(pq.ParquetFile(path).iter_batches(batch_size=rows), None)
+        frame = batch.to_pandas() if batch is not None else pd.DataFrame()
+    else:
+        frame = pd.read_csv(path, nrows=rows)
+        if len(frame.columns) and str(frame.columns[0]).startswith("Unnamed: 0"):
+            frame = frame.drop(columns=frame.columns[0])
+    frame = normalize_timestamps(frame, cfg, str(path))
+    return frame.drop(columns=[c for c in cfg.dataset.drop_columns if c in frame.columns])
 
 
 def _has_column(path: Path, column: str) -> bool:

@@ -1,0 +1,133 @@
+"""A batch of partitions through the data contract: reference selection, verdicts, quarantine.
+
+Plain functions used by the Dagster data assets (and usable without Dagster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops_assets.config import MlopsConfig
+from mlops_assets.data.partitions import row_keys
+from mlops_assets.data.schema import (
+    NUMERIC,
+    PARTITION_COLUMN,
+    BatchValidation,
+    DataSpec,
+    feature_kinds,
+    infer_spec,
+    validate_batch,
+)
+from mlops_assets.data.store import PartitionStore
+
+BLOCKED_COLUMN = "__blocked__"
+QUARANTINE_COLUMN = "__quarantine__"
+ANNOTATIONS = (BLOCKED_COLUMN, QUARANTINE_COLUMN)
+
+
+class BlockedPartitionError(RuntimeError):
+    """A partition that failed the data gates was asked for downstream."""
+
+
+@dataclass
+class Stores:
+    raw: PartitionStore
+    validated: PartitionStore
+    quarantine: PartitionStore
+
+    @classmethod
+    def at(cls, home: Path, model_name: str) -> Stores:
+        base = Path(home) / model_name
+        return cls(
+            raw=PartitionStore(base / "raw_data"),
+            validated=PartitionStore(base / "validated_data"),
+            quarantine=PartitionStore(base / "quarantine"),
+        )
+
+
+def choose_reference(
+    cfg: MlopsConfig,
+    stores: Stores,
+    batch: dict[str, pd.DataFrame],
+    champion_window: tuple[str, str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Reference data for the contract: the champion's training window, else the earliest validated partitions,
+    else the earliest partitions of this batch (the very first run)."""
+    n = cfg.validation.reference_partitions
+    stored = stores.validated.keys()
+    if champion_window is not None:
+        first, last = champion_window
+        keys = [k for k in stored if first <= k <= last]
+        if keys:
+            return stores.validated.read(keys), {
+                "source": "champion training window",
+                "first": first,
+                "last": last,
+            }
+    if stored:
+        keys = stored[:n]
+        return stores.validated.read(keys), {
+            "source": "earliest validated partitions",
+            "first": keys[0],
+            "last": keys[-1],
+        }
+    keys = sorted(batch)[:n]
+    frame = pd.concat([batch[k] for k in keys], ignore_index=True)
+    return frame, {"source": "earliest partitions of the first batch", "first": keys[0], "last": keys[-1]}
+
+
+def validate_partitions(
+    cfg: MlopsConfig, batch: dict[str, pd.DataFrame], reference: pd.DataFrame, reference_info: dict[str, Any]
+) -> tuple[DataSpec, BatchValidation, dict[str, pd.DataFrame]]:
+    """Validate a batch; return the contract, the gate results and each partition annotated with its verdict.
+
+    An annotated partition keeps every raw row and gains ``__blocked__`` (why the partition may not go downstream,
+    or null) and ``__quarantine__`` (why a row is held back, or null).
+    """
+    spec = infer_spec(reference, cfg, reference_info=reference_info)
+    frame = pd.concat(list(batch.values()), ignore_index=True) if batch else pd.DataFrame()
+    result = validate_batch(frame, spec)
+    blocked: dict[str, list[str]] = {}
+    for gate in result.gates.values():
+        if gate.passed:
+            continue
+        targets = gate.failing_partitions or list(batch)  # batch-wide failures (a missing column) block all
+        for key in targets:
+            blocked.setdefault(key, []).append(gate.name)
+    keys = row_keys(frame[cfg.dataset.timestamp_column], cfg.partitions.freq)
+    reasons = pd.Series(None, index=frame.index, dtype=object)
+    if len(result.quarantined):
+        reasons.loc[result.quarantined.index] = result.quarantined["quarantine_reason"].to_numpy()
+    annotated = {}
+    for key, idx in frame.groupby(keys, sort=True).groups.items():
+        part = frame.loc[idx].copy()
+        part[BLOCKED_COLUMN] = ", ".join(blocked[key]) if key in blocked else None
+        part[QUARANTINE_COLUMN] = reasons.loc[idx].to_numpy()
+        annotated[key] = part.reset_index(drop=True)
+    return spec, result, annotated
+
+
+def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split an annotated raw partition into (validated rows, quarantined rows); refuse a blocked partition."""
+    if raw.empty:
+        raise BlockedPartitionError(f"partition {key}: raw_data holds no rows")
+    if BLOCKED_COLUMN in raw.columns and raw[BLOCKED_COLUMN].notna().any():
+        why = raw[BLOCKED_COLUMN].dropna().iloc[0]
+        raise BlockedPartitionError(
+            f"partition {key} failed the data gates ({why}); fix the source and rematerialize raw_data"
+        )
+    held = (
+        raw[QUARANTINE_COLUMN].notna()
+        if QUARANTINE_COLUMN in raw.columns
+        else pd.Series(False, index=raw.index)
+    )
+    clean = raw.loc[~held].drop(columns=[c for c in (*ANNOTATIONS, PARTITION_COLUMN) if c in raw.columns])
+    for col, kind in feature_kinds(clean, cfg).items():
+        if kind == NUMERIC:
+            clean[col] = clean[col].astype("float64")
+    quarantined = raw.loc[held].drop(columns=[BLOCKED_COLUMN], errors="ignore")
+    return clean.reset_index(drop=True), quarantined.reset_index(drop=True)

@@ -1,0 +1,58 @@
+"""Per-partition Parquet files: the local store behind raw and validated data.
+
+A partition is one file, written to a temporary name and renamed into place, so a crash mid-write never leaves a
+half-written partition and rematerializing a partition replaces it whole.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+class PartitionStore:
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"invalid partition key {key!r}")
+        return self.root / f"{key}.parquet"
+
+    def write(self, key: str, frame: pd.DataFrame) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        target = self.path(key)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return target
+
+    def keys(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.stem for p in self.root.glob("*.parquet"))
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def read(self, keys: list[str] | None = None, *, missing_ok: bool = False) -> pd.DataFrame:
+        keys = self.keys() if keys is None else keys
+        frames = []
+        for key in keys:
+            p = self.path(key)
+            if not p.is_file():
+                if missing_ok:
+                    continue
+                raise FileNotFoundError(f"partition {key!r} has not been materialized ({p})")
+            frames.append(pd.read_parquet(p))
+        if not frames:
+            return pd.DataFrame()
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]

@@ -1,0 +1,46 @@
+"""Build one model's Dagster definitions from its configuration.
+
+Asset keys are prefixed with the model name (``mlops_model/raw_data`` ...), so one project can hold several models
+side by side; nothing here assumes there is only one.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from mlops_assets.config import MlopsConfig
+from mlops_assets.data.partitions import frequency, period_end, period_start
+from mlops_assets.data.sources import source_time_range
+
+
+def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
+    """Partitions over the data's own range: first to last timestamp, the last one possibly partial."""
+    rng = source_time_range(cfg)
+    f = frequency(cfg.partitions.freq)
+    start = period_start(rng.start, cfg.partitions.freq)
+    end = period_end(period_start(rng.end, cfg.partitions.freq), cfg.partitions.freq)
+    return dg.TimeWindowPartitionsDefinition(
+        start=start.to_pydatetime(),
+        end=end.to_pydatetime(),
+        cron_schedule=f.cron,
+        fmt=f.fmt,
+        timezone="UTC",
+    )
+
+
+def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
+    from mlops_assets.defs.data_assets import IO, build_data_assets
+    from mlops_assets.defs.resources import MlopsProject, PartitionedParquetIOManager, mlflow_tracking
+
+    prefix = [cfg.model.name]
+    partitions_def = time_partitions(cfg)
+    project = MlopsProject(config_path=config_path)
+    assets = [*build_data_assets(cfg, partitions_def, prefix)]
+    return dg.Definitions(
+        assets=assets,
+        resources={
+            "project": project,
+            IO: PartitionedParquetIOManager(project=project),
+            "mlflow": mlflow_tracking.configured({"experiment_name": cfg.model.name}),
+        },
+    )

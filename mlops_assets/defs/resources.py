@@ -1,0 +1,83 @@
+"""Resources and IO: the project's config and storage, per-partition Parquet IO, and MLflow via dagster-mlflow."""
+
+from functools import cached_property
+
+import dagster as dg
+import pandas as pd
+from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
+
+from mlops_assets.config import MlopsConfig, load_config
+from mlops_assets.data.batches import Stores
+from mlops_assets.data.store import PartitionStore
+from mlops_assets.settings import Storage, storage_from_env
+
+
+class MlopsProject(dg.ConfigurableResource):
+    """The validated ``mlops.yaml`` and the storage locations, decided once per run."""
+
+    config_path: str | None = None
+
+    @cached_property
+    def config(self) -> MlopsConfig:
+        return load_config(self.config_path)
+
+    @cached_property
+    def storage(self) -> Storage:
+        return storage_from_env().ensure()
+
+    @cached_property
+    def stores(self) -> Stores:
+        return Stores.at(self.storage.home, self.config.model.name)
+
+
+class PartitionedParquetIOManager(dg.ConfigurableIOManager):
+    """One Parquet file per partition under ``$MLOPS_HOME/<model>/<asset>/``.
+
+    Partitioned assets output ``{partition_key: frame}`` (one run may cover many partitions); inputs load the
+    requested partitions concatenated into one frame.
+    """
+
+    project: MlopsProject
+
+    def _store(self, context: dg.OutputContext | dg.InputContext) -> PartitionStore:
+        base = self.project.storage.home / self.project.config.model.name
+        return PartitionStore(base / context.asset_key.path[-1])
+
+    def handle_output(self, context: dg.OutputContext, obj: dict[str, pd.DataFrame]) -> None:
+        if obj is None:
+            return
+        if not isinstance(obj, dict):
+            raise TypeError(f"{context.asset_key.to_user_string()}: expected {{partition_key: DataFrame}}")
+        store = self._store(context)
+        for key, frame in obj.items():
+            store.write(key, frame)
+        context.add_output_metadata(
+            {"partitions_written": len(obj), "path": dg.MetadataValue.path(str(store.root))}
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        keys = context.asset_partition_keys if context.has_asset_partitions else None
+        return self._store(context).read(keys)
+
+
+@dg.resource(
+    config_schema=CONFIG_SCHEMA,
+    description="MLflow tracking through dagster-mlflow, artifacts in MLOPS_HOME.",
+)
+def mlflow_tracking(context):
+    """dagster-mlflow's resource, with the experiment created first so its artifacts land where storage says
+    (MLflow's default is ``./mlruns`` in the working directory), and the MLflow run ended with the step."""
+    import mlflow
+
+    storage = storage_from_env().ensure()
+    uri = context.resource_config.get("mlflow_tracking_uri") or storage.mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    name = context.resource_config["experiment_name"]
+    if mlflow.get_experiment_by_name(name) is None:
+        mlflow.create_experiment(name, artifact_location=storage.mlflow_artifact_root)
+    tracker = MlFlow(context)
+    yield tracker
+    # A step that failed has already ended its MLflow run as FAILED (see trained_model); a run still open here
+    # succeeded. Left open, MLflow would show it RUNNING forever.
+    if mlflow.active_run() is not None:
+        mlflow.end_run(status="FINISHED")

@@ -1,0 +1,16 @@
+"""Content hashes: the data versions every materialization carries and every model records."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pandas as pd
+
+
+def content_version(frame: pd.DataFrame) -> str:
+    """A stable hash of a frame's columns, dtypes and values (row order included)."""
+    h = hashlib.sha256()
+    h.update(repr([(str(c), str(t)) for c, t in frame.dtypes.items()]).encode())
+    if len(frame):
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:20]

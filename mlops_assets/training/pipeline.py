@@ -1,0 +1,193 @@
+"""The model: a scikit-learn pipeline with its preprocessing inside, a time-based split, and evaluation.
+
+Nothing here knows about Dagster or MLflow. The split is by partition, in time order: the newest
+``holdout_fraction`` of the partitions is the holdout (never used for fitting), the ``validation_fraction`` before it
+is the validation slice, and the training window is what precedes it (all of it, or the newest
+``train_window_partitions``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from mlops_assets.config import MlopsConfig
+
+
+class TrainingError(ValueError):
+    """Training cannot proceed on this data (too few partitions, one class only, ...)."""
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[str]
+    validation: list[str]
+    holdout: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        def window(keys: list[str]) -> dict[str, Any]:
+            return {
+                "first": keys[0] if keys else None,
+                "last": keys[-1] if keys else None,
+                "count": len(keys),
+            }
+
+        return {
+            "train": window(self.train),
+            "validation": window(self.validation),
+            "holdout": window(self.holdout),
+        }
+
+
+def time_split(partition_keys: list[str], cfg: MlopsConfig) -> Split:
+    """Split partition keys (any order) into train / validation / holdout windows, oldest to newest."""
+    keys = sorted(partition_keys)
+    n = len(keys)
+    m = cfg.model
+    if n < 3:
+        raise TrainingError(f"time split needs at least 3 partitions with data, got {n}")
+    n_hold = max(1, math.ceil(n * m.holdout_fraction))
+    n_val = math.ceil(n * m.validation_fraction) if m.validation_fraction > 0 else 0
+    n_train = n - n_hold - n_val
+    if n_train < 1:
+        raise TrainingError(f"{n} partitions leave nothing to train on after holdout and validation")
+    train = keys[:n_train]
+    if m.train_window_partitions is not None:
+        train = train[-m.train_window_partitions :]
+    return Split(train=train, validation=keys[n_train : n_train + n_val], holdout=keys[n_train + n_val :])
+
+
+def binary_labels(labels: pd.Series, positive_label: Any) -> np.ndarray:
+    """1 where the label is the positive class (compared as given, or as text when types differ)."""
+    hit = labels == positive_label
+    if not hit.any() and labels.notna().any():
+        hit = labels.astype(str) == str(positive_label)
+    return hit.to_numpy(dtype=np.int64)
+
+
+def build_pipeline(cfg: MlopsConfig, numeric: list[str], categorical: list[str]) -> Pipeline:
+    """Preprocessing and estimator in one pipeline, so serving applies exactly what training fitted."""
+    m = cfg.model
+    params = dict(m.params)
+    if m.estimator == "hist_gradient_boosting":
+        # Native missing-value and categorical support: categories become ordinal codes, unknown ones missing.
+        pre = ColumnTransformer(
+            [
+                ("num", "passthrough", numeric),
+                (
+                    "cat",
+                    OrdinalEncoder(
+                        handle_unknown="use_encoded_value",
+                        unknown_value=np.nan,
+                        encoded_missing_value=np.nan,
+                    ),
+                    categorical,
+                ),
+            ],
+            verbose_feature_names_out=False,
+        )
+        params.setdefault("random_state", m.random_state)
+        params.setdefault("early_stopping", False)
+        est = HistGradientBoostingClassifier(
+            categorical_features=[len(numeric) + i for i in range(len(categorical))] or None, **params
+        )
+    else:
+        pre = ColumnTransformer(
+            [
+                ("num", Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]), numeric),
+                (
+                    "cat",
+                    Pipeline(
+                        [
+                            ("impute", SimpleImputer(strategy="most_frequent")),
+                            ("onehot", OneHotEncoder(handle_unknown="ignore")),
+                        ]
+                    ),
+                    categorical,
+                ),
+            ],
+            verbose_feature_names_out=False,
+        )
+        if m.estimator == "random_forest":
+            params.setdefault("random_state", m.random_state)
+            params.setdefault("n_jobs", 1)
+            est = RandomForestClassifier(**params)
+        else:
+            params.setdefault("max_iter", 1000)
+            est = LogisticRegression(**params)
+    return Pipeline([("preprocess", pre), ("model", est)])
+
+
+def evaluate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray) -> dict[str, float | None]:
+    """Holdout metrics; ``roc_auc`` is None when the slice holds one class only."""
+    if len(X) == 0:
+        return {"n": 0, "roc_auc": None, "accuracy": None, "f1": None, "precision": None, "recall": None}
+    proba = pipeline.predict_proba(X)[:, 1]
+    pred = (proba >= 0.5).astype(int)
+    two_classes = len(np.unique(y)) == 2
+    return {
+        "n": int(len(y)),
+        "roc_auc": float(skm.roc_auc_score(y, proba)) if two_classes else None,
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        "precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, pred, zero_division=0)),
+        "positive_rate": float(y.mean()),
+    }
+
+
+@dataclass
+class TrainedModel:
+    pipeline: Pipeline
+    feature_columns: list[str]
+    numeric: list[str]
+    categorical: list[str]
+    split: Split
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    n_train: int = 0
+
+    @property
+    def holdout_metrics(self) -> dict[str, float | None]:
+        return self.metrics.get("holdout", {})
+
+
+def fit(
+    cfg: MlopsConfig,
+    frame: pd.DataFrame,
+    partition_column: str,
+    numeric: list[str],
+    categorical: list[str],
+    *,
+    split: Split | None = None,
+) -> TrainedModel:
+    """Fit on the training window of ``frame`` (rows tagged with their partition key) and evaluate every slice."""
+    label = cfg.dataset.label_column
+    labeled = frame[frame[label].notna()]
+    split = split or time_split(labeled[partition_column].unique().tolist(), cfg)
+    columns = [*numeric, *categorical]
+    slices = {name: labeled[labeled[partition_column].isin(keys)] for name, keys in split.__dict__.items()}
+    train = slices["train"]
+    y_train = binary_labels(train[label], cfg.dataset.positive_label)
+    if len(np.unique(y_train)) < 2:
+        raise TrainingError(
+            f"training window {split.train[0]}..{split.train[-1]} holds one class only; cannot train a classifier"
+        )
+    pipeline = build_pipeline(cfg, numeric, categorical)
+    pipeline.fit(train[columns], y_train)
+    model = TrainedModel(pipeline, columns, list(numeric), list(categorical), split, n_train=len(train))
+    for name, part in slices.items():
+        model.metrics[name] = evaluate(
+            pipeline, part[columns], binary_labels(part[label], cfg.dataset.positive_label)
+        )
+    return model
