@@ -1,0 +1,23 @@
+"""Registry errors: each names the model, the version and what to do about it."""
+
+from __future__ import annotations
+
+
+class RegistryError(RuntimeError):
+    """Base class of every registry error."""
+
+
+class ArtifactIntegrityError(RegistryError):
+    """A model artifact whose sha256 differs from the one recorded at registration (or has none): refused."""
+
+
+class UnknownVersionError(RegistryError, LookupError):
+    """A version (or alias) that the registered model does not have."""
+
+
+class NothingToRollBackError(RegistryError):
+    """Rollback asked for with no previous champion to go back to."""
+
+
+class PromotionError(RegistryError):
+    """A promotion that cannot be carried out (for example: the version is already champion)."""

@@ -1,0 +1,555 @@
+"""One registered model in MLflow: register a fitted pipeline, load it back through a verified path only, move
+the ``champion`` / ``previous`` aliases under a lock, and keep the deployment history.
+
+Safety of loading: models are serialized with skops, and the list of types trusted at load time is recorded as a
+*registry* tag at registration (exactly what ``skops.io.get_untrusted_types`` lists for that model), together with
+the sha256 of ``model.skops``. Loading downloads the file, checks the sha256 and hands skops that recorded list; the
+MLmodel file's own list is never used, so a tampered artifact cannot whitelist itself, and
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is never needed.
+
+Heavy modules (mlflow.sklearn, skops, pandas) are imported inside the methods that need them, so the rollback and
+status commands only pay for the MLflow client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlops_assets.registry.errors import (
+    ArtifactIntegrityError,
+    NothingToRollBackError,
+    PromotionError,
+    RegistryError,
+    UnknownVersionError,
+)
+from mlops_assets.registry.history import Deployment, DeploymentHistory, GateRecord
+from mlops_assets.settings import Storage, storage_from_env
+
+CHAMPION = "champion"
+PREVIOUS = "previous"
+CHALLENGER = "challenger"
+
+# Version tags written at registration.
+TAG_SHA256 = "mlops.sha256"
+TAG_TRUSTED_TYPES = "mlops.skops_trusted_types"
+TAG_DATA_WINDOW = "mlops.data_window"
+TAG_PARTITIONS = "mlops.partitions"
+TAG_PARTITION_COUNT = "mlops.partition_count"
+TAG_FEATURE_VERSION = "mlops.feature_version"
+TAG_DAGSTER_RUN_ID = "mlops.dagster_run_id"
+
+MODEL_ARTIFACT_PATH = "model"
+MODEL_FILE = "model.skops"
+# Partition keys are stored in full as an artifact; the tag holds them while they are short.
+_MAX_PARTITION_TAG_CHARS = 4000
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pip_requirements() -> list[str]:
+    # Given explicitly: MLflow's inference spawns a subprocess that loads the model (seconds, and it would pull
+    # in whatever the test process has imported). Versions of the modules actually imported, not dist metadata.
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+    import skops
+
+    mods = {"scikit-learn": sklearn, "skops": skops, "pandas": pandas, "numpy": numpy, "scipy": scipy}
+    return [f"{dist}=={mod.__version__}" for dist, mod in mods.items()]
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A model version created by :meth:`ModelRegistry.register`."""
+
+    model_name: str
+    version: str
+    run_id: str
+    sha256: str
+    source: str
+    trusted_types: list[str]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model loaded through the verified path, with where it came from."""
+
+    model: Any
+    model_name: str
+    version: str
+    run_id: str | None
+    sha256: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChampionInfo:
+    """The current champion: its version, run, metrics (from its MLflow run) and tags."""
+
+    model_name: str
+    version: str
+    run_id: str | None
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "metrics": self.metrics,
+            "tags": self.tags,
+        }
+
+
+class ModelRegistry:
+    """The MLflow registered model ``model_name`` plus its deployment history.
+
+    Storage (tracking URI, artifact root, history URL) comes from :func:`storage_from_env` unless ``storage`` is
+    given. Safe to use from several threads or processes: champion moves are serialized by the history's lock.
+    """
+
+    def __init__(self, model_name: str, storage: Storage | None = None):
+        self.model_name = model_name
+        self.storage = storage or storage_from_env()
+        self.client = MlflowClient(
+            tracking_uri=self.storage.mlflow_tracking_uri, registry_uri=self.storage.mlflow_tracking_uri
+        )
+        self.history_store = DeploymentHistory(self.storage.deployment_history_url)
+
+    @classmethod
+    def from_config(cls, cfg: Any, storage: Storage | None = None) -> ModelRegistry:
+        """The registry of ``cfg.model.name`` (``cfg`` is an :class:`~mlops_assets.config.MlopsConfig`)."""
+        return cls(cfg.model.name, storage)
+
+    # ------------------------------------------------------------------------------------ experiment & runs
+
+    @property
+    def experiment_name(self) -> str:
+        return f"mlops_assets/{self.model_name}"
+
+    def ensure_experiment(self) -> str:
+        """The id of this model's experiment, created with an explicit artifact location under the artifact root
+        (never MLflow's default ``./mlruns``)."""
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is not None:
+            return exp.experiment_id
+        location = f"{self.storage.mlflow_artifact_root.rstrip('/')}/{self.model_name}"
+        try:
+            return self.client.create_experiment(self.experiment_name, artifact_location=location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            exp = self.client.get_experiment_by_name(self.experiment_name)  # created concurrently
+            assert exp is not None
+            return exp.experiment_id
+
+    def _target_run(self, run_name: str | None) -> tuple[str, bool]:
+        """The active MLflow run if there is one (dagster-mlflow's), else a new run of our own."""
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None:
+            run_id = active.info.run_id
+            try:
+                self.client.get_run(run_id)
+            except MlflowException as err:
+                raise RegistryError(
+                    f"the active MLflow run {run_id} is not in the tracking store "
+                    f"{self.storage.mlflow_tracking_uri}: configure dagster-mlflow with the same "
+                    "MLFLOW_TRACKING_URI as mlops_assets"
+                ) from err
+            return run_id, False
+        run = self.client.create_run(self.ensure_experiment(), run_name=run_name)
+        return run.info.run_id, True
+
+    @contextmanager
+    def _scratch(self):
+        """A temporary folder under MLOPS_HOME (nothing is written elsewhere), removed afterwards."""
+        root = self.storage.home / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(dir=root))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------------------------------ registration
+
+    def register(
+        self,
+        pipeline: Any,
+        *,
+        input_example: Any,
+        metrics: Mapping[str, float] | None = None,
+        params: Mapping[str, Any] | None = None,
+        partitions: Sequence[str] | None = None,
+        data_window: str | None = None,
+        feature_version: str | None = None,
+        dagster_run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        json_artifacts: Mapping[str, Any] | None = None,
+        file_artifacts: Mapping[str, bytes | str] | None = None,
+        run_name: str | None = None,
+        alias: str = CHALLENGER,
+    ) -> RegisteredVersion:
+        """Log a fitted scikit-learn ``pipeline`` and register it as a new version carrying ``alias``.
+
+        Logs into the active MLflow run when there is one, else into a new run (ended here). Records params,
+        metrics, the model (skops, signature and ``input_example`` a few feature rows), its sha256 and trusted
+        types as version tags, the data window / partitions / feature version / Dagster run id as run and version
+        tags, each ``json_artifacts`` value as ``<name>.json`` and each ``file_artifacts`` value (bytes or text)
+        under its name (e.g. ``plots/roc_curve.png``, ``model_card.md``).
+        """
+        import mlflow.sklearn
+        import skops.io
+        from mlflow.models import infer_signature
+
+        trusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
+        signature = infer_signature(input_example, pipeline.predict(input_example))
+        if params is None:
+            params = _scalar_params(pipeline)
+        partitions = list(partitions or [])
+        if data_window is None and partitions:
+            data_window = f"{partitions[0]}..{partitions[-1]}"
+        info_tags = {
+            TAG_DATA_WINDOW: data_window,
+            TAG_PARTITION_COUNT: str(len(partitions)) if partitions else None,
+            TAG_FEATURE_VERSION: feature_version,
+            TAG_DAGSTER_RUN_ID: dagster_run_id,
+        }
+        joined = ",".join(partitions)
+        if partitions and len(joined) <= _MAX_PARTITION_TAG_CHARS:
+            info_tags[TAG_PARTITIONS] = joined
+        info_tags.update(tags or {})
+        info_tags = {k: str(v) for k, v in info_tags.items() if v is not None}
+
+        run_id, own_run = self._target_run(run_name)
+        try:
+            with self._scratch() as tmp:
+                model_dir = tmp / MODEL_ARTIFACT_PATH
+                mlflow.sklearn.save_model(
+                    pipeline,
+                    str(model_dir),
+                    serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS,
+                    skops_trusted_types=trusted,
+                    signature=signature,
+                    input_example=input_example,
+                    pip_requirements=_pip_requirements(),
+                )
+                sha = file_sha256(model_dir / MODEL_FILE)
+                extra = tmp / "extra"
+                extra.mkdir()
+                if partitions:
+                    (extra / "partitions.json").write_text(json.dumps(partitions))
+                for name, obj in (json_artifacts or {}).items():
+                    _safe_child(extra, f"{name}.json").write_text(json.dumps(obj, indent=2, default=str))
+                for name, data in (file_artifacts or {}).items():
+                    target = _safe_child(extra, name)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    if isinstance(data, bytes):
+                        target.write_bytes(data)
+                    else:
+                        target.write_text(data)
+                self.client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in (metrics or {}).items()],
+                    params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                    tags=[RunTag(k, v) for k, v in info_tags.items()],
+                )
+                self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+                if any(extra.iterdir()):
+                    self.client.log_artifacts(run_id, str(extra))
+            source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+            self._ensure_registered_model()
+            mv = self.client.create_model_version(
+                self.model_name,
+                source,
+                run_id=run_id,
+                tags=info_tags | {TAG_SHA256: sha, TAG_TRUSTED_TYPES: json.dumps(trusted)},
+            )
+            self.client.set_registered_model_alias(self.model_name, alias, mv.version)
+        except BaseException:
+            if own_run:
+                self.client.set_terminated(run_id, status="FAILED")
+            raise
+        if own_run:
+            self.client.set_terminated(run_id)
+        return RegisteredVersion(
+            model_name=self.model_name,
+            version=str(mv.version),
+            run_id=run_id,
+            sha256=sha,
+            source=source,
+            trusted_types=trusted,
+        )
+
+    def _ensure_registered_model(self) -> None:
+        try:
+            self.client.create_registered_model(self.model_name)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+
+    def log_artifact_bytes(self, run_id: str, name: str, data: bytes | str) -> None:
+        """Store ``data`` as artifact ``name`` (may contain folders) of ``run_id``."""
+        with self._scratch() as tmp:
+            target = _safe_child(tmp, name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, bytes):
+                target.write_bytes(data)
+            else:
+                target.write_text(data)
+            parent = str(Path(name).parent)
+            self.client.log_artifact(run_id, str(target), None if parent == "." else parent)
+
+    def log_json(self, run_id: str, name: str, obj: Any) -> None:
+        """Store ``obj`` as ``<name>.json`` in ``run_id`` (e.g. a reference data profile)."""
+        self.log_artifact_bytes(run_id, f"{name}.json", json.dumps(obj, indent=2, default=str))
+
+    def load_json(self, version: str | int, name: str) -> Any:
+        """Read back ``<name>.json`` logged with ``version``'s run."""
+        mv = self.get_version(version)
+        if mv.run_id is None:
+            raise UnknownVersionError(f"model '{self.model_name}' version {mv.version} has no run")
+        with self._scratch() as tmp:
+            path = self.client.download_artifacts(mv.run_id, f"{name}.json", str(tmp))
+            return json.loads(Path(path).read_text())
+
+    def set_model_card(self, version: str | int, markdown: str) -> None:
+        """Store the model card with the version: as its MLflow description and as ``model_card.md``."""
+        mv = self.get_version(version)
+        self.client.update_model_version(self.model_name, mv.version, description=markdown)
+        if mv.run_id:
+            self.log_artifact_bytes(mv.run_id, f"model_cards/v{mv.version}.md", markdown)
+
+    # ------------------------------------------------------------------------------------ lookups
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version of the registered model ({} when the model is not registered yet)."""
+        try:
+            rm = self.client.get_registered_model(self.model_name)
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
+        return {a: str(v) for a, v in (rm.aliases or {}).items()}
+
+    def get_version(self, version: str | int | None = None, *, alias: str | None = None):
+        """The MLflow ``ModelVersion`` for a version number or an alias; :class:`UnknownVersionError` if none."""
+        if (version is None) == (alias is None):
+            raise ValueError("give exactly one of version or alias")
+        if alias is not None:
+            target = self.aliases().get(alias)
+            if target is None:
+                raise UnknownVersionError(f"model '{self.model_name}' has no version with alias '{alias}'")
+            version = target
+        try:
+            return self.client.get_model_version(self.model_name, str(version))
+        except MlflowException as err:
+            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise UnknownVersionError(
+                    f"model '{self.model_name}' has no version {version}{self._known_versions_hint()}"
+                ) from None
+            raise
+
+    def _known_versions_hint(self) -> str:
+        try:
+            versions = sorted(
+                (mv.version for mv in self.client.search_model_versions(f"name='{self.model_name}'")), key=int
+            )
+        except MlflowException:
+            return ""
+        return f" (registered versions: {', '.join(versions)})" if versions else " (no version is registered)"
+
+    def champion(self) -> ChampionInfo | None:
+        """The current champion, or ``None`` when there is none."""
+        version = self.aliases().get(CHAMPION)
+        if version is None:
+            return None
+        mv = self.client.get_model_version(self.model_name, version)
+        metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        return ChampionInfo(
+            model_name=self.model_name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            metrics=dict(metrics),
+            tags=dict(mv.tags or {}),
+        )
+
+    # ------------------------------------------------------------------------------------ verified load
+
+    def load(self, version: str | int | None = None, *, alias: str | None = None) -> LoadedModel:
+        """Load a version (or the version an alias points to) after verifying its sha256.
+
+        Raises :class:`ArtifactIntegrityError` when the artifact's sha256 differs from the registered one or when
+        the version carries no sha256/trusted-types tags (not registered through :meth:`register`).
+        """
+        import mlflow.artifacts
+        import skops.io
+
+        mv = self.get_version(version, alias=alias)
+        tags = dict(mv.tags or {})
+        expected = tags.get(TAG_SHA256)
+        trusted_json = tags.get(TAG_TRUSTED_TYPES)
+        if not expected or trusted_json is None:
+            raise ArtifactIntegrityError(
+                f"model '{self.model_name}' version {mv.version} has no recorded sha256/trusted types: "
+                "it was not registered through mlops_assets and is refused"
+            )
+        with self._scratch() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{mv.source.rstrip('/')}/{MODEL_FILE}", dst_path=str(tmp)
+            )
+            actual = file_sha256(local)
+            if actual != expected:
+                raise ArtifactIntegrityError(
+                    f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} has sha256 "
+                    f"{actual}, registered {expected}; the model is refused"
+                )
+            model = skops.io.load(local, trusted=json.loads(trusted_json))
+        return LoadedModel(
+            model=model,
+            model_name=self.model_name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            sha256=actual,
+            tags=tags,
+        )
+
+    # ------------------------------------------------------------------------------------ promotion & rollback
+
+    def _require_registered(self, version: str) -> Any:
+        mv = self.get_version(version)
+        if not (mv.tags or {}).get(TAG_SHA256):
+            raise ArtifactIntegrityError(
+                f"model '{self.model_name}' version {version} has no recorded sha256: it was not registered "
+                "through mlops_assets and cannot become champion"
+            )
+        return mv
+
+    def promote(
+        self,
+        version: str | int,
+        reason: str,
+        run_id: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> Deployment:
+        """Make ``version`` the champion: ``previous`` moves to the old champion, and the change is appended to the
+        deployment history — all under the promotion lock, so concurrent promotions are serialized.
+
+        ``run_id`` is the run that decided it (e.g. the Dagster run id); ``metrics`` default to the version's
+        MLflow run metrics. Raises :class:`PromotionError` if the version is already champion.
+        """
+        version = str(version)
+        mv = self._require_registered(version)
+        if metrics is None:
+            metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        with self.history_store.locked(self.model_name) as txn:
+            current = self.aliases().get(CHAMPION)
+            if current == version:
+                raise PromotionError(f"model '{self.model_name}' version {version} is already champion")
+            self._move_aliases(version, current)
+            return txn.append(
+                version=version, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
+            )
+
+    def _move_aliases(self, version: str, current: str | None) -> None:
+        # `previous` first: if the second call failed, the champion would be unchanged and `previous` would point
+        # at it, which is harmless; the history transaction is rolled back either way.
+        if current is not None:
+            self.client.set_registered_model_alias(self.model_name, PREVIOUS, current)
+        self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+
+    def rollback(
+        self, to: str | int | None = None, *, reason: str = "rollback", run_id: str | None = None
+    ) -> Deployment:
+        """Move the champion back to the ``previous`` version (or to ``to``), recorded with ``reason``.
+
+        The old champion becomes ``previous``, so a second rollback without ``to`` undoes the first; use ``to`` to
+        go further back. Raises :class:`NothingToRollBackError` when there is no previous champion and
+        :class:`UnknownVersionError` when ``to`` does not exist.
+        """
+        if to is not None:
+            self._require_registered(str(to))
+        with self.history_store.locked(self.model_name) as txn:
+            aliases = self.aliases()
+            current = aliases.get(CHAMPION)
+            if to is None:
+                target = aliases.get(PREVIOUS)
+                if target is None:
+                    raise NothingToRollBackError(
+                        f"model '{self.model_name}' has no previous champion to roll back to"
+                        + ("" if current else " (and no champion at all)")
+                        + "; use --to VERSION to choose one"
+                    )
+            else:
+                target = str(to)
+            if target == current:
+                raise PromotionError(
+                    f"model '{self.model_name}' version {target} is already champion: nothing to roll back"
+                )
+            mv = self._require_registered(target)
+            metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            self._move_aliases(target, current)
+            return txn.append(
+                version=target, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
+            )
+
+    def history(self, limit: int | None = None) -> list[Deployment]:
+        """Deployment history, oldest first."""
+        return self.history_store.entries(self.model_name, limit)
+
+    def record_gate_results(
+        self, version: str | int, results: Sequence[Any], run_id: str | None = None
+    ) -> GateRecord:
+        """Keep the gate results of ``version`` (``GateResult`` objects or dicts) for ``status``."""
+        rows = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in results]
+        return self.history_store.record_gate_results(self.model_name, str(version), rows, run_id)
+
+    def latest_gate_results(self, version: str | int | None = None) -> GateRecord | None:
+        return self.history_store.latest_gate_results(
+            self.model_name, None if version is None else str(version)
+        )
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+def _safe_child(root: Path, name: str) -> Path:
+    target = (root / name).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ValueError(f"artifact name {name!r} escapes the artifact folder")
+    return target
+
+
+def _scalar_params(pipeline: Any) -> dict[str, Any]:
+    """The final estimator's scalar hyperparameters (objects are not params)."""
+    est = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    return {
+        k: v
+        for k, v in est.get_params(deep=False).items()
+        if v is None or isinstance(v, str | int | float | bool)
+    }
