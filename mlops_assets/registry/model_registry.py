@@ -379,7 +379,11 @@ class ModelRegistry:
             )
         except MlflowException:
             return ""
-        return f" (registered versions: {', '.join(versions)})" if versions else " (no version is registered)"
+        return (
+            f" (registered versions: {', '.join(map(str, versions))})"
+            if versions
+            else " (no version is registered)"
+        )
 
     def champion(self) -> ChampionInfo | None:
         """The current champion, or ``None`` when there is none."""
