@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mlops_assets.features.settings import FeaturesConfig
 from mlops_assets.training.gate_settings import FairnessConfig, GatesConfig
 
 BUNDLED_CONFIG = Path(__file__).parent / "default_config" / "mlops.yaml"
@@ -108,7 +109,7 @@ class MlopsConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     # Sections owned by the feature, gate, drift, retraining and fairness modules; each validates its own.
-    features: dict[str, Any] | None = None
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     drift: dict[str, Any] | None = None
     retraining: dict[str, Any] | None = None

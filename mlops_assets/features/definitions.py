@@ -1,0 +1,193 @@
+"""The feature registry: the declarative ``features:`` section expanded into concrete feature definitions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from mlops_assets.features.settings import TRANSFORMATIONS, parse_duration
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
+
+# Bump whenever the engine's results change for the same definitions: it is part of every code version.
+ENGINE_VERSION = "1"
+
+
+class FeatureDefinitionError(ValueError):
+    """A feature definition that cannot be used with this dataset; the message names the definition."""
+
+
+@dataclass(frozen=True)
+class FeatureDefinition:
+    """One concrete feature: what it reads, how it is computed, and exactly which past it may see."""
+
+    name: str
+    entity: tuple[str, ...]  # () = over the whole stream
+    source: str
+    transformation: str
+    window: str
+    ttl: str
+    description: str
+    code_version: str
+
+    @property
+    def window_td(self) -> pd.Timedelta:
+        return pd.Timedelta(self.window)
+
+    @property
+    def ttl_td(self) -> pd.Timedelta:
+        return pd.Timedelta(self.ttl)
+
+    @property
+    def boundary(self) -> str:
+        """Which events an event at time ``t`` may use: left-closed, right-open, ``t`` itself excluded."""
+        return f"[t - {self.window}, t)"
+
+    @property
+    def definition(self) -> str:
+        """A one-line human-readable definition."""
+        return (
+            f"{self.transformation}({self.source}) over events in {self.boundary}"
+            + (f" per {', '.join(self.entity)}" if self.entity else " over the whole stream")
+            + f"; missing when the newest observation is older than {self.ttl}: "
+            + TRANSFORMATIONS[self.transformation]
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["entity"] = list(self.entity)
+        d["boundary"] = self.boundary
+        d["definition"] = self.definition
+        return d
+
+
+def _expand(cfg: MlopsConfig) -> list[dict[str, str]]:
+    ds = cfg.dataset
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    reserved = {ds.timestamp_column, *ds.entity_columns}
+    for i, spec in enumerate(cfg.features.definitions):
+        where = f"features.definitions.{i}"
+        for src in spec.sources:
+            if src in reserved:
+                raise FeatureDefinitionError(f"{where}: source {src!r} is the timestamp or an entity key")
+            if src in ds.drop_columns:
+                raise FeatureDefinitionError(f"{where}: source {src!r} is in dataset.drop_columns")
+            for win in spec.windows:
+                w = parse_duration(win, key=f"{where}.window")
+                ttl = parse_duration(spec.ttl, key=f"{where}.ttl") if spec.ttl else w
+                name = spec.name or f"{src}_{spec.transformation}_{win}"
+                if name in seen:
+                    raise FeatureDefinitionError(f"{where}: feature name {name!r} is defined twice")
+                if name in reserved or name == ds.label_column:
+                    raise FeatureDefinitionError(
+                        f"{where}: feature name {name!r} collides with a dataset column"
+                    )
+                seen.add(name)
+                out.append(
+                    {
+                        "name": name,
+                        "source": src,
+                        "transformation": spec.transformation,
+                        # Canonical spellings so that "7D" and "168h" hash the same.
+                        "window": _canonical(w),
+                        "ttl": _canonical(ttl),
+                        "description": spec.description or "",
+                    }
+                )
+    return out
+
+
+def _canonical(td: pd.Timedelta) -> str:
+    return td.isoformat()
+
+
+def _hash(payload: object) -> str:
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _semantics(cfg: MlopsConfig) -> dict[str, object]:
+    # What else changes values: the entity keys, and which label value counts as positive (label sources).
+    ds = cfg.dataset
+    return {
+        "engine": ENGINE_VERSION,
+        "entity": list(ds.entity_columns),
+        "label": ds.label_column,
+        "positive_label": repr(ds.positive_label),
+        "timestamp": ds.timestamp_column,
+    }
+
+
+def feature_registry(cfg: MlopsConfig) -> list[FeatureDefinition]:
+    """Every window feature of the config, in definition order, each with its own code version."""
+    sem = _semantics(cfg)
+    entity = tuple(cfg.dataset.entity_columns)
+    return [
+        FeatureDefinition(entity=entity, code_version=_hash({**d, **sem, "description": ""}), **d)
+        for d in _expand(cfg)
+    ]
+
+
+def features_code_version(cfg: MlopsConfig) -> str:
+    """A stable hash of every definition, the passthrough choice and the engine version (Dagster code_version)."""
+    payload = {
+        "definitions": [{k: v for k, v in d.items() if k != "description"} for d in _expand(cfg)],
+        "passthrough": cfg.features.passthrough,
+        "drop": sorted(cfg.dataset.drop_columns),
+        **_semantics(cfg),
+    }
+    return _hash(payload)
+
+
+def lookback(cfg: MlopsConfig) -> pd.Timedelta:
+    """How much history before a partition its features need: the longest window (0 without window features)."""
+    return max((d.window_td for d in feature_registry(cfg)), default=pd.Timedelta(0))
+
+
+def online_retention(cfg: MlopsConfig) -> pd.Timedelta:
+    """How far behind the newest event the online store keeps raw events (at least the lookback)."""
+    lb = lookback(cfg)
+    ret = cfg.features.online_retention
+    return max(lb, parse_duration(ret, key="features.online_retention")) if ret else lb
+
+
+def passthrough_columns(cfg: MlopsConfig, columns: Sequence[str]) -> list[str]:
+    """The raw columns of ``columns`` that are model inputs, in their order."""
+    if not cfg.features.passthrough:
+        return []
+    ds = cfg.dataset
+    excluded = {ds.timestamp_column, ds.label_column, *ds.entity_columns, *ds.drop_columns}
+    if ds.numeric_columns is not None or ds.categorical_columns is not None:
+        declared = {*(ds.numeric_columns or []), *(ds.categorical_columns or [])}
+        missing = sorted(declared - set(columns))
+        if missing:
+            raise FeatureDefinitionError(f"declared dataset columns missing from the data: {missing}")
+        return [c for c in columns if c in declared and c not in excluded]
+    return [c for c in columns if c not in excluded]
+
+
+def model_feature_columns(cfg: MlopsConfig, columns: Sequence[str] | None = None) -> list[str]:
+    """The model's input columns, in order: raw pass-through columns, then the window features.
+
+    When the config does not declare ``dataset.numeric_columns`` / ``categorical_columns``, the raw columns are
+    only known from the data: pass ``columns`` (e.g. the columns of the features frame).
+    """
+    names = [d.name for d in feature_registry(cfg)]
+    ds = cfg.dataset
+    if columns is None:
+        if cfg.features.passthrough and ds.numeric_columns is None and ds.categorical_columns is None:
+            raise FeatureDefinitionError(
+                "model_feature_columns: the raw input columns are inferred from the data; pass `columns` "
+                "(or declare dataset.numeric_columns / dataset.categorical_columns)"
+            )
+        columns = [*(ds.numeric_columns or []), *(ds.categorical_columns or [])]
+    feature_set = set(names)
+    raw = [c for c in passthrough_columns(cfg, list(columns)) if c not in feature_set]
+    return raw + names
