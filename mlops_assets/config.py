@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mlops_assets.features.settings import FeaturesConfig
+from mlops_assets.monitoring.settings import DriftConfig, RetrainingConfig
 from mlops_assets.training.gate_settings import FairnessConfig, GatesConfig
 
 BUNDLED_CONFIG = Path(__file__).parent / "default_config" / "mlops.yaml"
@@ -111,8 +112,8 @@ class MlopsConfig(_Section):
     # Sections owned by the feature, gate, drift, retraining and fairness modules; each validates its own.
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
-    drift: dict[str, Any] | None = None
-    retraining: dict[str, Any] | None = None
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
     storage: dict[str, Any] | None = None
 
