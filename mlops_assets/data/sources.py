@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlops_assets.config import MlopsConfig
+from mlops_assets.config import ConfigError, MlopsConfig
 
 PACKAGE_SCHEME = "package://"
 TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
 
 
-class SourceError(ValueError):
+class SourceError(ConfigError):
     """The configured data source cannot be read; the message names the file, column or URL."""
 
 

@@ -68,8 +68,14 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
         progress.step("raw_data", f"validating {len(keys)} partition(s)")
         reference, info = choose_reference(cfg, project.stores, {k: v for k, v in batch.items() if len(v)})
         spec, result, annotated = validate_partitions(cfg, batch, reference, info)
-        for k in empty:
-            annotated[k] = batch[k].assign(__blocked__="has_min_rows", __quarantine__=None)
+        if empty:
+            # A partition with no rows at all: the source lost data for that period.
+            gate = result.gates["has_min_rows"]
+            gate.passed, gate.value = False, 0
+            gate.failing_partitions = sorted({*gate.failing_partitions, *empty})
+            gate.details["empty_partitions"] = empty[:100]
+            for k in empty:
+                annotated[k] = batch[k].assign(__blocked__="has_min_rows", __quarantine__=None)
         project.stores.raw.root.mkdir(parents=True, exist_ok=True)
         (project.stores.raw.root.parent / "data_contract.json").write_text(
             json.dumps(spec.to_dict(), indent=2, default=str)

@@ -30,17 +30,18 @@ def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
 
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
     from mlops_assets.defs.data_assets import IO, build_data_assets
+    from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.resources import MlopsProject, PartitionedParquetIOManager, mlflow_tracking
 
     prefix = [cfg.model.name]
     partitions_def = time_partitions(cfg)
     project = MlopsProject(config_path=config_path)
-    assets = [*build_data_assets(cfg, partitions_def, prefix)]
+    assets = [*build_data_assets(cfg, partitions_def, prefix), *build_model_assets(cfg, partitions_def, prefix)]
     return dg.Definitions(
         assets=assets,
         resources={
             "project": project,
             IO: PartitionedParquetIOManager(project=project),
-            "mlflow": mlflow_tracking.configured({"experiment_name": cfg.model.name}),
+            "mlflow": mlflow_tracking.configured({"experiment_name": f"mlops_assets/{cfg.model.name}"}),
         },
     )

@@ -69,12 +69,15 @@ def mlflow_tracking(context):
     (MLflow's default is ``./mlruns`` in the working directory), and the MLflow run ended with the step."""
     import mlflow
 
+    from mlops_assets.registry import ModelRegistry
+
     storage = storage_from_env().ensure()
-    uri = context.resource_config.get("mlflow_tracking_uri") or storage.mlflow_tracking_uri
-    mlflow.set_tracking_uri(uri)
     name = context.resource_config["experiment_name"]
-    if mlflow.get_experiment_by_name(name) is None:
-        mlflow.create_experiment(name, artifact_location=storage.mlflow_artifact_root)
+    registry = ModelRegistry(name.removeprefix("mlops_assets/"), storage)
+    if registry.experiment_name != name:
+        raise ValueError(f"experiment_name must be {registry.experiment_name!r}, got {name!r}")
+    registry.ensure_experiment()
+    mlflow.set_tracking_uri(storage.mlflow_tracking_uri)
     tracker = MlFlow(context)
     yield tracker
     # A step that failed has already ended its MLflow run as FAILED (see trained_model); a run still open here

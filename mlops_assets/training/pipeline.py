@@ -91,6 +91,8 @@ def build_pipeline(cfg: MlopsConfig, numeric: list[str], categorical: list[str])
                         handle_unknown="use_encoded_value",
                         unknown_value=np.nan,
                         encoded_missing_value=np.nan,
+                        # HistGradientBoosting takes at most 255 categories; rarer ones share a code.
+                        max_categories=250,
                     ),
                     categorical,
                 ),

@@ -1,0 +1,255 @@
+"""features, trained_model (with the release gates as blocking checks) and deployed_model."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets import progress
+from mlops_assets.config import MlopsConfig
+from mlops_assets.data.partitions import key_window, row_keys
+from mlops_assets.defs.resources import MlopsProject
+from mlops_assets.lineage import content_version
+
+IO = "partition_io"
+REASON_TAG = "mlops/reason"
+REASONS = ("initial", "drift", "performance", "freshness", "manual")
+PROMOTION_POOL = "mlops_promotion"
+RELEASE_GATES = {
+    "sanity": "Probabilities in [0, 1], no NaN, one prediction per row, input schema equal to the feature schema.",
+    "metric_floors": "Holdout ROC AUC, accuracy, F1, precision and recall at or above their floors.",
+    "no_regression": "Holdout metric no worse than the champion's on the same holdout, within the tolerance.",
+    "latency": "p95 single-row and 1,000-row batch prediction time within limits and beside the champion's.",
+    "robustness": "Predictions agree under small input noise.",
+    "fairness": "Largest between-group difference of the chosen rate under the threshold.",
+}
+
+
+def release_gate_names(cfg: MlopsConfig) -> list[str]:
+    names = ["sanity"]
+    if any(v is not None for v in cfg.gates.floors.model_dump().values()):
+        names.append("metric_floors")
+    names += ["no_regression", "latency", "robustness"]
+    if cfg.fairness.enabled:
+        names.append("fairness")
+    return names
+
+
+def release_check_name(gate: str) -> str:
+    return f"trained_model_passes_{gate}"
+
+
+def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str]):
+    from mlops_assets.features import features_code_version
+
+    validated_key = dg.AssetKey([*prefix, "validated_data"])
+    features_key = dg.AssetKey([*prefix, "features"])
+    trained_key = dg.AssetKey([*prefix, "trained_model"])
+    deployed_key = dg.AssetKey([*prefix, "deployed_model"])
+    feature_version = features_code_version(cfg)
+    gated = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+    @dg.asset(
+        key=features_key,
+        ins={"validated_data": dg.AssetIn(key=validated_key)},
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        code_version=feature_version,
+        group_name=prefix[-1],
+        kinds={"pandas", "parquet"},
+        automation_condition=gated,
+        description="Model inputs, point-in-time correct: each window feature uses only events strictly before "
+        "its row. Written to the offline store (one Parquet file per partition) and to the online store (latest "
+        "state per entity). The code version is the hash of the feature definitions.",
+    )
+    def features(context: dg.AssetExecutionContext, project: MlopsProject, validated_data: pd.DataFrame):
+        from mlops_assets.features import compute_features, lookback
+        from mlops_assets.features.stores import OfflineStore, OnlineStore
+
+        keys = context.partition_keys
+        progress.step("features", f"{len(keys)} partition(s)")
+        ts_col = cfg.dataset.timestamp_column
+        first, _ = key_window(keys[0], cfg.partitions.freq)
+        stored = project.stores.validated
+        before = [k for k in stored.keys() if key_window(k, cfg.partitions.freq)[1] <= first]
+        history = stored.read(_covering(before, first - lookback(cfg), cfg)) if before else None
+        computed = compute_features(cfg, validated_data, history)
+        offline = OfflineStore.from_storage(project.storage, cfg)
+        parts = row_keys(computed[ts_col], cfg.partitions.freq) if len(computed) else pd.Series(dtype=str)
+        for key in keys:
+            offline.write_partition(key, computed[parts.to_numpy() == key].reset_index(drop=True))
+        online = OnlineStore(project.storage.online_store_url, cfg)
+        online.materialize(validated_data, history=history)
+        return dg.MaterializeResult(
+            metadata={
+                "rows": int(len(computed)),
+                "features": dg.MetadataValue.json(list(computed.columns)),
+                "feature_code_version": feature_version,
+                "dagster/row_count": int(len(computed)),
+            },
+            data_version=dg.DataVersion(content_version(computed)),
+        )
+
+    gates = release_gate_names(cfg)
+
+    @dg.asset(
+        key=trained_key,
+        deps=[features_key],
+        required_resource_keys={"mlflow"},
+        check_specs=[
+            dg.AssetCheckSpec(release_check_name(g), asset=trained_key, blocking=True, description=RELEASE_GATES[g])
+            for g in gates
+        ],
+        group_name=prefix[-1],
+        kinds={"scikit-learn", "mlflow"},
+        automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & dg.AutomationCondition.on_missing(),
+        description="A scikit-learn pipeline (preprocessing inside) trained on the offline store's training "
+        "window, evaluated on the newest partitions (the holdout, never fitted), logged to MLflow and registered "
+        "as a new version with alias 'challenger'. The release gates are blocking checks: a challenger that fails "
+        "one never reaches deployed_model.",
+    )
+    def trained_model(context: dg.AssetExecutionContext, project: MlopsProject):
+        import mlflow
+
+        try:
+            yield from _train_and_gate(context, project, cfg, gates, trained_key, feature_version)
+        except BaseException:
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status="FAILED")
+            raise
+
+    @dg.asset(
+        key=deployed_key,
+        ins={"trained_model": dg.AssetIn(key=trained_key)},
+        group_name=prefix[-1],
+        kinds={"mlflow"},
+        pool=PROMOTION_POOL,
+        automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & dg.AutomationCondition.any_deps_updated(),
+        description="The champion: the 'champion' alias moved to the challenger once every release gate passed, "
+        "'previous' kept on the old one, and the move appended to the deployment history (serialized by a "
+        "database lock).",
+    )
+    def deployed_model(context: dg.AssetExecutionContext, trained_model: dict):
+        from mlops_assets.registry import ModelRegistry
+
+        progress.step("deployed_model", f"promoting version {trained_model['version']}")
+        registry = ModelRegistry(cfg.model.name)
+        version = trained_model["version"]
+        record = registry.latest_gate_results(version)
+        failed = [g["gate"] for g in (record.results if record else []) if not g["passed"]]
+        if record is None or failed:
+            # Defense in depth: a deployed_model run launched on its own must not bypass the gates.
+            raise dg.Failure(
+                f"version {version} cannot be promoted: "
+                + (f"release gates failed: {failed}" if failed else "no gate results recorded for it")
+            )
+        reason = context.run.tags.get(REASON_TAG) or ("initial" if registry.champion() is None else "manual")
+        deployment = registry.promote(version, reason=reason, run_id=context.run_id, metrics=trained_model["metrics"])
+        return dg.Output(
+            {"version": version, "reason": reason, "at": deployment.at},
+            metadata={"champion_version": version, "reason": reason, "previous": str(deployment.previous_version)},
+        )
+
+    return [features, trained_model, deployed_model]
+
+
+def _covering(keys: list[str], since: pd.Timestamp, cfg: MlopsConfig) -> list[str]:
+    """The stored partitions overlapping ``[since, ...)``: the history a window feature can reach."""
+    return [k for k in keys if key_window(k, cfg.partitions.freq)[1] > since]
+
+
+def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, trained_key, feature_version):
+    from mlops_assets.features import model_feature_columns
+    from mlops_assets.features.stores import OfflineStore
+    from mlops_assets.registry import ModelRegistry
+    from mlops_assets.training.gates import evaluate_gates
+    from mlops_assets.training.pipeline import binary_labels, fit
+
+    progress.step("trained_model", "reading the offline store")
+    offline = OfflineStore.from_storage(project.storage, cfg)
+    frame = offline.read()
+    if frame.empty:
+        raise dg.Failure("the offline store is empty: materialize features first")
+    ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
+    frame = frame.assign(__partition__=row_keys(frame[ts_col], cfg.partitions.freq))
+    columns = model_feature_columns(cfg, list(frame.columns))
+    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    categorical = [c for c in columns if c not in numeric]
+    progress.step("trained_model", f"fitting on {frame['__partition__'].nunique()} partition(s)")
+    model = fit(cfg, frame, "__partition__", numeric, categorical)
+    holdout = frame[frame["__partition__"].isin(model.split.holdout) & frame[label].notna()]
+    X_hold, y_hold = holdout[model.feature_columns], holdout[label]
+
+    registry = ModelRegistry(cfg.model.name)
+    champion_info = registry.champion()
+    champion = registry.load(alias="champion").model if champion_info else None
+    progress.step("trained_model", "release gates")
+    sensitive = holdout[cfg.fairness.sensitive_column] if cfg.fairness.enabled else None
+    results = evaluate_gates(
+        model.pipeline,
+        X_hold,
+        pd.Series(binary_labels(y_hold, cfg.dataset.positive_label)),
+        cfg.gates,
+        cfg.fairness,
+        champion=champion,
+        champion_version=champion_info.version if champion_info else None,
+        sensitive=sensitive,
+        expected_schema=model.feature_columns,
+        positive_label=1,
+    )
+    metrics = {k: v for k, v in model.holdout_metrics.items() if isinstance(v, int | float)}
+    train_keys = model.split.train
+    registered = registry.register(
+        model.pipeline,
+        input_example=X_hold.head(5) if len(X_hold) else frame[model.feature_columns].head(5),
+        metrics={f"holdout_{k}": v for k, v in metrics.items()}
+        | {f"validation_{k}": v for k, v in model.metrics.get("validation", {}).items() if isinstance(v, int | float)},
+        partitions=train_keys,
+        feature_version=feature_version,
+        dagster_run_id=context.run_id,
+        tags={"mlops.holdout_window": f"{model.split.holdout[0]}..{model.split.holdout[-1]}"},
+        json_artifacts={
+            "split": model.split.to_dict(),
+            "gates": [r.to_dict() for r in results],
+            "feature_columns": {"numeric": numeric, "categorical": categorical},
+        },
+    )
+    registry.record_gate_results(registered.version, results, run_id=context.run_id)
+    value = {
+        "version": registered.version,
+        "run_id": registered.run_id,
+        "metrics": metrics,
+        "split": model.split.to_dict(),
+        "feature_version": feature_version,
+        "champion_version": champion_info.version if champion_info else None,
+    }
+    yield dg.Output(
+        value,
+        metadata={
+            "version": registered.version,
+            "mlflow_run_id": registered.run_id,
+            "holdout_metrics": dg.MetadataValue.json(metrics),
+            "split": dg.MetadataValue.json(model.split.to_dict()),
+            "feature_code_version": feature_version,
+            "training_data_version": content_version(frame[frame["__partition__"].isin(train_keys)]),
+            "sha256": registered.sha256,
+        },
+        data_version=dg.DataVersion(registered.sha256[:20]),
+    )
+    by_gate = {r.gate: r for r in results}
+    for g in gates:
+        r = by_gate[g]
+        md = {"message": r.message, "details": dg.MetadataValue.json(json.loads(json.dumps(r.metadata, default=str)))}
+        if r.value is not None:
+            md["measured"] = dg.MetadataValue.float(float(r.value))
+        if r.threshold is not None:
+            md["threshold"] = dg.MetadataValue.float(float(r.threshold))
+        yield dg.AssetCheckResult(
+            asset_key=trained_key,
+            check_name=release_check_name(g),
+            passed=bool(r.passed),
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=md,
+        )

@@ -1,0 +1,81 @@
+"""Shared fixtures: isolated storage per test, small real datasets, a PostgreSQL helper."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mlops_assets.config import load_config
+from mlops_assets.data.sources import read_source
+
+ROOT = Path(__file__).resolve().parents[1]
+PG_URL = os.environ.get("MLOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture(autouse=True)
+def isolated_storage(tmp_path, monkeypatch):
+    """Every test gets its own MLOPS_HOME / DAGSTER_HOME; nothing lands in the working tree."""
+    home = tmp_path / "mlops_home"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    for var in ("MLFLOW_TRACKING_URI", "MLOPS_ONLINE_STORE_URL", "MLOPS_CONFIG", "MLOPS_PREDICTION_LOG_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+@pytest.fixture(scope="session")
+def rainfall() -> pd.DataFrame:
+    """The bundled NOAA rainfall data, with its derived ``date`` column (UTC)."""
+    return read_source(load_config())
+
+
+def write_config(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def rainfall_slice(tmp_path, rainfall):
+    """A config over the first ``years`` of the rainfall data, as a CSV of its own; returns (config path, frame)."""
+
+    def make(years: int = 3, name: str = "rain_slice", mutate=None, **sections) -> tuple[Path, pd.DataFrame]:
+        frame = rainfall[rainfall["date"] < pd.Timestamp(f"{1949 + years}-01-01", tz="UTC")].copy()
+        if mutate is not None:
+            frame = mutate(frame)
+        csv = tmp_path / f"{name}.csv"
+        frame.assign(date=frame["date"].dt.strftime("%Y-%m-%d")).to_csv(csv, index=False)
+        cfg = {
+            "dataset": {"source": csv.name, "timestamp_column": "date", "label_column": "rain", "positive_label": 1},
+            "partitions": {"freq": "month"},
+            "model": {"name": name},
+        }
+        for key, value in sections.items():
+            cfg.setdefault(key, {}).update(value)
+        return write_config(tmp_path / f"{name}.yaml", cfg), frame
+
+    return make
+
+
+@pytest.fixture
+def pg_database():
+    """A fresh database on the shared PostgreSQL server; dropped afterwards. Yields its URL."""
+    sa = pytest.importorskip("sqlalchemy")
+    name = f"mlops_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_URL}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.dispose()

@@ -1,0 +1,54 @@
+import pytest
+
+from mlops_assets.config import BUNDLED_CONFIG, ConfigError, load_config, parse_config
+
+BASE = {"dataset": {"source": "x.csv", "timestamp_column": "t", "label_column": "y"}}
+
+
+def test_bundled_config_describes_the_rainfall_data():
+    cfg = load_config()
+    assert cfg.dataset.timestamp_column == "date"
+    assert cfg.dataset.label_column == "rain"
+    assert cfg.dataset.positive_label == 1
+    assert cfg.partitions.freq == "month"
+    assert cfg.model.name == "mlops_model"
+    assert str(cfg.dataset.timestamp_from_row_order.start) == "1949-01-01"
+
+
+def test_config_file_from_environment(tmp_path, monkeypatch):
+    p = tmp_path / "m.yaml"
+    p.write_text("dataset: {source: a.csv, timestamp_column: t, label_column: y}\nmodel: {name: other}\n")
+    monkeypatch.setenv("MLOPS_CONFIG", str(p))
+    cfg = load_config()
+    assert cfg.model.name == "other"
+    assert cfg.resolve_source() == str(tmp_path / "a.csv")
+    assert load_config(BUNDLED_CONFIG).model.name == "mlops_model"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({**BASE, "datasets": {}}, "unknown key 'datasets'"),
+        ({"dataset": {**BASE["dataset"], "lable": "y"}}, "unknown key 'dataset.lable'"),
+        ({"dataset": {"source": "x.csv", "timestamp_column": "t"}}, "missing required key 'dataset.label_column'"),
+        ({**BASE, "partitions": {"freq": "fortnight"}}, "'partitions.freq'"),
+        ({**BASE, "model": {"holdout_fraction": "lots"}}, "'model.holdout_fraction'"),
+        ({**BASE, "model": {"name": "has space"}}, "'model.name'"),
+        ({**BASE, "validation": {"max_null_fraction": 2}}, "'validation.max_null_fraction'"),
+        ({"dataset": {**BASE["dataset"], "query": "select 1"}}, "dataset.query"),
+    ],
+)
+def test_bad_config_names_the_key(data, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(data, origin="m.yaml")
+    assert message in str(err.value)
+    assert str(err.value).startswith("m.yaml:")
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
