@@ -115,7 +115,7 @@ class _Txn:
             deployed_at=_now(),
             reason=reason,
             run_id=run_id,
-            metrics={k: float(v) for k, v in (metrics or {}).items()},
+            metrics={k: float(v) for k, v in (metrics or {}).items() if v is not None},
         )
         self._cur.execute(
             self._history._q(

@@ -272,7 +272,9 @@ class ModelRegistry:
                         target.write_text(data)
                 self.client.log_batch(
                     run_id,
-                    metrics=[Metric(k, float(v), _now_ms(), 0) for k, v in (metrics or {}).items()],
+                    metrics=[
+                        Metric(k, float(v), _now_ms(), 0) for k, v in (metrics or {}).items() if v is not None
+                    ],
                     params=[Param(k, str(v)[:6000]) for k, v in params.items()],
                     tags=[RunTag(k, v) for k, v in info_tags.items()],
                 )
@@ -476,6 +478,29 @@ class ModelRegistry:
             return txn.append(
                 version=version, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
             )
+
+    def promote_if_passed(
+        self,
+        version: str | int,
+        gate_results: Sequence[Any],
+        reason: str,
+        run_id: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> Deployment | None:
+        """Record ``gate_results`` for ``version``, then promote it only if every one passed.
+
+        Returns the new :class:`Deployment`, or ``None`` when a gate failed (the champion is left untouched). An
+        empty ``gate_results`` is refused: no gate evaluated is not the same as every gate passed.
+        """
+        if not gate_results:
+            raise PromotionError(
+                f"no gate results for model '{self.model_name}' version {version}: not promoted"
+            )
+        self.record_gate_results(version, gate_results, run_id=run_id)
+        rows = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in gate_results]
+        if not all(r.get("passed") is True for r in rows):
+            return None
+        return self.promote(version, reason, run_id=run_id, metrics=metrics)
 
     def _move_aliases(self, version: str, current: str | None) -> None:
         # `previous` first: if the second call failed, the champion would be unchanged and `previous` would point

@@ -3,10 +3,11 @@
 Pydantic only (no numpy, no sklearn), so that :mod:`mlops_assets.config` can import it without slowing the light
 commands. The gate functions themselves live in :mod:`mlops_assets.training.gates`.
 
-Defaults are calibrated on the bundled NOAA rainfall data: a HistGradientBoosting model on the newest 10-20 % of
-days scores ROC AUC ~0.75, accuracy ~0.70, F1 ~0.60, precision ~0.56, recall ~0.64, while the same model fitted on
-shuffled labels scores ROC AUC ~0.48, F1 ~0.00, recall ~0.00 (accuracy stays near the majority rate, ~0.65, which is
-why accuracy alone can never be the gate).
+Defaults are calibrated on the bundled NOAA rainfall data, which drifts strongly in its last third: a
+HistGradientBoosting model fitted on the first 80 % of days scores, on the newest 10 % (the default holdout),
+ROC AUC ~0.71, accuracy ~0.62, F1 ~0.57, precision ~0.48, recall ~0.72 (on the newest 20 %: 0.76 / 0.70 / 0.60 /
+0.56 / 0.65), while the same model fitted on shuffled labels scores ROC AUC ~0.48, F1 ~0.00, recall ~0.00.
+Accuracy stays near the majority rate (~0.65) even for the shuffled model, so its floor is only a sanity floor.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class MetricFloors(_Section):
     """Minimum holdout value for each metric; ``null`` switches that floor off (it is then reported absent)."""
 
     roc_auc: float | None = Field(default=0.65, ge=0, le=1)
-    accuracy: float | None = Field(default=0.60, ge=0, le=1)
+    accuracy: float | None = Field(default=0.55, ge=0, le=1)
     f1: float | None = Field(default=0.40, ge=0, le=1)
     precision: float | None = Field(default=0.35, ge=0, le=1)
     recall: float | None = Field(default=0.30, ge=0, le=1)

@@ -433,8 +433,20 @@ def sanity_gate(
     problems: list[str] = []
     checks: dict[str, bool] = {}
     n = len(X)
-    proba = np.asarray(model.predict_proba(X), dtype=float)
-    pred = np.asarray(model.predict(X))
+    actual = {c: str(X[c].dtype) for c in X.columns}
+    try:
+        proba = np.asarray(model.predict_proba(X), dtype=float)
+        pred = np.asarray(model.predict(X))
+    except (ValueError, KeyError, TypeError) as err:
+        # A model that cannot score the feature frame is the plainest sanity failure: reported, not raised.
+        return GateResult(
+            gate="sanity",
+            passed=False,
+            value=1.0,
+            threshold=0.0,
+            message=f"model cannot score the input ({type(err).__name__}: {str(err).strip()[:500]})",
+            metadata={"checks": {"model_scores_input": False}, "rows": n, "input_schema": actual},
+        )
     checks["one_prediction_per_row"] = proba.ndim == 2 and proba.shape[0] == n and pred.shape[0] == n
     if not checks["one_prediction_per_row"]:
         problems.append(
@@ -451,7 +463,6 @@ def sanity_gate(
         checks["proba_rows_sum_to_one"] = bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6))
         if not checks["proba_rows_sum_to_one"]:
             problems.append("probability rows do not sum to 1")
-    actual = {c: str(X[c].dtype) for c in X.columns}
     if expected_schema is not None:
         if isinstance(expected_schema, Mapping):
             expected = {str(k): str(v) for k, v in expected_schema.items()}

