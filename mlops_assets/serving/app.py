@@ -1,0 +1,115 @@
+"""The ASGI app: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /metrics`` (see INTERFACE.md).
+
+Handlers stay thin: read the body under a size cap, validate, hand the request to the service (which batches
+it), and time it for ``/metrics``. No middleware on the hot path: each handler records its own latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from mlops_assets.serving.features import FeatureCompletionError
+from mlops_assets.serving.prediction_log import UnknownPredictionError
+from mlops_assets.serving.service import NoModelError, PredictionService
+from mlops_assets.serving.validation import InputError, parse_feedback
+
+log = logging.getLogger("mlops_assets.serving")
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it exceeds ``limit`` bytes (declared or actually sent)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise InputError("body", f"{int(declared)} bytes; at most {limit} per request", 413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError("body", f"more than {limit} bytes; at most {limit} per request", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(err: InputError | FeatureCompletionError) -> JSONResponse:
+    return JSONResponse(err.to_dict(), status_code=err.status)
+
+
+def create_app(service: PredictionService, *, manage_service: bool = True) -> Starlette:
+    """The app around ``service``. With ``manage_service`` the app's lifespan starts and closes it."""
+    metrics = service.metrics
+    limit = service.options.limits.max_body_bytes
+
+    async def predict(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            body = await _read_body(request, limit)
+            pending = service.validate(body)
+            payload = await service.predict(pending)
+            resp: Response = Response(payload, media_type="application/json")
+        except (InputError, FeatureCompletionError) as err:
+            resp = _error(err)
+        except NoModelError as err:
+            resp = JSONResponse({"error": f"no model is served: {err}", "field": None}, status_code=503)
+        metrics.observe_request("/predict", "POST", resp.status_code, time.perf_counter() - t0)
+        return resp
+
+    async def feedback(request: Request) -> Response:
+        t0 = time.perf_counter()
+        try:
+            body = await _read_body(request, limit)
+            ids, labels = parse_feedback(body, service.options.limits)
+            n = await asyncio.get_running_loop().run_in_executor(None, service.feedback, ids, labels)
+            resp: Response = JSONResponse({"labeled": n})
+        except InputError as err:
+            resp = _error(err)
+        except UnknownPredictionError as err:
+            resp = JSONResponse(
+                {"error": str(err), "field": "ids", "unknown_ids": err.ids[:100]}, status_code=404
+            )
+        metrics.observe_request("/feedback", "POST", resp.status_code, time.perf_counter() - t0)
+        return resp
+
+    async def health(request: Request) -> Response:
+        t0 = time.perf_counter()
+        h = service.health()
+        resp = JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
+        metrics.observe_request("/health", "GET", resp.status_code, time.perf_counter() - t0)
+        return resp
+
+    async def metrics_endpoint(request: Request) -> Response:
+        t0 = time.perf_counter()
+        resp = PlainTextResponse(metrics.render(), media_type=PROMETHEUS_CONTENT_TYPE)
+        metrics.observe_request("/metrics", "GET", resp.status_code, time.perf_counter() - t0)
+        return resp
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        if manage_service:
+            await asyncio.get_running_loop().run_in_executor(None, service.start)
+        await service.batcher.start()
+        try:
+            yield
+        finally:
+            await service.batcher.stop()
+            if manage_service:
+                service.close()
+
+    return Starlette(
+        routes=[
+            Route("/predict", predict, methods=["POST"]),
+            Route("/feedback", feedback, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,278 @@
+"""The prediction service over real HTTP (uvicorn on 127.0.0.1): predictions equal the offline ones, feedback
+reaches the performance function, each bad input is a 4xx naming the field and logs nothing, /health, /metrics."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlops_assets.monitoring.performance_log import live_performance
+from mlops_assets.serving.app import create_app
+from mlops_assets.serving.service import PredictionService, ServiceOptions
+from mlops_assets.serving.validation import Limits
+from mlops_assets_tests.test_serving_support import (
+    LiveServer,
+    materialize_online,
+    offline_predictions,
+    register,
+    row_json,
+    scored_rows,
+    storage_for,
+    trained,
+)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serving_api")
+    storage = storage_for(home)
+    materialize_online(storage)
+    version = register(storage, 25)
+    options = ServiceOptions(limits=Limits(max_rows=500, max_body_bytes=200_000), poll_interval=0.2)
+    service = PredictionService(trained().cfg, storage, options)
+    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        yield server, client, service, version
+
+
+def _rows(n: int | None = None) -> list[dict]:
+    rows = scored_rows() if n is None else scored_rows().tail(n)
+    return row_json(rows, trained().cfg.dataset.timestamp_column)
+
+
+def test_batch_request_equals_offline_predictions(live):
+    _, client, _, version = live
+    rows = scored_rows()
+    r = client.post("/predict", json={"rows": row_json(rows, "date")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    pred, proba = offline_predictions(25, rows)
+    assert body["model_version"] == version
+    assert body["predictions"] == pred.tolist()
+    # Same events, same engine, same pipeline: the same numbers (JSON round-trips doubles exactly).
+    np.testing.assert_array_equal(np.array(body["probabilities"]), proba)
+    assert len(set(body["ids"])) == len(rows)
+
+
+def test_concurrent_single_row_requests_equal_offline_predictions(live):
+    _, client, service, version = live
+    rows = scored_rows().tail(120).reset_index(drop=True)
+    payloads = row_json(rows, "date")
+    batches_before = service.metrics.batch_rows.n
+
+    def one(i):
+        return client.post("/predict", json={"rows": [payloads[i]]})
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(one, range(len(payloads))))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200][
+        :3
+    ]
+    pred, proba = offline_predictions(25, rows)
+    got_proba = np.array([r.json()["probabilities"][0] for r in responses])
+    got_pred = [r.json()["predictions"][0] for r in responses]
+    np.testing.assert_array_equal(got_proba, proba)
+    assert got_pred == pred.tolist()
+    # Coalesced: fewer model calls than requests.
+    assert service.metrics.batch_rows.n - batches_before < len(payloads)
+
+
+def test_feedback_reaches_live_performance(live):
+    _, client, service, version = live
+    rows = scored_rows().tail(90).reset_index(drop=True)
+    r = client.post("/predict", json={"rows": row_json(rows, "date")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    t = trained()
+    labels = t.raw.tail(90)[t.cfg.dataset.label_column].astype(int).tolist()
+    fb = client.post("/feedback", json={"ids": body["ids"], "labels": labels})
+    assert fb.status_code == 200, fb.text
+    assert fb.json() == {"labeled": 90}
+
+    perf = live_performance(t.cfg, service.storage.prediction_log_url, model_version=version)
+    months = sorted(set(pd.DatetimeIndex(rows["date"]).strftime("%Y-%m")))
+    assert sorted(perf) == months
+    # Expected: the same metrics computed directly from the offline probabilities, month by month.
+    _, proba = offline_predictions(25, rows)
+    from sklearn.metrics import roc_auc_score
+
+    frame = pd.DataFrame({"m": pd.DatetimeIndex(rows["date"]).strftime("%Y-%m"), "y": labels, "p": proba})
+    for month, part in frame.groupby("m"):
+        got = perf[month]
+        assert got["n"] == len(part)
+        assert got["model_versions"] == [version]
+        if part["y"].nunique() == 2:
+            assert got["roc_auc"] == pytest.approx(roc_auc_score(part["y"], part["p"]), abs=1e-12)
+        else:
+            assert got["roc_auc"] is None
+
+
+def test_feedback_for_unknown_ids_is_404_and_changes_nothing(live):
+    _, client, service, _ = live
+    r = client.post("/predict", json={"rows": _rows(1)})
+    pid = r.json()["ids"][0]
+    fb = client.post("/feedback", json={"ids": [pid, "nope"], "labels": [1, 0]})
+    assert fb.status_code == 404
+    assert fb.json()["unknown_ids"] == ["nope"]
+    [rec] = service.prediction_log.records([pid])
+    assert rec.label is None
+
+
+def _good_row() -> dict:
+    return _rows(1)[0]
+
+
+def _with(**changes) -> dict:
+    row = _good_row()
+    for k, v in changes.items():
+        if v is _DROP:
+            del row[k]
+        else:
+            row[k] = v
+    return row
+
+
+_DROP = object()
+
+
+BAD_BODIES = [
+    # (name, body bytes or JSON object, expected status, field named)
+    ("not json", b"{rows:", 400, "body"),
+    ("not an object", [1, 2], 400, "body"),
+    ("both rows and entities", {"rows": [], "entities": []}, 422, "body"),
+    ("unknown top-level field", {"rows": [], "extra": 1}, 422, "extra"),
+    ("rows not a list", {"rows": {"a": 1}}, 422, "rows"),
+    ("empty rows", {"rows": []}, 422, "rows"),
+    ("row not an object", {"rows": [[1, 2]]}, 422, "rows[0]"),
+    ("missing column", {"rows": [_with(temperature=_DROP)]}, 422, "rows[0].temperature"),
+    ("unknown column", {"rows": [_with(humidity=3.0)]}, 422, "rows[0].humidity"),
+    ("label sent", {"rows": [_with(rain=1)]}, 422, "rows[0].rain"),
+    ("string for a number", {"rows": [_with(visibility="far")]}, 422, "rows[0].visibility"),
+    ("boolean for a number", {"rows": [_with(visibility=True)]}, 422, "rows[0].visibility"),
+    ("bad timestamp", {"rows": [_with(date="yesterday")]}, 422, "rows[0].date"),
+    ("timestamp a number", {"rows": [_with(date=20200101)]}, 422, "rows[0].date"),
+    (
+        "NaN",
+        b'{"rows": [%s]}' % json.dumps(_with(temperature=float("nan"))).encode(),
+        422,
+        "rows[0].temperature",
+    ),
+    (
+        "Infinity",
+        b'{"rows": [%s]}' % json.dumps(_with(temperature=float("inf"))).encode(),
+        422,
+        "rows[0].temperature",
+    ),
+    (
+        "overflowing number",
+        json.dumps({"rows": [_with(temperature=1)]})
+        .replace('"temperature": 1', '"temperature": 1e999')
+        .encode(),
+        422,
+        "rows[0].temperature",
+    ),
+    ("too many rows", {"rows": [_good_row()] * 501}, 413, "rows"),
+    (
+        "row older than the online store keeps",
+        {"rows": [_with(date="1960-01-01T00:00:00+00:00")]},
+        422,
+        "rows[].date",
+    ),
+    ("entities without as_of", {"entities": [{}]}, 422, "as_of"),
+    (
+        "entities: model needs raw columns",
+        {"entities": [{}], "as_of": "1998-06-01T00:00:00"},
+        422,
+        "entities",
+    ),
+    (
+        "entity with unknown key",
+        {"entities": [{"station": 1}], "as_of": "1998-06-01"},
+        422,
+        "entities[0].station",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,body,status,field", BAD_BODIES, ids=[b[0] for b in BAD_BODIES])
+def test_bad_input_is_4xx_naming_the_field_and_logs_nothing(live, name, body, status, field):
+    _, client, service, _ = live
+    service.prediction_log.flush()
+    before = service.prediction_log.count()
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field
+    assert field in r.json()["error"]
+    service.prediction_log.flush()
+    assert service.prediction_log.count() == before
+
+
+def test_oversized_body_is_413(live):
+    _, client, service, _ = live
+    before = service.prediction_log.count()
+    r = client.post(
+        "/predict", content=b"{" + b" " * 300_000 + b"}", headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413
+    assert r.json()["field"] == "body"
+
+    # Without a content-length header (chunked upload) the cap holds while reading.
+    def chunks():
+        for _ in range(30):
+            yield b" " * 10_000
+
+    r = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert service.prediction_log.count() == before
+
+
+def test_bad_row_in_a_concurrent_batch_fails_alone(live):
+    """A row the store cannot complete (too old) shares a batch with good ones: only it is refused."""
+    _, client, _, _ = live
+    good, bad = _rows(20), _with(date="1960-01-01T00:00:00+00:00")
+    bodies = [{"rows": [r]} for r in good] + [{"rows": [bad]}] * 5
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda b: client.post("/predict", json=b), bodies))
+    assert [r.status_code for r in responses[:20]] == [200] * 20
+    assert [r.status_code for r in responses[20:]] == [422] * 5
+
+
+def test_feedback_validation(live):
+    _, client, _, _ = live
+    cases = [
+        ({"ids": ["a"]}, "labels"),
+        ({"ids": ["a", "b"], "labels": [1]}, "labels"),
+        ({"ids": ["a"], "labels": [2]}, "labels[0]"),
+        ({"ids": [3], "labels": [1]}, "ids[0]"),
+        ({"ids": ["a"], "labels": [1], "x": 1}, "x"),
+    ]
+    for body, field in cases:
+        r = client.post("/feedback", json=body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["field"] == field
+
+
+def test_health_and_metrics(live):
+    _, client, _, version = live
+    h = client.get("/health")
+    assert h.status_code == 200
+    assert h.json()["status"] == "ok" and h.json()["model_version"] == version
+    client.post("/predict", json={"rows": _rows(1)})
+    m = client.get("/metrics")
+    assert m.status_code == 200
+    assert m.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = m.text
+    assert f'mlops_model_info{{model="mlops_model",version="{version}"}} 1' in text
+    assert 'mlops_requests_total{endpoint="/predict",method="POST",status="200"}' in text
+    assert 'mlops_request_duration_seconds_bucket{endpoint="/predict",le="+Inf"}' in text
+    count = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('mlops_request_duration_seconds_count{endpoint="/predict"}')
+    ]
+    assert count and int(count[0].split()[-1]) >= 1
