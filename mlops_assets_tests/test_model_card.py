@@ -1,0 +1,72 @@
+"""Model card Markdown and the ROC / confusion-matrix PNGs."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from mlops_assets.training.gates import GateResult
+from mlops_assets.training.model_card import render_model_card
+from mlops_assets.training.plots import confusion_matrix_png, roc_curve_png
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_card_shows_window_metrics_beside_champion_gates_and_feature_version():
+    gates = [
+        GateResult("metric_floors", True, 0.05, 0.0, "all metric floors hold"),
+        GateResult("latency", False, 72.5, 50.0, "p95 single-row 72.5 ms > limit 50.0 ms"),
+        {"gate": "fairness", "passed": True, "value": 0.03, "threshold": 0.1, "message": "gap | small"},
+    ]
+    card = render_model_card(
+        model_name="mlops_model",
+        version="7",
+        metrics={"roc_auc": 0.8012, "accuracy": 0.7, "brier": 0.2},
+        champion_metrics={"roc_auc": 0.79, "accuracy": 0.71},
+        champion_version="6",
+        gate_results=gates,
+        data_window="1949-01..1998-10",
+        partition_count=598,
+        feature_version="feat-1a2b",
+        estimator="hist_gradient_boosting",
+        params={"max_iter": 100},
+        created_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    assert card.startswith("# Model card: mlops_model version 7")
+    assert "- Data window: 1949-01..1998-10" in card
+    assert "- Partitions: 598" in card
+    assert "- Feature code version: feat-1a2b" in card
+    assert "| roc_auc | 0.8012 | 0.7900 | +0.0112 |" in card
+    assert "| accuracy | 0.7000 | 0.7100 | -0.0100 |" in card
+    assert "| brier | 0.2000 | — | — |" in card  # no champion value: shown as missing, not as zero
+    assert "champion (v6)" in card
+    assert "| latency | **FAIL** | 72.5000 | 50.0000 | p95 single-row 72.5 ms > limit 50.0 ms |" in card
+    assert "gap \\| small" in card  # a pipe in a message does not break the table
+    assert "Blocked by: latency." in card
+
+
+def test_model_card_first_deployment_and_no_gates():
+    card = render_model_card(model_name="m", version=None, metrics={"roc_auc": float("nan")})
+    assert "| roc_auc | n/a | — | — |" in card
+    assert "first deployment" in card
+    assert "No gate results recorded." in card
+    assert "Data window: not recorded" in card
+
+
+def test_plots_are_real_pngs():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    scores = np.clip(y * 0.3 + rng.random(300) * 0.7, 0, 1)
+    roc = roc_curve_png(y, scores, baseline=(y, rng.random(300), "champion"))
+    cm = confusion_matrix_png(y, (scores >= 0.5).astype(int))
+    for png in (roc, cm):
+        assert png.startswith(PNG_MAGIC)
+        img = imread(io.BytesIO(png), format="png")
+        assert img.shape[0] > 200 and img.shape[1] > 200
+        assert img.std() > 0.05  # something was drawn
+    with pytest.raises(ValueError, match="both classes"):
+        roc_curve_png(np.zeros(10), np.linspace(0, 1, 10))
