@@ -238,5 +238,5 @@ def test_code_version_is_stable_and_tracks_definitions():
     assert features_code_version(a) == features_code_version(same)
     assert features_code_version(a) != features_code_version(other)
     reg = feature_registry(a)
-    assert reg[0].boundary == "[t - P7DT0H0M0S, t)" and reg[0].entity == ("store",)
+    assert reg[0].boundary == "[t - 7D, t)" and reg[0].entity == ("store",)
     assert lookback(a) == pd.Timedelta("7D")

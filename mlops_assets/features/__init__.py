@@ -15,7 +15,10 @@ from mlops_assets.features.definitions import (
     model_feature_columns,
 )
 from mlops_assets.features.engine import FeatureInputError, compute_features
+from mlops_assets.features.offline import OfflineStore, OfflineStoreError
+from mlops_assets.features.online import OnlineStore, OnlineStoreError, complete_features
 from mlops_assets.features.settings import FeaturesConfig, FeatureSpec
+from mlops_assets.features.stores import offline_store, online_store, store_name
 
 __all__ = [
     "ENGINE_VERSION",
@@ -24,9 +27,17 @@ __all__ = [
     "FeatureInputError",
     "FeatureSpec",
     "FeaturesConfig",
+    "OfflineStore",
+    "OfflineStoreError",
+    "OnlineStore",
+    "OnlineStoreError",
+    "complete_features",
     "compute_features",
     "feature_registry",
     "features_code_version",
     "lookback",
     "model_feature_columns",
+    "offline_store",
+    "online_store",
+    "store_name",
 ]

@@ -105,7 +105,12 @@ def _expand(cfg: MlopsConfig) -> list[dict[str, str]]:
 
 
 def _canonical(td: pd.Timedelta) -> str:
-    return td.isoformat()
+    """One spelling per duration ("7D" and "168h" are both "7D")."""
+    ns = int(td.value)
+    for unit, size in (("D", 86_400 * 10**9), ("h", 3_600 * 10**9), ("min", 60 * 10**9), ("s", 10**9)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    return f"{ns}ns"
 
 
 def _hash(payload: object) -> str:
@@ -125,8 +130,28 @@ def _semantics(cfg: MlopsConfig) -> dict[str, object]:
     }
 
 
+_MEMO: dict[tuple[str, int], tuple[object, object]] = {}
+
+
+def _memo(kind: str, cfg: MlopsConfig, compute):
+    # Configs are frozen: cache per config object (the serving hot path asks for the registry on every call).
+    key = (kind, id(cfg))
+    hit = _MEMO.get(key)
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    value = compute()
+    if len(_MEMO) > 256:
+        _MEMO.clear()
+    _MEMO[key] = (cfg, value)
+    return value
+
+
 def feature_registry(cfg: MlopsConfig) -> list[FeatureDefinition]:
     """Every window feature of the config, in definition order, each with its own code version."""
+    return list(_memo("registry", cfg, lambda: _registry(cfg)))
+
+
+def _registry(cfg: MlopsConfig) -> list[FeatureDefinition]:
     sem = _semantics(cfg)
     entity = tuple(cfg.dataset.entity_columns)
     return [
@@ -137,6 +162,10 @@ def feature_registry(cfg: MlopsConfig) -> list[FeatureDefinition]:
 
 def features_code_version(cfg: MlopsConfig) -> str:
     """A stable hash of every definition, the passthrough choice and the engine version (Dagster code_version)."""
+    return _memo("version", cfg, lambda: _code_version(cfg))
+
+
+def _code_version(cfg: MlopsConfig) -> str:
     payload = {
         "definitions": [{k: v for k, v in d.items() if k != "description"} for d in _expand(cfg)],
         "passthrough": cfg.features.passthrough,
@@ -152,10 +181,11 @@ def lookback(cfg: MlopsConfig) -> pd.Timedelta:
 
 
 def online_retention(cfg: MlopsConfig) -> pd.Timedelta:
-    """How far behind the newest event the online store keeps raw events (at least the lookback)."""
+    """How far behind the newest event the online store keeps raw events (default: twice the lookback, so
+    rows up to one lookback older than the newest event can still be completed; never less than the lookback)."""
     lb = lookback(cfg)
     ret = cfg.features.online_retention
-    return max(lb, parse_duration(ret, key="features.online_retention")) if ret else lb
+    return max(lb, parse_duration(ret, key="features.online_retention")) if ret else 2 * lb
 
 
 def passthrough_columns(cfg: MlopsConfig, columns: Sequence[str]) -> list[str]:

@@ -64,13 +64,17 @@ def timestamps_ns(frame: pd.DataFrame, column: str, *, coerce: bool = False) -> 
     return naive.to_numpy(dtype="datetime64[ns]").view("int64")
 
 
+def key_part(value: object) -> str:
+    """One spelling per entity key value, whatever the carrier: 7, 7.0, "7" (JSON, CSV, SQL) are one entity."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _normalize_key(s: pd.Series) -> pd.Series:
-    # One spelling per key, whatever the carrier: 7, 7.0, "7" (JSON, CSV, SQL) are the same entity.
     if pd.api.types.is_float_dtype(s.dtype):
-        finite = s.dropna()
-        if (finite == np.floor(finite)).all():
-            s = s.astype("Int64")
-    return s.astype(str)
+        return s.map(key_part).astype(object)
+    return s.astype(str).astype(object)
 
 
 def entity_keys(frame: pd.DataFrame, entity_columns: Sequence[str]) -> np.ndarray:
@@ -80,11 +84,23 @@ def entity_keys(frame: pd.DataFrame, entity_columns: Sequence[str]) -> np.ndarra
     missing = [c for c in entity_columns if c not in frame.columns]
     if missing:
         raise FeatureInputError(f"entity columns missing: {missing}")
+    if len(frame) <= 64:  # the serving path: plain Python beats pandas on a handful of rows
+        cols = [frame[c].tolist() for c in entity_columns]
+        return np.array(
+            [_KEY_SEP.join(key_part(v) for v in vs) for vs in zip(*cols, strict=True)], dtype=object
+        )
     parts = [_normalize_key(frame[c]) for c in entity_columns]
     key = parts[0]
     for p in parts[1:]:
         key = key + _KEY_SEP + p
     return key.to_numpy(dtype=object)
+
+
+def entity_keys_from_records(
+    records: Sequence[dict[str, object]], entity_columns: Sequence[str]
+) -> list[str]:
+    """The keys of entity dicts (serving requests), spelled exactly like :func:`entity_keys`."""
+    return [_KEY_SEP.join(key_part(r[c]) for c in entity_columns) for r in records]
 
 
 def source_columns(defs: Sequence[FeatureDefinition]) -> list[str]:

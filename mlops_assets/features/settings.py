@@ -106,8 +106,9 @@ class FeaturesConfig(BaseModel):
     definitions: list[FeatureSpec] = Field(default_factory=list)
     # Raw columns (everything but timestamp, entity keys, label and dataset.drop_columns) are model inputs too.
     passthrough: bool = True
-    # How far back the online store keeps raw events behind the newest one (default: the longest window).
-    # Rows older than (newest - online_retention + longest window) cannot be completed online and are refused.
+    # How far back the online store keeps raw events behind the newest one (default: twice the longest
+    # window). Rows older than (newest - online_retention + longest window) cannot be completed online and
+    # are refused with an error, never answered from partial history.
     online_retention: str | None = None
 
     @field_validator("online_retention")

@@ -1,0 +1,183 @@
+"""The public feature API (INTERFACE.md, "Python API"): historical and online lookups, the feature list.
+
+``config`` is a path to ``mlops.yaml`` or ``None`` (``$MLOPS_CONFIG``, else the bundled default), like the CLI;
+storage comes from the environment (:func:`mlops_assets.settings.storage_from_env`). Every lookup runs the one
+point-in-time engine of :mod:`mlops_assets.features.engine`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlops_assets.config import MlopsConfig, config_path, load_config
+from mlops_assets.features.definitions import (
+    FeatureDefinition,
+    feature_registry,
+    features_code_version,
+    lookback,
+)
+from mlops_assets.features.engine import (
+    Events,
+    FeatureInputError,
+    entity_keys,
+    entity_keys_from_records,
+    evaluate,
+    source_columns,
+    timestamps_ns,
+)
+from mlops_assets.features.online import online_features_as_of
+from mlops_assets.features.stores import offline_store, online_store, store_name
+
+__all__ = ["get_historical_features", "get_online_features", "list_features"]
+
+_CONFIGS: dict[tuple[str, int], MlopsConfig] = {}
+_CONFIGS_LOCK = threading.Lock()
+
+
+def _config(config: str | os.PathLike[str] | MlopsConfig | None) -> MlopsConfig:
+    # Parsed once per file version: the online path must not re-read YAML on every lookup.
+    if isinstance(config, MlopsConfig):
+        return config
+    path = Path(config_path(config)).resolve()
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return load_config(path)  # raises the ConfigError that names the file
+    with _CONFIGS_LOCK:
+        cfg = _CONFIGS.get(key)
+    if cfg is None:
+        cfg = load_config(path)
+        with _CONFIGS_LOCK:
+            _CONFIGS[key] = cfg
+    return cfg
+
+
+def _select(cfg: MlopsConfig, features: Iterable[str] | None) -> list[FeatureDefinition]:
+    defs = feature_registry(cfg)
+    if features is None:
+        return defs
+    wanted = list(features)
+    by_name = {d.name: d for d in defs}
+    unknown = [f for f in wanted if f not in by_name]
+    if unknown:
+        raise KeyError(f"unknown features {unknown}; defined: {sorted(by_name)}")
+    return [by_name[f] for f in wanted]
+
+
+def get_historical_features(
+    entity_df: pd.DataFrame,
+    features: Sequence[str] | None = None,
+    config: str | os.PathLike[str] | MlopsConfig | None = None,
+) -> pd.DataFrame:
+    """Each row's features as known at the row's time, from the offline store (point-in-time, TTL applied).
+
+    ``entity_df`` has the configured entity columns and the timestamp column (tz-aware, ISO strings or naive
+    UTC). A row at ``t`` sees only events in ``[t - window, t)``. Returns those columns plus one per feature,
+    same order and index as ``entity_df``.
+    """
+    cfg = _config(config)
+    ds = cfg.dataset
+    defs = _select(cfg, features)
+    ts = timestamps_ns(entity_df, ds.timestamp_column, coerce=True)
+    keys = entity_keys(entity_df, ds.entity_columns)
+    sources = source_columns(defs)
+    store = offline_store(cfg)
+    if not defs or not len(entity_df):
+        known = Events.concat([], sources)
+    else:
+        frame = store.read()
+        if frame.empty:
+            raise FeatureInputError(f"{store!r} is empty: materialize the features asset first")
+        kts = timestamps_ns(frame, ds.timestamp_column)
+        lo = int(ts.min()) - max(int(d.window_td.value) for d in defs)
+        frame = frame[(kts >= lo) & (kts < int(ts.max()))]
+        known = Events.from_frame(cfg, frame, sources)
+    values = evaluate(defs, known, keys, ts)
+    out = entity_df[[*ds.entity_columns, ds.timestamp_column]].copy()
+    out[ds.timestamp_column] = pd.Series(pd.to_datetime(ts, utc=True), index=out.index)
+    return pd.concat(
+        [out, pd.DataFrame(values, index=entity_df.index, columns=[d.name for d in defs])], axis=1
+    )
+
+
+def _entity_records(cfg: MlopsConfig, entities: Any) -> list[dict[str, Any]]:
+    cols = list(cfg.dataset.entity_columns)
+    if isinstance(entities, Mapping):
+        raise FeatureInputError("entities: expected a list of dicts or a DataFrame, got one dict")
+    if isinstance(entities, pd.DataFrame):
+        missing = [c for c in cols if c not in entities.columns]
+        records = entities[[c for c in cols if c in entities.columns]].to_dict("records")
+        if not cols:
+            records = [{} for _ in range(max(len(entities), 1))]
+    else:
+        records = [dict(e) for e in entities]
+        missing = sorted({c for r in records for c in cols if c not in r})
+    if missing:
+        raise FeatureInputError(f"entities: missing entity columns {missing}")
+    for r in records:
+        for c in cols:
+            v = r[c]
+            if v is None or (isinstance(v, float) and v != v):
+                raise FeatureInputError(f"entities: entity column {c!r} must not be null")
+    return [{c: r[c] for c in cols} for r in records]
+
+
+def get_online_features(
+    entities: Sequence[Mapping[str, Any]] | pd.DataFrame,
+    features: Sequence[str] | None = None,
+    config: str | os.PathLike[str] | MlopsConfig | None = None,
+    as_of: Any = None,
+) -> pd.DataFrame:
+    """The latest materialized feature values of each entity (``[{}]`` when the data has no entity columns).
+
+    Returns the entity columns, the timestamp column (the time the values hold at: just after the newest
+    materialized event, or ``as_of`` when given) and one column per feature. With ``as_of`` the values are
+    computed from the online store's recent events as of that time, exactly like the historical lookup.
+    """
+    cfg = _config(config)
+    ds = cfg.dataset
+    cols = list(ds.entity_columns)
+    records = _entity_records(cfg, entities)
+    store = online_store(cfg)
+    defs = _select(cfg, features)
+    names = [d.name for d in defs]
+    if as_of is not None:
+        full = online_features_as_of(cfg, pd.DataFrame(records, columns=cols), as_of, store)
+        return full[[*cols, ds.timestamp_column, *names]]
+    as_of_ns, values = store.latest(cfg, entity_keys_from_records(records, cols))
+    data: dict[str, Any] = {c: [r[c] for r in records] for c in cols}
+    data[ds.timestamp_column] = pd.DatetimeIndex([pd.Timestamp(as_of_ns, tz="UTC")] * len(records))
+    for n in names:
+        data[n] = np.asarray(values[n], dtype="float64")
+    return pd.DataFrame(data)
+
+
+def list_features(config: str | os.PathLike[str] | MlopsConfig | None = None) -> pd.DataFrame:
+    """Name, entity, definition, window, TTL, boundary, owning asset and code version of every feature."""
+    cfg = _config(config)
+    version = features_code_version(cfg)
+    rows = [
+        {
+            **d.as_dict(),
+            "asset": f"{cfg.model.name}/features",
+            "store": store_name(cfg),
+            "features_code_version": version,
+        }
+        for d in feature_registry(cfg)
+    ]
+    cols = [
+        "name", "entity", "source", "transformation", "window", "ttl", "boundary", "definition",
+        "description", "code_version", "features_code_version", "asset", "store",
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+# Kept here so the lead's asset can import everything feature-related from one module if it prefers.
+_ = lookback

@@ -1,0 +1,170 @@
+"""The offline store: the features frame of every partition, for training and point-in-time lookups.
+
+Locally one Parquet file per partition (written to a temporary file, then renamed: a reader never sees half a
+partition); with a SQLAlchemy URL, one table with a partition column (PostgreSQL in production). Writing a
+partition replaces it, so rematerializing is idempotent and late rows of an old partition are picked up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import pandas as pd
+import sqlalchemy as sa
+
+PARTITION_COLUMN = "_partition"
+ROW_COLUMN = "_row"
+
+
+class OfflineStoreError(RuntimeError):
+    """The offline store cannot serve a request; the message names the partition or table."""
+
+
+def _valid_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"offline store name {name!r}: letters, digits and underscores only")
+    return name
+
+
+class OfflineStore:
+    """Features per partition: Parquet files under ``root/name`` or a table ``name`` at a SQLAlchemy ``url``."""
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, url: str | None = None, name: str = "features"
+    ):
+        if (root is None) == (url is None):
+            raise ValueError("OfflineStore needs exactly one of root (Parquet folder) or url (SQL database)")
+        self.name = _valid_name(name)
+        self.url = url
+        self.root = Path(root) / name if root is not None else None
+        self._engine = sa.create_engine(url) if url is not None else None
+
+    @classmethod
+    def from_storage(cls, storage=None, *, name: str = "features") -> OfflineStore:
+        """The configured store: ``storage.offline_store_url`` when set, else Parquet under ``storage.offline_store``."""
+        if storage is None:
+            from mlops_assets.settings import storage_from_env
+
+            storage = storage_from_env()
+        url = getattr(storage, "offline_store_url", None)
+        if url:
+            return cls(url=url, name=name)
+        return cls(storage.offline_store, name=name)
+
+    def __repr__(self) -> str:
+        return f"OfflineStore({self.url or self.root}, name={self.name!r})"
+
+    # -------------------------------------------------------------------------------------------- writing
+    def write_partition(self, partition_key: str, frame: pd.DataFrame) -> None:
+        """Store ``frame`` as the whole content of ``partition_key`` (replacing what was there)."""
+        reserved = {PARTITION_COLUMN, ROW_COLUMN} & set(frame.columns)
+        if reserved:
+            raise OfflineStoreError(f"columns {sorted(reserved)} are reserved by the offline store")
+        frame = frame.reset_index(drop=True)
+        if self._engine is None:
+            assert self.root is not None
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".tmp")
+            os.close(fd)
+            try:
+                frame.to_parquet(tmp, index=False)
+                os.replace(tmp, self._path(partition_key))
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            return
+        dtypes = {c: str(t) for c, t in frame.dtypes.items()}
+        with self._engine.begin() as conn:
+            if self._table_exists():
+                stored = self._dtypes(conn)
+                if stored != dtypes:
+                    raise OfflineStoreError(
+                        f"{self!r}: partition {partition_key!r} has columns/dtypes {dtypes}, the table holds "
+                        f"{stored}; delete the table (or use a new store name) after changing the features"
+                    )
+                conn.execute(
+                    sa.text(f'DELETE FROM "{self.name}" WHERE "{PARTITION_COLUMN}" = :k'),
+                    {"k": partition_key},
+                )
+            else:
+                pd.DataFrame({"column": list(dtypes), "dtype": list(dtypes.values())}).to_sql(
+                    self._schema_table, conn, if_exists="replace", index=False
+                )
+            frame.assign(**{PARTITION_COLUMN: partition_key, ROW_COLUMN: range(len(frame))}).to_sql(
+                self.name, conn, if_exists="append", index=False, chunksize=10_000
+            )
+
+    def delete_partition(self, partition_key: str) -> None:
+        """Remove a partition (no error when it is absent)."""
+        if self._engine is None:
+            self._path(partition_key).unlink(missing_ok=True)
+        elif self._table_exists():
+            with self._engine.begin() as conn:
+                conn.execute(
+                    sa.text(f'DELETE FROM "{self.name}" WHERE "{PARTITION_COLUMN}" = :k'),
+                    {"k": partition_key},
+                )
+
+    # -------------------------------------------------------------------------------------------- reading
+    def partitions(self) -> list[str]:
+        """The stored partition keys, sorted."""
+        if self._engine is None:
+            if self.root is None or not self.root.is_dir():
+                return []
+            return sorted(unquote(p.name[: -len(".parquet")]) for p in self.root.glob("*.parquet"))
+        if not self._table_exists():
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.text(f'SELECT DISTINCT "{PARTITION_COLUMN}" FROM "{self.name}"')).all()
+        return sorted(r[0] for r in rows)
+
+    def read(self, partition_keys: list[str] | None = None) -> pd.DataFrame:
+        """The rows of the given partitions (all when ``None``), partitions in key order, rows in stored order."""
+        stored = self.partitions()
+        keys = stored if partition_keys is None else sorted(partition_keys)
+        missing = sorted(set(keys) - set(stored))
+        if missing:
+            raise OfflineStoreError(f"{self!r}: partitions not materialized: {missing[:10]}")
+        if not keys:
+            return pd.DataFrame()
+        if self._engine is None:
+            frames = [pd.read_parquet(self._path(k)) for k in keys]
+            return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        with self._engine.connect() as conn:
+            table = sa.Table(self.name, sa.MetaData(), autoload_with=conn)
+            col = table.c[PARTITION_COLUMN]
+            query = sa.select(table)
+            if partition_keys is not None:
+                query = query.where(col.in_(keys))
+            frame = pd.read_sql(query.order_by(col, table.c[ROW_COLUMN]), conn)
+            dtypes = self._dtypes(conn)
+        frame = frame.drop(columns=[PARTITION_COLUMN, ROW_COLUMN])
+        for c, t in dtypes.items():
+            # SQLite hands datetimes back as text and PostgreSQL in the session's zone: restore the stored dtype.
+            if t.startswith("datetime64"):
+                s = pd.to_datetime(frame[c], utc=True, format="ISO8601")
+                frame[c] = s.astype(t) if "UTC" in t else s.dt.tz_localize(None).astype(t)
+            elif str(frame[c].dtype) != t:
+                frame[c] = frame[c].astype(t)
+        return frame[list(dtypes)]
+
+    # -------------------------------------------------------------------------------------------- helpers
+    def _path(self, partition_key: str) -> Path:
+        assert self.root is not None
+        return self.root / f"{quote(partition_key, safe='')}.parquet"
+
+    @property
+    def _schema_table(self) -> str:
+        return f"{self.name}__columns"
+
+    def _dtypes(self, conn: sa.Connection) -> dict[str, str]:
+        rows = conn.execute(sa.text(f'SELECT "column", "dtype" FROM "{self._schema_table}"')).all()
+        return {r[0]: r[1] for r in rows}
+
+    def _table_exists(self) -> bool:
+        assert self._engine is not None
+        return sa.inspect(self._engine).has_table(self.name)

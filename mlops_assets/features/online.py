@@ -1,0 +1,393 @@
+"""The online store: what serving needs to answer "as of t" without the offline data.
+
+Three tables in any SQLAlchemy database (SQLite by default, PostgreSQL through ``MLOPS_ONLINE_STORE_URL``):
+
+- ``<name>_events``: the recent raw events in numeric form (entity key, timestamp, one column per feature
+  source), everything within ``features.online_retention`` (default: the longest window) of the newest event.
+  From them the engine completes the window features of a row to score, as of that row's own timestamp.
+- ``<name>_latest``: every feature of every entity as of just after the newest materialized event, for
+  ``get_online_features`` (one indexed read).
+- ``<name>_meta``: the feature code version the tables were built with, the retention horizon, the as-of time.
+
+Reads check the code version against the configuration, so a changed definition cannot silently serve values
+computed by the old one. Materializing a time range replaces the events in it: idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from mlops_assets.features.definitions import (
+    feature_registry,
+    features_code_version,
+    lookback,
+    online_retention,
+)
+from mlops_assets.features.engine import (
+    Events,
+    FeatureInputError,
+    _assemble,
+    entity_keys,
+    evaluate,
+    source_columns,
+    source_values,
+    timestamps_ns,
+)
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
+
+_ENGINES: dict[tuple[str, bool], sa.Engine] = {}
+_ENGINES_LOCK = threading.Lock()
+_INSERT_BATCH = 20_000
+
+
+class OnlineStoreError(RuntimeError):
+    """The online store cannot answer: not materialized, built from other definitions, or too little history."""
+
+
+def _engine(url: str, *, writer: bool) -> sa.Engine:
+    """One engine per URL (and role), shared by every store object: connection pools are reused."""
+    key = (url, writer)
+    with _ENGINES_LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            sqlite = url.startswith("sqlite")
+            eng = (
+                sa.create_engine(url, connect_args={"timeout": 60})
+                if sqlite
+                else sa.create_engine(url, pool_pre_ping=True)
+            )
+            if sqlite:
+                _sqlite_setup(eng, immediate=writer)
+            _ENGINES[key] = eng
+        return eng
+
+
+def _sqlite_setup(eng: sa.Engine, *, immediate: bool) -> None:
+    @sa.event.listens_for(eng, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # transactions are begun below, not by the driver
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers never wait for a materialization
+        cur.close()
+
+    @sa.event.listens_for(eng, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # Writers take the write lock up front: two materializations queue instead of deadlocking.
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+class OnlineStore:
+    """Latest feature values and recent raw events per entity, in the database at ``url``."""
+
+    def __init__(self, url: str, *, name: str = "features"):
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"online store name {name!r}: letters, digits and underscores only")
+        self.url = url
+        self.name = name
+        self._read = _engine(url, writer=False)
+        self._write = _engine(url, writer=True)
+        self._schema_cache: tuple[str, sa.Table, sa.Table, sa.Table] | None = None
+
+    @classmethod
+    def from_storage(cls, storage: Any = None, *, name: str = "features") -> OnlineStore:
+        """The store at ``storage.online_store_url`` (default: :func:`storage_from_env`)."""
+        if storage is None:
+            from mlops_assets.settings import storage_from_env
+
+            storage = storage_from_env()
+        return cls(storage.online_store_url, name=name)
+
+    def __repr__(self) -> str:
+        return f"OnlineStore({self._read.url.render_as_string(hide_password=True)}, name={self.name!r})"
+
+    # -------------------------------------------------------------------------------------------- schema
+    def _tables(self, cfg: MlopsConfig) -> tuple[sa.Table, sa.Table, sa.Table]:
+        version = features_code_version(cfg)
+        if self._schema_cache is not None and self._schema_cache[0] == version:
+            return self._schema_cache[1:]
+        defs = feature_registry(cfg)
+        md = sa.MetaData()
+        events = sa.Table(
+            f"{self.name}_events",
+            md,
+            sa.Column("entity_key", sa.String(512), nullable=False),
+            sa.Column("ts", sa.BigInteger, nullable=False),
+            *[sa.Column(f"v{i}", sa.Double) for i in range(len(source_columns(defs)))],
+            sa.Index(f"ix_{self.name}_events_key_ts", "entity_key", "ts"),
+            sa.Index(f"ix_{self.name}_events_ts", "ts"),
+        )
+        latest = sa.Table(
+            f"{self.name}_latest",
+            md,
+            sa.Column("entity_key", sa.String(512), primary_key=True),
+            sa.Column("as_of", sa.BigInteger, nullable=False),
+            sa.Column("code_version", sa.String(64), nullable=False),
+            *[sa.Column(f"f{i}", sa.Double) for i in range(len(defs))],
+        )
+        meta = sa.Table(
+            f"{self.name}_meta",
+            md,
+            sa.Column("key", sa.String(64), primary_key=True),
+            sa.Column("value", sa.Text, nullable=False),
+        )
+        self._schema_cache = (version, events, latest, meta)
+        return events, latest, meta
+
+    def _meta(self, conn: sa.Connection, meta: sa.Table) -> dict[str, Any]:
+        if not sa.inspect(conn).has_table(meta.name):
+            return {}
+        return {k: json.loads(v) for k, v in conn.execute(sa.select(meta.c.key, meta.c.value)).all()}
+
+    def _lock(self, conn: sa.Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(self.name.encode())})
+
+    def info(self, cfg: MlopsConfig) -> dict[str, Any]:
+        """Code version, retention horizon and as-of time the store was materialized with ({} when empty)."""
+        _, _, meta = self._tables(cfg)
+        with self._read.connect() as conn:
+            return self._meta(conn, meta)
+
+    # -------------------------------------------------------------------------------------------- writing
+    def materialize(
+        self,
+        cfg: MlopsConfig,
+        frame: pd.DataFrame,
+        *,
+        start: pd.Timestamp | None = None,
+        end: pd.Timestamp | None = None,
+        as_of: pd.Timestamp | None = None,
+    ) -> dict[str, Any]:
+        """Replace the events in ``[start, end)`` with ``frame``'s rows, then refresh the latest values.
+
+        ``frame``: validated rows (or the features frame) of one partition: timestamp, entity columns and
+        every feature source column (the label included when a feature reads it). ``start``/``end`` default
+        to the frame's first timestamp and just after its last. Latest values are computed as of ``as_of``
+        (default: just after the newest stored event). Returns counts for the materialization's metadata.
+        """
+        ds = cfg.dataset
+        defs = feature_registry(cfg)
+        sources = source_columns(defs)
+        version = features_code_version(cfg)
+        ts = timestamps_ns(frame, ds.timestamp_column)
+        lo = _ns(start) if start is not None else (int(ts.min()) if len(ts) else None)
+        hi = _ns(end) if end is not None else (int(ts.max()) + 1 if len(ts) else None)
+        if len(ts) and (ts.min() < lo or ts.max() >= hi):
+            raise FeatureInputError(f"rows outside the materialized range [{start}, {end})")
+        keys = entity_keys(frame, ds.entity_columns)
+        vals = source_values(cfg, frame, sources)
+        events_t, latest_t, meta_t = self._tables(cfg)
+        window = int(lookback(cfg).value)
+        retention = int(online_retention(cfg).value)
+
+        with self._write.begin() as conn:
+            self._lock(conn)
+            meta = self._meta(conn, meta_t)
+            reset = bool(meta) and meta.get("code_version") != version
+            if reset:
+                # Definitions changed: the stored numbers mean something else now; start over.
+                for t in (latest_t, events_t, meta_t):
+                    t.drop(conn, checkfirst=True)
+                meta = {}
+            for t in (events_t, latest_t, meta_t):
+                t.create(conn, checkfirst=True)
+            if lo is not None:
+                conn.execute(sa.delete(events_t).where(events_t.c.ts >= lo, events_t.c.ts < hi))
+            horizon = meta.get("horizon")
+            keep = ts >= horizon if horizon is not None else np.ones(len(ts), bool)
+            cols = ["entity_key", "ts", *[f"v{i}" for i in range(len(sources))]]
+            data = [keys[keep], ts[keep].tolist(), *[_nullable(vals[s][keep]) for s in sources]]
+            _insert(conn, events_t, cols, data)
+            newest = conn.execute(sa.select(sa.func.max(events_t.c.ts))).scalar()
+            if newest is None:
+                conn.execute(sa.delete(latest_t))
+                conn.execute(sa.delete(meta_t))
+                return {"events": 0, "entities": 0, "reset": reset}
+            new_horizon = max(int(newest) - retention, horizon if horizon is not None else -(2**63))
+            conn.execute(sa.delete(events_t).where(events_t.c.ts < new_horizon))
+            as_of_ns = _ns(as_of) if as_of is not None else int(newest) + 1
+            known = self._load(conn, cfg, events_t, None, as_of_ns - window, as_of_ns)
+            all_keys = np.array(
+                [r[0] for r in conn.execute(sa.select(events_t.c.entity_key).distinct()).all()], dtype=object
+            )
+            values = evaluate(defs, known, all_keys, np.full(len(all_keys), as_of_ns, dtype="int64"))
+            conn.execute(sa.delete(latest_t))
+            lcols = ["entity_key", "as_of", "code_version", *[f"f{i}" for i in range(len(defs))]]
+            ldata = [
+                all_keys,
+                [as_of_ns] * len(all_keys),
+                [version] * len(all_keys),
+                *[_nullable(values[d.name]) for d in defs],
+            ]
+            _insert(conn, latest_t, lcols, ldata)
+            new_meta = {
+                "code_version": version,
+                "horizon": new_horizon,
+                "as_of": as_of_ns,
+                "sources": sources,
+                "features": [d.name for d in defs],
+                "entity_columns": list(ds.entity_columns),
+            }
+            conn.execute(sa.delete(meta_t))
+            conn.execute(sa.insert(meta_t), [{"key": k, "value": json.dumps(v)} for k, v in new_meta.items()])
+            stored = conn.execute(sa.select(sa.func.count()).select_from(events_t)).scalar()
+        return {
+            "events": int(stored),
+            "entities": len(all_keys),
+            "as_of": pd.Timestamp(as_of_ns, tz="UTC"),
+            "horizon": pd.Timestamp(new_horizon, tz="UTC"),
+            "reset": reset,
+        }
+
+    # -------------------------------------------------------------------------------------------- reading
+    def _load(
+        self,
+        conn: sa.Connection,
+        cfg: MlopsConfig,
+        events_t: sa.Table,
+        keys: Sequence[str] | None,
+        lo: int,
+        hi: int,
+    ) -> Events:
+        sources = source_columns(feature_registry(cfg))
+        q = sa.select(events_t).where(events_t.c.ts >= lo, events_t.c.ts < hi)
+        if keys is not None:
+            q = q.where(events_t.c.entity_key.in_(list(dict.fromkeys(keys))))
+        rows = conn.execute(q).all()
+        if not rows:
+            return Events.concat([], sources)
+        cols = list(zip(*rows, strict=True))
+        return Events(
+            keys=np.array(cols[0], dtype=object),
+            ts=np.array(cols[1], dtype="int64"),
+            values={s: np.array(cols[2 + i], dtype="float64") for i, s in enumerate(sources)},
+        )
+
+    def _checked_meta(self, conn: sa.Connection, cfg: MlopsConfig, meta_t: sa.Table) -> dict[str, Any]:
+        meta = self._meta(conn, meta_t)
+        if not meta:
+            raise OnlineStoreError(f"{self!r} has not been materialized (materialize the features asset)")
+        version = features_code_version(cfg)
+        if meta["code_version"] != version:
+            raise OnlineStoreError(
+                f"{self!r} holds features of code version {meta['code_version']}, the configuration defines "
+                f"{version}: rematerialize the features before serving them"
+            )
+        return meta
+
+    def events(self, cfg: MlopsConfig, keys: Sequence[str], lo: int, hi: int) -> Events:
+        """Stored events of ``keys`` with timestamps in ``[lo, hi)`` (ns); refuses ranges before the horizon."""
+        events_t, _, meta_t = self._tables(cfg)
+        with self._read.connect() as conn:
+            meta = self._checked_meta(conn, cfg, meta_t)
+            if lo < meta["horizon"]:
+                raise OnlineStoreError(
+                    f"{self!r} keeps events since {pd.Timestamp(meta['horizon'], tz='UTC')}; a row needs "
+                    f"events since {pd.Timestamp(lo, tz='UTC')} (raise features.online_retention to serve older rows)"
+                )
+            return self._load(conn, cfg, events_t, keys, lo, hi)
+
+    def latest(self, cfg: MlopsConfig, keys: Sequence[str]) -> tuple[int, dict[str, list[float]]]:
+        """(as_of ns, {feature: values in ``keys`` order}); entities never seen get the empty-history values."""
+        defs = feature_registry(cfg)
+        _, latest_t, meta_t = self._tables(cfg)
+        version = features_code_version(cfg)
+        uniq = list(dict.fromkeys(keys))
+        with self._read.connect() as conn:
+            rows = conn.execute(sa.select(latest_t).where(latest_t.c.entity_key.in_(uniq))).all()
+            if not rows or len(rows) < len(uniq):
+                meta = self._checked_meta(conn, cfg, meta_t)
+                as_of = int(meta["as_of"])
+            else:
+                as_of = int(rows[0][1])
+        found = {r[0]: r for r in rows}
+        for r in rows:
+            if r[2] != version:
+                raise OnlineStoreError(
+                    f"{self!r} holds features of code version {r[2]}, the configuration defines {version}: "
+                    "rematerialize the features before serving them"
+                )
+        empty = (
+            evaluate(defs, Events.concat([], source_columns(defs)), np.array([""]), np.array([as_of]))
+            if len(found) < len(uniq)
+            else {}
+        )
+        out: dict[str, list[float]] = {}
+        for i, d in enumerate(defs):
+            col = []
+            for k in keys:
+                r = found.get(k)
+                v = r[3 + i] if r is not None else empty[d.name][0]
+                col.append(np.nan if v is None else float(v))
+            out[d.name] = col
+        return as_of, out
+
+
+def _insert(conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> None:
+    n = len(data[0])
+    for b in range(0, n, _INSERT_BATCH):
+        chunk = [d[b : b + _INSERT_BATCH] for d in data]
+        rows = [dict(zip(columns, r, strict=True)) for r in zip(*chunk, strict=True)]
+        conn.execute(sa.insert(table), rows)
+
+
+def _ns(t: Any) -> int:
+    ts = pd.Timestamp(t)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.as_unit("ns").value)
+
+
+def _nullable(v: np.ndarray) -> list[float | None]:
+    return [None if x != x else x for x in v.tolist()]
+
+
+def complete_features(cfg: MlopsConfig, rows: pd.DataFrame, online: OnlineStore) -> pd.DataFrame:
+    """Model inputs for rows to score: their raw columns plus window features as of each row's timestamp.
+
+    ``rows``: raw event columns (timestamp, entity keys, raw columns; no label). Timestamps may be tz-aware,
+    ISO strings or naive (taken as UTC). Window features use the online store's events in
+    ``[t - window, t)``; the TTL runs from ``t``, not from the wall clock. The request's own rows are not
+    history for each other (they are not validated data yet). Same engine as :func:`compute_features`.
+    """
+    ds = cfg.dataset
+    defs = feature_registry(cfg)
+    ts = timestamps_ns(rows, ds.timestamp_column, coerce=True)
+    keys = entity_keys(rows, ds.entity_columns)
+    rows = rows.copy()
+    rows[ds.timestamp_column] = pd.to_datetime(ts, utc=True)
+    if defs and len(rows):
+        known = online.events(cfg, list(keys), int(ts.min()) - int(lookback(cfg).value), int(ts.max()))
+    else:
+        known = Events.concat([], source_columns(defs))
+    values = evaluate(defs, known, keys, ts)
+    return _assemble(cfg, rows.drop(columns=[ds.label_column], errors="ignore"), values, include_label=False)
+
+
+def online_features_as_of(
+    cfg: MlopsConfig, entities: pd.DataFrame, as_of: Any, online: OnlineStore
+) -> pd.DataFrame:
+    """Window features of each entity as of ``as_of`` (entity keys, timestamp = as_of, features)."""
+    ds = cfg.dataset
+    t = _ns(as_of)
+    frame = entities[list(ds.entity_columns)].copy()
+    frame[ds.timestamp_column] = pd.Timestamp(t, tz="UTC")
+    keys = entity_keys(frame, ds.entity_columns)
+    defs = feature_registry(cfg)
+    known = (
+        online.events(cfg, list(keys), t - int(lookback(cfg).value), t)
+        if defs
+        else Events.concat([], source_columns(defs))
+    )
+    values = evaluate(defs, known, keys, np.full(len(frame), t, dtype="int64"))
+    out = frame[[ds.timestamp_column, *ds.entity_columns]]
+    return pd.concat([out, pd.DataFrame(values, index=frame.index)], axis=1)
