@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import stats
 
 from mlops_assets.monitoring.profile import (
     OTHER,
@@ -40,6 +40,7 @@ from mlops_assets.monitoring.profile import (
     season_index,
 )
 from mlops_assets.monitoring.settings import DriftConfig
+from mlops_assets.monitoring.stats import ks_pvalue
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class FeatureDrift:
     n_reference: int
     n_current: int
     n_effective: (
-        float  # the two-sample effective size the test used: n_r * n_c / (n_r + n_c), after autocorrelation
+        float  # the two-sample effective size the test used: n_r * n_c / (n_r + n_c), after the design effect
     )
     null_rate_reference: float
     null_rate_current: float
@@ -161,12 +162,7 @@ def _season_shares(seasons: np.ndarray, n_seasons: int) -> np.ndarray:
 
 
 def _ks_pvalue(d: float, n_eff: float) -> float:
-    """Two-sample Kolmogorov-Smirnov p-value with Stephens' small-sample correction. On binned CDFs the maximum
-    is taken over fewer points than the exact statistic, so the test is, if anything, conservative."""
-    if d <= 0 or n_eff <= 0:
-        return 1.0
-    sq = np.sqrt(n_eff)
-    return float(min(1.0, special.kolmogorov((sq + 0.12 + 0.11 / sq) * d)))
+    return float(ks_pvalue(d, n_eff))
 
 
 def _wasserstein(
@@ -214,11 +210,11 @@ def _two_proportion_p(r1: float, n1: float, r2: float, n2: float) -> float:
     return float(2 * stats.norm.sf(abs(r1 - r2) / se))
 
 
-def _inflation(rho: float, cfg: DriftConfig) -> float:
-    """Fraction of rows that count as independent under lag-1 autocorrelation ``rho`` (AR(1) approximation)."""
-    if not cfg.autocorrelation_adjustment or rho <= 0:
+def _inflation(design_effect: float, cfg: DriftConfig) -> float:
+    """Fraction of rows that count as independent observations (see the profile's design effect)."""
+    if not cfg.dependence_adjustment:
         return 1.0
-    return (1 - rho) / (1 + rho)
+    return 1.0 / max(design_effect, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -268,7 +264,7 @@ def _numeric(
     fallback = prof.counts.sum(axis=1) < cfg.min_season_rows
     mix_all = _Mixture(_season_shares(seasons, n_seasons), fallback)
     mix_valid = mix_all if complete else _Mixture(_season_shares(seasons[valid], n_seasons), fallback)
-    factor = _inflation(prof.autocorrelation, cfg)
+    factor = _inflation(prof.design_effect, cfg)
     r_null, c_null, p_null = _null_part(prof.nulls, season_rows, ~valid, mix_all, factor)
     k = len(prof.edges) + 1
     note = (
@@ -340,7 +336,7 @@ def _categorical(
     fallback = prof.counts.sum(axis=1) < cfg.min_season_rows
     mix_all = _Mixture(_season_shares(seasons, n_seasons), fallback)
     mix_valid = _Mixture(_season_shares(seasons[valid], n_seasons), fallback)
-    factor = _inflation(prof.autocorrelation, cfg)
+    factor = _inflation(prof.design_effect, cfg)
     r_null, c_null, p_null = _null_part(prof.nulls, season_rows, isnull, mix_all, factor)
     k = len(prof.categories)
     codes = pd.Categorical(v, categories=prof.categories).codes.astype(np.int64)

@@ -123,7 +123,11 @@ def _performance_trigger(state: PolicyState, cfg: RetrainingConfig) -> tuple[boo
         bad = value > cfg.performance_threshold if lower_better else value < cfg.performance_threshold
         if bad:
             side = "above" if lower_better else "below"
-            return True, f"{metric} {value:.3f} on {rows} labeled rows is {side} {cfg.performance_threshold}", evidence
+            return (
+                True,
+                f"{metric} {value:.3f} on {rows} labeled rows is {side} {cfg.performance_threshold}",
+                evidence,
+            )
     if cfg.max_performance_drop is not None and state.champion_metric is not None:
         drop = (value - state.champion_metric) if lower_better else (state.champion_metric - value)
         if drop > cfg.max_performance_drop:
@@ -150,7 +154,10 @@ def _storm_hold(
 ) -> tuple[Hold | None, str]:
     failed = state.last_failed_challenger_data_version
     if failed is not None and failed == state.latest_data_version:
-        return "failed_challenger", f"a challenger already failed on data version {failed}; waiting for new data"
+        return (
+            "failed_challenger",
+            f"a challenger already failed on data version {failed}; waiting for new data",
+        )
     if manual:
         return None, ""
     if (
@@ -162,11 +169,17 @@ def _storm_hold(
     past = sorted(t for t in state.retrain_times if t <= now)
     if past and now - past[-1] < timedelta(days=cfg.cooldown_days):
         until = past[-1] + timedelta(days=cfg.cooldown_days)
-        return "cooldown", f"cooldown after the retrain at {past[-1].isoformat()} lasts until {until.isoformat()}"
+        return (
+            "cooldown",
+            f"cooldown after the retrain at {past[-1].isoformat()} lasts until {until.isoformat()}",
+        )
     window_start = now - timedelta(days=cfg.window_days)
     recent = [t for t in past if t > window_start]
     if len(recent) >= cfg.max_retrains_per_window:
-        return "cap", f"{len(recent)} retrains in the last {cfg.window_days:g} days (cap {cfg.max_retrains_per_window})"
+        return (
+            "cap",
+            f"{len(recent)} retrains in the last {cfg.window_days:g} days (cap {cfg.max_retrains_per_window})",
+        )
     return None, ""
 
 
@@ -199,5 +212,7 @@ def decide_retrain(state: PolicyState, now: datetime, cfg: RetrainingConfig | No
         return Decision(False, None, "no trigger fired", evidence=evidence)
     hold, hold_why = _storm_hold(state, now, cfg, manual=trigger == "manual")
     if hold is not None:
-        return Decision(False, None, f"{trigger} trigger held back: {why}; {hold_why}", trigger, hold, evidence)
+        return Decision(
+            False, None, f"{trigger} trigger held back: {why}; {hold_why}", trigger, hold, evidence
+        )
     return Decision(True, trigger, why, trigger, None, evidence)

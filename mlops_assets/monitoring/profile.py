@@ -17,9 +17,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from mlops_assets.monitoring.stats import design_effect_for_median_p
+
 PROFILE_FORMAT = 1
 OTHER = "__other__"
 Seasonality = Literal["month", "none"]
+Block = Literal["day", "week", "month", "year"]
+_PERIOD = {"day": "D", "week": "W", "month": "M", "year": "Y"}
 N_SEASONS = {"month": 12, "none": 1}
 
 
@@ -36,7 +40,7 @@ class NumericProfile:
     scale: float  # robust standard deviation of the reference (IQR / 1.349, else std, else 1)
     mean: float | None
     std: float | None
-    autocorrelation: float  # lag-1, of the above/below-seasonal-median indicator, in time order; 0 if unknown
+    design_effect: float  # variance inflation of the test statistic from serial dependence (>= 1; see below)
 
     kind: Literal["numeric"] = "numeric"
 
@@ -51,7 +55,7 @@ class NumericProfile:
             "scale": self.scale,
             "mean": self.mean,
             "std": self.std,
-            "autocorrelation": self.autocorrelation,
+            "design_effect": self.design_effect,
         }
 
     @classmethod
@@ -65,7 +69,7 @@ class NumericProfile:
             scale=float(d["scale"]),
             mean=d["mean"],
             std=d["std"],
-            autocorrelation=float(d["autocorrelation"]),
+            design_effect=float(d["design_effect"]),
         )
 
 
@@ -78,7 +82,7 @@ class CategoricalProfile:
     categories: list[str]
     counts: np.ndarray
     nulls: np.ndarray
-    autocorrelation: float  # lag-1 agreement beyond chance (Cohen's kappa of consecutive rows); 0 if unknown
+    design_effect: float
 
     kind: Literal["categorical"] = "categorical"
 
@@ -89,7 +93,7 @@ class CategoricalProfile:
             "categories": list(self.categories),
             "counts": self.counts.tolist(),
             "nulls": self.nulls.tolist(),
-            "autocorrelation": self.autocorrelation,
+            "design_effect": self.design_effect,
         }
 
     @classmethod
@@ -99,7 +103,7 @@ class CategoricalProfile:
             categories=[str(c) for c in d["categories"]],
             counts=np.asarray(d["counts"], dtype=np.int64),
             nulls=np.asarray(d["nulls"], dtype=np.int64),
-            autocorrelation=float(d["autocorrelation"]),
+            design_effect=float(d["design_effect"]),
         )
 
 
@@ -174,6 +178,12 @@ def season_index(timestamps: pd.Series, seasonality: Seasonality) -> np.ndarray:
     return (ts.dt.month.to_numpy() - 1).astype(np.int64)
 
 
+def block_index(timestamps: pd.Series, block: Block) -> np.ndarray:
+    """An integer id per row for the calendar ``block`` (day, week, month, year) the timestamp falls in."""
+    ts = pd.to_datetime(timestamps, utc=True).dt.tz_localize(None)
+    return ts.dt.to_period(_PERIOD[block]).astype("int64").to_numpy()
+
+
 def numeric_values(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A column as float64 with NaN for missing values; a clear error when it is not numeric."""
     s = frame[column]
@@ -199,6 +209,17 @@ def categorical_values(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np
     return s.astype("string").fillna("").to_numpy(dtype=object), isnull
 
 
+# Serial dependence. Daily weather, or the many rows of one session, carry fewer independent observations than
+# rows: a plain test on a 30-day partition would "detect" every warm month. The profile measures how much its own
+# partition-sized blocks (calendar months by default) differ from the rest of the reference, in the very statistic
+# the drift test uses, and stores the factor by which the sample sizes must shrink for the median block p-value
+# to be 0.5, as it is for independent rows: the design effect. The test then
+# divides both sample sizes by it. This absorbs autocorrelation *and* year-to-year variation of the seasons. With
+# fewer than MIN_BLOCKS blocks it falls back to the AR(1) factor (1 + rho) / (1 - rho) of the lag-1 autocorrelation.
+MIN_BLOCKS = 8
+MIN_BLOCK_ROWS = 5
+
+
 def _lag1(x: np.ndarray) -> float:
     """Lag-1 autocorrelation, clipped to [0, 0.99] (negative correlation would only inflate the sample size)."""
     if len(x) < 3 or np.all(x == x[0]):
@@ -210,8 +231,83 @@ def _lag1(x: np.ndarray) -> float:
     return float(np.clip((a * b).sum() / denom, 0.0, 0.99))
 
 
+def _ar1_effect(rho: float) -> float:
+    return (1 + rho) / (1 - rho)
+
+
+def _block_tables(
+    codes: np.ndarray,
+    seasons: np.ndarray,
+    blocks: np.ndarray,
+    counts: np.ndarray,
+    k: int,
+    min_season_rows: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per block: its bin counts, and the leave-one-out reference counts of its season (pooled when thin)."""
+    uniq, b = np.unique(blocks, return_inverse=True)
+    n_blocks = len(uniq)
+    table = np.bincount(b * k + codes, minlength=n_blocks * k).reshape(n_blocks, k).astype(float)
+    n_b = table.sum(axis=1)
+    keep = n_b >= MIN_BLOCK_ROWS
+    if keep.sum() < MIN_BLOCKS:
+        return None
+    block_season = np.zeros(n_blocks, dtype=np.int64)
+    block_season[b] = seasons  # a block lies in one season (blocks are no longer than seasons)
+    ref = counts[block_season].astype(float) - table
+    thin = ref.sum(axis=1) < min_season_rows
+    ref[thin] = counts.sum(axis=0) - table[thin]
+    table, ref, n_b = table[keep], ref[keep], n_b[keep]
+    n_r = ref.sum(axis=1)
+    ok = n_r > 0
+    return table[ok], ref[ok], n_b[ok], n_r[ok]
+
+
+def _numeric_design_effect(
+    idx: np.ndarray, seasons: np.ndarray, blocks: np.ndarray, counts: np.ndarray, min_season_rows: int
+) -> float | None:
+    k = counts.shape[1]
+    if k < 2:
+        return 1.0
+    t = _block_tables(idx, seasons, blocks, counts, k, min_season_rows)
+    if t is None:
+        return None
+    table, ref, n_b, n_r = t
+    d = np.abs(np.cumsum(table / n_b[:, None], axis=1) - np.cumsum(ref / n_r[:, None], axis=1))[:, :-1].max(
+        axis=1
+    )
+    return design_effect_for_median_p(d, n_b * n_r / (n_b + n_r))
+
+
+def _categorical_design_effect(
+    codes: np.ndarray, seasons: np.ndarray, blocks: np.ndarray, counts: np.ndarray, min_season_rows: int
+) -> float | None:
+    from scipy import stats
+
+    k = counts.shape[1]
+    if k < 2:
+        return 1.0
+    t = _block_tables(codes, seasons, blocks, counts, k, min_season_rows)
+    if t is None:
+        return None
+    table, ref, n_b, n_r = t
+    q_b, q_r = table / n_b[:, None], ref / n_r[:, None]
+    n_eff = (n_b * n_r / (n_b + n_r))[:, None]
+    pooled = (table + ref) / (n_b + n_r)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(pooled > 0, (q_b - q_r) ** 2 / pooled, 0.0)
+    chi2 = (n_eff * terms).sum(axis=1)
+    dof = max(int((counts.sum(axis=0) > 0).sum()) - 1, 1)
+    return float(max(1.0, np.median(chi2) / stats.chi2.median(dof)))
+
+
 def _numeric_profile(
-    name: str, x: np.ndarray, seasons: np.ndarray, n_seasons: int, bins: int, ordered: bool
+    name: str,
+    x: np.ndarray,
+    seasons: np.ndarray,
+    n_seasons: int,
+    bins: int,
+    blocks: np.ndarray | None,
+    min_season_rows: int,
 ) -> NumericProfile:
     valid = ~np.isnan(x)
     xv = x[valid]
@@ -229,13 +325,15 @@ def _numeric_profile(
     q1, q3 = np.quantile(xv, [0.25, 0.75])
     std = float(xv.std(ddof=1)) if len(xv) > 1 else 0.0
     scale = (q3 - q1) / 1.349 if q3 > q1 else (std if std > 0 else 1.0)
-    rho = 0.0
-    if ordered:
+    effect = 1.0
+    if blocks is not None:
+        block_effect = _numeric_design_effect(idx, sv, blocks[valid], counts, min_season_rows)
         # Indicator of "above this season's median": the serial dependence the KS statistic actually sees.
         med = np.zeros(n_seasons)
         for s in np.unique(sv):
             med[s] = np.median(xv[sv == s])
-        rho = _lag1((xv > med[sv]).astype(float))
+        ar1 = _ar1_effect(_lag1((xv > med[sv]).astype(float)))
+        effect = max(ar1, block_effect or 1.0)
     return NumericProfile(
         name=name,
         edges=edges,
@@ -245,7 +343,7 @@ def _numeric_profile(
         scale=float(scale),
         mean=float(xv.mean()),
         std=std,
-        autocorrelation=rho,
+        design_effect=float(effect),
     )
 
 
@@ -256,7 +354,8 @@ def _categorical_profile(
     seasons: np.ndarray,
     n_seasons: int,
     max_categories: int,
-    ordered: bool,
+    blocks: np.ndarray | None,
+    min_season_rows: int,
 ) -> CategoricalProfile:
     nulls = np.bincount(seasons[isnull], minlength=n_seasons)
     v = values[~isnull]
@@ -274,13 +373,20 @@ def _categorical_profile(
     codes = slot[inv]
     k = len(cats)
     counts = np.bincount(sv * k + codes, minlength=n_seasons * k).reshape(n_seasons, k)
-    rho = 0.0
-    if ordered and len(codes) > 2:
-        same = float(np.mean(codes[1:] == codes[:-1]))
-        p = counts.sum(axis=0) / counts.sum()
-        chance = float((p * p).sum())
-        rho = float(np.clip((same - chance) / (1 - chance), 0.0, 0.99)) if chance < 1 else 0.0
-    return CategoricalProfile(name=name, categories=cats, counts=counts, nulls=nulls, autocorrelation=rho)
+    effect = 1.0
+    if blocks is not None:
+        block_effect = _categorical_design_effect(codes, sv, blocks[~isnull], counts, min_season_rows)
+        if block_effect is None and len(codes) > 2:
+            # Lag-1 agreement beyond chance (Cohen's kappa of consecutive rows) as an AR(1) coefficient.
+            same = float(np.mean(codes[1:] == codes[:-1]))
+            p = counts.sum(axis=0) / counts.sum()
+            chance = float((p * p).sum())
+            rho = float(np.clip((same - chance) / (1 - chance), 0.0, 0.99)) if chance < 1 else 0.0
+            block_effect = _ar1_effect(rho)
+        effect = block_effect if block_effect is not None else 1.0
+    return CategoricalProfile(
+        name=name, categories=cats, counts=counts, nulls=nulls, design_effect=float(effect)
+    )
 
 
 def build_profile(
@@ -292,12 +398,15 @@ def build_profile(
     timestamp_column: str | None = None,
     seasonality: Seasonality = "month",
     max_categories: int = 50,
+    block: Block = "month",
+    min_season_rows: int = 30,
 ) -> Profile:
     """Profile ``frame`` (the training features) for later drift checks.
 
-    ``bins`` quantile bins per numeric column (fewer when values tie). With a ``timestamp_column``, rows are
-    ordered by it to measure serial correlation, and counts are kept per season (``seasonality="month"``);
-    without one the profile is pooled (one season) and rows are treated as independent.
+    ``bins`` quantile bins per numeric column (fewer when values tie). With a ``timestamp_column``, counts are
+    kept per season (``seasonality="month"``) and the design effect of serial dependence is measured on blocks of
+    one ``block`` (the partition frequency: a block is what a drift check will see); without one the profile is
+    pooled (one season) and rows are treated as independent.
     """
     missing = [c for c in [*numeric_columns, *categorical_columns] if c not in frame.columns]
     if missing:
@@ -312,14 +421,12 @@ def build_profile(
     start = end = None
     if timestamp_column is None:
         seasonality = "none"
-        ordered = False
     else:
         if timestamp_column not in frame.columns:
             raise KeyError(f"timestamp column {timestamp_column!r} not in the reference frame")
         ts = pd.to_datetime(frame[timestamp_column], utc=True)
         order = np.argsort(ts.to_numpy(), kind="stable")
         frame = frame.iloc[order]
-        ordered = True
         start, end = ts.min().isoformat(), ts.max().isoformat()
     n_seasons = N_SEASONS[seasonality]
     seasons = (
@@ -327,12 +434,22 @@ def build_profile(
         if timestamp_column is not None
         else np.zeros(len(frame), dtype=np.int64)
     )
+    blocks = None
+    if timestamp_column is not None:
+        blocks = block_index(frame[timestamp_column], block)
+    # Block-level design effects compare a block with its own season; a year spans all seasons: pooled then.
+    block_min_rows = (
+        min_season_rows if not (block == "year" and seasonality != "none") else np.iinfo(np.int64).max
+    )
     cols: dict[str, ColumnProfile] = {}
     for c in numeric_columns:
-        cols[c] = _numeric_profile(c, numeric_values(frame, c), seasons, n_seasons, bins, ordered)
+        x = numeric_values(frame, c)
+        cols[c] = _numeric_profile(c, x, seasons, n_seasons, bins, blocks, block_min_rows)
     for c in categorical_columns:
         values, isnull = categorical_values(frame, c)
-        cols[c] = _categorical_profile(c, values, isnull, seasons, n_seasons, max_categories, ordered)
+        cols[c] = _categorical_profile(
+            c, values, isnull, seasons, n_seasons, max_categories, blocks, block_min_rows
+        )
     return Profile(
         columns=cols,
         n_rows=len(frame),

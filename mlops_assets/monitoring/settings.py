@@ -42,14 +42,15 @@ class DriftConfig(_Section):
     wasserstein_threshold: float = Field(default=0.1, gt=0)
     jensen_shannon_threshold: float = Field(default=0.1, gt=0, le=1)
     null_rate_threshold: float = Field(default=0.05, gt=0, le=1)
-    # Serial correlation (daily weather, sessions of one user) makes n rows worth fewer independent ones; the
-    # profile measures the lag-1 autocorrelation of the reference in time order and the tests use the effective
-    # sample size n * (1 - rho) / (1 + rho). Off: every row counts as independent.
-    autocorrelation_adjustment: bool = True
+    # Serial dependence (daily weather, sessions of one user) and year-to-year variation make n rows worth fewer
+    # independent ones. The profile measures, on partition-sized blocks of the reference, how much more blocks
+    # differ from the rest than independent rows would (the design effect), and the tests divide the sample sizes
+    # by it. Off: every row counts as independent.
+    dependence_adjustment: bool = True
     # A "strong" signal (enough on its own to trigger a retrain): a feature whose corrected p-value is below
     # `strong_alpha` and whose distance is at least `strong_factor` times its floor.
-    strong_alpha: float = Field(default=1e-4, gt=0, lt=1)
-    strong_factor: float = Field(default=3.0, ge=1)
+    strong_alpha: float = Field(default=1e-5, gt=0, lt=1)
+    strong_factor: float = Field(default=5.0, ge=1)
 
     @model_validator(mode="after")
     def _strong_is_stricter(self) -> DriftConfig:
@@ -86,8 +87,8 @@ class RetrainingConfig(_Section):
     # Storm control: no automatic retrain within `cooldown_days` of the previous one, at most
     # `max_retrains_per_window` retrains in any `window_days`, and never again on the data version a challenger
     # already failed on (until new data arrives). A manual request bypasses the cooldown and the cap only.
-    cooldown_days: float = Field(default=30.0, ge=0)
-    max_retrains_per_window: int = Field(default=4, ge=1)
+    cooldown_days: float = Field(default=90.0, ge=0)
+    max_retrains_per_window: int = Field(default=2, ge=1)
     window_days: float = Field(default=365.0, gt=0)
 
     @model_validator(mode="after")
