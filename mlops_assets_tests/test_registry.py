@@ -374,3 +374,25 @@ def test_model_card_stored_with_the_version(reg):
     assert [a.path for a in reg.client.list_artifacts(rv.run_id, "model_cards")] == [
         f"model_cards/v{rv.version}.md"
     ]
+
+
+@pytest.mark.parametrize("estimator", ["hist_gradient_boosting", "logistic_regression", "random_forest"])
+def test_project_pipeline_with_categoricals_round_trips(storage, estimator):
+    """The lead's training pipeline (preprocessing inside) registers and loads with exactly its own trusted types."""
+    from sklego.datasets import load_arrests
+
+    from mlops_assets.config import load_config
+    from mlops_assets.training.pipeline import build_pipeline
+
+    df = load_arrests(as_frame=True)
+    X, y = df.drop(columns="released"), (df["released"] == "Yes").astype(int)
+    cfg = load_config(BUNDLED_CONFIG)
+    params = {"n_estimators": 5} if estimator == "random_forest" else {"max_iter": 20}
+    cfg = cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"estimator": estimator, "params": params})}
+    )
+    pipe = build_pipeline(cfg, ["year", "age", "checks"], ["colour", "sex", "employed", "citizen"]).fit(X, y)
+    reg = ModelRegistry(f"project_{estimator}", storage)
+    rv = reg.register(pipe, input_example=X.head(3))
+    assert rv.trusted_types == sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipe)))
+    np.testing.assert_allclose(reg.load(rv.version).model.predict_proba(X), pipe.predict_proba(X))
