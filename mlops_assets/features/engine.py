@@ -78,12 +78,16 @@ def _normalize_key(s: pd.Series) -> pd.Series:
 
 
 def entity_keys(frame: pd.DataFrame, entity_columns: Sequence[str]) -> np.ndarray:
-    """One string key per row ("" when there are no entity columns: the whole stream is one entity)."""
+    """One key per row: int64 for a single integer column (0 for all when there are no entity columns: the
+    whole stream is one entity), else strings joined as :func:`key_part` spells each value."""
     if not entity_columns:
-        return np.full(len(frame), "", dtype=object)
+        return np.zeros(len(frame), dtype="int64")
     missing = [c for c in entity_columns if c not in frame.columns]
     if missing:
         raise FeatureInputError(f"entity columns missing: {missing}")
+    if len(entity_columns) == 1 and pd.api.types.is_integer_dtype(frame[entity_columns[0]].dtype):
+        # Integer keys stay integers (fast); they meet string keys (stores, JSON) spelled as key_part does.
+        return frame[entity_columns[0]].to_numpy(dtype="int64")
     if len(frame) <= 64:  # the serving path: plain Python beats pandas on a handful of rows
         cols = [frame[c].tolist() for c in entity_columns]
         return np.array(
@@ -96,10 +100,18 @@ def entity_keys(frame: pd.DataFrame, entity_columns: Sequence[str]) -> np.ndarra
     return key.to_numpy(dtype=object)
 
 
+def key_strings(keys: np.ndarray) -> np.ndarray:
+    """Keys as strings (how the online store holds them)."""
+    return keys.astype(str).astype(object) if keys.dtype.kind in "iu" else keys
+
+
 def entity_keys_from_records(
     records: Sequence[dict[str, object]], entity_columns: Sequence[str]
 ) -> list[str]:
-    """The keys of entity dicts (serving requests), spelled exactly like :func:`entity_keys`."""
+    """The keys of entity dicts (serving requests), spelled exactly like :func:`key_strings` of
+    :func:`entity_keys`."""
+    if not entity_columns:
+        return ["0"] * len(records)
     return [_KEY_SEP.join(key_part(r[c]) for c in entity_columns) for r in records]
 
 
@@ -132,7 +144,7 @@ def source_values(cfg: MlopsConfig, frame: pd.DataFrame, sources: Sequence[str])
 class Events:
     """Known events in numeric form: what the engine reads."""
 
-    keys: np.ndarray  # object array of entity key strings
+    keys: np.ndarray  # entity keys: int64, or an object array of strings (see entity_keys)
     ts: np.ndarray  # int64 ns UTC
     values: dict[str, np.ndarray]  # source -> float64
 
@@ -174,40 +186,41 @@ def evaluate(
             for d in defs
         }
 
-    codes, _ = pd.factorize(np.concatenate([known.keys, query_keys]), use_na_sentinel=False)
-    kc, qc = codes[:nk].astype("int64"), codes[nk:].astype("int64")
+    kc, qc = _codes(known.keys, query_keys)
     sources = source_columns(defs)
 
-    order = np.lexsort((known.ts, kc))
-    kc, kts = kc[order], known.ts[order]
+    # Rank of each known time among the distinct known times (one sort instead of a hash-based unique).
+    t_order = np.argsort(known.ts)
+    t_sorted = known.ts[t_order]
+    new_t = np.concatenate([[True], t_sorted[1:] != t_sorted[:-1]])
+    uniq_t = t_sorted[new_t]
+    rank = np.empty(nk, dtype="int64")
+    rank[t_order] = np.cumsum(new_t) - 1
+    # Composite key: entity code, then time rank. A query at time t for entity c sorts before every known
+    # event of c at or after t, and after every one before t.
+    base = np.int64(len(uniq_t) + 1)
+    kkey = kc * base + rank
+    order = np.argsort(kkey)  # equal keys (tied events) are put in a canonical order below
+    kkey, kc, kts = kkey[order], kc[order], known.ts[order]
     vals = {s: known.values[s][order] for s in sources}
     # Events of one entity at one instant: order them by value so that the summation order does not depend
     # on the order in which a store returned them.
-    same = (kc[1:] == kc[:-1]) & (kts[1:] == kts[:-1])
+    same = kkey[1:] == kkey[:-1]
     if same.any():
-        tie = np.lexsort((*[np.nan_to_num(vals[s], nan=-np.inf) for s in reversed(sources)], kts, kc))
-        kc, kts = kc[tie], kts[tie]
+        tie = np.lexsort((*[np.nan_to_num(vals[s], nan=-np.inf) for s in reversed(sources)], kkey))
+        kkey, kc, kts = kkey[tie], kc[tie], kts[tie]
         vals = {s: v[tie] for s, v in vals.items()}
-
-    # Tied events (one entity, one instant) are one observation for "last": the largest of their values.
-    run_start = (
-        np.concatenate([[True], (kc[1:] != kc[:-1]) | (kts[1:] != kts[:-1])]) if nk else np.array([], bool)
-    )
-    if same.any():
-        starts = np.flatnonzero(run_start)
+        # Tied events are one observation for "last": the largest of their values.
+        run_start = np.concatenate([[True], kkey[1:] != kkey[:-1]])
         run_id = np.cumsum(run_start) - 1
-        tied_max = {s: np.fmax.reduceat(v, starts)[run_id] for s, v in vals.items()}
+        tied_max = {s: np.fmax.reduceat(v, np.flatnonzero(run_start))[run_id] for s, v in vals.items()}
     else:
         tied_max = vals
 
-    # Composite key: entity code, then the rank of the time among the known times. A query at time t for
-    # entity c sorts before every known event of c at or after t, and after every one before t.
-    uniq_t = np.unique(kts)
-    base = np.int64(len(uniq_t) + 1)
-    kkey = kc * base + np.searchsorted(uniq_t, kts, side="left")
+    q_order = np.argsort(query_ts) if nq >= 4096 else None  # shared by every window: t - w keeps the order
 
     def first_at_or_after(t: np.ndarray) -> np.ndarray:
-        return np.searchsorted(kkey, qc * base + np.searchsorted(uniq_t, t, side="left"), side="left")
+        return _search(kkey, qc * base + _search(uniq_t, t, q_order))
 
     end = first_at_or_after(query_ts)
     idx = np.arange(nk)
@@ -224,6 +237,32 @@ def evaluate(
         for d in wdefs:
             out[d.name] = _feature(d, vals, tied_max, kts, start, end, query_ts, last_valid, moments)
     return {d.name: out[d.name] for d in defs}
+
+
+def _search(sorted_arr: np.ndarray, needles: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """``searchsorted(side="left")`` with the needles visited in sorted order: cache-friendly on big arrays."""
+    if len(needles) < 4096:
+        return np.searchsorted(sorted_arr, needles, side="left")
+    o = np.argsort(needles) if order is None else order
+    out = np.empty(len(needles), dtype="int64")
+    out[o] = np.searchsorted(sorted_arr, needles[o], side="left")
+    return out
+
+
+def _codes(known_keys: np.ndarray, query_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer entity codes shared by known events and queries (integer keys stay integers: fast)."""
+    a, b = known_keys, query_keys
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        both = np.concatenate([a.astype("int64"), b.astype("int64")])
+    else:
+        if a.dtype.kind in "iu":
+            a = a.astype(str).astype(object)
+        if b.dtype.kind in "iu":
+            b = b.astype(str).astype(object)
+        both = np.concatenate([a, b])
+    codes, _ = pd.factorize(both, use_na_sentinel=False)
+    codes = codes.astype("int64")
+    return codes[: len(a)], codes[len(a) :]
 
 
 def _newest(prefix: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from mlops_assets.features.engine import (
     _assemble,
     entity_keys,
     evaluate,
+    key_strings,
     source_columns,
     source_values,
     timestamps_ns,
@@ -184,7 +185,7 @@ class OnlineStore:
         hi = _ns(end) if end is not None else (int(ts.max()) + 1 if len(ts) else None)
         if len(ts) and (ts.min() < lo or ts.max() >= hi):
             raise FeatureInputError(f"rows outside the materialized range [{start}, {end})")
-        keys = entity_keys(frame, ds.entity_columns)
+        keys = key_strings(entity_keys(frame, ds.entity_columns))
         vals = source_values(cfg, frame, sources)
         events_t, latest_t, meta_t = self._tables(cfg)
         window = int(lookback(cfg).value)
@@ -366,7 +367,9 @@ def complete_features(cfg: MlopsConfig, rows: pd.DataFrame, online: OnlineStore)
     rows = rows.copy()
     rows[ds.timestamp_column] = pd.to_datetime(ts, utc=True)
     if defs and len(rows):
-        known = online.events(cfg, list(keys), int(ts.min()) - int(lookback(cfg).value), int(ts.max()))
+        known = online.events(
+            cfg, list(key_strings(keys)), int(ts.min()) - int(lookback(cfg).value), int(ts.max())
+        )
     else:
         known = Events.concat([], source_columns(defs))
     values = evaluate(defs, known, keys, ts)
@@ -384,7 +387,7 @@ def online_features_as_of(
     keys = entity_keys(frame, ds.entity_columns)
     defs = feature_registry(cfg)
     known = (
-        online.events(cfg, list(keys), t - int(lookback(cfg).value), t)
+        online.events(cfg, list(key_strings(keys)), t - int(lookback(cfg).value), t)
         if defs
         else Events.concat([], source_columns(defs))
     )
