@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -410,7 +411,6 @@ class ModelRegistry:
         Raises :class:`ArtifactIntegrityError` when the artifact's sha256 differs from the registered one or when
         the version carries no sha256/trusted-types tags (not registered through :meth:`register`).
         """
-        import mlflow.artifacts
         import skops.io
 
         mv = self.get_version(version, alias=alias)
@@ -422,17 +422,15 @@ class ModelRegistry:
                 f"model '{self.model_name}' version {mv.version} has no recorded sha256/trusted types: "
                 "it was not registered through mlops_assets and is refused"
             )
-        with self._scratch() as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{mv.source.rstrip('/')}/{MODEL_FILE}", dst_path=str(tmp)
+        data = self._read_model_bytes(mv.source)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ArtifactIntegrityError(
+                f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} has sha256 "
+                f"{actual}, registered {expected}; the model is refused"
             )
-            actual = file_sha256(local)
-            if actual != expected:
-                raise ArtifactIntegrityError(
-                    f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} has sha256 "
-                    f"{actual}, registered {expected}; the model is refused"
-                )
-            model = skops.io.load(local, trusted=json.loads(trusted_json))
+        # The very bytes that were hashed are deserialized (no re-read between check and load).
+        model = skops.io.loads(data, trusted=json.loads(trusted_json))
         return LoadedModel(
             model=model,
             model_name=self.model_name,
@@ -441,6 +439,22 @@ class ModelRegistry:
             sha256=actual,
             tags=tags,
         )
+
+    def _read_model_bytes(self, source: str) -> bytes:
+        """The bytes of ``model.skops`` under ``source``: read in place for a local (file:) artifact store,
+        downloaded through MLflow for any other."""
+        parsed = urlparse(source)
+        if parsed.scheme in ("", "file"):
+            return (Path(unquote(parsed.path)) / MODEL_FILE).read_bytes()
+        import mlflow.artifacts
+
+        with self._scratch() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{source.rstrip('/')}/{MODEL_FILE}",
+                dst_path=str(tmp),
+                tracking_uri=self.storage.mlflow_tracking_uri,
+            )
+            return Path(local).read_bytes()
 
     # ------------------------------------------------------------------------------------ promotion & rollback
 
