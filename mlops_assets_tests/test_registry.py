@@ -28,6 +28,7 @@ from mlops_assets.registry import (
     ArtifactIntegrityError,
     NothingToRollBackError,
     PromotionError,
+    RegistryError,
     UnknownVersionError,
 )
 from mlops_assets.registry.model_registry import (
@@ -169,6 +170,24 @@ def test_register_logs_into_the_active_run(reg, storage):
         mlflow.set_tracking_uri(previous_uri)
     data = reg.client.get_run(rv.run_id).data
     assert data.params["outer"] == "dagster-mlflow" and data.metrics["roc_auc"] == 0.7
+
+
+def test_active_run_outside_the_artifact_root_is_refused(reg, storage, tmp_path):
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(storage.mlflow_tracking_uri)
+    elsewhere = reg.client.create_experiment(
+        f"{reg.model_name}_elsewhere", artifact_location=(tmp_path / "x").as_uri()
+    )
+    try:
+        with (
+            mlflow.start_run(experiment_id=elsewhere),
+            pytest.raises(RegistryError, match="outside the artifact root"),
+        ):
+            register(reg)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    assert reg.aliases() == {}
+    assert not (tmp_path / "x").exists()
 
 
 def test_wrong_sha256_is_refused(reg):

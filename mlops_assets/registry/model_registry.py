@@ -172,13 +172,21 @@ class ModelRegistry:
         if active is not None:
             run_id = active.info.run_id
             try:
-                self.client.get_run(run_id)
+                run = self.client.get_run(run_id)
             except MlflowException as err:
                 raise RegistryError(
                     f"the active MLflow run {run_id} is not in the tracking store "
                     f"{self.storage.mlflow_tracking_uri}: configure dagster-mlflow with the same "
                     "MLFLOW_TRACKING_URI as mlops_assets"
                 ) from err
+            root = self.storage.mlflow_artifact_root.rstrip("/")
+            if not run.info.artifact_uri.startswith(root + "/"):
+                # MLflow's default artifact location is ./mlruns in the working directory: never write there.
+                raise RegistryError(
+                    f"the active MLflow run {run_id} stores artifacts at {run.info.artifact_uri}, outside the "
+                    f"artifact root {root}: start it in experiment '{self.experiment_name}' "
+                    "(created by ModelRegistry.ensure_experiment with the right artifact location)"
+                )
             return run_id, False
         run = self.client.create_run(self.ensure_experiment(), run_name=run_name)
         return run.info.run_id, True
