@@ -6,12 +6,13 @@ import io
 from datetime import UTC, datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.image import imread
 
 from mlops_assets.training.gates import GateResult
 from mlops_assets.training.model_card import render_model_card
-from mlops_assets.training.plots import confusion_matrix_png, roc_curve_png
+from mlops_assets.training.plots import confusion_matrix_png, release_plots, roc_curve_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,3 +71,16 @@ def test_plots_are_real_pngs():
         assert img.std() > 0.05  # something was drawn
     with pytest.raises(ValueError, match="both classes"):
         roc_curve_png(np.zeros(10), np.linspace(0, 1, 10))
+
+
+def test_release_plots_for_a_model_and_its_champion():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    y = np.where(X["a"] + rng.normal(scale=0.5, size=400) > 0, "yes", "no")
+    model = LogisticRegression().fit(X, y)
+    champion = LogisticRegression().fit(X[["a"]].assign(b=0.0), y)
+    plots = release_plots(model, X, y, positive_label="yes", champion=champion, champion_version="4")
+    assert set(plots) == {"plots/roc_curve.png", "plots/confusion_matrix.png"}
+    assert all(png.startswith(PNG_MAGIC) for png in plots.values())

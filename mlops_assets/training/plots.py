@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
@@ -78,3 +80,35 @@ def confusion_matrix_png(
             )
     ax.set_title(title)
     return _png(fig)
+
+
+def release_plots(
+    model: Any,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    *,
+    positive_label: Any = 1,
+    threshold: float = 0.5,
+    champion: Any | None = None,
+    champion_version: str | None = None,
+) -> dict[str, bytes]:
+    """The PNGs to log with a challenger, keyed by artifact path: its ROC curve on the holdout (with the
+    champion's on the same rows when given) and its confusion matrix at ``threshold``. Pass the result as
+    ``file_artifacts`` to :meth:`ModelRegistry.register <mlops_assets.registry.model_registry.ModelRegistry.register>`.
+    """
+    from mlops_assets.training.gates import positive_proba
+
+    y_true = (np.asarray(y) == positive_label).astype(int)
+    scores = positive_proba(model, X, positive_label)
+    baseline = None
+    if champion is not None:
+        label = f"champion v{champion_version}" if champion_version else "champion"
+        baseline = (y_true, positive_proba(champion, X, positive_label), label)
+    return {
+        "plots/roc_curve.png": roc_curve_png(y_true, scores, title="ROC curve (holdout)", baseline=baseline),
+        "plots/confusion_matrix.png": confusion_matrix_png(
+            y_true,
+            (scores >= threshold).astype(int),
+            title=f"Confusion matrix (holdout, threshold {threshold})",
+        ),
+    }
