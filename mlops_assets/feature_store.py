@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,7 +36,7 @@ from mlops_assets.features.stores import offline_store, online_store, store_name
 
 __all__ = ["get_historical_features", "get_online_features", "list_features"]
 
-_CONFIGS: dict[tuple[str, int], MlopsConfig] = {}
+_CONFIGS: dict[tuple[str, str, int], MlopsConfig] = {}
 _CONFIGS_LOCK = threading.Lock()
 
 
@@ -45,13 +44,12 @@ def _config(config: str | os.PathLike[str] | MlopsConfig | None) -> MlopsConfig:
     # Parsed once per file version: the online path must not re-read YAML on every lookup.
     if isinstance(config, MlopsConfig):
         return config
-    path = Path(config_path(config)).resolve()
+    path = str(config_path(config))
     try:
-        key = (str(path), path.stat().st_mtime_ns)
+        key = (path, os.getcwd(), os.stat(path).st_mtime_ns)
     except FileNotFoundError:
         return load_config(path)  # raises the ConfigError that names the file
-    with _CONFIGS_LOCK:
-        cfg = _CONFIGS.get(key)
+    cfg = _CONFIGS.get(key)
     if cfg is None:
         cfg = load_config(path)
         with _CONFIGS_LOCK:
@@ -152,11 +150,16 @@ def get_online_features(
         full = online_features_as_of(cfg, pd.DataFrame(records, columns=cols), as_of, store)
         return full[[*cols, ds.timestamp_column, *names]]
     as_of_ns, values = store.latest(cfg, entity_keys_from_records(records, cols))
-    data: dict[str, Any] = {c: [r[c] for r in records] for c in cols}
-    data[ds.timestamp_column] = pd.DatetimeIndex([pd.Timestamp(as_of_ns, tz="UTC")] * len(records))
-    for n in names:
-        data[n] = np.asarray(values[n], dtype="float64")
-    return pd.DataFrame(data)
+    all_names = [d.name for d in feature_registry(cfg)]
+    if names != all_names:
+        pos = {n: i for i, n in enumerate(all_names)}
+        values = values[:, [pos[n] for n in names]]
+    out = pd.DataFrame(values, columns=names)
+    stamp = np.full(len(records), as_of_ns, dtype="int64").view("datetime64[ns]")
+    out.insert(0, ds.timestamp_column, pd.arrays.DatetimeArray._from_sequence(stamp).tz_localize("UTC"))
+    for i, c in enumerate(cols):
+        out.insert(i, c, [r[c] for r in records])
+    return out
 
 
 def list_features(config: str | os.PathLike[str] | MlopsConfig | None = None) -> pd.DataFrame:

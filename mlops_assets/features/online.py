@@ -98,6 +98,7 @@ class OnlineStore:
         self._read = _engine(url, writer=False)
         self._write = _engine(url, writer=True)
         self._schema_cache: tuple[str, sa.Table, sa.Table, sa.Table] | None = None
+        self._ready: str | None = None  # code version verified against the meta table
 
     @classmethod
     def from_storage(cls, storage: Any = None, *, name: str = "features") -> OnlineStore:
@@ -298,40 +299,61 @@ class OnlineStore:
                 )
             return self._load(conn, cfg, events_t, keys, lo, hi)
 
-    def latest(self, cfg: MlopsConfig, keys: Sequence[str]) -> tuple[int, dict[str, list[float]]]:
-        """(as_of ns, {feature: values in ``keys`` order}); entities never seen get the empty-history values."""
+    def latest(self, cfg: MlopsConfig, keys: Sequence[str]) -> tuple[int, np.ndarray]:
+        """(as_of ns, values): one row per key, one column per feature in registry order; entities never
+        seen get the values of an empty history (missing, counts 0).
+
+        The serving hot path: one prepared SELECT on the primary key through the pooled DBAPI connection.
+        """
         defs = feature_registry(cfg)
         _, latest_t, meta_t = self._tables(cfg)
         version = features_code_version(cfg)
+        if self._ready != version:
+            with self._read.connect() as conn:
+                self._checked_meta(
+                    conn, cfg, meta_t
+                )  # raises when not materialized or materialized otherwise
+            self._ready = version
         uniq = list(dict.fromkeys(keys))
-        with self._read.connect() as conn:
-            rows = conn.execute(sa.select(latest_t).where(latest_t.c.entity_key.in_(uniq))).all()
-            if not rows or len(rows) < len(uniq):
-                meta = self._checked_meta(conn, cfg, meta_t)
-                as_of = int(meta["as_of"])
-            else:
-                as_of = int(rows[0][1])
-        found = {r[0]: r for r in rows}
+        rows = self._select_latest(latest_t, len(defs), uniq)
+        if len(rows) < len(uniq):
+            with self._read.connect() as conn:
+                as_of = int(self._checked_meta(conn, cfg, meta_t)["as_of"])
+        else:
+            as_of = int(rows[0][1])
+        found = {}
         for r in rows:
             if r[2] != version:
                 raise OnlineStoreError(
                     f"{self!r} holds features of code version {r[2]}, the configuration defines {version}: "
                     "rematerialize the features before serving them"
                 )
-        empty = (
-            evaluate(defs, Events.concat([], source_columns(defs)), np.array([""]), np.array([as_of]))
-            if len(found) < len(uniq)
-            else {}
+            found[r[0]] = r[3:]
+        if len(found) < len(uniq):
+            empty = evaluate(defs, Events.concat([], source_columns(defs)), np.array([0]), np.array([as_of]))
+            missing_row = tuple(float(empty[d.name][0]) for d in defs)
+        else:
+            missing_row = ()
+        values = np.array([found.get(k, missing_row) for k in keys], dtype="float64").reshape(
+            len(keys), len(defs)
         )
-        out: dict[str, list[float]] = {}
-        for i, d in enumerate(defs):
-            col = []
-            for k in keys:
-                r = found.get(k)
-                v = r[3 + i] if r is not None else empty[d.name][0]
-                col.append(np.nan if v is None else float(v))
-            out[d.name] = col
-        return as_of, out
+        return as_of, values
+
+    def _select_latest(self, latest_t: sa.Table, n_features: int, keys: list[str]) -> list[tuple]:
+        style = self._read.dialect.paramstyle
+        mark = "?" if style == "qmark" else "%s"
+        cols = ", ".join(["entity_key", "as_of", "code_version", *[f"f{i}" for i in range(n_features)]])
+        sql = f'SELECT {cols} FROM "{latest_t.name}" WHERE entity_key IN ({", ".join([mark] * len(keys))})'
+        conn = self._read.raw_connection()
+        try:
+            cur = conn.cursor()
+            cur.execute(sql, keys)
+            rows = cur.fetchall()
+            cur.close()
+            conn.rollback()
+        finally:
+            conn.close()
+        return rows
 
 
 def _insert(conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
 
 _ONLINE: dict[tuple[str, str], OnlineStore] = {}
+_URLS: dict[tuple[str | None, str | None, str], str] = {}
 _LOCK = threading.Lock()
 
 
@@ -28,10 +30,16 @@ def offline_store(cfg: MlopsConfig, storage: Any = None) -> OfflineStore:
 def online_store(cfg: MlopsConfig, storage: Any = None) -> OnlineStore:
     """The online store for ``cfg`` at ``storage.online_store_url``; one instance per URL and name."""
     if storage is None:
-        from mlops_assets.settings import storage_from_env
+        # The serving hot path: resolve the environment once per distinct (variables, working directory).
+        env_key = (os.environ.get("MLOPS_ONLINE_STORE_URL"), os.environ.get("MLOPS_HOME"), os.getcwd())
+        url = _URLS.get(env_key)
+        if url is None:
+            from mlops_assets.settings import storage_from_env
 
-        storage = storage_from_env()
-    key = (storage.online_store_url, store_name(cfg))
+            url = _URLS[env_key] = storage_from_env().online_store_url
+    else:
+        url = storage.online_store_url
+    key = (url, store_name(cfg))
     with _LOCK:
         store = _ONLINE.get(key)
         if store is None:
