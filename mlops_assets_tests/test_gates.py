@@ -223,6 +223,12 @@ def test_latency_gate_passes_a_fast_model_and_reports_both_measurements():
     assert r.passed, r.message
     assert r.value > 0 and r.metadata["challenger"]["batch_1000_rows_ms"] > 0
     assert r.metadata["champion_version"] == "3" and r.metadata["champion"]["p95_single_row_ms"] > 0
+    assert r.metadata["threads"] == 1
+    # With the libraries' own thread count the same figures are measured (no limit applied).
+    r_default = latency_gate(models()["good"], Xh, cfg.model_copy(update={"threads": None}))
+    assert (
+        r_default.passed and r_default.metadata["threads"] is None and r_default.metadata["champion"] is None
+    )
 
 
 # ------------------------------------------------------------------------------------------------ robustness

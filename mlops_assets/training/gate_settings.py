@@ -58,6 +58,10 @@ class LatencyConfig(_Section):
     slack_ms: float = Field(default=10.0, ge=0)
     single_row_samples: int = Field(default=50, ge=20)
     batch_repeats: int = Field(default=3, ge=1)
+    # Native (OpenMP/BLAS) threads while measuring, as in one serving worker; null = the libraries' default.
+    # One thread keeps the figures stable on a busy machine: HistGradientBoosting's OpenMP threads spin-wait
+    # when the cores are shared, making single-row predictions 10-20x slower for reasons unrelated to the model.
+    threads: int | None = Field(default=1, ge=1)
 
 
 class RobustnessConfig(_Section):

@@ -213,24 +213,10 @@ def no_regression_gate(
     )
 
 
-def latency_gate(
-    challenger: Any,
-    X: pd.DataFrame,
-    cfg: LatencyConfig,
-    *,
-    champion: Any | None = None,
-    champion_version: str | None = None,
-) -> GateResult:
-    """p95 single-row ``predict_proba`` latency and the time for a 1,000-row batch, against the configured
-    limits and against the champion measured in the same call (interleaved, so both see the same machine load).
-
-    ``value``/``threshold``: the challenger's p95 single-row latency and its limit, in milliseconds.
-    """
-    if len(X) == 0:
-        raise GateError("latency gate needs at least one row")
-    models = {"challenger": challenger} | ({"champion": champion} if champion is not None else {})
-    n_single = cfg.single_row_samples
-    rows = [X.iloc[[i % len(X)]] for i in range(n_single)]
+def _measure_latency(
+    models: dict[str, Any], X: pd.DataFrame, cfg: LatencyConfig
+) -> dict[str, dict[str, float]]:
+    rows = [X.iloc[[i % len(X)]] for i in range(cfg.single_row_samples)]
     batch = X.iloc[np.arange(1000) % len(X)]
     for m in models.values():  # warm-up: first calls pay one-off costs (imports, caches)
         m.predict_proba(rows[0])
@@ -247,13 +233,39 @@ def latency_gate(
             t0 = time.perf_counter()
             m.predict_proba(batch)
             batch_t[name].append((time.perf_counter() - t0) * 1e3)
-    measured = {
+    return {
         name: {
             "p95_single_row_ms": float(np.percentile(single[name], 95)),
             "batch_1000_rows_ms": float(np.median(batch_t[name])),
         }
         for name in models
     }
+
+
+def latency_gate(
+    challenger: Any,
+    X: pd.DataFrame,
+    cfg: LatencyConfig,
+    *,
+    champion: Any | None = None,
+    champion_version: str | None = None,
+) -> GateResult:
+    """p95 single-row ``predict_proba`` latency and the time for a 1,000-row batch, against the configured
+    limits and against the champion measured in the same call (interleaved, so both see the same machine load).
+
+    ``value``/``threshold``: the challenger's p95 single-row latency and its limit, in milliseconds.
+    """
+    if len(X) == 0:
+        raise GateError("latency gate needs at least one row")
+    models = {"challenger": challenger} | ({"champion": champion} if champion is not None else {})
+    if cfg.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=cfg.threads):
+            measured = _measure_latency(models, X, cfg)
+    else:
+        measured = _measure_latency(models, X, cfg)
+    n_single = cfg.single_row_samples
     ours = measured["challenger"]
     failures = []
     if ours["p95_single_row_ms"] > cfg.p95_single_row_ms:
@@ -291,6 +303,7 @@ def latency_gate(
             "max_slowdown": cfg.max_slowdown,
             "slack_ms": cfg.slack_ms,
             "single_row_samples": n_single,
+            "threads": cfg.threads,
         },
     )
 
