@@ -32,6 +32,7 @@ class RunOutcome:
     trained_version: str | None = None
     promoted_version: str | None = None
     last_partition: str | None = None
+    materialized: list[str] = field(default_factory=list)
 
 
 def instance_for(storage: Storage):
@@ -70,11 +71,11 @@ def execute(
     if reason:
         tags[REASON_TAG] = reason
     asset_selection = (
-        [dg.AssetKey([cfg.model.name, s]) for s in selection] if selection else list(graph.materializable_asset_keys)
+        [dg.AssetKey([cfg.model.name, s]) for s in selection]
+        if selection
+        else list(graph.materializable_asset_keys)
     )
-    job = dg.define_asset_job(
-        "mlops_run_job", selection=asset_selection, executor_def=dg.in_process_executor
-    )
+    job = dg.define_asset_job("mlops_run_job", selection=asset_selection, executor_def=dg.in_process_executor)
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("mlops_run_job")
     result = resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
     outcome = RunOutcome(
@@ -95,7 +96,9 @@ def execute(
                     "passed": bool(ev.passed),
                     "severity": ev.severity.value if ev.severity else "ERROR",
                     "blocking": bool(ev.blocking),
-                    "metadata": {k: _plain(v) for k, v in ev.metadata.items() if k in ("measured", "threshold")},
+                    "metadata": {
+                        k: _plain(v) for k, v in ev.metadata.items() if k in ("measured", "threshold")
+                    },
                 }
             )
         elif event.event_type_value == "STEP_FAILURE":
@@ -107,6 +110,8 @@ def execute(
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.event_specific_data.materialization
             name = mat.asset_key.path[-1]
+            if name not in outcome.materialized:
+                outcome.materialized.append(name)
             if name == "trained_model":
                 outcome.trained_version = _plain(mat.metadata.get("version"))
             elif name == "deployed_model":
@@ -123,7 +128,11 @@ def execute(
 
 def _user_error(err) -> str:
     """The innermost user-facing message of a step error (Dagster wraps user code errors)."""
-    while err is not None and err.cause is not None and "DagsterExecutionStepExecutionError" in (err.cls_name or ""):
+    while (
+        err is not None
+        and err.cause is not None
+        and "DagsterExecutionStepExecutionError" in (err.cls_name or "")
+    ):
         err = err.cause
     if err is None:
         return "unknown error"
@@ -136,7 +145,7 @@ def _plain(value: Any) -> Any:
 
 def build_report(cfg: MlopsConfig, outcome: RunOutcome) -> dict[str, Any]:
     """The report JSON of INTERFACE.md."""
-    from mlops_assets.registry import ModelRegistry
+    from mlops_assets.registry.model_registry import ModelRegistry
 
     registry = ModelRegistry(cfg.model.name)
     champ = registry.champion()
@@ -160,11 +169,18 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome) -> dict[str, Any]:
         "error": outcome.error,
         "checks": outcome.checks,
         "champion": (
-            {"model_name": champ.model_name, "version": champ.version, "metrics": _champion_metrics(champ.metrics)}
+            {
+                "model_name": champ.model_name,
+                "version": champ.version,
+                "metrics": _champion_metrics(champ.metrics),
+            }
             if champ
             else None
         ),
-        "deployments": [{"version": d.version, "at": d.at, "reason": d.reason, "run_id": d.run_id} for d in history],
+        "deployments": [
+            {"version": d.version, "at": d.deployed_at, "reason": d.reason, "run_id": d.run_id}
+            for d in history
+        ],
         "retrains": retrains,
     }
 
@@ -229,7 +245,9 @@ def _print_summary(report: dict[str, Any]) -> None:
     champ = report["champion"]
     if champ:
         m = champ["metrics"]
-        shown = ", ".join(f"{k}={m[k]:.3f}" for k in ("roc_auc", "accuracy", "f1") if isinstance(m.get(k), float))
+        shown = ", ".join(
+            f"{k}={m[k]:.3f}" for k in ("roc_auc", "accuracy", "f1") if isinstance(m.get(k), float)
+        )
         print(f"champion: {champ['model_name']} version {champ['version']} ({shown})")
     else:
         print("champion: none")

@@ -30,7 +30,10 @@ def test_config_file_from_environment(tmp_path, monkeypatch):
     [
         ({**BASE, "datasets": {}}, "unknown key 'datasets'"),
         ({"dataset": {**BASE["dataset"], "lable": "y"}}, "unknown key 'dataset.lable'"),
-        ({"dataset": {"source": "x.csv", "timestamp_column": "t"}}, "missing required key 'dataset.label_column'"),
+        (
+            {"dataset": {"source": "x.csv", "timestamp_column": "t"}},
+            "missing required key 'dataset.label_column'",
+        ),
         ({**BASE, "partitions": {"freq": "fortnight"}}, "'partitions.freq'"),
         ({**BASE, "model": {"holdout_fraction": "lots"}}, "'model.holdout_fraction'"),
         ({**BASE, "model": {"name": "has space"}}, "'model.name'"),

@@ -5,7 +5,13 @@ import pandas as pd
 import pytest
 
 from mlops_assets.config import load_config, parse_config
-from mlops_assets.data.batches import choose_reference, validate_partitions, validated_partition, Stores, BlockedPartitionError
+from mlops_assets.data.batches import (
+    BlockedPartitionError,
+    Stores,
+    choose_reference,
+    validate_partitions,
+    validated_partition,
+)
 from mlops_assets.data.partitions import split_by_partition
 from mlops_assets.data.schema import infer_spec, validate_batch
 
@@ -20,7 +26,10 @@ def spec(rainfall):
 @pytest.fixture
 def month(rainfall):
     """A later month, well inside ordinary conditions."""
-    m = rainfall[(rainfall["date"] >= pd.Timestamp("1960-06-01", tz="UTC")) & (rainfall["date"] < pd.Timestamp("1960-07-01", tz="UTC"))]
+    m = rainfall[
+        (rainfall["date"] >= pd.Timestamp("1960-06-01", tz="UTC"))
+        & (rainfall["date"] < pd.Timestamp("1960-07-01", tz="UTC"))
+    ]
     return m.reset_index(drop=True)
 
 
@@ -101,7 +110,9 @@ def test_unknown_labels_and_min_rows(month, spec):
 
 def test_blocked_partition_is_refused_downstream_and_quarantine_is_kept(tmp_path, rainfall):
     stores = Stores.at(tmp_path, "m")
-    batch = split_by_partition(rainfall[rainfall["date"] < pd.Timestamp("1959-01-01", tz="UTC")], "date", "month")
+    batch = split_by_partition(
+        rainfall[rainfall["date"] < pd.Timestamp("1959-01-01", tz="UTC")], "date", "month"
+    )
     batch["1958-03"] = batch["1958-03"].assign(temperature=np.nan)
     reference, info = choose_reference(CFG, stores, batch)
     assert info["source"] == "earliest partitions of the first batch" and info["first"] == "1949-01"
@@ -128,7 +139,9 @@ def test_categorical_and_entity_contract():
         }
     )
     ts = pd.to_datetime(["2020-01-01T01:00Z", "2020-01-01T02:00Z", "2020-01-01T03:00Z", "2020-01-01T04:00Z"])
-    ref = pd.DataFrame({"ts": ts, "id": [1, 2, 1, 2], "color": ["red", "blue", "red", None], "y": ["yes", "no", "no", "yes"]})
+    ref = pd.DataFrame(
+        {"ts": ts, "id": [1, 2, 1, 2], "color": ["red", "blue", "red", None], "y": ["yes", "no", "no", "yes"]}
+    )
     spec = infer_spec(ref, cfg)
     assert spec.column("color").categories == ["blue", "red"]
     batch = ref.assign(id=[1, 1, 1, 1], ts=[ts[0], ts[0], ts[1], ts[2]], color=["green", "red", "red", "red"])

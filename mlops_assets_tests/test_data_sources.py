@@ -60,7 +60,9 @@ def test_sql_source_with_query(tmp_path):
     db = tmp_path / "src.db"
     with sqlite3.connect(db) as conn:
         conn.execute("create table events (ts text, x real, y int)")
-        conn.executemany("insert into events values (?,?,?)", [("2020-01-01", 1.0, 0), ("2020-02-01", 2.0, 1)])
+        conn.executemany(
+            "insert into events values (?,?,?)", [("2020-01-01", 1.0, 0), ("2020-02-01", 2.0, 1)]
+        )
     cfg = cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, y from events where x > 0")
     out = read_source(cfg)
     assert len(out) == 2 and str(out["ts"].dt.tz) == "UTC"
@@ -77,7 +79,11 @@ def test_timestamp_format(tmp_path):
     [
         (None, {}, "file not found"),
         ("pd.DataFrame({'ts': ['2020-01-01'], 'x': [1]})", {}, "label column 'y' not found"),
-        ("pd.DataFrame({'ts': ['2020-01-01', 'yesterday'], 'y': [1, 0]})", {}, "does not parse (first bad value: 'yesterday')"),
+        (
+            "pd.DataFrame({'ts': ['2020-01-01', 'yesterday'], 'y': [1, 0]})",
+            {},
+            "does not parse (first bad value: 'yesterday')",
+        ),
         ("pd.DataFrame({'t': ['2020-01-01'], 'y': [1]})", {}, "timestamp column 'ts' not found"),
         ("pd.DataFrame({'ts': [], 'y': []})", {}, "holds no rows"),
     ],
@@ -104,6 +110,9 @@ def test_partition_keys_per_frequency():
     assert list(row_keys(ts, "day")) == ["2021-01-03", "2021-01-04", "2021-12-31"]
     assert list(row_keys(ts, "week")) == ["2020-12-28", "2021-01-04", "2021-12-27"]
     assert list(row_keys(ts, "year")) == ["2021", "2021", "2021"]
-    assert key_window("2021-02", "month") == (pd.Timestamp("2021-02-01", tz="UTC"), pd.Timestamp("2021-03-01", tz="UTC"))
+    assert key_window("2021-02", "month") == (
+        pd.Timestamp("2021-02-01", tz="UTC"),
+        pd.Timestamp("2021-03-01", tz="UTC"),
+    )
     with pytest.raises(ValueError, match="not the start of a week"):
         key_window("2021-01-05", "week")

@@ -388,7 +388,9 @@ def _judge(
         },
     )
 
-    m_label = fc["column"].astype(str).eq(spec.label_column) & fc["check"].str.startswith(("isin", "known_label"))
+    m_label = fc["column"].astype(str).eq(spec.label_column) & fc["check"].str.startswith(
+        ("isin", "known_label")
+    )
     label_rows = rows_of(m_label)
     gates["labels_known"] = GateResult(
         "labels_known",

@@ -36,7 +36,10 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     prefix = [cfg.model.name]
     partitions_def = time_partitions(cfg)
     project = MlopsProject(config_path=config_path)
-    assets = [*build_data_assets(cfg, partitions_def, prefix), *build_model_assets(cfg, partitions_def, prefix)]
+    assets = [
+        *build_data_assets(cfg, partitions_def, prefix),
+        *build_model_assets(cfg, partitions_def, prefix),
+    ]
     return dg.Definitions(
         assets=assets,
         resources={

@@ -64,7 +64,8 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     )
     def features(context: dg.AssetExecutionContext, project: MlopsProject, validated_data: pd.DataFrame):
         from mlops_assets.features import compute_features, lookback
-        from mlops_assets.features.stores import OfflineStore, OnlineStore
+        from mlops_assets.features.offline import OfflineStore
+        from mlops_assets.features.online import OnlineStore
 
         keys = context.partition_keys
         progress.step("features", f"{len(keys)} partition(s)")
@@ -74,17 +75,20 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         before = [k for k in stored.keys() if key_window(k, cfg.partitions.freq)[1] <= first]
         history = stored.read(_covering(before, first - lookback(cfg), cfg)) if before else None
         computed = compute_features(cfg, validated_data, history)
-        offline = OfflineStore.from_storage(project.storage, cfg)
+        offline = OfflineStore.from_storage(project.storage, name=cfg.model.name)
         parts = row_keys(computed[ts_col], cfg.partitions.freq) if len(computed) else pd.Series(dtype=str)
         for key in keys:
             offline.write_partition(key, computed[parts.to_numpy() == key].reset_index(drop=True))
-        online = OnlineStore(project.storage.online_store_url, cfg)
-        online.materialize(validated_data, history=history)
+        online = OnlineStore(project.storage.online_store_url, name=cfg.model.name)
+        start, _ = key_window(keys[0], cfg.partitions.freq)
+        _, end = key_window(keys[-1], cfg.partitions.freq)
+        online_counts = online.materialize(cfg, validated_data, start=start, end=end)
         return dg.MaterializeResult(
             metadata={
                 "rows": int(len(computed)),
                 "features": dg.MetadataValue.json(list(computed.columns)),
                 "feature_code_version": feature_version,
+                "online_store": dg.MetadataValue.json(json.loads(json.dumps(online_counts, default=str))),
                 "dagster/row_count": int(len(computed)),
             },
             data_version=dg.DataVersion(content_version(computed)),
@@ -95,9 +99,11 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     @dg.asset(
         key=trained_key,
         deps=[features_key],
-        required_resource_keys={"mlflow"},
+        required_resource_keys={"mlflow", "project"},
         check_specs=[
-            dg.AssetCheckSpec(release_check_name(g), asset=trained_key, blocking=True, description=RELEASE_GATES[g])
+            dg.AssetCheckSpec(
+                release_check_name(g), asset=trained_key, blocking=True, description=RELEASE_GATES[g]
+            )
             for g in gates
         ],
         group_name=prefix[-1],
@@ -109,9 +115,10 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         "as a new version with alias 'challenger'. The release gates are blocking checks: a challenger that fails "
         "one never reaches deployed_model.",
     )
-    def trained_model(context: dg.AssetExecutionContext, project: MlopsProject):
+    def trained_model(context: dg.AssetExecutionContext):
         import mlflow
 
+        project: MlopsProject = context.resources.project
         try:
             yield from _train_and_gate(context, project, cfg, gates, trained_key, feature_version)
         except BaseException:
@@ -132,7 +139,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         "database lock).",
     )
     def deployed_model(context: dg.AssetExecutionContext, trained_model: dict):
-        from mlops_assets.registry import ModelRegistry
+        from mlops_assets.registry.model_registry import ModelRegistry
 
         progress.step("deployed_model", f"promoting version {trained_model['version']}")
         registry = ModelRegistry(cfg.model.name)
@@ -146,10 +153,16 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 + (f"release gates failed: {failed}" if failed else "no gate results recorded for it")
             )
         reason = context.run.tags.get(REASON_TAG) or ("initial" if registry.champion() is None else "manual")
-        deployment = registry.promote(version, reason=reason, run_id=context.run_id, metrics=trained_model["metrics"])
+        deployment = registry.promote(
+            version, reason=reason, run_id=context.run_id, metrics=trained_model["metrics"]
+        )
         return dg.Output(
-            {"version": version, "reason": reason, "at": deployment.at},
-            metadata={"champion_version": version, "reason": reason, "previous": str(deployment.previous_version)},
+            {"version": version, "reason": reason, "at": deployment.deployed_at},
+            metadata={
+                "champion_version": version,
+                "reason": reason,
+                "previous": str(deployment.previous_version),
+            },
         )
 
     return [features, trained_model, deployed_model]
@@ -162,20 +175,24 @@ def _covering(keys: list[str], since: pd.Timestamp, cfg: MlopsConfig) -> list[st
 
 def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, trained_key, feature_version):
     from mlops_assets.features import model_feature_columns
-    from mlops_assets.features.stores import OfflineStore
-    from mlops_assets.registry import ModelRegistry
+    from mlops_assets.features.offline import OfflineStore
+    from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.training.gates import evaluate_gates
     from mlops_assets.training.pipeline import binary_labels, fit
 
     progress.step("trained_model", "reading the offline store")
-    offline = OfflineStore.from_storage(project.storage, cfg)
+    offline = OfflineStore.from_storage(project.storage, name=cfg.model.name)
     frame = offline.read()
     if frame.empty:
         raise dg.Failure("the offline store is empty: materialize features first")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
     frame = frame.assign(__partition__=row_keys(frame[ts_col], cfg.partitions.freq))
     columns = model_feature_columns(cfg, list(frame.columns))
-    numeric = [c for c in columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    numeric = [
+        c
+        for c in columns
+        if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
     categorical = [c for c in columns if c not in numeric]
     progress.step("trained_model", f"fitting on {frame['__partition__'].nunique()} partition(s)")
     model = fit(cfg, frame, "__partition__", numeric, categorical)
@@ -205,7 +222,11 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
         model.pipeline,
         input_example=X_hold.head(5) if len(X_hold) else frame[model.feature_columns].head(5),
         metrics={f"holdout_{k}": v for k, v in metrics.items()}
-        | {f"validation_{k}": v for k, v in model.metrics.get("validation", {}).items() if isinstance(v, int | float)},
+        | {
+            f"validation_{k}": v
+            for k, v in model.metrics.get("validation", {}).items()
+            if isinstance(v, int | float)
+        },
         partitions=train_keys,
         feature_version=feature_version,
         dagster_run_id=context.run_id,
@@ -241,7 +262,10 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
     by_gate = {r.gate: r for r in results}
     for g in gates:
         r = by_gate[g]
-        md = {"message": r.message, "details": dg.MetadataValue.json(json.loads(json.dumps(r.metadata, default=str)))}
+        md = {
+            "message": r.message,
+            "details": dg.MetadataValue.json(json.loads(json.dumps(r.metadata, default=str))),
+        }
         if r.value is not None:
             md["measured"] = dg.MetadataValue.float(float(r.value))
         if r.threshold is not None:

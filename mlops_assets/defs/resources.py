@@ -69,7 +69,7 @@ def mlflow_tracking(context):
     (MLflow's default is ``./mlruns`` in the working directory), and the MLflow run ended with the step."""
     import mlflow
 
-    from mlops_assets.registry import ModelRegistry
+    from mlops_assets.registry.model_registry import ModelRegistry
 
     storage = storage_from_env().ensure()
     name = context.resource_config["experiment_name"]
