@@ -255,8 +255,9 @@ def test_promote_records_history_with_metrics_and_refuses_noop(reg):
     v1 = register(reg, metrics={"roc_auc": 0.61}).version
     v2 = register(reg, metrics={"roc_auc": 0.72}).version
     reg.promote(v1, reason="initial", run_id="r1")
-    reg.promote(v2, reason="performance", run_id="r2", metrics={"roc_auc": 0.75})
+    d2 = reg.promote(v2, reason="performance", run_id="r2", metrics={"roc_auc": 0.75})
     h = reg.history()
+    assert d2 == h[-1]
     assert [(e.version, e.previous_version, e.reason, e.run_id) for e in h] == [
         (v1, None, "initial", "r1"),
         (v2, v1, "performance", "r2"),
@@ -264,6 +265,7 @@ def test_promote_records_history_with_metrics_and_refuses_noop(reg):
     assert h[0].metrics == {"roc_auc": 0.61}  # defaults to the version's run metrics
     assert h[1].metrics == {"roc_auc": 0.75}
     assert h[0].deployed_at < h[1].deployed_at
+    assert h[0].id < h[1].id
     champ = reg.champion()
     assert champ.version == v2 and champ.metrics == {"roc_auc": 0.72}
     with pytest.raises(PromotionError, match="already champion"):

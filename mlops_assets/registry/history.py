@@ -17,7 +17,7 @@ import json
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,10 +95,6 @@ class _Txn:
         self._cur = cursor
         self.model_name = model_name
 
-    def last(self) -> Deployment | None:
-        rows = self._history._select_deployments(self._cur, self.model_name, limit=1)
-        return rows[0] if rows else None
-
     def append(
         self,
         *,
@@ -120,7 +116,7 @@ class _Txn:
         self._cur.execute(
             self._history._q(
                 "INSERT INTO mlops_deployments (model_name, version, previous_version, deployed_at, reason, "
-                "run_id, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                "run_id, metrics) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
             ),
             (
                 d.model_name,
@@ -132,7 +128,7 @@ class _Txn:
                 json.dumps(d.metrics),
             ),
         )
-        return d
+        return replace(d, id=int(self._cur.fetchone()[0]))
 
 
 class DeploymentHistory:
