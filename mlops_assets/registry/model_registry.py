@@ -161,7 +161,11 @@ class ModelRegistry:
             if err.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             exp = self.client.get_experiment_by_name(self.experiment_name)  # created concurrently
-            assert exp is not None
+            if exp is None:
+                raise RegistryError(
+                    f"MLflow says experiment '{self.experiment_name}' exists but cannot find it "
+                    f"(deleted? restore or purge it in {self.storage.mlflow_tracking_uri})"
+                ) from err
             return exp.experiment_id
 
     def _target_run(self, run_name: str | None) -> tuple[str, bool]:
