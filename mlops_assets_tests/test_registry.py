@@ -4,6 +4,7 @@ and promotion lock on SQLite."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import re
 import threading
 import time
@@ -31,6 +32,7 @@ from mlops_assets.registry import (
     RegistryError,
     UnknownVersionError,
 )
+from mlops_assets.registry.history import DeploymentHistory
 from mlops_assets.registry.model_registry import (
     CHALLENGER,
     CHAMPION,
@@ -313,6 +315,29 @@ def test_two_promotions_at_once_are_serialized(reg, storage, monkeypatch):
     aliases = reg.aliases()
     assert aliases[CHAMPION] == h[2].version and aliases[PREVIOUS] == h[1].version
     assert elapsed >= 4 * 0.3  # two alias moves each, one after the other
+
+
+def _hold_sqlite_lock(url: str, name: str, out) -> None:
+    with DeploymentHistory(url).locked("m") as txn:
+        start = time.time()
+        time.sleep(0.4)
+        txn.append(version=name, previous_version=None, reason="lock-test", run_id=None, metrics={})
+        out.put((name, start, time.time()))
+
+
+def test_sqlite_promotion_lock_serializes_processes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_hold_sqlite_lock, args=(url, n, out)) for n in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    (_, s1, e1), (_, s2, e2) = sorted(out.get(timeout=5) for _ in procs)
+    assert e1 <= s2 or e2 <= s1, "two processes held the promotion lock at once"
+    assert sorted(d.version for d in DeploymentHistory(url).entries("m")) == ["a", "b"]
 
 
 # ------------------------------------------------------------------------------------------------ rollback
