@@ -240,3 +240,22 @@ def test_code_version_is_stable_and_tracks_definitions():
     reg = feature_registry(a)
     assert reg[0].boundary == "[t - 7D, t)" and reg[0].entity == ("store",)
     assert lookback(a) == pd.Timedelta("7D")
+
+
+def test_bundled_rainfall_defaults():
+    from mlops_assets.config import load_config
+    from mlops_assets.data.sources import read_source
+
+    cfg = load_config()
+    data = read_source(cfg)
+    feats = compute_features(cfg, data, None)
+    assert len(feats) == len(data) == 18_159
+    rain = data["rain"].to_numpy(float)
+    # Consecutive days: yesterday's rain is the previous row's label, the day's own label never.
+    np.testing.assert_array_equal(feats["rain_last_1D"].to_numpy()[1:], rain[:-1])
+    np.testing.assert_allclose(
+        feats["rain_mean_7D"].to_numpy()[7:], pd.Series(rain).rolling(7).mean().shift().to_numpy()[7:]
+    )
+    cols = model_feature_columns(cfg, feats.columns)
+    assert cols[:8] == [c for c in data.columns if c not in ("date", "rain")]
+    assert "rain" not in cols and "date" not in cols and len(cols) == 8 + len(feature_registry(cfg))
