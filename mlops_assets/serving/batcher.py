@@ -38,13 +38,16 @@ class MicroBatcher:
         *,
         max_rows: int = 1024,
         max_wait: float = 0.001,
+        thread_initializer: Callable[[], None] | None = None,
     ):
         self.process = process
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._queue: asyncio.Queue[Job] | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="predict", initializer=thread_initializer
+        )
         self._last_jobs = 0
 
     async def start(self) -> None:

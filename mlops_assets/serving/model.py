@@ -15,6 +15,7 @@ version that fails any of this is refused with a log line saying why, and the se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -48,12 +49,26 @@ class ServedModel:
     window_features: tuple[str, ...]  # of those, the ones completed from the online store
     schema: InputSchema
     loaded_at: float
+    # The final estimator when the preprocessing step provably passes the columns through unchanged (checked at
+    # load time on a probe): predicting on a float matrix then skips ~1 ms of DataFrame handling per call.
+    fast_estimator: Any = None
+
+    @property
+    def numeric_only(self) -> bool:
+        return not self.schema.categorical
 
     def predict(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Predicted class (as the pipeline's ``predict`` would give it) and the positive-class probability."""
-        proba = self.pipeline.predict_proba(X[list(self.columns)])
-        classes = self.pipeline.classes_
-        pred = classes[np.argmax(proba, axis=1)]
+        return self._result(self.pipeline.predict_proba(X[list(self.columns)]))
+
+    def predict_matrix(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Same as :meth:`predict` for a float matrix whose columns are :attr:`columns` (numeric models)."""
+        if self.fast_estimator is not None:
+            return self._result(self.fast_estimator.predict_proba(M))
+        return self.predict(pd.DataFrame(M, columns=list(self.columns)))
+
+    def _result(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pred = self.pipeline.classes_[np.argmax(proba, axis=1)]
         return pred, proba[:, 1]
 
 
@@ -104,7 +119,7 @@ def build_served_model(cfg: Any, loaded: Any, window_feature_names: list[str]) -
         label=ds.label_column,
         ignored=frozenset((set(ds.drop_columns) | sources) - set(raw) - {ds.label_column}),
     )
-    return ServedModel(
+    model = ServedModel(
         pipeline=pipeline,
         model_name=loaded.model_name,
         version=str(loaded.version),
@@ -114,6 +129,36 @@ def build_served_model(cfg: Any, loaded: Any, window_feature_names: list[str]) -
         schema=schema,
         loaded_at=time.time(),
     )
+    fast = _passthrough_estimator(model)
+    return model if fast is None else dataclasses.replace(model, fast_estimator=fast)
+
+
+def _passthrough_estimator(model: ServedModel) -> Any:
+    """The final estimator if the pipeline is (column-passthrough preprocessing, estimator) and gives bit-identical
+    probabilities on a probe with missing values, else None."""
+    steps = getattr(model.pipeline, "steps", None)
+    if not model.numeric_only or not steps or len(steps) != 2:
+        return None
+    pre, est = steps[0][1], steps[1][1]
+    from sklearn.preprocessing import FunctionTransformer
+
+    for _name, trans, cols in getattr(pre, "transformers_", [("?", "?", ["?"])]):
+        # A fitted "passthrough" is an identity FunctionTransformer (func None).
+        identity = trans in ("passthrough", "drop") or (
+            isinstance(trans, FunctionTransformer) and trans.func is None
+        )
+        if not identity and len(cols):
+            return None
+    try:
+        if list(pre.get_feature_names_out()) != list(model.columns):
+            return None
+    except (AttributeError, ValueError):
+        return None
+    rng = np.random.default_rng(0)
+    probe = rng.normal(size=(64, len(model.columns)))
+    probe[rng.random(probe.shape) < 0.1] = np.nan
+    reference = model.pipeline.predict_proba(pd.DataFrame(probe, columns=list(model.columns)))
+    return est if np.array_equal(est.predict_proba(probe), reference, equal_nan=True) else None
 
 
 class ModelSlot:

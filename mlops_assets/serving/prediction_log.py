@@ -104,8 +104,8 @@ class PredictionLog:
 
     # ------------------------------------------------------------------------------------ writing
     def submit(self, records: Sequence[dict[str, Any]]) -> None:
-        """Queue records (dicts with the table's columns; ``inputs`` a dict of JSON values or JSON text); returns
-        at once."""
+        """Queue records (dicts with the table's columns; ``inputs`` JSON text, a dict, or ``(columns, values,
+        entity keys)``); returns at once."""
         self._raise_if_failed()
         if not records:
             return
@@ -127,8 +127,7 @@ class PredictionLog:
             if batch:
                 try:
                     for r in batch:  # serialized here, not on the request path
-                        if not isinstance(r["inputs"], str):
-                            r["inputs"] = json.dumps(r["inputs"], allow_nan=False)
+                        r["inputs"] = _inputs_json(r["inputs"])
                     with self.engine.begin() as conn:
                         conn.execute(predictions.insert(), batch)
                 except BaseException as err:  # kept and re-raised to the caller of submit/flush/close
@@ -235,6 +234,20 @@ class PredictionLog:
                         )
                     )
         return out
+
+
+def _inputs_json(inputs: Any) -> str:
+    """``inputs`` as JSON text: text as given, a dict, or ``(columns, values, entity keys or None)``; NaN -> null."""
+    if isinstance(inputs, str):
+        return inputs
+    if isinstance(inputs, tuple):
+        cols, values, entities = inputs
+        doc = dict(entities or {})
+        doc.update(zip(cols, values, strict=True))
+    else:
+        doc = dict(inputs)
+    clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in doc.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 def _utcnow():

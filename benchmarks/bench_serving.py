@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Prediction service vs ``mlflow models serve`` on the same registered model, same client, same machine, one run.
+
+Set-up (in a temporary MLOPS_HOME, removed afterwards): the default config's model (HistGradientBoosting with the
+default parameters, the bundled rainfall data and its window features) is trained on all but the last 400 days,
+registered through ``mlops_assets.registry`` and made champion; the online store holds the events the last 300 days
+need. Then both servers run as their own processes on 127.0.0.1:
+
+- ours: ``mlops-assets serve`` — requests carry one *raw* event row; the service completes its 48 window features
+  from the online store as of the row's timestamp, predicts, logs the prediction;
+- the peer: ``mlflow models serve -m models:/mlops_model@champion --env-manager local`` — requests carry the
+  already-computed model inputs (``dataframe_split``): the peer does strictly less work per request.
+
+The client is one asyncio process with N keep-alive connections, each sending a request and waiting for its
+response (closed loop), over pre-encoded HTTP/1.1 requests so the client's own cost is small and identical for
+both servers. For each concurrency (1, 10, 50) and server: throughput, p50/p95/p99 latency, errors; then the ratio.
+
+    .venv/bin/python benchmarks/bench_serving.py [--seconds 5] [--concurrency 1 10 50] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+BIN = Path(sys.executable).parent
+SCORED_DAYS = 300
+
+
+# ---------------------------------------------------------------------------------------------- set-up
+def set_up(home: Path) -> dict:
+    """Train, register and promote the default model; materialize the online store; return what the client sends."""
+    from mlops_assets.config import BUNDLED_CONFIG, parse_config
+    from mlops_assets.data.sources import read_source
+    from mlops_assets.features import compute_features, features_code_version, model_feature_columns
+    from mlops_assets.features.online import OnlineStore
+    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.settings import storage_from_env
+    from mlops_assets.training.pipeline import binary_labels, build_pipeline
+
+    data = yaml.safe_load(BUNDLED_CONFIG.read_text())
+    data["features"]["online_retention"] = "400D"  # so that any of the last 300 days can be scored
+    config_path = home / "mlops.yaml"
+    config_path.write_text(yaml.safe_dump(data))
+    cfg = parse_config(data, origin=config_path, source_dir=BUNDLED_CONFIG.parent)
+    storage = storage_from_env({"MLOPS_HOME": str(home)}).ensure()
+
+    ts, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
+    raw = read_source(cfg)
+    feats = compute_features(cfg, raw)
+    columns = model_feature_columns(cfg, list(feats.columns))
+    cutoff = raw[ts].max() - pd.Timedelta("400D")
+    train = (feats[ts] < cutoff).to_numpy()
+    pipeline = build_pipeline(cfg, columns, [])
+    pipeline.fit(
+        feats.loc[train, columns], binary_labels(feats.loc[train, label], cfg.dataset.positive_label)
+    )
+
+    registry = ModelRegistry(cfg.model.name, storage)
+    rv = registry.register(
+        pipeline, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)
+    )
+    registry.promote(rv.version, reason="manual")
+    OnlineStore(storage.online_store_url).materialize(cfg, raw[raw[ts] >= cutoff - pd.Timedelta("30D")])
+
+    scored = raw.tail(SCORED_DAYS).reset_index(drop=True)
+    ours = []
+    for rec in scored.drop(columns=[label]).to_dict("records"):
+        rec[ts] = pd.Timestamp(rec[ts]).isoformat()
+        ours.append(json.dumps({"rows": [rec]}).encode())
+    X = feats.set_index(ts).loc[scored[ts], columns]
+    peer = [
+        json.dumps({"dataframe_split": {"columns": columns, "data": [row]}}).encode()
+        for row in X.to_numpy().tolist()
+    ]
+    return {
+        "config": config_path,
+        "storage": storage,
+        "model": cfg.model.name,
+        "version": rv.version,
+        "ours": ours,
+        "peer": peer,
+        "expected": pipeline.predict(X).tolist(),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = "\n".join(log.read_text().splitlines()[-25:])
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} during start-up:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+
+
+def start_servers(setup: dict, env: dict) -> tuple[dict, list[subprocess.Popen]]:
+    procs, ports = [], {"ours": free_port(), "peer": free_port()}
+    logs = setup["storage"].home
+    ours = subprocess.Popen(
+        [str(BIN / "mlops-assets"), "serve", "--config", str(setup["config"]), "--port", str(ports["ours"])],
+        env=env,
+        stdout=open(logs / "ours.log", "w"),  # noqa: SIM115 - closed with the process
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    procs.append(ours)
+    peer = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{setup['model']}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(ports["peer"]),
+        ],
+        env=env,
+        stdout=open(logs / "peer.log", "w"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=str(setup["storage"].home),
+    )
+    procs.append(peer)
+    wait_http(f"http://127.0.0.1:{ports['ours']}/health", ours, logs / "ours.log")
+    wait_http(f"http://127.0.0.1:{ports['peer']}/ping", peer, logs / "peer.log")
+    return ports, procs
+
+
+# ---------------------------------------------------------------------------------------------- the client
+def http_request(port: int, path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise ConnectionError("connection closed by the server")
+    status = int(status_line.split()[1])
+    length = None
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    if length is None:
+        raise ConnectionError("response without content-length")
+    return status, await reader.readexactly(length)
+
+
+async def closed_loop(port: int, requests: list[bytes], clients: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker(w: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = w * 37
+        try:
+            while time.perf_counter() < deadline:
+                req = requests[i % len(requests)]
+                i += 1
+                t0 = time.perf_counter()
+                writer.write(req)
+                status, _ = await read_response(reader)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    errors += 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    deadline = start + seconds
+    await asyncio.gather(*(worker(w) for w in range(clients)))
+    elapsed = time.perf_counter() - start
+    lat = np.array(latencies) * 1000
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p95_ms": float(np.percentile(lat, 95)),
+        "p99_ms": float(np.percentile(lat, 99)),
+    }
+
+
+def check_same_model(ports: dict, setup: dict) -> None:
+    """Both servers answer the same rows with the model's offline predictions."""
+    for k in range(0, SCORED_DAYS, 30):
+        for name, path in (("ours", "/predict"), ("peer", "/invocations")):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{ports[name]}{path}",
+                data=setup[name][k],
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = json.loads(r.read())
+            got = body["predictions"][0]
+            if got != setup["expected"][k]:
+                raise AssertionError(f"{name} predicted {got} for row {k}, offline {setup['expected'][k]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0, help="measurement time per server and concurrency")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
+    ap.add_argument("--json", default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    home = Path(tempfile.mkdtemp(prefix="bench_serving_"))
+    procs: list[subprocess.Popen] = []
+    try:
+        print("set-up: training, registering and promoting the default model; online store ...", flush=True)
+        setup = set_up(home)
+        env = dict(os.environ)
+        env.update(
+            MLOPS_HOME=str(home),
+            MLFLOW_TRACKING_URI=setup["storage"].mlflow_tracking_uri,
+            MLOPS_CONFIG=str(setup["config"]),
+            # The peer runs `uvicorn` from PATH: the one in this environment.
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
+        ports, procs = start_servers(setup, env)
+        check_same_model(ports, setup)
+        print(
+            f"model {setup['model']} version {setup['version']}; both servers agree with the offline predictions"
+        )
+
+        results: dict[str, list[dict]] = {"ours": [], "peer": []}
+        for name, path in (("ours", "/predict"), ("peer", "/invocations")):
+            reqs = [http_request(ports[name], path, b) for b in setup[name]]
+            asyncio.run(closed_loop(ports[name], reqs, 10, min(2.0, args.seconds)))  # warm-up
+            for c in args.concurrency:
+                r = asyncio.run(closed_loop(ports[name], reqs, c, args.seconds))
+                results[name].append(r)
+                print(
+                    f"  {name:5s} clients={c:3d}: {r['throughput']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                    f"p95 {r['p95_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}",
+                    flush=True,
+                )
+
+        print("\nsingle-row requests, closed loop, same client and machine, one run")
+        print(
+            f"{'clients':>7} | {'ours req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | "
+            f"{'peer req/s':>10} {'p50':>7} {'p95':>7} {'p99':>7} | {'ratio':>6}"
+        )
+        for o, p in zip(results["ours"], results["peer"], strict=True):
+            ratio = o["throughput"] / p["throughput"]
+            o["ratio_vs_peer"] = ratio
+            print(
+                f"{o['clients']:>7} | {o['throughput']:10.1f} {o['p50_ms']:7.2f} {o['p95_ms']:7.2f} "
+                f"{o['p99_ms']:7.2f} | {p['throughput']:10.1f} {p['p50_ms']:7.2f} {p['p95_ms']:7.2f} "
+                f"{p['p99_ms']:7.2f} | {ratio:5.1f}x"
+            )
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['ours']}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        batches = [
+            ln
+            for ln in text.splitlines()
+            if ln.startswith(("mlops_batch_rows_sum", "mlops_batch_rows_count"))
+        ]
+        vals = {ln.split()[0]: float(ln.split()[1]) for ln in batches}
+        if vals.get("mlops_batch_rows_count"):
+            print(
+                f"\nours: mean rows per model call {vals['mlops_batch_rows_sum'] / vals['mlops_batch_rows_count']:.1f}"
+            )
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        return 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

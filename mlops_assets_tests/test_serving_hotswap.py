@@ -1,0 +1,141 @@
+"""Hot swap over real HTTP: the champion moves (promotion, rollback) under concurrent load with zero failed
+requests, every response is exactly what the version it names predicts, and a model whose feature code version
+differs from the online store's is refused with a clear log line while the service keeps its model."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from mlops_assets.registry.model_registry import ModelRegistry
+from mlops_assets.serving.app import create_app
+from mlops_assets.serving.service import PredictionService, ServiceOptions
+from mlops_assets_tests.test_serving_support import (
+    LiveServer,
+    materialize_online,
+    offline_predictions,
+    register,
+    row_json,
+    scored_rows,
+    storage_for,
+    trained,
+)
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog):
+    storage = storage_for(tmp_path / "home")
+    materialize_online(storage)
+    v1 = register(storage, 25)
+    cfg = trained().cfg
+    service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
+    rows = scored_rows().tail(60).reset_index(drop=True)
+    payloads = row_json(rows, cfg.dataset.timestamp_column)
+    expected = {25: offline_predictions(25, rows)[1], 40: offline_predictions(40, rows)[1]}
+
+    results: list[tuple[int, int, str | None, float | None]] = []  # (row, status, version, probability)
+    stop = threading.Event()
+
+    def client_loop(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            i = worker
+            while not stop.is_set():
+                k = i % len(payloads)
+                r = client.post("/predict", json={"rows": [payloads[k]]})
+                if r.status_code == 200:
+                    b = r.json()
+                    results.append((k, 200, b["model_version"], b["probabilities"][0]))
+                else:
+                    results.append((k, r.status_code, None, None))
+                i += 7
+
+    caplog.set_level(logging.INFO, logger="mlops_assets.serving")
+    with LiveServer(create_app(service)) as server:
+        with ThreadPoolExecutor(8) as pool:
+            futures = [pool.submit(client_loop, w) for w in range(8)]
+            _wait_for(lambda: len(results) > 100)
+            v2 = register(storage, 40)  # registered and promoted while requests flow
+            _wait_for(lambda: any(v == v2 for _, _, v, _ in results[-50:]))
+            n_at_swap = len(results)
+            _wait_for(lambda: len(results) > n_at_swap + 100)
+            ModelRegistry(cfg.model.name, storage).rollback(reason="rollback")
+            _wait_for(lambda: results[-1][2] == v1 and len(results) > n_at_swap + 300)
+            stop.set()
+            for f in futures:
+                f.result()
+
+        statuses = [s for _, s, _, _ in results]
+        assert statuses.count(200) == len(results), f"failed requests: {len(results) - statuses.count(200)}"
+        by_version = {v1: expected[25], v2: expected[40]}
+        seen = {v for _, _, v, _ in results}
+        assert seen == {v1, v2}
+        for k, _, v, p in results:
+            assert p == by_version[v][k], f"row {k}: version {v} answered {p}, offline {by_version[v][k]}"
+        # Order: v1, then v2 once it appeared, then v1 again after the rollback.
+        versions = [v for _, _, v, _ in results]
+        first_v2, last_v2 = versions.index(v2), len(versions) - 1 - versions[::-1].index(v2)
+        assert set(versions[:first_v2]) == {v1}
+        assert versions[last_v2 + 1 :] and set(versions[last_v2 + 1 :]) == {v1}
+        assert service.metrics.swaps == 2
+
+        # A champion trained on other feature definitions is refused; the service keeps serving v1.
+        v3 = register(storage, 40, feature_version="0000000000000000")
+        _wait_for(lambda: service.slot.refusal is not None)
+        msg = service.slot.refusal
+        assert f"refusing champion version {v3}" in msg and "feature code version '0000000000000000'" in msg
+        assert any(
+            r.levelno == logging.ERROR and f"refusing champion version {v3}" in r.getMessage()
+            for r in caplog.records
+        )
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            r = client.post("/predict", json={"rows": [payloads[0]]})
+            assert r.status_code == 200 and r.json()["model_version"] == v1
+            h = client.get("/health").json()
+            assert h["model_version"] == v1 and v3 in h["warning"]
+            assert (
+                f'mlops_model_refused_total{{model="mlops_model",version="{v3}"}} 1'
+                in client.get("/metrics").text
+            )
+
+
+def test_no_champion_is_503_until_one_is_promoted(tmp_path):
+    storage = storage_for(tmp_path / "home")
+    materialize_online(storage)
+    cfg = trained().cfg
+    service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
+    payload = row_json(scored_rows().tail(1), cfg.dataset.timestamp_column)
+    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        assert client.get("/health").status_code == 503
+        r = client.post("/predict", json={"rows": payload})
+        assert r.status_code == 503 and "champion" in r.json()["error"]
+        service.prediction_log.flush()
+        assert service.prediction_log.count() == 0
+        v = register(storage, 25)
+        _wait_for(lambda: client.get("/health").status_code == 200)
+        r = client.post("/predict", json={"rows": payload})
+        assert r.status_code == 200 and r.json()["model_version"] == v
+        np.testing.assert_array_equal(
+            r.json()["probabilities"], offline_predictions(25, scored_rows().tail(1))[1]
+        )
+
+
+@pytest.mark.parametrize("module", ["mlops_assets.serving.server", "mlops_assets.serving.service"])
+def test_serving_never_imports_dagster(module):
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}, mlops_assets.serving.app; assert 'dagster' not in sys.modules, 'dagster imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
