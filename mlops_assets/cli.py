@@ -13,12 +13,32 @@ from collections.abc import Sequence
 
 # command -> (module, function, help). The function takes the parsed args and returns an exit code.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": ("mlops_assets.runner", "run_command", "materialize the whole graph over all partitions, gate, deploy"),
-    "replay": ("mlops_assets.monitoring.replay", "replay_command", "backtest the retraining policy over the partitions"),
-    "check-report": ("mlops_assets.reports", "check_report_command", "every asset check result; exit 1 if a blocking one failed"),
+    "run": (
+        "mlops_assets.runner",
+        "run_command",
+        "materialize the whole graph over all partitions, gate, deploy",
+    ),
+    "replay": (
+        "mlops_assets.monitoring.replay",
+        "replay_command",
+        "backtest the retraining policy over the partitions",
+    ),
+    "check-report": (
+        "mlops_assets.reports",
+        "check_report_command",
+        "every asset check result; exit 1 if a blocking one failed",
+    ),
     "serve": ("mlops_assets.serving.server", "serve_command", "HTTP prediction service on the champion"),
-    "rollback": ("mlops_assets.registry.commands", "rollback_command", "move the champion back to the previous (or given) version"),
-    "status": ("mlops_assets.registry.commands", "status_command", "champion, deployment history, latest checks, pending triggers"),
+    "rollback": (
+        "mlops_assets.registry.commands",
+        "rollback_command",
+        "move the champion back to the previous (or given) version",
+    ),
+    "status": (
+        "mlops_assets.registry.commands",
+        "status_command",
+        "champion, deployment history, latest checks, pending triggers",
+    ),
 }
 
 
@@ -28,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmds = {}
     for name, (_, _, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--config", default=None, help="mlops.yaml (default: $MLOPS_CONFIG, else the bundled one)")
+        p.add_argument(
+            "--config", default=None, help="mlops.yaml (default: $MLOPS_CONFIG, else the bundled one)"
+        )
         cmds[name] = p
     cmds["run"].add_argument("--report", default=None, help="write the report JSON here")
     cmds["run"].add_argument("--no-progress", action="store_true", help="no progress bar")

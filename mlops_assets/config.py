@@ -55,7 +55,9 @@ class DatasetConfig(_Section):
     def _query_needs_database(self) -> DatasetConfig:
         if self.query is not None and "://" not in self.source:
             raise ValueError("dataset.query is only used when dataset.source is a database URL")
-        overlap = set(self.drop_columns) & ({self.label_column, self.timestamp_column} | set(self.entity_columns))
+        overlap = set(self.drop_columns) & (
+            {self.label_column, self.timestamp_column} | set(self.entity_columns)
+        )
         if overlap:
             raise ValueError(f"dataset.drop_columns names required columns: {sorted(overlap)}")
         return self
@@ -67,7 +69,9 @@ class PartitionsConfig(_Section):
 
 class ModelConfig(_Section):
     name: str = "mlops_model"
-    estimator: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = "hist_gradient_boosting"
+    estimator: Literal["hist_gradient_boosting", "random_forest", "logistic_regression"] = (
+        "hist_gradient_boosting"
+    )
     params: dict[str, Any] = Field(default_factory=dict)
     # Training window in partitions counted back from the newest training partition; null = all of them.
     train_window_partitions: int | None = Field(default=None, ge=1)
@@ -141,7 +145,9 @@ def _format_error(path: Path | str, err: ValidationError) -> str:
     return f"{path}: " + "; ".join(lines)
 
 
-def parse_config(data: Any, *, origin: str | Path = "<config>", source_dir: Path | None = None) -> MlopsConfig:
+def parse_config(
+    data: Any, *, origin: str | Path = "<config>", source_dir: Path | None = None
+) -> MlopsConfig:
     """Validate an already-parsed mapping; errors name ``origin`` and the offending key."""
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level, got {type(data).__name__}")
