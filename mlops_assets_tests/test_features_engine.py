@@ -206,6 +206,8 @@ def test_output_layout_order_and_index():
     assert got.index.equals(ev.index)
     assert got.columns.tolist() == ["ts", "store", "x", "y", "y_mean_2D", "label"]
     assert model_feature_columns(cfg, got.columns) == ["x", "y", "y_mean_2D"]
+    empty = compute_features(cfg, ev.iloc[:0], ev)  # a partition left empty (e.g. all rows quarantined)
+    assert empty.columns.equals(got.columns) and len(empty) == 0
 
 
 def test_bad_input_is_named():
