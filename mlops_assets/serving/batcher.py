@@ -4,9 +4,9 @@ One HistGradientBoosting ``predict_proba`` costs about a millisecond whatever th
 rows, so throughput comes from predicting many requests at once, not from a faster single call.
 
 Requests are queued on the event loop; one worker task takes everything that is waiting (up to ``max_rows``),
-runs the batch in a single worker thread (so the loop keeps accepting requests meanwhile) and resolves each
-request's future with its slice of the result. While a batch is computing the next one accumulates, so under load
-batches form without any waiting. ``max_wait`` adds a short wait for stragglers, but only when the previous batch
+runs the batch (on the loop itself by default, or in a single worker thread) and resolves each request's future
+with its slice of the result. While a batch is computing, the next one accumulates (in the sockets' buffers or the
+queue), so under load batches form without any waiting. ``max_wait`` adds a short wait for stragglers, but only when the previous batch
 held several requests (a sign of concurrency): a lone client never waits.
 """
 
@@ -39,19 +39,28 @@ class MicroBatcher:
         max_rows: int = 1024,
         max_wait: float = 0.001,
         thread_initializer: Callable[[], None] | None = None,
+        inline: bool = False,
     ):
         self.process = process
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._queue: asyncio.Queue[Job] | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="predict", initializer=thread_initializer
+        self.inline = inline
+        self._initializer = thread_initializer
+        self._executor = (
+            None
+            if inline
+            else ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="predict", initializer=thread_initializer
+            )
         )
         self._last_jobs = 0
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        if self.inline and self._initializer is not None:
+            self._initializer()  # the batches run in this (the event loop's) thread
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -59,7 +68,8 @@ class MicroBatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):  # the cancellation we asked for
                 await self._task
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
     async def submit(self, payload: Any, n: int) -> Any:
         """Queue a job and wait for its result (or its exception)."""
@@ -94,7 +104,10 @@ class MicroBatcher:
                     rows += job.n
             self._last_jobs = len(batch)
             try:
-                results = await loop.run_in_executor(self._executor, self.process, batch)
+                if self._executor is None:
+                    results = self.process(batch)
+                else:
+                    results = await loop.run_in_executor(self._executor, self.process, batch)
             except Exception as err:  # the whole batch failed: every request gets the error
                 results = [err] * len(batch)
             for job, res in zip(batch, results, strict=True):
