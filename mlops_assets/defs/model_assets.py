@@ -218,6 +218,19 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
     )
     metrics = {k: v for k, v in model.holdout_metrics.items() if isinstance(v, int | float)}
     train_keys = model.split.train
+    # The reference profile for drift checks: the training window's features, predictions and labels.
+    from datetime import UTC, datetime
+
+    from mlops_assets.monitoring import state as monitoring_state
+
+    train_rows = frame[frame["__partition__"].isin(train_keys) & frame[label].notna()]
+    profile = monitoring_state.reference_profile(
+        cfg,
+        train_rows,
+        numeric,
+        categorical,
+        model.pipeline.predict_proba(train_rows[model.feature_columns])[:, 1],
+    )
     registered = registry.register(
         model.pipeline,
         input_example=X_hold.head(5) if len(X_hold) else frame[model.feature_columns].head(5),
@@ -230,8 +243,13 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
         partitions=train_keys,
         feature_version=feature_version,
         dagster_run_id=context.run_id,
-        tags={"mlops.holdout_window": f"{model.split.holdout[0]}..{model.split.holdout[-1]}"},
+        tags={
+            "mlops.holdout_window": f"{model.split.holdout[0]}..{model.split.holdout[-1]}",
+            monitoring_state.TAG_DATA_VERSION: monitoring_state.data_version(frame["__partition__"].unique()),
+            monitoring_state.TAG_TRAINED_AT: datetime.now(UTC).isoformat(),
+        },
         json_artifacts={
+            monitoring_state.PROFILE_ARTIFACT: profile.to_dict(),
             "split": model.split.to_dict(),
             "gates": [r.to_dict() for r in results],
             "feature_columns": {"numeric": numeric, "categorical": categorical},
