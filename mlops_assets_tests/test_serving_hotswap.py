@@ -139,3 +139,51 @@ def test_serving_never_imports_dagster(module):
 
     code = f"import sys, {module}, mlops_assets.serving.app; assert 'dagster' not in sys.modules, 'dagster imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_cli_serve_starts_on_loopback(tmp_path):
+    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, answers /health, stops on SIGTERM."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlops_assets_tests.test_serving_support import write_config
+
+    storage = storage_for(tmp_path / "home")
+    materialize_online(storage)
+    v = register(storage, 25)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MLOPS_HOME=str(storage.home))
+    cli = Path(sys.executable).parent / "mlops-assets"
+    proc = subprocess.Popen(
+        [str(cli), "serve", "--config", str(write_config(tmp_path)), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json() == {
+            "status": "ok",
+            "model_version": v,
+            "model_name": "mlops_model",
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is a clean exit here.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert b"Traceback" not in proc.stdout.read()
