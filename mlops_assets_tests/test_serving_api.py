@@ -276,3 +276,54 @@ def test_health_and_metrics(live):
         if ln.startswith('mlops_request_duration_seconds_count{endpoint="/predict"}')
     ]
     assert count and int(count[0].split()[-1]) >= 1
+
+
+def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
+    """A model on window features only (features.passthrough: false): `entities` + `as_of` predicts exactly what
+    the model predicts offline for the event at that time (the same window, [as_of - w, as_of))."""
+    import yaml
+
+    from mlops_assets.config import BUNDLED_CONFIG, parse_config
+    from mlops_assets.features import features_code_version, model_feature_columns
+    from mlops_assets.features.online import OnlineStore
+    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.training.pipeline import binary_labels, build_pipeline
+
+    data = yaml.safe_load(BUNDLED_CONFIG.read_text())
+    data["features"]["online_retention"] = "400D"
+    data["features"]["passthrough"] = False
+    data["model"]["params"] = {"max_iter": 15}
+    cfg = parse_config(data, origin="test", source_dir=BUNDLED_CONFIG.parent)
+    t = trained()
+    columns = model_feature_columns(cfg, list(t.features.columns))
+    assert "temperature" not in columns and "rain_mean_7D" in columns
+    feats = t.features
+    pipeline = build_pipeline(cfg, columns, []).fit(
+        feats[columns].head(15000), binary_labels(feats["rain"].head(15000), 1)
+    )
+    storage = storage_for(tmp_path / "home")
+    recent = t.raw[t.raw["date"] >= t.raw["date"].max() - pd.Timedelta("430D")]
+    OnlineStore(storage.online_store_url).materialize(cfg, recent)
+    reg = ModelRegistry(cfg.model.name, storage)
+    rv = reg.register(
+        pipeline, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)
+    )
+    reg.promote(rv.version, reason="manual")
+
+    service = PredictionService(cfg, storage, ServiceOptions())
+    days = feats["date"].tail(40).tolist()
+    expected = pipeline.predict_proba(feats[columns].tail(40))[:, 1]
+    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        got = []
+        for day in days:
+            r = client.post("/predict", json={"entities": [{}], "as_of": day.isoformat()})
+            assert r.status_code == 200, r.text
+            assert r.json()["model_version"] == rv.version
+            got.append(r.json()["probabilities"][0])
+        np.testing.assert_array_equal(np.array(got), expected)
+        # The event-row form answers the same for a model without raw inputs.
+        r = client.post("/predict", json={"rows": [{"date": days[-1].isoformat()}]})
+        assert r.status_code == 200 and r.json()["probabilities"][0] == expected[-1]
+    service.prediction_log.flush()
+    [rec] = service.prediction_log.records([r.json()["ids"][0]])
+    assert rec.event_time == days[-1].to_pydatetime() and set(rec.inputs) == set(columns)
