@@ -31,6 +31,7 @@ def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
     from mlops_assets.defs.data_assets import IO, build_data_assets
     from mlops_assets.defs.model_assets import build_model_assets
+    from mlops_assets.defs.monitoring import build_monitoring_defs
     from mlops_assets.defs.resources import MlopsProject, PartitionedParquetIOManager, mlflow_tracking
 
     prefix = [cfg.model.name]
@@ -40,8 +41,12 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         *build_data_assets(cfg, partitions_def, prefix),
         *build_model_assets(cfg, partitions_def, prefix),
     ]
+    monitoring = build_monitoring_defs(cfg, prefix)
     return dg.Definitions(
         assets=assets,
+        asset_checks=monitoring.asset_checks,
+        jobs=monitoring.jobs,
+        sensors=monitoring.sensors,
         resources={
             "project": project,
             IO: PartitionedParquetIOManager(project=project),

@@ -291,6 +291,7 @@ class RegistryFacts:
     champion_metric: float | None
     retrain_times: list[datetime]
     last_failed_challenger_data_version: str | None
+    run_ids: list[str] = field(default_factory=list)  # Dagster runs that registered a version
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -306,6 +307,8 @@ def _ms(ts: int | None) -> datetime | None:
 def registry_facts(registry: Any, metric: str = "roc_auc") -> RegistryFacts:
     """Champion, its training time and data version, its holdout ``metric``, every version's training time
     (a retrain, successful or not), and the data version of the newest challenger that failed its gates."""
+    from mlops_assets.registry.model_registry import TAG_DAGSTER_RUN_ID
+
     versions = registry.client.search_model_versions(f"name='{registry.model_name}'")
     versions = sorted(versions, key=lambda mv: int(mv.version))
     champion = registry.champion()
@@ -326,6 +329,7 @@ def registry_facts(registry: Any, metric: str = "roc_auc") -> RegistryFacts:
         champion_metric=champion.metrics.get(f"holdout_{metric}") if champion else None,
         retrain_times=retrain_times,
         last_failed_challenger_data_version=failed,
+        run_ids=[r for r in ((mv.tags or {}).get(TAG_DAGSTER_RUN_ID) for mv in versions) if r],
     )
 
 
@@ -341,7 +345,7 @@ def live_observations(
     feedback loop), as policy observations. Empty without a champion or labeled predictions."""
     if champion_version is None:
         return []
-    from mlops_assets.monitoring.performance_log import live_performance
+    from mlops_assets.monitoring.performance_log import live_performance  # imports the serving log schema
 
     metric = cfg.retraining.performance_metric
     out = []
@@ -386,3 +390,36 @@ def policy_state(
         last_failed_challenger_data_version=facts.last_failed_challenger_data_version,
         manual_request=manual_request,
     )
+
+
+def current_decision(
+    cfg: Any,
+    now: datetime,
+    *,
+    storage: Any = None,
+    extra_retrain_times: Sequence[datetime] = (),
+    manual_request: str | None = None,
+) -> tuple[PolicyState, Any]:
+    """``(state, decision)`` as the sensors see it right now: the registry, the monitoring log, the offline
+    store's newest partition and the live prediction log. (Also what ``mlops-assets status`` can show as "what
+    the triggers would request".)"""
+    from mlops_assets.features.offline import OfflineStore
+    from mlops_assets.monitoring.policy import decide_retrain
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+    if storage is None:
+        from mlops_assets.settings import storage_from_env
+
+        storage = storage_from_env()
+    registry = ModelRegistry(cfg.model.name, storage)
+    facts = registry_facts(registry, cfg.retraining.performance_metric)
+    latest = data_version(OfflineStore.from_storage(storage, name=cfg.model.name).partitions())
+    state = policy_state(
+        facts,
+        MonitoringLog.from_storage(cfg.model.name, storage).entries(),
+        latest_data_version=latest,
+        live=live_observations(cfg, facts.champion_version, storage.prediction_log_url),
+        extra_retrain_times=extra_retrain_times,
+        manual_request=manual_request,
+    )
+    return state, decide_retrain(state, now, cfg.retraining)
