@@ -20,7 +20,7 @@ test: install
 	$(BIN)/pytest
 
 dev: install
-	mkdir -p .mlops/dagster && cp -n dagster.yaml .mlops/dagster/dagster.yaml; DAGSTER_HOME=$(CURDIR)/.mlops/dagster $(BIN)/dagster dev -m mlops_assets.definitions
+	mkdir -p .mlops/dagster && cp -n dagster.yaml .mlops/dagster/dagster.yaml; DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true DAGSTER_HOME=$(CURDIR)/.mlops/dagster $(BIN)/dagster dev -m mlops_assets.definitions
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -21,6 +21,8 @@ class Storage:
     prediction_log_url: str
     # Deployment history (promotions, rollbacks) and its promotion lock: SQLite file or PostgreSQL URL.
     deployment_history_url: str = ""
+    # Offline feature store on a database (a PostgreSQL table); empty = Parquet under $MLOPS_HOME/offline_store.
+    offline_store_url: str = ""
 
     @property
     def offline_store(self) -> Path:
@@ -59,4 +61,5 @@ def storage_from_env(env: dict[str, str] | None = None) -> Storage:
         online_store_url=online,
         prediction_log_url=predictions,
         deployment_history_url=history,
+        offline_store_url=env.get("MLOPS_OFFLINE_STORE_URL") or "",
     )

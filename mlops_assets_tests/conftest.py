@@ -42,7 +42,15 @@ def isolated_storage(tmp_path, monkeypatch, migrated_mlflow_db):
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     monkeypatch.setenv("MLOPS_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in ("MLFLOW_TRACKING_URI", "MLOPS_ONLINE_STORE_URL", "MLOPS_CONFIG", "MLOPS_PREDICTION_LOG_URL"):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "MLOPS_ONLINE_STORE_URL",
+        "MLOPS_OFFLINE_STORE_URL",
+        "MLOPS_CONFIG",
+        "MLOPS_PREDICTION_LOG_URL",
+        "MLOPS_DEPLOYMENT_HISTORY_URL",
+        "MLOPS_ARTIFACT_ROOT",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     return home

@@ -64,8 +64,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     )
     def features(context: dg.AssetExecutionContext, project: MlopsProject, validated_data: pd.DataFrame):
         from mlops_assets.features import compute_features, lookback
-        from mlops_assets.features.offline import OfflineStore
-        from mlops_assets.features.online import OnlineStore
+        from mlops_assets.features.stores import offline_store, online_store
 
         keys = context.partition_keys
         progress.step("features", f"{len(keys)} partition(s)")
@@ -75,11 +74,11 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         before = [k for k in stored.keys() if key_window(k, cfg.partitions.freq)[1] <= first]
         history = stored.read(_covering(before, first - lookback(cfg), cfg)) if before else None
         computed = compute_features(cfg, validated_data, history)
-        offline = OfflineStore.from_storage(project.storage, name=cfg.model.name)
+        offline = offline_store(cfg, project.storage)
         parts = row_keys(computed[ts_col], cfg.partitions.freq) if len(computed) else pd.Series(dtype=str)
         for key in keys:
             offline.write_partition(key, computed[parts.to_numpy() == key].reset_index(drop=True))
-        online = OnlineStore(project.storage.online_store_url, name=cfg.model.name)
+        online = online_store(cfg, project.storage)
         start, _ = key_window(keys[0], cfg.partitions.freq)
         _, end = key_window(keys[-1], cfg.partitions.freq)
         online_counts = online.materialize(cfg, validated_data, start=start, end=end)
@@ -175,14 +174,13 @@ def _covering(keys: list[str], since: pd.Timestamp, cfg: MlopsConfig) -> list[st
 
 def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, trained_key, feature_version):
     from mlops_assets.features import model_feature_columns
-    from mlops_assets.features.offline import OfflineStore
+    from mlops_assets.features.stores import offline_store
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.training.gates import evaluate_gates
     from mlops_assets.training.pipeline import binary_labels, fit
 
     progress.step("trained_model", "reading the offline store")
-    offline = OfflineStore.from_storage(project.storage, name=cfg.model.name)
-    frame = offline.read()
+    frame = offline_store(cfg, project.storage).read()
     if frame.empty:
         raise dg.Failure("the offline store is empty: materialize features first")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
