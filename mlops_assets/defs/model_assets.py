@@ -185,7 +185,8 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
         raise dg.Failure("the offline store is empty: materialize features first")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
     frame = frame.assign(__partition__=row_keys(frame[ts_col], cfg.partitions.freq))
-    columns = model_feature_columns(cfg, list(frame.columns))
+    # The partition key is bookkeeping, not a model input.
+    columns = model_feature_columns(cfg, [c for c in frame.columns if c != "__partition__"])
     numeric = [
         c
         for c in columns

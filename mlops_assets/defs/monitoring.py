@@ -127,7 +127,7 @@ def build_monitoring_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions
 def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, features_key: dg.AssetKey):
     from mlflow.exceptions import MlflowException
 
-    from mlops_assets.features.offline import OfflineStore
+    from mlops_assets.features.stores import offline_store
     from mlops_assets.monitoring.drift import drift_plot
     from mlops_assets.monitoring.profile import Profile
     from mlops_assets.monitoring.state import (
@@ -154,14 +154,15 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
         )
         return
     seen = champion.tags.get(TAG_DATA_VERSION) or ""
-    offline = OfflineStore.from_storage(storage, name=cfg.model.name)
+    offline = offline_store(cfg, storage)
     stored = offline.partitions()
     rng = _run_partitions(context.run.tags)
     keys = [k for k in stored if (rng is None or rng[0] <= k <= rng[1]) and k > seen]
     if not keys:
         context.log.info(
-            f"{DRIFT_CHECK} skipped: no partition of this run is newer than the champion's training data "
-            f"(version {champion.version}, data up to {seen or 'unknown'})"
+            f"{DRIFT_CHECK} skipped: no stored partition of this run ({rng[0] + '..' + rng[1] if rng else 'all'}) "
+            f"is newer than the champion's training data (version {champion.version}, data up to "
+            f"{seen or 'unknown'}; stored {stored[:1]}..{stored[-1:]})"
         )
         return
     loaded = registry.load(champion.version)

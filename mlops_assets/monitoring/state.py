@@ -403,7 +403,7 @@ def current_decision(
     """``(state, decision)`` as the sensors see it right now: the registry, the monitoring log, the offline
     store's newest partition and the live prediction log. (Also what ``mlops-assets status`` can show as "what
     the triggers would request".)"""
-    from mlops_assets.features.offline import OfflineStore
+    from mlops_assets.features.stores import offline_store
     from mlops_assets.monitoring.policy import decide_retrain
     from mlops_assets.registry.model_registry import ModelRegistry
 
@@ -413,7 +413,7 @@ def current_decision(
         storage = storage_from_env()
     registry = ModelRegistry(cfg.model.name, storage)
     facts = registry_facts(registry, cfg.retraining.performance_metric)
-    latest = data_version(OfflineStore.from_storage(storage, name=cfg.model.name).partitions())
+    latest = data_version(offline_store(cfg, storage).partitions())
     state = policy_state(
         facts,
         MonitoringLog.from_storage(cfg.model.name, storage).entries(),
