@@ -48,7 +48,7 @@ def set_up(home: Path) -> dict:
     from mlops_assets.config import BUNDLED_CONFIG, parse_config
     from mlops_assets.data.sources import read_source
     from mlops_assets.features import compute_features, features_code_version, model_feature_columns
-    from mlops_assets.features.online import OnlineStore
+    from mlops_assets.features.stores import online_store
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.settings import storage_from_env
     from mlops_assets.training.pipeline import binary_labels, build_pipeline
@@ -76,7 +76,7 @@ def set_up(home: Path) -> dict:
         pipeline, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)
     )
     registry.promote(rv.version, reason="manual")
-    OnlineStore(storage.online_store_url).materialize(cfg, raw[raw[ts] >= cutoff - pd.Timedelta("30D")])
+    online_store(cfg, storage).materialize(cfg, raw[raw[ts] >= cutoff - pd.Timedelta("30D")])
 
     scored = raw.tail(SCORED_DAYS).reset_index(drop=True)
     ours = []

@@ -285,7 +285,7 @@ def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
 
     from mlops_assets.config import BUNDLED_CONFIG, parse_config
     from mlops_assets.features import features_code_version, model_feature_columns
-    from mlops_assets.features.online import OnlineStore
+    from mlops_assets.features.stores import online_store
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.training.pipeline import binary_labels, build_pipeline
 
@@ -303,7 +303,7 @@ def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
     )
     storage = storage_for(tmp_path / "home")
     recent = t.raw[t.raw["date"] >= t.raw["date"].max() - pd.Timedelta("430D")]
-    OnlineStore(storage.online_store_url).materialize(cfg, recent)
+    online_store(cfg, storage).materialize(cfg, recent)
     reg = ModelRegistry(cfg.model.name, storage)
     rv = reg.register(
         pipeline, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)

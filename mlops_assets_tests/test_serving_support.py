@@ -96,12 +96,12 @@ def register(
 
 def materialize_online(storage: Storage) -> None:
     """The online store with the events of the last 430 days (the retention plus the longest window)."""
-    from mlops_assets.features.online import OnlineStore
+    from mlops_assets.features.stores import online_store
 
     t = trained()
     ts = t.cfg.dataset.timestamp_column
     recent = t.raw[t.raw[ts] >= t.raw[ts].max() - RETENTION - pd.Timedelta("30D")]
-    OnlineStore(storage.online_store_url).materialize(t.cfg, recent)
+    online_store(t.cfg, storage).materialize(t.cfg, recent)
 
 
 def scored_rows(n: int = SCORED_DAYS) -> pd.DataFrame:

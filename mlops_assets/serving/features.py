@@ -21,7 +21,8 @@ import numpy as np
 
 from mlops_assets.features import feature_registry, lookback
 from mlops_assets.features.engine import FeatureInputError, entity_keys_from_records, evaluate
-from mlops_assets.features.online import OnlineStore, OnlineStoreError
+from mlops_assets.features.online import OnlineStoreError
+from mlops_assets.features.stores import online_store
 
 
 class FeatureCompletionError(RuntimeError):
@@ -38,11 +39,11 @@ class FeatureCompletionError(RuntimeError):
 
 
 class OnlineFeatures:
-    """The online store of ``cfg`` at ``url``, as serving uses it."""
+    """The online store of ``cfg`` (the model's own store, as the feature store resolves it), as serving uses it."""
 
-    def __init__(self, cfg: Any, url: str):
+    def __init__(self, cfg: Any, storage: Any):
         self.cfg = cfg
-        self.store = OnlineStore(url)
+        self.store = online_store(cfg, storage)
         self.defs = feature_registry(cfg)
         self.lookback_ns = int(lookback(cfg).value)
 

@@ -92,7 +92,7 @@ class PredictionService:
         self.registry = ModelRegistry(cfg.model.name, self.storage)
         self._champion_alias = CHAMPION
         self.window_features = [d.name for d in feature_registry(cfg)]
-        self.features = OnlineFeatures(cfg, self.storage.online_store_url)
+        self.features = OnlineFeatures(cfg, self.storage)
         self.metrics = ServiceMetrics(cfg.model.name)
         self.slot = ModelSlot()
         self.prediction_log = PredictionLog(
