@@ -106,6 +106,12 @@ class ValidationConfig(_Section):
     reference_partitions: int = Field(default=12, ge=1)
     # Categorical columns: values never seen in the reference are allowed up to this fraction of rows.
     max_unseen_category_fraction: float = Field(default=0.05, ge=0, le=1)
+    # Columns with more distinct reference values than this are id-like (tail numbers, user ids): new values are
+    # normal there, so they are not checked for unseen categories.
+    max_checked_categories: int = Field(default=100, ge=1)
+    # The label may be missing more often than features: unlabeled rows (labels arrive late, events were
+    # cancelled) are kept and simply not trained on. Above this fraction in a partition the batch is blocked.
+    max_label_null_fraction: float = Field(default=0.5, ge=0, le=1)
 
 
 class MlopsConfig(_Section):

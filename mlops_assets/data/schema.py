@@ -63,6 +63,7 @@ class DataSpec:
     max_quarantine_fraction: float
     max_unseen_category_fraction: float
     freq: str
+    max_label_null_fraction: float = 0.5
     reference: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -145,7 +146,10 @@ def infer_spec(
             )
         else:
             cats = sorted({_plain(v) for v in s.dropna().unique()}, key=str)
-            columns.append(ColumnSpec(name, kind, categories=cats))
+            # id-like columns (too many distinct values) keep no category list: new values are expected there
+            columns.append(
+                ColumnSpec(name, kind, categories=cats if len(cats) <= val.max_checked_categories else None)
+            )
     labels = sorted({_plain(v) for v in reference[ds.label_column].dropna().unique()}, key=str)
     if len(labels) != 2:
         raise ValueError(
@@ -165,6 +169,7 @@ def infer_spec(
         max_quarantine_fraction=val.max_quarantine_fraction,
         max_unseen_category_fraction=val.max_unseen_category_fraction,
         freq=cfg.partitions.freq,
+        max_label_null_fraction=val.max_label_null_fraction,
         reference=reference_info or {},
     )
 
@@ -172,6 +177,13 @@ def infer_spec(
 def _plain(v: Any) -> Any:
     """numpy scalars to Python ones, so specs serialize and compare cleanly."""
     return v.item() if isinstance(v, np.generic) else v
+
+
+def _null_limits(spec: DataSpec) -> dict[str, float]:
+    """The null-fraction ceiling of every value column: the absolute limit, the label's own for the label."""
+    limits = {c.name: spec.max_null_fraction for c in spec.columns}
+    limits[spec.label_column] = spec.max_label_null_fraction
+    return limits
 
 
 def to_pandera(spec: DataSpec) -> pa.DataFrameSchema:
@@ -196,9 +208,11 @@ def to_pandera(spec: DataSpec) -> pa.DataFrameSchema:
     value_columns = [c.name for c in spec.columns] + [spec.label_column]
     limit = spec.max_null_fraction
 
+    limits = _null_limits(spec)
+
     def null_fractions_ok(df: pd.DataFrame) -> pd.DataFrame:
         present = [c for c in value_columns if c in df.columns]
-        return df[present].isna().groupby(df[PARTITION_COLUMN]).mean() <= limit
+        return df[present].isna().groupby(df[PARTITION_COLUMN]).mean() <= pd.Series(limits)[present]
 
     def min_rows_ok(df: pd.DataFrame) -> pd.Series:
         return df.groupby(PARTITION_COLUMN).size() >= spec.min_rows
@@ -343,8 +357,13 @@ def _judge(
         [spec.label_column] if spec.label_column in batch.columns else []
     )
     null_frac = batch[value_cols].isna().groupby(parts).mean() if len(batch) else pd.DataFrame()
-    worst = float(null_frac.to_numpy().max()) if null_frac.size else 0.0
-    over = null_frac > spec.max_null_fraction if null_frac.size else pd.DataFrame()
+    limits = pd.Series(_null_limits(spec))[null_frac.columns] if null_frac.size else pd.Series(dtype=float)
+    worst = (
+        float(null_frac.drop(columns=[spec.label_column], errors="ignore").to_numpy().max())
+        if null_frac.size
+        else 0.0
+    )
+    over = null_frac > limits if null_frac.size else pd.DataFrame()
     gates["null_fraction_within_limit"] = GateResult(
         "null_fraction_within_limit",
         passed=not bool(over.to_numpy().any()) if over.size else True,
@@ -354,13 +373,14 @@ def _judge(
         failing_partitions=sorted(over.index[over.any(axis=1)].tolist()) if over.size else [],
         failing_columns=sorted(over.columns[over.any(axis=0)].tolist()) if over.size else [],
         details={
+            "label_limit": spec.max_label_null_fraction,
             "worst": {
                 f"{p}/{c}": round(float(null_frac.loc[p, c]), 4)
                 for p, c in zip(*np.nonzero(over.to_numpy()), strict=True)
                 for p, c in [(over.index[p], over.columns[c])]
             }
             if over.size
-            else {}
+            else {},
         },
     )
 
@@ -410,7 +430,7 @@ def _judge(
         unseen = {}
         unseen_rows = pd.Index([])
         for c in spec.columns:
-            if c.kind != CATEGORICAL or c.name not in batch.columns:
+            if c.kind != CATEGORICAL or c.categories is None or c.name not in batch.columns:
                 continue
             s = batch[c.name]
             mask = s.notna() & ~s.isin(c.categories or [])

@@ -1,0 +1,83 @@
+"""A snapshot of the loaded definitions: an accidental change to the graph shows up here in review."""
+
+import dagster as dg
+
+from mlops_assets.config import load_config
+from mlops_assets.defs.factory import build_model_defs
+
+EXPECTED_ASSETS = {
+    "mlops_model/raw_data": [],
+    "mlops_model/validated_data": ["mlops_model/raw_data"],
+    "mlops_model/features": ["mlops_model/validated_data"],
+    "mlops_model/trained_model": ["mlops_model/features"],
+    "mlops_model/deployed_model": ["mlops_model/trained_model"],
+}
+
+EXPECTED_BLOCKING_CHECKS = {
+    "mlops_model/raw_data": {
+        "raw_data_has_expected_columns",
+        "raw_data_has_expected_dtypes",
+        "raw_data_null_fraction_within_limit",
+        "raw_data_values_plausible",
+        "raw_data_labels_known",
+        "raw_data_has_min_rows",
+    },
+    "mlops_model/trained_model": {
+        "trained_model_passes_sanity",
+        "trained_model_passes_metric_floors",
+        "trained_model_passes_no_regression",
+        "trained_model_passes_latency",
+        "trained_model_passes_robustness",
+    },
+}
+
+
+def test_the_module_loads_a_definitions_object():
+    from mlops_assets.definitions import defs
+
+    assert isinstance(defs, dg.Definitions)
+    defs.resolve_asset_graph()  # resolvable: what `dagster dev -m mlops_assets.definitions` does
+
+
+def test_asset_graph_snapshot():
+    graph = build_model_defs(load_config()).resolve_asset_graph()
+    five = {
+        k.to_user_string(): sorted(d.to_user_string() for d in graph.get(k).parent_keys)
+        for k in graph.get_all_asset_keys()
+        if k.to_user_string() in EXPECTED_ASSETS
+    }
+    assert five == EXPECTED_ASSETS
+    blocking: dict[str, set[str]] = {}
+    for key in graph.asset_check_keys:
+        spec = graph.get(key)
+        if spec.blocking:
+            blocking.setdefault(key.asset_key.to_user_string(), set()).add(key.name)
+    for asset, checks in EXPECTED_BLOCKING_CHECKS.items():
+        assert blocking[asset] >= checks, asset
+    # fairness is absent unless configured; category and key gates only with categorical columns / entity keys
+    names = {k.name for k in graph.asset_check_keys}
+    assert "trained_model_passes_fairness" not in names
+    assert "raw_data_categories_known" not in names and "raw_data_keys_unique" not in names
+    partitions = graph.get(dg.AssetKey(["mlops_model", "raw_data"])).partitions_def
+    keys = partitions.get_partition_keys()
+    assert (keys[0], keys[-1], len(keys)) == ("1949-01", "1998-09", 597)
+    for name in ("raw_data", "validated_data", "features"):
+        assert graph.get(dg.AssetKey(["mlops_model", name])).partitions_def == partitions
+    assert graph.get(dg.AssetKey(["mlops_model", "trained_model"])).partitions_def is None
+
+
+def _labels(cond) -> set[str]:
+    found = {cond.get_label()} if cond.get_label() else set()
+    for child in getattr(cond, "operands", None) or (
+        [cond.operand] if getattr(cond, "operand", None) else []
+    ):
+        found |= _labels(child)
+    return found
+
+
+def test_automation_respects_the_gates():
+    """A gate that failed in one run is never bypassed by a later automatic run."""
+    graph = build_model_defs(load_config()).resolve_asset_graph()
+    for name in ("validated_data", "features", "trained_model", "deployed_model"):
+        cond = graph.get(dg.AssetKey(["mlops_model", name])).automation_condition
+        assert "all_deps_blocking_checks_passed" in _labels(cond), name
