@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -200,3 +201,104 @@ def test_monitoring_log_appends_lines_a_cursor_can_count(tmp_path):
     assert (second.seq, second.partition, second.drifted, second.metric) == (1, "2020-01", True, 0.75)
     assert second.drift_observation().at == at and second.performance_observation().n_rows == 3
     assert timedelta(0) == second.drift_observation().at - at
+
+
+def _toy_champion(cfg, trained_at: datetime) -> str:
+    """A small registered champion trained on 2020-01 (a real pipeline through the real registry)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlops_assets.monitoring.state import TAG_TRAINED_AT
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=200)})
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, (X["x"] > 0).astype(int))
+    registry = ModelRegistry(cfg.model.name)
+    version = registry.register(
+        model,
+        input_example=X.head(3),
+        tags={TAG_DATA_VERSION: "2020-01", TAG_TRAINED_AT: trained_at.isoformat()},
+    ).version
+    registry.promote(version, reason="initial")
+    return version
+
+
+@pytest.fixture
+def performance_setup(rainfall_slice):
+    path, _ = rainfall_slice(
+        years=1,
+        name="perf",
+        retraining={"performance_threshold": 0.7, "performance_min_rows": 50, "cooldown_days": 30},
+    )
+    cfg = load_config(path)
+    storage = storage_from_env().ensure()
+    version = _toy_champion(cfg, datetime.now(UTC) - timedelta(days=60))
+    from mlops_assets.features.stores import offline_store
+
+    store = offline_store(cfg, storage)
+    for key in ("2020-01", "2020-02"):
+        store.write_partition(
+            key, pd.DataFrame({"date": [pd.Timestamp(f"{key}-03", tz="UTC")], "x": [0.1], "rain": [1]})
+        )
+    return path, cfg, storage, version
+
+
+def _log_live_predictions(storage, cfg, version: str, n: int = 60) -> None:
+    """n labeled predictions from February 2020 that rank the classes backwards (ROC AUC 0)."""
+    import uuid
+
+    from mlops_assets.serving.prediction_log import PredictionLog
+
+    log = PredictionLog(storage.prediction_log_url)
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    proba = np.linspace(0.05, 0.95, n)
+    log.submit(
+        [
+            {
+                "id": i,
+                "predicted_at": datetime(2020, 2, 20, tzinfo=UTC),
+                "event_time": datetime(2020, 2, 1 + k % 28, tzinfo=UTC),
+                "model_name": cfg.model.name,
+                "model_version": version,
+                "inputs": {"x": float(p)},
+                "prediction": int(p >= 0.5),
+                "probability": float(p),
+            }
+            for k, (i, p) in enumerate(zip(ids, proba, strict=True))
+        ]
+    )
+    log.attach_labels(ids, [int(p < 0.5) for p in proba])
+    log.close()
+
+
+def test_performance_sensor_acts_on_the_live_prediction_log(performance_setup):
+    path, cfg, storage, version = performance_setup
+    instance = dg.DagsterInstance.ephemeral()
+    defs = build_model_defs(cfg, config_path=str(path))
+    sensor = defs.resolve_sensor_def(sensor_name(cfg, "performance"))
+    quiet = sensor.evaluate_tick(_sensor_context(instance, path))
+    assert quiet.run_requests == [] and "no trigger fired" in quiet.skip_message
+    assert json.loads(quiet.cursor)["live_labels"] == 0
+
+    _log_live_predictions(storage, cfg, version)
+    tick = sensor.evaluate_tick(_sensor_context(instance, path, quiet.cursor))
+    [request] = tick.run_requests
+    assert request.tags[REASON_TAG] == "performance"
+    assert request.run_key == f"performance:{version}:2020-02"
+    assert "roc_auc 0.000 on 60 labeled rows is below 0.7" in request.tags["mlops/decision"]
+    assert json.loads(tick.cursor)["live_labels"] == 60
+    # Nothing new since: not evaluated again. The drift sensor leaves the decision to the performance sensor.
+    again = sensor.evaluate_tick(_sensor_context(instance, path, tick.cursor))
+    assert again.run_requests == [] and "no new performance results" in again.skip_message
+    drift = defs.resolve_sensor_def(sensor_name(cfg, "drift")).evaluate_tick(_sensor_context(instance, path))
+    assert drift.run_requests == [] and "no new drift results" in drift.skip_message
+
+    # A retrain in flight: no second request, whatever the policy says.
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    instance.add_run(
+        DagsterRun(job_name=retrain_job_name(cfg), run_id="inflight", status=DagsterRunStatus.STARTED)
+    )
+    busy = sensor.evaluate_tick(_sensor_context(instance, path))
+    assert busy.run_requests == [] and "in flight (run inflight)" in busy.skip_message
