@@ -1,15 +1,15 @@
 """The prediction service without HTTP: the served model, batching, feature completion, the prediction log.
 
 :class:`PredictionService` is what the ASGI app (:mod:`mlops_assets.serving.app`) wraps. ``process`` runs one
-batch of validated requests in the batcher's worker thread: one feature-completion call for all event rows of
-the batch, one for all entity lookups, one ``predict_proba``, then per-request slices, ids and log records.
+batch of validated requests (on the event loop by default, see ``ServiceOptions.inline_batches``): one
+window-feature computation for all rows of the batch, one ``predict_proba``, then per-request slices, ids and log
+records handed to the prediction log's writer thread.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -131,7 +131,8 @@ class PredictionService:
     def _limit_threads(self) -> None:
         from threadpoolctl import threadpool_limits
 
-        # Runs in the batch worker thread: OpenMP's thread count is a per-thread setting.
+        # Runs in the thread that runs the batches (the event loop, or the worker): the OpenMP thread count is
+        # a per-thread setting.
         self._thread_limits = threadpool_limits(limits=self.options.predict_threads, user_api="openmp")
 
     # ------------------------------------------------------------------------------------ model loading
@@ -318,7 +319,3 @@ class PredictionService:
         if self.slot.refusal:
             out["warning"] = self.slot.refusal
         return out
-
-
-def _now() -> float:
-    return time.perf_counter()
