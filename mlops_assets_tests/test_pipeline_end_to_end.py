@@ -40,6 +40,14 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     assert [d["reason"] for d in report["deployments"]] == ["initial"]
     assert report["retrains"][0]["reason"] == "initial"
     json.dumps(report)
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+    registry = ModelRegistry(cfg.model.name)
+    version = registry.client.get_model_version(cfg.model.name, "1")
+    assert version.description.startswith("# Model card: rain_slice version 1")
+    artifacts = {a.path for a in registry.client.list_artifacts(version.run_id, "plots")}
+    assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= artifacts
+    assert registry.client.get_run(version.run_id).info.status == "FINISHED"  # not left RUNNING
     # Running again on the same storage: partitions replaced, a new challenger, promoted only through the gates.
     cfg, instance2, second = run(path)
     assert second.status == "ok", second.error

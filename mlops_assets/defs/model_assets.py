@@ -1,8 +1,10 @@
 """features, trained_model (with the release gates as blocking checks) and deployed_model."""
 
 import json
+from dataclasses import replace
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from mlops_assets import progress
@@ -175,9 +177,11 @@ def _covering(keys: list[str], since: pd.Timestamp, cfg: MlopsConfig) -> list[st
 def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, trained_key, feature_version):
     from mlops_assets.features import model_feature_columns
     from mlops_assets.features.stores import offline_store
-    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.registry.model_registry import TAG_FEATURE_VERSION, ModelRegistry
     from mlops_assets.training.gates import evaluate_gates
-    from mlops_assets.training.pipeline import binary_labels, fit
+    from mlops_assets.training.model_card import render_model_card
+    from mlops_assets.training.pipeline import binary_labels, evaluate, fit
+    from mlops_assets.training.plots import release_plots
 
     progress.step("trained_model", "reading the offline store")
     frame = offline_store(cfg, project.storage).read()
@@ -200,7 +204,10 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
 
     registry = ModelRegistry(cfg.model.name)
     champion_info = registry.champion()
-    champion = registry.load(alias="champion").model if champion_info else None
+    # A champion built on other feature definitions cannot score this holdout: it is not comparable, and the
+    # no-regression gate says so instead of comparing (a feature change is a deliberate, reviewed release).
+    comparable = champion_info is not None and champion_info.tags.get(TAG_FEATURE_VERSION) == feature_version
+    champion = registry.load(alias="champion").model if comparable else None
     progress.step("trained_model", "release gates")
     sensitive = holdout[cfg.fairness.sensitive_column] if cfg.fairness.enabled else None
     results = evaluate_gates(
@@ -210,10 +217,36 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
         cfg.gates,
         cfg.fairness,
         champion=champion,
-        champion_version=champion_info.version if champion_info else None,
+        champion_version=champion_info.version if comparable else None,
         sensitive=sensitive,
         expected_schema=model.feature_columns,
         positive_label=1,
+    )
+    if champion_info is not None and not comparable:
+        results = [
+            replace(
+                r,
+                message=f"champion version {champion_info.version} was trained on feature version "
+                f"{champion_info.tags.get(TAG_FEATURE_VERSION)}, this challenger on {feature_version}: "
+                "not comparable on the same holdout",
+                metadata={**r.metadata, "champion_version": champion_info.version, "comparable": False},
+            )
+            if r.gate == "no_regression"
+            else r
+            for r in results
+        ]
+    y_bin = binary_labels(y_hold, cfg.dataset.positive_label)
+    plots = (
+        release_plots(
+            model.pipeline,
+            X_hold,
+            y_bin,
+            threshold=cfg.gates.decision_threshold,
+            champion=champion,
+            champion_version=champion_info.version if comparable else None,
+        )
+        if len(np.unique(y_bin)) == 2
+        else {}
     )
     metrics = {k: v for k, v in model.holdout_metrics.items() if isinstance(v, int | float)}
     train_keys = model.split.train
@@ -253,8 +286,33 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
             "gates": [r.to_dict() for r in results],
             "feature_columns": {"numeric": numeric, "categorical": categorical},
         },
+        file_artifacts=plots,
     )
     registry.record_gate_results(registered.version, results, run_id=context.run_id)
+    champion_metrics = None
+    if champion is not None:
+        champion_metrics = {
+            k: v
+            for k, v in evaluate(champion, X_hold, y_bin).items()
+            if isinstance(v, int | float) and k != "n"
+        }
+    card = render_model_card(
+        model_name=cfg.model.name,
+        version=registered.version,
+        metrics={k: v for k, v in metrics.items() if k != "n"},
+        champion_metrics=champion_metrics,
+        champion_version=champion_info.version if champion_info else None,
+        gate_results=results,
+        data_window=f"{train_keys[0]}..{train_keys[-1]}",
+        partition_count=len(train_keys),
+        feature_version=feature_version,
+        estimator=cfg.model.estimator,
+        params=dict(cfg.model.params),
+        training_rows=model.n_train,
+        holdout_rows=len(X_hold),
+        dagster_run_id=context.run_id,
+    )
+    registry.set_model_card(registered.version, card)
     value = {
         "version": registered.version,
         "run_id": registered.run_id,
@@ -273,6 +331,7 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
             "feature_code_version": feature_version,
             "training_data_version": content_version(frame[frame["__partition__"].isin(train_keys)]),
             "sha256": registered.sha256,
+            "model_card": dg.MetadataValue.md(card),
         },
         data_version=dg.DataVersion(registered.sha256[:20]),
     )
