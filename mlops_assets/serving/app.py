@@ -45,8 +45,12 @@ def _error(err: InputError | FeatureCompletionError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
 
 
-def create_app(service: PredictionService, *, manage_service: bool = True) -> Starlette:
-    """The app around ``service``. With ``manage_service`` the app's lifespan starts and closes it."""
+def create_app(
+    service: PredictionService, *, manage_service: bool = True, freeze_gc: bool = False
+) -> Starlette:
+    """The app around ``service``. With ``manage_service`` the app's lifespan starts and closes it; with
+    ``freeze_gc`` (what ``mlops-assets serve`` does: it owns the process) start-up objects are frozen out of the
+    cyclic garbage collector."""
     metrics = service.metrics
     limit = service.options.limits.max_body_bytes
 
@@ -100,8 +104,9 @@ def create_app(service: PredictionService, *, manage_service: bool = True) -> St
         await service.batcher.start()
         # Everything loaded so far (MLflow, SQLAlchemy, pandas, the model) lives as long as the process: keep it
         # out of the cyclic collector, whose full passes over it otherwise stall requests for ~100+ ms.
-        gc.collect()
-        gc.freeze()
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:

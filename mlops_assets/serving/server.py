@@ -16,7 +16,7 @@ def build_app(config: str | None = None, options: Any = None):
     from mlops_assets.serving.service import PredictionService
 
     cfg = load_config(config)
-    return create_app(PredictionService(cfg, options=options))
+    return create_app(PredictionService(cfg, options=options), freeze_gc=True)
 
 
 def serve_command(args: Any) -> int:
