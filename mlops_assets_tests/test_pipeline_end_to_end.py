@@ -158,3 +158,31 @@ def test_cli_run_writes_the_report_and_config_errors_exit_2(rainfall_slice, tmp_
         text=True,
     )
     assert proc.returncode == 2 and "nowhere.csv" in proc.stderr and "file not found" in proc.stderr
+
+
+@pytest.mark.slow
+def test_rollback_job_moves_the_champion_back(rainfall_slice):
+    path, _ = rainfall_slice(years=3, name="rb")
+    cfg, instance, first = run(path)
+    assert first.status == "ok", first.error
+    from mlops_assets.defs.factory import build_model_defs
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+    defs = build_model_defs(cfg, config_path=str(path))
+    job = defs.resolve_job_def("rb_rollback_job")
+    failed = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not failed.success  # nothing to roll back to yet: a clear failure, champion untouched
+    assert "no previous champion" in str(failed.all_events)
+    assert ModelRegistry("rb").champion().version == "1"
+    _, _, second = run(path)
+    assert second.status == "ok", second.error
+    assert ModelRegistry("rb").champion().version == "2"
+    ok = job.execute_in_process(instance=instance)
+    assert ok.success
+    registry = ModelRegistry("rb")
+    assert registry.champion().version == "1"
+    assert [(d.version, d.reason) for d in registry.history()] == [
+        ("1", "initial"),
+        ("2", "manual"),
+        ("1", "rollback"),
+    ]

@@ -30,6 +30,7 @@ def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
 
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
     from mlops_assets.defs.data_assets import IO, build_data_assets
+    from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.monitoring import build_monitoring_defs
     from mlops_assets.defs.resources import MlopsProject, PartitionedParquetIOManager, mlflow_tracking
@@ -45,7 +46,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     return dg.Definitions(
         assets=assets,
         asset_checks=monitoring.asset_checks,
-        jobs=monitoring.jobs,
+        jobs=[*monitoring.jobs, *build_deployment_jobs(cfg, prefix)],
         sensors=monitoring.sensors,
         resources={
             "project": project,

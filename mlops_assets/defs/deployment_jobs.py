@@ -1,0 +1,32 @@
+"""Deployment operations as Dagster jobs, so they can be launched (and audited) from the UI."""
+
+import dagster as dg
+
+from mlops_assets.config import MlopsConfig
+
+
+class RollbackConfig(dg.Config):
+    """``to``: the registered version to make champion; empty means the previous champion."""
+
+    to: str | None = None
+
+
+def build_deployment_jobs(cfg: MlopsConfig, prefix: list[str]) -> list[dg.JobDefinition]:
+    @dg.op(name=f"{prefix[-1]}_rollback", pool="mlops_promotion")
+    def rollback(context: dg.OpExecutionContext, config: RollbackConfig) -> dict:
+        """Move the champion back to the previous (or given) version, recorded with reason ``rollback``."""
+        from mlops_assets.registry.model_registry import ModelRegistry
+
+        deployment = ModelRegistry(cfg.model.name).rollback(to=config.to, run_id=context.run_id)
+        context.add_output_metadata(
+            {"champion_version": deployment.version, "previous": str(deployment.previous_version)}
+        )
+        return deployment.to_dict()
+
+    @dg.job(
+        name=f"{prefix[-1]}_rollback_job", description="The champion back to the previous (or given) version."
+    )
+    def rollback_job():
+        rollback()
+
+    return [rollback_job]
