@@ -405,12 +405,14 @@ def test_rollback_and_status_commands(reg, config_file, capsys):
     assert f"champion: version {v1}" in out
     assert "reason: rollback" in out and "reason: drift" in out
     assert "PASS  latency" in out
+    assert "triggers now:" in out  # what the sensors' decide_retrain would say with the wall clock
 
     assert cli_main(["status", "--config", config_file, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["champion"]["version"] == v1
     assert [d["reason"] for d in report["deployments"]] == ["initial", "drift", "rollback"]
     assert report["latest_gate_results"]["version"] == v2
+    assert set(report["triggers"]) >= {"would_retrain", "reason", "trigger", "held_by", "detail"}
 
 
 def test_model_card_stored_with_the_version(reg):

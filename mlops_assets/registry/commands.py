@@ -51,13 +51,37 @@ def _format_metrics(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) or "no metrics"
 
 
+def trigger_report(cfg: Any) -> dict[str, Any]:
+    """What the retraining triggers would request if evaluated now: the same ``decide_retrain`` call the sensors
+    make, with the wall clock."""
+    from datetime import UTC, datetime
+
+    from mlops_assets.monitoring.state import current_decision
+
+    now = datetime.now(UTC)
+    _, decision = current_decision(cfg, now)
+    return {
+        "evaluated_at": now.isoformat(timespec="seconds"),
+        "would_retrain": decision.retrain,
+        "reason": decision.reason,
+        "trigger": decision.trigger,
+        "held_by": decision.held_by,
+        "detail": decision.detail,
+    }
+
+
 def status_command(args: Any) -> int:
-    """Print champion, deployment history (with reasons) and latest gate results; ``--json`` for machines."""
+    """Print champion, deployment history (with reasons), latest gate results and what the triggers would request
+    now; ``--json`` for machines."""
+    cfg = load_config(getattr(args, "config", None))
     try:
-        report = status_report(_registry(args))
+        from mlops_assets.registry.model_registry import ModelRegistry
+
+        report = status_report(ModelRegistry.from_config(cfg))
     except RegistryError as err:
         print(f"mlops-assets status: {err}", file=sys.stderr)
         return 1
+    report["triggers"] = trigger_report(cfg)
     if getattr(args, "json", False):
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -86,5 +110,12 @@ def status_command(args: Any) -> int:
         for r in g["results"]:
             mark = "PASS" if r.get("passed") else "FAIL"
             lines.append(f"  {mark}  {r.get('gate', '?')}: {r.get('message', '')}")
+    t = report["triggers"]
+    if t["would_retrain"]:
+        lines.append(f"triggers now: would retrain ({t['reason']}): {t['detail']}")
+    elif t["trigger"]:
+        lines.append(f"triggers now: {t['trigger']} fired but held by {t['held_by']}: {t['detail']}")
+    else:
+        lines.append(f"triggers now: nothing to request ({t['detail']})")
     print("\n".join(lines))
     return 0
