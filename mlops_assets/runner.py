@@ -22,6 +22,7 @@ from mlops_assets.settings import Storage, storage_from_env
 # "missing" rather than "failed" in the UI; the run itself still shows as failed.
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 
+CHAIN = ("raw_data", "validated_data", "features", "trained_model", "deployed_model")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -81,11 +82,8 @@ def execute(
     tags = {RANGE_START: first, RANGE_END: last}
     if reason:
         tags[REASON_TAG] = reason
-    asset_selection = (
-        [dg.AssetKey([cfg.model.name, s]) for s in selection]
-        if selection
-        else list(graph.materializable_asset_keys)
-    )
+    # `run` is the main chain; model_performance follows the prediction service's feedback, not the data.
+    asset_selection = [dg.AssetKey([cfg.model.name, s]) for s in (selection or CHAIN)]
     job = dg.define_asset_job("mlops_run_job", selection=asset_selection, executor_def=dg.in_process_executor)
     resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("mlops_run_job")
     # The console logger prints every event (one per partition and asset); the progress bar and the summary

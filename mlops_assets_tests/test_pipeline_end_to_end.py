@@ -55,6 +55,10 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     assert report["champion"]["version"] == "2"
     assert [d["version"] for d in report["deployments"]] == ["1", "2"]
     assert any(c["check"] == "trained_model_passes_no_regression" and c["passed"] for c in second.checks)
+    # Once a champion exists, the data contract is learned from its training window.
+    contract = json.loads((storage_from_env().home / cfg.model.name / "data_contract.json").read_text())
+    assert contract["reference"]["source"] == "champion training window"
+    assert contract["reference"]["first"] == "1949-01"
 
 
 def _rename(frame):

@@ -66,7 +66,9 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
             batch[k] = frame.iloc[:0]
         batch = dict(sorted(batch.items()))
         progress.step("raw_data", f"validating {len(keys)} partition(s)")
-        reference, info = choose_reference(cfg, project.stores, {k: v for k, v in batch.items() if len(v)})
+        reference, info = choose_reference(
+            cfg, project.stores, {k: v for k, v in batch.items() if len(v)}, champion_window(cfg)
+        )
         spec, result, annotated = validate_partitions(cfg, batch, reference, info)
         if empty:
             # A partition with no rows at all: the source lost data for that period.
@@ -150,6 +152,18 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
         )
 
     return [raw_data, validated_data]
+
+
+def champion_window(cfg: MlopsConfig) -> tuple[str, str] | None:
+    """The champion's training window (first, last partition), the data contract's reference once one exists."""
+    from mlops_assets.registry.model_registry import TAG_DATA_WINDOW, ModelRegistry
+
+    champ = ModelRegistry(cfg.model.name).champion()
+    window = champ.tags.get(TAG_DATA_WINDOW) if champ else None
+    if not window or ".." not in window:
+        return None
+    first, last = window.split("..", 1)
+    return first, last
 
 
 def _gate_metadata(gate) -> dict:

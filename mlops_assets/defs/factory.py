@@ -33,6 +33,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.monitoring import build_monitoring_defs
+    from mlops_assets.defs.performance_assets import build_performance_assets
     from mlops_assets.defs.resources import MlopsProject, PartitionedParquetIOManager, mlflow_tracking
 
     prefix = [cfg.model.name]
@@ -41,6 +42,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     assets = [
         *build_data_assets(cfg, partitions_def, prefix),
         *build_model_assets(cfg, partitions_def, prefix),
+        *build_performance_assets(cfg, partitions_def, prefix),
     ]
     monitoring = build_monitoring_defs(cfg, prefix)
     return dg.Definitions(
