@@ -11,6 +11,7 @@ EXPECTED_ASSETS = {
     "mlops_model/features": ["mlops_model/validated_data"],
     "mlops_model/trained_model": ["mlops_model/features"],
     "mlops_model/deployed_model": ["mlops_model/trained_model"],
+    "mlops_model/model_performance": ["mlops_model/deployed_model"],
 }
 
 EXPECTED_BLOCKING_CHECKS = {
