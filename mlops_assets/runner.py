@@ -109,7 +109,10 @@ def execute(
                     "severity": ev.severity.value if ev.severity else "ERROR",
                     "blocking": bool(ev.blocking),
                     "metadata": {
-                        k: _plain(v) for k, v in ev.metadata.items() if k in ("measured", "threshold")
+                        k: _plain(v)
+                        for k, v in ev.metadata.items()
+                        if k in ("measured", "threshold", "failing_partitions", "failing_columns", "message")
+                        and _plain(v) not in ([], None)
                     },
                 }
             )
