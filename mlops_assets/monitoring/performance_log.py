@@ -16,9 +16,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_assets.data.partitions import row_keys
+from mlops_assets.metrics import classification_metrics
 from mlops_assets.serving.prediction_log import make_engine, predictions
-
-METRIC_KEYS = ("n", "roc_auc", "accuracy", "f1", "precision", "recall", "positive_rate", "mean_probability")
 
 
 def labeled_predictions(
@@ -69,28 +68,6 @@ def _utc(t: Any):
     return ts.to_pydatetime()
 
 
-def classification_metrics(
-    labels: np.ndarray, proba: np.ndarray, pred: np.ndarray
-) -> dict[str, float | None]:
-    """The holdout metrics of the training code, for live data; ``roc_auc`` is None with one class only."""
-    from sklearn import metrics as skm
-
-    n = int(len(labels))
-    if n == 0:
-        return dict.fromkeys(METRIC_KEYS) | {"n": 0}
-    two = len(np.unique(labels)) == 2
-    return {
-        "n": n,
-        "roc_auc": float(skm.roc_auc_score(labels, proba)) if two else None,
-        "accuracy": float(skm.accuracy_score(labels, pred)),
-        "f1": float(skm.f1_score(labels, pred, zero_division=0)),
-        "precision": float(skm.precision_score(labels, pred, zero_division=0)),
-        "recall": float(skm.recall_score(labels, pred, zero_division=0)),
-        "positive_rate": float(labels.mean()),
-        "mean_probability": float(proba.mean()),
-    }
-
-
 def live_performance(
     cfg: Any,
     log_url: str | None = None,
@@ -118,7 +95,7 @@ def live_performance(
         m: dict[str, Any] = classification_metrics(
             part["label"].to_numpy(dtype=np.int64),
             part["probability"].to_numpy(dtype=np.float64),
-            part["prediction"].to_numpy(dtype=np.int64),
+            pred=part["prediction"].to_numpy(dtype=np.int64),
         )
         m["model_versions"] = sorted(set(part["model_version"]), key=lambda v: (len(v), v))
         out[key] = m

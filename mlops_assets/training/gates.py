@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from mlops_assets.metrics import classification_metrics
 from mlops_assets.training.gate_settings import (
     FairnessConfig,
     GatesConfig,
@@ -93,14 +93,14 @@ def compute_metrics(
     """
     y_true = _labels(y, positive_label)
     scores = positive_proba(model, X, positive_label)
-    y_pred = (scores >= threshold).astype(int)
-    auc = float(roc_auc_score(y_true, scores)) if len(np.unique(y_true)) == 2 else float("nan")
+    m = classification_metrics(y_true, scores, threshold=threshold)
+    auc = m["roc_auc"]
     return {
-        "roc_auc": auc,
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
-        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "roc_auc": float("nan") if auc is None else auc,
+        "accuracy": m["accuracy"],
+        "f1": m["f1"],
+        "precision": m["precision"],
+        "recall": m["recall"],
     }
 
 

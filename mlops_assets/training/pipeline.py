@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.impute import SimpleImputer
@@ -23,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from mlops_assets.config import MlopsConfig
+from mlops_assets.metrics import classification_metrics
 
 
 class TrainingError(ValueError):
@@ -134,19 +134,8 @@ def build_pipeline(cfg: MlopsConfig, numeric: list[str], categorical: list[str])
 def evaluate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray) -> dict[str, float | None]:
     """Holdout metrics; ``roc_auc`` is None when the slice holds one class only."""
     if len(X) == 0:
-        return {"n": 0, "roc_auc": None, "accuracy": None, "f1": None, "precision": None, "recall": None}
-    proba = pipeline.predict_proba(X)[:, 1]
-    pred = (proba >= 0.5).astype(int)
-    two_classes = len(np.unique(y)) == 2
-    return {
-        "n": int(len(y)),
-        "roc_auc": float(skm.roc_auc_score(y, proba)) if two_classes else None,
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "f1": float(skm.f1_score(y, pred, zero_division=0)),
-        "precision": float(skm.precision_score(y, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y, pred, zero_division=0)),
-        "positive_rate": float(y.mean()),
-    }
+        return classification_metrics(np.asarray(y), np.zeros(0))
+    return classification_metrics(np.asarray(y), pipeline.predict_proba(X)[:, 1])
 
 
 @dataclass
