@@ -7,9 +7,11 @@ No daemon is needed: the job executes in this process against the Dagster instan
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,12 @@ def execute(
 ) -> RunOutcome:
     """Materialize the graph (or ``selection``, asset names) over a partition range in this process."""
     import dagster as dg
+
+    # Dagster flags the APIs we rely on (single-run backfills, data versions, dagster-mlflow) as beta on every
+    # use, and MLflow announces its schema migrations; a command-line user can act on neither.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
     from mlops_assets.defs.factory import build_model_defs
     from mlops_assets.defs.model_assets import REASON_TAG
