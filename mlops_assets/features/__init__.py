@@ -5,20 +5,39 @@ One declarative definition per feature (``features:`` in ``mlops.yaml``, see :mo
 (:func:`complete_features`); the stores keep what each side needs.
 """
 
-from mlops_assets.features.definitions import (
-    ENGINE_VERSION,
-    FeatureDefinition,
-    FeatureDefinitionError,
-    feature_registry,
-    features_code_version,
-    lookback,
-    model_feature_columns,
-)
-from mlops_assets.features.engine import FeatureInputError, compute_features
-from mlops_assets.features.offline import OfflineStore, OfflineStoreError
-from mlops_assets.features.online import OnlineStore, OnlineStoreError, complete_features
-from mlops_assets.features.settings import FeaturesConfig, FeatureSpec
-from mlops_assets.features.stores import offline_store, online_store, store_name
+import importlib
+
+# Imported on first use: mlops_assets.config reads .settings at start-up, and light commands (rollback, status)
+# should not pay for pandas, SQLAlchemy and the engine.
+_EXPORTS = {
+    "ENGINE_VERSION": "definitions",
+    "FeatureDefinition": "definitions",
+    "FeatureDefinitionError": "definitions",
+    "feature_registry": "definitions",
+    "features_code_version": "definitions",
+    "lookback": "definitions",
+    "model_feature_columns": "definitions",
+    "FeatureInputError": "engine",
+    "compute_features": "engine",
+    "OfflineStore": "offline",
+    "OfflineStoreError": "offline",
+    "OnlineStore": "online",
+    "OnlineStoreError": "online",
+    "complete_features": "online",
+    "FeaturesConfig": "settings",
+    "FeatureSpec": "settings",
+    "offline_store": "stores",
+    "online_store": "stores",
+    "store_name": "stores",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlops_assets.features' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"mlops_assets.features.{module}"), name)
+
 
 __all__ = [
     "ENGINE_VERSION",

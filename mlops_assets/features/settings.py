@@ -23,9 +23,11 @@ age of the newest contributing observation; older -> the feature is missing, nev
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Transformation = Literal["last", "mean", "sum", "count", "std", "trend", "time_since", "rate"]
@@ -44,6 +46,8 @@ TRANSFORMATIONS: dict[str, str] = {
 
 def parse_duration(text: str, *, key: str) -> pd.Timedelta:
     """A fixed, positive duration such as ``1D``, ``12h``, ``90min`` (calendar units like months are not fixed)."""
+    import pandas as pd  # here, not at the top: config.py imports this module on every command
+
     try:
         td = pd.Timedelta(text)
     except (ValueError, TypeError):
