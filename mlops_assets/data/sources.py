@@ -93,9 +93,14 @@ def _read_sql(cfg: MlopsConfig) -> pd.DataFrame:
         raise SourceError(f"dataset.source: not a usable database URL: {err}") from None
     try:
         with engine.connect() as conn:
+            # Read-only: the pipeline never writes to a source database.
             if engine.dialect.name == "postgresql":
-                # Read-only: the pipeline never writes to a source database.
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            elif engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("PRAGMA query_only = ON")
+            # Through a server-side cursor (stream_results), which takes exactly one SELECT/VALUES statement:
+            # "COMMIT; DELETE ..." cannot end the read-only transaction and write.
+            conn.execution_options(stream_results=True)
             return pd.read_sql_query(sa.text(cfg.dataset.query), conn)
     except sa.exc.SQLAlchemyError as err:
         raise SourceError(
