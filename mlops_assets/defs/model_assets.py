@@ -9,7 +9,7 @@ import pandas as pd
 
 from mlops_assets import progress
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.partitions import key_window, row_keys
+from mlops_assets.data.partitions import key_window, row_keys, split_by_partition
 from mlops_assets.defs.resources import MlopsProject
 from mlops_assets.lineage import content_version
 
@@ -66,6 +66,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     )
     def features(context: dg.AssetExecutionContext, project: MlopsProject, validated_data: pd.DataFrame):
         from mlops_assets.features import compute_features, lookback
+        from mlops_assets.features.definitions import online_retention
         from mlops_assets.features.stores import offline_store, online_store
 
         keys = context.partition_keys
@@ -77,13 +78,18 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         history = stored.read(_covering(before, first - lookback(cfg), cfg)) if before else None
         computed = compute_features(cfg, validated_data, history)
         offline = offline_store(cfg, project.storage)
-        parts = row_keys(computed[ts_col], cfg.partitions.freq) if len(computed) else pd.Series(dtype=str)
+        parts = split_by_partition(computed, ts_col, cfg.partitions.freq)
         for key in keys:
-            offline.write_partition(key, computed[parts.to_numpy() == key].reset_index(drop=True))
+            offline.write_partition(key, parts.get(key, computed.iloc[:0]))
         online = online_store(cfg, project.storage)
         start, _ = key_window(keys[0], cfg.partitions.freq)
         _, end = key_window(keys[-1], cfg.partitions.freq)
-        online_counts = online.materialize(cfg, validated_data, start=start, end=end)
+        # The online store keeps only the newest events (its retention); older rows of a long backfill would be
+        # inserted only to be dropped again.
+        if len(validated_data):
+            start = max(start, validated_data[ts_col].max() - online_retention(cfg))
+        recent = validated_data[validated_data[ts_col] >= start] if len(validated_data) else validated_data
+        online_counts = online.materialize(cfg, recent, start=start, end=end)
         return dg.MaterializeResult(
             metadata={
                 "rows": int(len(computed)),
