@@ -176,7 +176,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgres"])
-    parser.add_argument("--pg", default=os.environ.get("MLOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432"))
+    parser.add_argument(
+        "--pg", default=os.environ.get("MLOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
     args = parser.parse_args()
     results = []
@@ -186,26 +188,37 @@ def main() -> None:
             data = work / f"synthetic_{rows}.parquet"
             t0 = time.perf_counter()
             synthetic(data, rows)
-            print(f"# {rows:,} rows generated in {time.perf_counter() - t0:.1f} s ({data.stat().st_size / 2**20:.0f} MiB)")
+            print(
+                f"# {rows:,} rows generated in {time.perf_counter() - t0:.1f} s ({data.stat().st_size / 2**20:.0f} MiB)"
+            )
             for backend in args.backends:
                 r = run_case(work, data, rows, backend, args.pg)
                 results.append(r)
                 print(json.dumps(r), flush=True)
             data.unlink()
-    print("\ncase                 rows        wall s  peak MiB  " + "  ".join(
-        f"{s:>14}" for s in ("raw_data", "validated_data", "features", "trained_model")))
+    print(
+        "\ncase                 rows        wall s  peak MiB  "
+        + "  ".join(f"{s:>14}" for s in ("raw_data", "validated_data", "features", "trained_model"))
+    )
     for r in results:
         peaks = r["step_peak_rss_mib"]
-        print(f"{r['case']:<20} {r['rows']:>10,} {r['wall_s']:>8} {r['peak_rss_mib']:>9}  " + "  ".join(
-            f"{peaks.get(s, '-'):>14}" for s in ("raw_data", "validated_data", "features", "trained_model")))
+        print(
+            f"{r['case']:<20} {r['rows']:>10,} {r['wall_s']:>8} {r['peak_rss_mib']:>9}  "
+            + "  ".join(
+                f"{peaks.get(s, '-'):>14}"
+                for s in ("raw_data", "validated_data", "features", "trained_model")
+            )
+        )
     by_backend: dict[str, list[dict]] = {}
     for r in results:
         by_backend.setdefault(r["backend"], []).append(r)
     for backend, rs in by_backend.items():
         if len(rs) > 1:
             a, b = rs[0], rs[-1]
-            print(f"{backend}: rows x{b['rows'] / a['rows']:.1f} -> wall x{b['wall_s'] / a['wall_s']:.2f}, "
-                  f"peak memory x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}")
+            print(
+                f"{backend}: rows x{b['rows'] / a['rows']:.1f} -> wall x{b['wall_s'] / a['wall_s']:.2f}, "
+                f"peak memory x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}"
+            )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
 

@@ -7,9 +7,7 @@ The helpers here (``production_stack``, ``pg_databases``, ``wait_for``) are shar
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -61,7 +59,8 @@ def pg_databases(n: int, server: str = PG_URL) -> Iterator[list[str]]:
     import sqlalchemy as sa
 
     names = [f"mlops_prod_{uuid.uuid4().hex[:10]}" for _ in range(n)]
-    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    # No pooled connections: the server may have been restarted by the time the databases are dropped.
+    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
         for name in names:
             conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
@@ -123,7 +122,7 @@ class Stack:
         return self.procs[name].poll() is None
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.procs.items())):
+        for _name, proc in reversed(list(self.procs.items())):
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
@@ -148,14 +147,18 @@ class Stack:
         try:
             return wait_for(done, timeout, f"run {run_id} to finish")
         except AssertionError as err:
-            raise AssertionError(f"{err}\n--- daemon log ---\n{self.log('daemon')}\n--- code server log ---\n"
-                                 f"{self.log('code_server')}") from None
+            raise AssertionError(
+                f"{err}\n--- daemon log ---\n{self.log('daemon')}\n--- code server log ---\n"
+                f"{self.log('code_server')}"
+            ) from None
 
 
 @contextlib.contextmanager
 def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = True) -> Iterator[Stack]:
     """Code server, daemon and (optionally) webserver as separate processes, as in the README's "Production"."""
-    stack = Stack(env=env, workdir=workdir, grpc_port=free_port(), webserver_port=free_port() if webserver else None)
+    stack = Stack(
+        env=env, workdir=workdir, grpc_port=free_port(), webserver_port=free_port() if webserver else None
+    )
     workspace = workdir / "workspace.yaml"
     ws = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())
     ws["load_from"][0]["grpc_server"]["port"] = stack.grpc_port
@@ -163,8 +166,17 @@ def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = Tr
     try:
         stack.start(
             "code_server",
-            [str(BIN / "dagster"), "code-server", "start", "-m", "mlops_assets.definitions",
-             "-h", "127.0.0.1", "-p", str(stack.grpc_port)],
+            [
+                str(BIN / "dagster"),
+                "code-server",
+                "start",
+                "-m",
+                "mlops_assets.definitions",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(stack.grpc_port),
+            ],
         )
         from dagster._grpc.client import DagsterGrpcClient
 
@@ -181,15 +193,24 @@ def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = Tr
         if webserver:
             stack.start(
                 "webserver",
-                [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1",
-                 "-p", str(stack.webserver_port)],
+                [
+                    str(BIN / "dagster-webserver"),
+                    "-w",
+                    str(workspace),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(stack.webserver_port),
+                ],
             )
 
             def up():
                 assert stack.alive("webserver"), f"webserver exited:\n{stack.log('webserver')}"
-                with contextlib.suppress(OSError):
-                    with urllib.request.urlopen(f"http://127.0.0.1:{stack.webserver_port}/server_info", timeout=5):
-                        return True
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(f"http://127.0.0.1:{stack.webserver_port}/server_info", timeout=5),
+                ):
+                    return True
                 return False
 
             wait_for(up, 90, "the webserver")
@@ -198,8 +219,8 @@ def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = Tr
         stack.stop()
 
 
-@pytest.fixture
-def production(tmp_path, monkeypatch, isolated_storage):
+@pytest.fixture(name="production")
+def production_fixture(tmp_path, monkeypatch, isolated_storage):
     """PostgreSQL for Dagster (deploy/dagster.yaml), MLflow and the deployment history; returns a factory that
     starts the processes once the test has prepared its data. Yields (env, instance, start)."""
     with pg_databases(3) as (dagster_db, mlflow_db, history_db):
@@ -233,7 +254,9 @@ def initial_champion(path: Path, instance: dg.DagsterInstance, last: str, new_un
     ingest ``..new_until`` (raw, validated, features) as new data the champion has not seen."""
     cfg = load_config(path)
     storage = storage_from_env().ensure()
-    first = execute(cfg, config_file=str(path), storage=storage, instance=instance, partition_keys=("1949-01", last))
+    first = execute(
+        cfg, config_file=str(path), storage=storage, instance=instance, partition_keys=("1949-01", last)
+    )
     assert first.status == "ok", first.error
     if new_until:
         nxt = execute(
@@ -313,7 +336,12 @@ def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_sl
     import sqlalchemy as sa
 
     with sa.create_engine(env_vars["MLFLOW_TRACKING_URI"]).connect() as conn:
-        versions = conn.exec_driver_sql(
-            "SELECT version FROM model_versions WHERE name = %(n)s ORDER BY version", {"n": cfg.model.name}
-        ).scalars().all()
+        versions = (
+            conn.exec_driver_sql(
+                "SELECT version FROM model_versions WHERE name = %(n)s ORDER BY version",
+                {"n": cfg.model.name},
+            )
+            .scalars()
+            .all()
+        )
     assert versions == [1, 2]

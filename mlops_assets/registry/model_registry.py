@@ -291,9 +291,17 @@ class ModelRegistry:
                     params=[Param(k, str(v)[:6000]) for k, v in params.items()],
                     tags=[RunTag(k, v) for k, v in info_tags.items()],
                 )
-                self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
-                if any(extra.iterdir()):
-                    self.client.log_artifacts(run_id, str(extra))
+                try:
+                    self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+                    if any(extra.iterdir()):
+                        self.client.log_artifacts(run_id, str(extra))
+                except OSError as err:
+                    # Name the store and the setting: a bare "[Errno 30] Read-only file system" does not say which.
+                    raise RegistryError(
+                        f"model '{self.model_name}': cannot write the model artifacts to "
+                        f"{self.client.get_run(run_id).info.artifact_uri} (the artifact store, under "
+                        f"MLOPS_ARTIFACT_ROOT={self.storage.mlflow_artifact_root}): {err}; nothing was registered"
+                    ) from err
             source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
             self._ensure_registered_model()
             mv = self.client.create_model_version(
