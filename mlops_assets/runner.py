@@ -23,6 +23,8 @@ from mlops_assets.settings import Storage, storage_from_env
 # halves the event-log writes of a run over hundreds of partitions. A failed run then leaves its partitions
 # "missing" rather than "failed" in the UI; the run itself still shows as failed.
 os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+# MLflow draws a progress bar for every artifact it reads; the CLI has its own.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CHAIN = ("raw_data", "validated_data", "features", "trained_model", "deployed_model")
 RANGE_START = "dagster/asset_partition_range_start"
