@@ -127,6 +127,7 @@ class PredictionService:
     def close(self) -> None:
         self.watcher.stop()
         self.prediction_log.close()
+        self.features.close()
 
     def _limit_threads(self) -> None:
         from threadpoolctl import threadpool_limits
