@@ -55,20 +55,28 @@ class OnlineStoreError(RuntimeError):
     """The online store cannot answer: not materialized, built from other definitions, or too little history."""
 
 
-def _engine(url: str, *, writer: bool) -> sa.Engine:
-    """One engine per URL (and role), shared by every store object: connection pools are reused."""
-    key = (url, writer)
+def _engine(url: str, *, writer: bool, hot: bool = False) -> sa.Engine:
+    """One engine per URL (and role), shared by every store object: connection pools are reused.
+
+    ``hot``: the pool of the ``latest`` lookups. On PostgreSQL its connections are in autocommit and are not
+    pinged at checkout, so a lookup is one round trip instead of four (ping, BEGIN, SELECT, ROLLBACK); a
+    connection the server dropped is retried once by :meth:`OnlineStore._fetch`. SQLite readers already run
+    without a driver transaction, so there it is the reader pool.
+    """
+    sqlite = url.startswith("sqlite")
+    if hot and sqlite:
+        return _engine(url, writer=False)
+    key = (url, writer, hot)
     with _ENGINES_LOCK:
         eng = _ENGINES.get(key)
         if eng is None:
-            sqlite = url.startswith("sqlite")
-            eng = (
-                sa.create_engine(url, connect_args={"timeout": 60})
-                if sqlite
-                else sa.create_engine(url, pool_pre_ping=True)
-            )
             if sqlite:
+                eng = sa.create_engine(url, connect_args={"timeout": 60})
                 _sqlite_setup(eng, immediate=writer)
+            elif hot:
+                eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+            else:
+                eng = sa.create_engine(url, pool_pre_ping=True)
             _ENGINES[key] = eng
         return eng
 
@@ -97,6 +105,12 @@ class OnlineStore:
         self.name = name
         self._read = _engine(url, writer=False)
         self._write = _engine(url, writer=True)
+        self._hot = _engine(url, writer=False, hot=True)
+        self._pg = self._hot.dialect.name == "postgresql"
+        self._latest_sql: tuple[str, str, int] | None = (
+            None  # (code version, SELECT of the latest, n features)
+        )
+        self._missing: tuple[str, tuple[float, ...]] | None = None  # (code version, values of a new entity)
         self._schema_cache: tuple[str, sa.Table, sa.Table, sa.Table] | None = None
         self._ready: str | None = None  # code version verified against the meta table
 
@@ -304,56 +318,89 @@ class OnlineStore:
         seen get the values of an empty history (missing, counts 0).
 
         The serving hot path: one prepared SELECT on the primary key through the pooled DBAPI connection.
+        The meta table is read once per code version; every row carries the code version it was computed
+        with, so a rematerialization with other definitions is refused on the next lookup.
         """
-        defs = feature_registry(cfg)
-        _, latest_t, meta_t = self._tables(cfg)
         version = features_code_version(cfg)
         if self._ready != version:
+            _, _, meta_t = self._tables(cfg)
             with self._read.connect() as conn:
                 self._checked_meta(
                     conn, cfg, meta_t
                 )  # raises when not materialized or materialized otherwise
             self._ready = version
         uniq = list(dict.fromkeys(keys))
-        rows = self._select_latest(latest_t, len(defs), uniq)
-        if len(rows) < len(uniq):
-            with self._read.connect() as conn:
-                as_of = int(self._checked_meta(conn, cfg, meta_t)["as_of"])
-        else:
-            as_of = int(rows[0][1])
+        sql, n_features = self._latest_query(cfg, version)
+        rows = self._fetch(sql, uniq) if uniq else []
         found = {}
         for r in rows:
             if r[2] != version:
+                self._ready = None
                 raise OnlineStoreError(
                     f"{self!r} holds features of code version {r[2]}, the configuration defines {version}: "
                     "rematerialize the features before serving them"
                 )
             found[r[0]] = r[3:]
-        if len(found) < len(uniq):
-            empty = evaluate(defs, Events.concat([], source_columns(defs)), np.array([0]), np.array([as_of]))
-            missing_row = tuple(float(empty[d.name][0]) for d in defs)
+        if not rows or len(found) < len(uniq):
+            _, _, meta_t = self._tables(cfg)
+            with self._read.connect() as conn:
+                as_of = int(self._checked_meta(conn, cfg, meta_t)["as_of"])
+            missing_row = self._missing_row(cfg, version)
+            values = np.array([found.get(k, missing_row) for k in keys], dtype="float64")
         else:
-            missing_row = ()
-        values = np.array([found.get(k, missing_row) for k in keys], dtype="float64").reshape(
-            len(keys), len(defs)
-        )
-        return as_of, values
+            as_of = int(rows[0][1])  # one materialization writes every row: one as-of time
+            values = np.array([found[k] for k in keys], dtype="float64")
+        return as_of, values.reshape(len(keys), n_features)
 
-    def _select_latest(self, latest_t: sa.Table, n_features: int, keys: list[str]) -> list[tuple]:
-        style = self._read.dialect.paramstyle
-        mark = "?" if style == "qmark" else "%s"
-        cols = ", ".join(["entity_key", "as_of", "code_version", *[f"f{i}" for i in range(n_features)]])
-        sql = f'SELECT {cols} FROM "{latest_t.name}" WHERE entity_key IN ({", ".join([mark] * len(keys))})'
-        conn = self._read.raw_connection()
-        try:
-            cur = conn.cursor()
-            cur.execute(sql, keys)
-            rows = cur.fetchall()
-            cur.close()
-            conn.rollback()
-        finally:
-            conn.close()
-        return rows
+    def _latest_query(self, cfg: MlopsConfig, version: str) -> tuple[str, int]:
+        cached = self._latest_sql
+        if cached is not None and cached[0] == version:
+            return cached[1], cached[2]
+        n = len(feature_registry(cfg))
+        _, latest_t, _ = self._tables(cfg)
+        cols = ", ".join(["entity_key", "as_of", "code_version", *[f"f{i}" for i in range(n)]])
+        # PostgreSQL: one statement text whatever the number of keys, so the driver prepares it once per
+        # connection. SQLite: the module caches a prepared statement per text (one per distinct key count).
+        where = "entity_key = ANY(%s)" if self._pg else "entity_key IN ({})"
+        sql = f'SELECT {cols} FROM "{latest_t.name}" WHERE {where}'
+        self._latest_sql = (version, sql, n)
+        return sql, n
+
+    def _missing_row(self, cfg: MlopsConfig, version: str) -> tuple[float, ...]:
+        cached = self._missing
+        if cached is None or cached[0] != version:
+            defs = feature_registry(cfg)
+            empty = evaluate(defs, Events.concat([], source_columns(defs)), np.array([0]), np.array([0]))
+            cached = self._missing = (version, tuple(float(empty[d.name][0]) for d in defs))
+        return cached[1]
+
+    def _fetch(self, sql: str, keys: list[str]) -> list[tuple]:
+        """Rows of the latest table for ``keys`` through the hot pool (see :func:`_engine`)."""
+        if self._pg:
+            params: Any = (keys,)
+        else:
+            sql = sql.format(", ".join("?" * len(keys)))
+            params = keys
+        for attempt in (1, 2):
+            conn = self._hot.raw_connection()
+            try:
+                cur = conn.cursor()
+                if self._pg:
+                    cur.execute(sql, params, prepare=True)
+                else:
+                    cur.execute(sql, params)
+                rows = cur.fetchall()
+                cur.close()
+                return rows
+            except self._hot.dialect.loaded_dbapi.Error as err:
+                # Not pinged at checkout: a pooled connection the server has dropped (restart) fails here;
+                # discard it and retry once on a fresh one. Anything else, or a second failure, is raised.
+                if attempt == 2 or not self._hot.dialect.is_disconnect(err, conn.dbapi_connection, None):
+                    raise
+                conn.invalidate()
+            finally:
+                conn.close()
+        raise AssertionError("unreachable")
 
 
 def _insert(conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> None:
