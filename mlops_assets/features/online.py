@@ -360,7 +360,7 @@ class OnlineStore:
         _, latest_t, _ = self._tables(cfg)
         cols = ", ".join(["entity_key", "as_of", "code_version", *[f"f{i}" for i in range(n)]])
         # PostgreSQL: one statement text whatever the number of keys, so the driver prepares it once per
-        # connection. SQLite: the module caches a prepared statement per text (one per distinct key count).
+        # connection, with binary parameters and results (no text parsing of 100 keys and 400 floats). SQLite: the module caches a prepared statement per text (one per distinct key count).
         where = "entity_key = ANY(%s)" if self._pg else "entity_key IN ({})"
         sql = f'SELECT {cols} FROM "{latest_t.name}" WHERE {where}'
         self._latest_sql = (version, sql, n)
@@ -386,7 +386,7 @@ class OnlineStore:
             try:
                 cur = conn.cursor()
                 if self._pg:
-                    cur.execute(sql, params, prepare=True)
+                    cur.execute(sql, params, prepare=True, binary=True)
                 else:
                     cur.execute(sql, params)
                 rows = cur.fetchall()
