@@ -2,15 +2,23 @@
 
 Handlers stay thin: read the body under a size cap, validate, hand the request to the service (which batches
 it), and time it for ``/metrics``. No middleware on the hot path: each handler records its own latency.
+
+``POST /predict`` is answered by a plain ASGI function (:meth:`ServiceApp.__call__` routes it there before
+Starlette's middleware, router, ``Request`` and ``Response`` objects: ~0.1 ms a request, a tenth of the request
+path). Every other request, and ``/predict`` under a ``root_path``, goes through the Starlette routes, which share
+the same code (:func:`_predict_response`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -45,9 +53,68 @@ def _error(err: InputError | FeatureCompletionError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
 
 
+class _Disconnected(Exception):
+    """The client went away before its request body was complete."""
+
+
+async def _receive_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: int) -> bytes:
+    """:func:`_read_body` for a plain ASGI request."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            raise InputError("body", f"{int(value)} bytes; at most {limit} per request", 413)
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise InputError("body", f"more than {limit} bytes; at most {limit} per request", 413)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _json(content: Any) -> bytes:
+    # What JSONResponse renders.
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+async def _predict_response(service: PredictionService, body: bytes) -> tuple[int, bytes]:
+    """Status and JSON body of ``POST /predict`` for ``body``."""
+    try:
+        return 200, await service.predict(service.validate(body))
+    except (InputError, FeatureCompletionError) as err:
+        return err.status, _json(err.to_dict())
+    except NoModelError as err:
+        return 503, _json({"error": f"no model is served: {err}", "field": None})
+
+
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class ServiceApp(Starlette):
+    """Starlette, with ``POST /predict`` answered without it (see the module docstring)."""
+
+    predict_asgi: Callable[[dict, Any, Any], Awaitable[None]] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            self.predict_asgi is not None
+            and scope["type"] == "http"
+            and scope["path"] == "/predict"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+        ):
+            await self.predict_asgi(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     service: PredictionService, *, manage_service: bool = True, freeze_gc: bool = False
-) -> Starlette:
+) -> ServiceApp:
     """The app around ``service``. With ``manage_service`` the app's lifespan starts and closes it; with
     ``freeze_gc`` (what ``mlops-assets serve`` does: it owns the process) start-up objects are frozen out of the
     cyclic garbage collector."""
@@ -58,15 +125,33 @@ def create_app(
         t0 = time.perf_counter()
         try:
             body = await _read_body(request, limit)
-            pending = service.validate(body)
-            payload = await service.predict(pending)
-            resp: Response = Response(payload, media_type="application/json")
-        except (InputError, FeatureCompletionError) as err:
-            resp = _error(err)
-        except NoModelError as err:
-            resp = JSONResponse({"error": f"no model is served: {err}", "field": None}, status_code=503)
-        metrics.observe_request("/predict", "POST", resp.status_code, time.perf_counter() - t0)
+        except InputError as err:
+            status, payload = err.status, _json(err.to_dict())
+        else:
+            status, payload = await _predict_response(service, body)
+        resp = Response(payload, status_code=status, media_type="application/json")
+        metrics.observe_request("/predict", "POST", status, time.perf_counter() - t0)
         return resp
+
+    async def predict_asgi(scope: dict, receive: Any, send: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            body = await _receive_body(scope, receive, limit)
+        except InputError as err:
+            status, payload = err.status, _json(err.to_dict())
+        except _Disconnected:
+            return  # nobody to answer
+        else:
+            status, payload = await _predict_response(service, body)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-length", str(len(payload)).encode()), _JSON_HEADER],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        metrics.observe_request("/predict", "POST", status, time.perf_counter() - t0)
 
     async def feedback(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -114,7 +199,7 @@ def create_app(
             if manage_service:
                 service.close()
 
-    return Starlette(
+    app = ServiceApp(
         routes=[
             Route("/predict", predict, methods=["POST"]),
             Route("/feedback", feedback, methods=["POST"]),
@@ -123,3 +208,5 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    app.predict_asgi = predict_asgi
+    return app

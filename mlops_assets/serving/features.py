@@ -18,6 +18,8 @@ naming the timestamp field); a store that is not materialized is the service's (
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -27,6 +29,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_assets.features import feature_registry, lookback
+from mlops_assets.features.definitions import FeatureDefinition
 from mlops_assets.features.engine import (
     Events,
     FeatureInputError,
@@ -50,13 +53,29 @@ class FeatureCompletionError(RuntimeError):
         return {"error": str(self), "field": self.field}
 
 
+class _Definition(FeatureDefinition):
+    """A feature definition whose window and TTL are parsed once: the engine reads both for every feature of
+    every batch, and ``pd.Timedelta("30D")`` costs microseconds each time (~0.1 ms a batch)."""
+
+    @functools.cached_property
+    def window_td(self) -> pd.Timedelta:
+        return pd.Timedelta(self.window)
+
+    @functools.cached_property
+    def ttl_td(self) -> pd.Timedelta:
+        return pd.Timedelta(self.ttl)
+
+
 class OnlineFeatures:
     """The online store of ``cfg`` (the model's own store, as the feature store resolves it), as serving uses it."""
 
     def __init__(self, cfg: Any, storage: Any):
         self.cfg = cfg
         self.store = online_store(cfg, storage)
-        self.defs = feature_registry(cfg)
+        self.defs = [
+            _Definition(**{f.name: getattr(d, f.name) for f in dataclasses.fields(d)})
+            for d in feature_registry(cfg)
+        ]
         self.lookback_ns = int(lookback(cfg).value)
         self.cache = _EventCache(self.store, cfg) if self.store.url.startswith("sqlite") else None
 
