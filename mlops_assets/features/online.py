@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 _ENGINES: dict[tuple[str, bool], sa.Engine] = {}
 _ENGINES_LOCK = threading.Lock()
 _INSERT_BATCH = 20_000
+_MIRROR_MAX_ROWS = 200_000  # a larger latest table is read per lookup (its reload would stall a lookup)
 
 
 class OnlineStoreError(RuntimeError):
@@ -111,6 +112,7 @@ class OnlineStore:
             None  # (code version, SELECT of the latest, n features)
         )
         self._missing: tuple[str, tuple[float, ...]] | None = None  # (code version, values of a new entity)
+        self._mirror = _LatestMirror(self) if not self._pg else None
         self._schema_cache: tuple[str, sa.Table, sa.Table, sa.Table] | None = None
         self._ready: str | None = None  # code version verified against the meta table
 
@@ -329,6 +331,10 @@ class OnlineStore:
                     conn, cfg, meta_t
                 )  # raises when not materialized or materialized otherwise
             self._ready = version
+        if self._mirror is not None:
+            hit = self._mirror.latest(cfg, version, keys)
+            if hit is not None:
+                return hit
         uniq = list(dict.fromkeys(keys))
         sql, n_features = self._latest_query(cfg, version)
         rows = self._fetch(sql, uniq) if uniq else []
@@ -401,6 +407,76 @@ class OnlineStore:
             finally:
                 conn.close()
         raise AssertionError("unreachable")
+
+
+class _LatestMirror:
+    """SQLite: the latest table in memory, reloaded when ``PRAGMA data_version`` says the database changed.
+
+    SQLite's driver releases the GIL around every row it steps; with concurrent lookups each of 100 rows can
+    then wait for another thread's turn, which is where a 100-entity lookup's tail latency went. From memory a
+    lookup is one PRAGMA (a counter SQLite bumps on every commit by another connection) and array indexing.
+    The snapshot is read in one read transaction; it only answers when it is unambiguous (one code version,
+    one as-of time, the meta table present), else :meth:`latest` asks SQL, which words the refusal.
+    """
+
+    def __init__(self, store: OnlineStore):
+        self._store = store
+        self._lock = threading.Lock()  # the connection and the snapshot are shared by the lookup threads
+        self._conn: Any = None  # a DBAPI connection of our own, detached from the pool
+        self._data_version: int | None = None
+        self._snapshot: tuple[str, int, dict[str, int], np.ndarray] | None = None
+
+    def latest(self, cfg: MlopsConfig, version: str, keys: Sequence[str]) -> tuple[int, np.ndarray] | None:
+        """What :meth:`OnlineStore.latest` returns, or None when the snapshot cannot answer."""
+        with self._lock:
+            if self._conn is None:
+                proxied = self._store._read.raw_connection()
+                proxied.detach()  # kept for the PRAGMA: data_version is per connection
+                self._conn = proxied
+            cur = self._conn.cursor()
+            try:
+                cur.execute("PRAGMA data_version")
+                data_version = int(cur.fetchone()[0])
+                if data_version != self._data_version:
+                    self._data_version = None
+                    self._snapshot = self._load(cur, cfg)
+                    self._data_version = data_version
+            finally:
+                cur.close()
+            snapshot = self._snapshot
+        if snapshot is None or snapshot[0] != version:
+            return None
+        _, as_of, positions, matrix = snapshot
+        idx = [positions.get(k, -1) for k in keys]
+        values = matrix[idx]  # a copy: the frame may be written by the caller
+        if -1 in idx:
+            values[np.array(idx) == -1] = self._store._missing_row(cfg, version)
+        return as_of, values.reshape(len(keys), matrix.shape[1])
+
+    def _load(self, cur: Any, cfg: MlopsConfig) -> tuple[str, int, dict[str, int], np.ndarray] | None:
+        _, latest_t, meta_t = self._store._tables(cfg)
+        n = len(feature_registry(cfg))
+        cur.execute("BEGIN")  # one snapshot for the checks and the rows
+        try:
+            names = {
+                r[0] for r in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            }
+            if latest_t.name not in names or meta_t.name not in names:
+                return None
+            meta_as_of = cur.execute(f'SELECT value FROM "{meta_t.name}" WHERE key = ?', ["as_of"]).fetchall()
+            stamps = cur.execute(f'SELECT DISTINCT code_version, as_of FROM "{latest_t.name}"').fetchall()
+            if not meta_as_of or len(stamps) > 1 or (stamps and stamps[0][1] != json.loads(meta_as_of[0][0])):
+                return None
+            count = cur.execute(f'SELECT count(*) FROM "{latest_t.name}"').fetchone()[0]
+            if count > _MIRROR_MAX_ROWS or not stamps:
+                return None
+            cols = ", ".join(["entity_key", *[f"f{i}" for i in range(n)]])
+            rows = cur.execute(f'SELECT {cols} FROM "{latest_t.name}"').fetchall()
+        finally:
+            cur.execute("COMMIT")
+        positions = {r[0]: i for i, r in enumerate(rows)}
+        matrix = np.array([r[1:] for r in rows], dtype="float64").reshape(len(rows), n)
+        return stamps[0][0], int(stamps[0][1]), positions, matrix
 
 
 def _insert(conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> None:
