@@ -21,6 +21,7 @@ import yaml
 from mlops_assets.config import load_config
 from mlops_assets.feature_store import get_historical_features, get_online_features, list_features
 from mlops_assets.features import (
+    FeatureInputError,
     OfflineStore,
     OnlineStoreError,
     complete_features,
@@ -253,3 +254,96 @@ def test_offline_store_sql_backend_round_trip(env, tmp_path):
     assert store.partitions() == ["a", "b"]
     pd.testing.assert_frame_equal(store.read(), feats.reset_index(drop=True))
     pd.testing.assert_frame_equal(store.read(["b"]), feats.iloc[120:].reset_index(drop=True))
+
+
+def test_online_lookup_spellings_duplicates_unseen_and_feature_subset(env):
+    cfg, _ = env
+    materialize_years(cfg, stocks(), years=range(2018, 2023))
+    names = [d.name for d in feature_registry(cfg)]
+    full = get_online_features([{"ticker": t} for t in ("IBM", "AAPL")])
+    # Duplicates and an unseen entity in one lookup: one row each, in request order; the unseen is cold.
+    mixed = get_online_features(
+        [{"ticker": "AAPL"}, {"ticker": "NOPE"}, {"ticker": "IBM"}, {"ticker": "AAPL"}]
+    )
+    assert mixed["ticker"].tolist() == ["AAPL", "NOPE", "IBM", "AAPL"]
+    pd.testing.assert_frame_equal(mixed.iloc[[2, 0]].reset_index(drop=True), full)
+    pd.testing.assert_frame_equal(
+        mixed.iloc[[3]].reset_index(drop=True), full.iloc[[1]].reset_index(drop=True)
+    )
+    assert np.isnan(mixed.loc[1, "close_last_40D"]) and mixed.loc[1, "close_count_100D"] == 0
+    assert (mixed["date"] == full.loc[0, "date"]).all()
+    # A frame of entities answers like the dicts; a subset of features comes in the order asked for.
+    pd.testing.assert_frame_equal(get_online_features(pd.DataFrame({"ticker": ["IBM", "AAPL"]})), full)
+    subset = ["close_count_100D", "close_last_40D"]
+    pd.testing.assert_frame_equal(
+        get_online_features([{"ticker": "IBM"}, {"ticker": "AAPL"}], features=subset),
+        full[["ticker", "date", *subset]],
+    )
+    assert list(full.columns) == ["ticker", "date", *names]
+    assert get_online_features([]).columns.tolist() == ["ticker", "date", *names]
+    with pytest.raises(FeatureInputError, match="missing entity columns"):
+        get_online_features([{"symbol": "IBM"}])
+    with pytest.raises(FeatureInputError, match="must not be null"):
+        get_online_features([{"ticker": None}])
+
+
+def test_online_lookup_refuses_a_store_rematerialized_with_other_definitions(env, tmp_path):
+    """The code version check is cached per store; a rematerialization with other definitions (another
+    process, same tables) must still be refused on the next lookup, not served from the cache."""
+    cfg, cfg_path = env
+    data = stocks()
+    materialize_years(cfg, data, years=[2021, 2022])
+    before = get_online_features([{"ticker": "IBM"}])
+    assert before["close_count_100D"].item() > 0
+    changed = yaml.safe_load(cfg_path.read_text())
+    changed["features"]["definitions"][0]["window"] = "35D"
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(changed))
+    materialize_years(load_config(other), data, years=[2021, 2022])
+    with pytest.raises(OnlineStoreError, match="code version"):
+        get_online_features([{"ticker": "IBM"}])
+    materialize_years(cfg, data, years=[2021, 2022])  # back to the configured definitions: served again
+    pd.testing.assert_frame_equal(get_online_features([{"ticker": "IBM"}]), before)
+
+
+def test_online_lookup_without_entity_columns(tmp_path, monkeypatch):
+    data = stocks()
+    data = data[data["ticker"] == "IBM"].drop(columns="ticker").reset_index(drop=True)
+    path = write_config(tmp_path, f"ibm_{uuid.uuid4().hex[:10]}")
+    raw = yaml.safe_load(path.read_text())
+    raw["dataset"]["entity_columns"] = []
+    path.write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(path))
+    monkeypatch.setenv("MLOPS_ONLINE_STORE_URL", f"sqlite:///{tmp_path / 'online.db'}")
+    cfg = load_config(path)
+    materialize_years(cfg, data, years=range(2019, 2023))
+    latest = get_online_features([{}])
+    hist = get_historical_features(pd.DataFrame({"date": [data["date"].max() + pd.Timedelta(1, "ns")]}))
+    pd.testing.assert_frame_equal(latest, hist, check_exact=True)
+    assert latest["close_last_40D"].notna().all()
+
+
+@pytest.mark.postgres
+def test_online_lookup_reconnects_once_after_postgresql_drops_its_connections(pg_url, tmp_path, monkeypatch):
+    name = f"stocks_{uuid.uuid4().hex[:10]}"
+    cfg_path = write_config(tmp_path, name)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLOPS_CONFIG", str(cfg_path))
+    monkeypatch.setenv("MLOPS_ONLINE_STORE_URL", pg_url)
+    cfg = load_config(cfg_path)
+    materialize_years(cfg, stocks(), years=[2022])
+    before = get_online_features([{"ticker": "IBM"}])
+    # What a server restart does to the lookups' pooled connections (they are not pinged at checkout).
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :d AND pid <> pg_backend_pid()"
+            ),
+            {"d": PG_DB},
+        ).scalar()
+    admin.dispose()
+    assert killed >= 1
+    pd.testing.assert_frame_equal(get_online_features([{"ticker": "IBM"}]), before)
