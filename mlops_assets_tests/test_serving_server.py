@@ -48,3 +48,39 @@ def test_head_and_body_in_one_write_and_nothing_held_or_reordered():
         return raw
 
     assert len(asyncio.run(run()).writes) == 4
+
+
+def test_batcher_gathers_returning_clients_into_one_batch():
+    """Closed-loop clients are answered together and come back together: one batch per round, formed as soon as
+    they are all back (not at the end of max_wait); a lone client never waits for others."""
+    import time
+
+    from mlops_assets.serving.batcher import MicroBatcher
+
+    sizes: list[int] = []
+
+    def process(jobs):
+        sizes.append(len(jobs))
+        time.sleep(0.005)  # a model call, blocking the loop like the inline batches do
+        return [j.payload for j in jobs]
+
+    async def client(b: MicroBatcher, i: int, rounds: int) -> None:
+        for r in range(rounds):
+            assert await b.submit((i, r), 1) == (i, r)
+            await asyncio.sleep(0.0005)  # the client's own time between answer and next request
+
+    async def run(clients: int, rounds: int) -> float:
+        b = MicroBatcher(process, max_wait=0.05, inline=True)
+        await b.start()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client(b, i, rounds) for i in range(clients)))
+        elapsed = time.perf_counter() - t0
+        await b.stop()
+        return elapsed
+
+    elapsed = asyncio.run(run(10, 20))
+    assert sizes[1:] == [10] * 19, sizes  # the first batch is whoever came first
+    assert elapsed < 20 * 0.005 + 0.05 + 19 * 0.02  # far from 19 waits of max_wait
+    sizes.clear()
+    elapsed = asyncio.run(run(1, 20))
+    assert sizes == [1] * 20 and elapsed < 20 * 0.005 + 0.05  # never waited out max_wait

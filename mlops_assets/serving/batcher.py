@@ -6,8 +6,9 @@ rows, so throughput comes from predicting many requests at once, not from a fast
 Requests are queued on the event loop; one worker task takes everything that is waiting (up to ``max_rows``),
 runs the batch (on the loop itself by default, or in a single worker thread) and resolves each request's future
 with its slice of the result. While a batch is computing, the next one accumulates (in the sockets' buffers or the
-queue), so under load batches form without any waiting. ``max_wait`` adds a short wait for stragglers, but only when the previous batch
-held several requests (a sign of concurrency): a lone client never waits.
+queue), so under load batches form without any waiting. ``max_wait`` adds a short wait for stragglers, but only when
+other clients are in flight (the previous batch held several requests, or some queued while it ran), and only
+until they are all here: a lone client never waits, and returning clients do not wait out the deadline.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class MicroBatcher:
                 max_workers=1, thread_name_prefix="predict", initializer=thread_initializer
             )
         )
-        self._last_jobs = 0
+        self._last_jobs = 0  # requests in the previous batch
+        self._backlog = 0  # requests queued when it was answered
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -90,9 +92,13 @@ class MicroBatcher:
                 job = q.get_nowait()
                 batch.append(job)
                 rows += job.n
-            if self.max_wait > 0 and self._last_jobs > 1 and rows < self.max_rows:
+            # Wait for the clients in flight: those the previous batch answered (closed-loop clients come back
+            # right after their answer) and those that queued while it ran; without the latter, two groups of
+            # clients settle into alternate batches, each waiting out the other's model call.
+            target = self._last_jobs + self._backlog
+            if self.max_wait > 0 and target > 1 and rows < self.max_rows:
                 deadline = loop.time() + self.max_wait
-                while rows < self.max_rows:
+                while rows < self.max_rows and len(batch) < target:
                     left = deadline - loop.time()
                     if left <= 0:
                         break
@@ -117,3 +123,7 @@ class MicroBatcher:
                     job.future.set_exception(res)
                 else:
                     job.future.set_result(res)
+            # Let the answers go out before the next batch is formed (its wait is for their clients), then
+            # count who queued meanwhile.
+            await asyncio.sleep(0)
+            self._backlog = q.qsize()

@@ -53,7 +53,7 @@ class ServiceOptions:
 
     limits: Limits = field(default_factory=Limits)
     max_batch_rows: int = 1024
-    max_wait: float = 0.001  # seconds a batch may wait for more requests (only under concurrency)
+    max_wait: float = 0.002  # seconds a batch may wait for the clients in flight (see MicroBatcher)
     poll_interval: float = 2.0  # seconds between looks at the champion alias
     log_batch_size: int = 2000
     log_flush_interval: float = 0.2
