@@ -16,6 +16,7 @@ computed by the old one. Materializing a time range replaces the events in it: i
 from __future__ import annotations
 
 import json
+import os
 import threading
 import zlib
 from collections.abc import Sequence
@@ -337,7 +338,15 @@ class OnlineStore:
                 return hit
         uniq = list(dict.fromkeys(keys))
         sql, n_features = self._latest_query(cfg, version)
-        rows = self._fetch(sql, uniq) if uniq else []
+        try:
+            rows = self._fetch(sql, uniq) if uniq else []
+        except self._hot.dialect.loaded_dbapi.Error:
+            # Tables rebuilt from other definitions may lack this version's columns: say so if that is why.
+            self._ready = None
+            _, _, meta_t = self._tables(cfg)
+            with self._read.connect() as conn:
+                self._checked_meta(conn, cfg, meta_t)
+            raise
         found = {}
         for r in rows:
             if r[2] != version:
@@ -423,12 +432,17 @@ class _LatestMirror:
         self._store = store
         self._lock = threading.Lock()  # the connection and the snapshot are shared by the lookup threads
         self._conn: Any = None  # a DBAPI connection of our own, detached from the pool
-        self._data_version: int | None = None
+        self._loaded: tuple[int, str] | None = None  # (data_version, code version) of the snapshot
         self._snapshot: tuple[str, int, dict[str, int], np.ndarray] | None = None
+        self._pid = os.getpid()
 
     def latest(self, cfg: MlopsConfig, version: str, keys: Sequence[str]) -> tuple[int, np.ndarray] | None:
         """What :meth:`OnlineStore.latest` returns, or None when the snapshot cannot answer."""
         with self._lock:
+            if self._pid != os.getpid():
+                # A forked child must not use its parent's SQLite connection (nor close it): its own.
+                self._conn, self._loaded, self._snapshot = None, None, None
+                self._pid = os.getpid()
             if self._conn is None:
                 proxied = self._store._read.raw_connection()
                 proxied.detach()  # kept for the PRAGMA: data_version is per connection
@@ -437,10 +451,10 @@ class _LatestMirror:
             try:
                 cur.execute("PRAGMA data_version")
                 data_version = int(cur.fetchone()[0])
-                if data_version != self._data_version:
-                    self._data_version = None
-                    self._snapshot = self._load(cur, cfg)
-                    self._data_version = data_version
+                if (data_version, version) != self._loaded:
+                    self._loaded = None
+                    self._snapshot = self._load(cur, cfg, version)
+                    self._loaded = (data_version, version)
             finally:
                 cur.close()
             snapshot = self._snapshot
@@ -453,7 +467,9 @@ class _LatestMirror:
             values[np.array(idx) == -1] = self._store._missing_row(cfg, version)
         return as_of, values.reshape(len(keys), matrix.shape[1])
 
-    def _load(self, cur: Any, cfg: MlopsConfig) -> tuple[str, int, dict[str, int], np.ndarray] | None:
+    def _load(
+        self, cur: Any, cfg: MlopsConfig, version: str
+    ) -> tuple[str, int, dict[str, int], np.ndarray] | None:
         _, latest_t, meta_t = self._store._tables(cfg)
         n = len(feature_registry(cfg))
         cur.execute("BEGIN")  # one snapshot for the checks and the rows
@@ -463,12 +479,13 @@ class _LatestMirror:
             }
             if latest_t.name not in names or meta_t.name not in names:
                 return None
+            count = cur.execute(f'SELECT count(*) FROM "{latest_t.name}"').fetchone()[0]
+            if not count or count > _MIRROR_MAX_ROWS:
+                return None
             meta_as_of = cur.execute(f'SELECT value FROM "{meta_t.name}" WHERE key = ?', ["as_of"]).fetchall()
             stamps = cur.execute(f'SELECT DISTINCT code_version, as_of FROM "{latest_t.name}"').fetchall()
-            if not meta_as_of or len(stamps) > 1 or (stamps and stamps[0][1] != json.loads(meta_as_of[0][0])):
-                return None
-            count = cur.execute(f'SELECT count(*) FROM "{latest_t.name}"').fetchone()[0]
-            if count > _MIRROR_MAX_ROWS or not stamps:
+            # Other definitions (maybe other columns) or an inconsistent store: SQL answers, or words the refusal.
+            if not meta_as_of or stamps != [(version, json.loads(meta_as_of[0][0]))]:
                 return None
             cols = ", ".join(["entity_key", *[f"f{i}" for i in range(n)]])
             rows = cur.execute(f'SELECT {cols} FROM "{latest_t.name}"').fetchall()
