@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
@@ -31,6 +32,9 @@ from mlops_assets.settings import storage_from_env
 from mlops_assets_tests.conftest import PG_URL, ROOT
 
 BIN = Path(os.sys.executable).parent
+# Test-only override of deploy/dagster.yaml: the QueuedRunCoordinator's documented `dequeue_interval_seconds`
+# (default 5 s) at 1 s, so a queued run is launched within a second (the queue, limits and pools are unchanged).
+FAST_DEQUEUE = {"config": {"dequeue_interval_seconds": 1}}
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -122,16 +126,19 @@ class Stack:
         return self.procs[name].poll() is None
 
     def stop(self) -> None:
-        for _name, proc in reversed(list(self.procs.items())):
-            if proc.poll() is None:
+        # SIGTERM to every process group at once, then wait for each: the shutdowns overlap instead of queueing.
+        procs = [proc for proc in reversed(list(self.procs.values())) if proc.poll() is None]
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
     def graphql(self):
         from dagster_graphql import DagsterGraphQLClient
@@ -154,8 +161,18 @@ class Stack:
 
 
 @contextlib.contextmanager
-def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = True) -> Iterator[Stack]:
-    """Code server, daemon and (optionally) webserver as separate processes, as in the README's "Production"."""
+def production_stack(
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    webserver: bool = True,
+    while_code_server_starts: Callable[[], object] | None = None,
+) -> Iterator[Stack]:
+    """Code server, daemon and (optionally) webserver as separate processes, as in the README's "Production".
+
+    ``while_code_server_starts`` runs in this process while the code server boots (the code server only reads the
+    config at startup; models and data are read when a sensor evaluates or a run executes), before the daemon
+    starts: a test prepares its champion there instead of waiting for the code server first."""
     stack = Stack(
         env=env, workdir=workdir, grpc_port=free_port(), webserver_port=free_port() if webserver else None
     )
@@ -188,9 +205,8 @@ def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = Tr
                 return client.health_check_query() == "SERVING"
             return False
 
-        wait_for(serving, 90, "the code server")
-        stack.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)])
-        if webserver:
+        def start_webserver() -> None:
+            wait_for(serving, 90, "the code server", interval=0.2)
             stack.start(
                 "webserver",
                 [
@@ -204,6 +220,26 @@ def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = Tr
                 ],
             )
 
+        # The webserver boots as soon as the code server serves, while the test prepares its data; the daemon
+        # waits for the preparation (its sensors' first ticks must see the prepared state).
+        errors: list[BaseException] = []
+        booting = (
+            threading.Thread(target=lambda: _record_error(start_webserver, errors)) if webserver else None
+        )
+        if booting is not None:
+            booting.start()
+        try:
+            if while_code_server_starts is not None:
+                while_code_server_starts()
+        finally:
+            if booting is not None:
+                booting.join()
+        if errors:
+            raise errors[0]
+        wait_for(serving, 90, "the code server", interval=0.2)
+        stack.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)])
+        if webserver:
+
             def up():
                 assert stack.alive("webserver"), f"webserver exited:\n{stack.log('webserver')}"
                 with (
@@ -213,10 +249,18 @@ def production_stack(workdir: Path, env: dict[str, str], *, webserver: bool = Tr
                     return True
                 return False
 
-            wait_for(up, 90, "the webserver")
+            wait_for(up, 90, "the webserver", interval=0.2)
         yield stack
     finally:
         stack.stop()
+
+
+def _record_error(fn: Callable[[], None], errors: list[BaseException]) -> None:
+    """Run ``fn`` (in a thread), keeping its exception for the caller to raise."""
+    try:
+        fn()
+    except BaseException as err:
+        errors.append(err)
 
 
 @pytest.fixture(name="production")
@@ -232,13 +276,15 @@ def production_fixture(tmp_path, monkeypatch, isolated_storage):
         for k, v in env_vars.items():
             monkeypatch.setenv(k, v)
         dagster_home = Path(os.environ["DAGSTER_HOME"])
-        production_instance_yaml(dagster_home)
+        production_instance_yaml(dagster_home, run_coordinator=FAST_DEQUEUE)
         with dg.DagsterInstance.get() as instance:
             stacks: list = []
 
-            def start(config_path: Path, webserver: bool = True) -> Stack:
+            def start(config_path: Path, webserver: bool = True, while_code_server_starts=None) -> Stack:
                 env = dict(os.environ, MLOPS_CONFIG=str(config_path), OMP_NUM_THREADS="1")
-                cm = production_stack(tmp_path, env, webserver=webserver)
+                cm = production_stack(
+                    tmp_path, env, webserver=webserver, while_code_server_starts=while_code_server_starts
+                )
                 stacks.append(cm)
                 return cm.__enter__()
 
@@ -307,11 +353,16 @@ def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_sl
         name="prod",
         retraining={"max_model_age_days": 1e-5, "drift_trigger": False, "cooldown_days": 0},
     )
-    cfg = initial_champion(path, instance, last="1951-12", new_until="1952-12")
+    cfg = load_config(path)
     registry = ModelRegistry(cfg.model.name)
-    assert [(d.version, d.reason) for d in registry.history()] == [("1", "initial")]
 
-    stack = start(path, webserver=True)
+    def champion_v1_and_new_data():
+        # The daemon starts after this: the freshness sensor's first tick must see champion v1 (its next tick
+        # is an hour away).
+        initial_champion(path, instance, last="1951-12", new_until="1952-12")
+        assert [(d.version, d.reason) for d in registry.history()] == [("1", "initial")]
+
+    stack = start(path, webserver=True, while_code_server_starts=champion_v1_and_new_data)
     job = retrain_job_name(cfg)
 
     def launched():
