@@ -80,6 +80,8 @@ def build_monitoring_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions
         tags={REASON_TAG: "manual"},
         description="Retrain on the offline store, gate, promote. Launched from the UI it is a manual retrain; "
         "the trigger sensors launch it with their own reason tag.",
+        # Two steps in sequence, one model in memory: a process per step would only import the stack twice.
+        executor_def=dg.in_process_executor,
     )
 
     def make_sensor(trigger: str, interval: int, description: str):
