@@ -88,7 +88,8 @@ def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_p
     registry = ModelRegistry(cfg.model.name)
     stack = start(path, while_code_server_starts=lambda: initial_champion(path, instance, last="1951-12"))
     job = retrain_job_name(cfg)
-    run_id = stack.graphql().submit_job_execution(job, run_config=IN_PROCESS, tags={REASON_TAG: "manual"})
+    # The retrain job is in-process by definition (its steps run in the run process): no executor config.
+    run_id = stack.graphql().submit_job_execution(job, run_config={}, tags={REASON_TAG: "manual"})
 
     def step_events(event_type: dg.DagsterEventType):
         return [e for e in _events(instance, run_id, event_type) if e.step_key.endswith("trained_model")]
@@ -118,7 +119,7 @@ def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_p
     retry_run = wait_for(retry, 90, f"the daemon to retry run {run_id}")
     retry_run = stack.wait_run(instance, retry_run.run_id, timeout=150)
     assert retry_run.status == dg.DagsterRunStatus.SUCCESS, stack.log("daemon")
-    assert retry_run.run_config == IN_PROCESS  # the retry re-executes the same run
+    assert retry_run.run_config == {}  # the retry re-executes the same run
     history = registry.history()
     assert [(d.reason, d.previous_version, d.run_id) for d in history[1:]] == [
         ("manual", "1", retry_run.run_id)
