@@ -25,10 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from mlops_assets.serving.features import FeatureCompletionError
 from mlops_assets.serving.prediction_log import UnknownPredictionError
 from mlops_assets.serving.service import NoModelError, PredictionService
-from mlops_assets.serving.validation import InputError, parse_feedback
+from mlops_assets.serving.validation import InputError, RequestError, parse_feedback
 
 log = logging.getLogger("mlops_assets.serving")
 
@@ -49,7 +48,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _error(err: InputError | FeatureCompletionError) -> JSONResponse:
+def _error(err: RequestError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
 
 
@@ -85,7 +84,7 @@ async def _predict_response(service: PredictionService, body: bytes) -> tuple[in
     """Status and JSON body of ``POST /predict`` for ``body``."""
     try:
         return 200, await service.predict(service.validate(body))
-    except (InputError, FeatureCompletionError) as err:
+    except RequestError as err:
         return err.status, _json(err.to_dict())
     except NoModelError as err:
         return 503, _json({"error": f"no model is served: {err}", "field": None})

@@ -38,19 +38,11 @@ from mlops_assets.features.engine import (
 )
 from mlops_assets.features.online import OnlineStoreError
 from mlops_assets.features.stores import online_store
+from mlops_assets.serving.validation import RequestError
 
 
-class FeatureCompletionError(RuntimeError):
+class FeatureCompletionError(RequestError, RuntimeError):
     """Window features cannot be completed for a request; ``status`` 422 (the request) or 503 (the store)."""
-
-    def __init__(self, field: str, message: str, status: int):
-        self.field = field
-        self.message = message
-        self.status = status
-        super().__init__(f"{field}: {message}")
-
-    def to_dict(self) -> dict[str, str]:
-        return {"error": str(self), "field": self.field}
 
 
 class _Definition(FeatureDefinition):

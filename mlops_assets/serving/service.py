@@ -35,6 +35,7 @@ from mlops_assets.serving.validation import (
     InputError,
     InputSchema,
     Limits,
+    RequestError,
     RowsRequest,
     parse_predict,
 )
@@ -198,7 +199,7 @@ class PredictionService:
             return results
         try:
             out = self._predict_jobs(model, [jobs[i].payload.request for i in ok])
-        except (InputError, FeatureCompletionError):
+        except RequestError:
             if len(ok) == 1:
                 raise
             # One bad request must not fail its neighbours: redo them one by one.
@@ -206,7 +207,7 @@ class PredictionService:
             for i in ok:
                 try:
                     out.extend(self._predict_jobs(model, [jobs[i].payload.request]))
-                except (InputError, FeatureCompletionError) as err:
+                except RequestError as err:
                     out.append(err)
         for i, res in zip(ok, out, strict=True):
             results[i] = res

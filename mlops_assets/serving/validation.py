@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 
-class InputError(ValueError):
-    """A request the service refuses; ``field`` names where (e.g. ``rows[3].temperature``)."""
+class RequestError(Exception):
+    """A request answered with an error status; ``field`` names where (e.g. ``rows[3].temperature``)."""
 
-    def __init__(self, field: str, message: str, status: int = 422):
+    def __init__(self, field: str, message: str, status: int):
         self.field = field
         self.message = message
         self.status = status
@@ -33,6 +33,13 @@ class InputError(ValueError):
 
     def to_dict(self) -> dict[str, str]:
         return {"error": str(self), "field": self.field}
+
+
+class InputError(RequestError, ValueError):
+    """A request the service refuses as given (4xx)."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(field, message, status)
 
 
 @dataclass(frozen=True)
