@@ -277,12 +277,7 @@ class ModelRegistry:
                 for name, obj in (json_artifacts or {}).items():
                     _safe_child(extra, f"{name}.json").write_text(json.dumps(obj, indent=2, default=str))
                 for name, data in (file_artifacts or {}).items():
-                    target = _safe_child(extra, name)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    if isinstance(data, bytes):
-                        target.write_bytes(data)
-                    else:
-                        target.write_text(data)
+                    _write_child(extra, name, data)
                 self.client.log_batch(
                     run_id,
                     metrics=[
@@ -336,12 +331,7 @@ class ModelRegistry:
     def log_artifact_bytes(self, run_id: str, name: str, data: bytes | str) -> None:
         """Store ``data`` as artifact ``name`` (may contain folders) of ``run_id``."""
         with self._scratch() as tmp:
-            target = _safe_child(tmp, name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(data, bytes):
-                target.write_bytes(data)
-            else:
-                target.write_text(data)
+            target = _write_child(tmp, name, data)
             parent = str(Path(name).parent)
             self.client.log_artifact(run_id, str(target), None if parent == "." else parent)
 
@@ -599,6 +589,17 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+def _write_child(root: Path, name: str, data: bytes | str) -> Path:
+    """Write ``data`` (bytes or text) to ``root/name`` (folders created; ``name`` must stay inside ``root``)."""
+    target = _safe_child(root, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        target.write_bytes(data)
+    else:
+        target.write_text(data)
+    return target
 
 
 def _safe_child(root: Path, name: str) -> Path:
