@@ -411,19 +411,24 @@ def _judge(
     m_label = fc["column"].astype(str).eq(spec.label_column) & fc["check"].str.startswith(
         ("isin", "known_label")
     )
-    label_rows = rows_of(m_label)
-    gates["labels_known"] = GateResult(
+
+    def row_gate(name: str, rows: pd.Index, details: dict[str, Any]) -> GateResult:
+        """A gate that no row may fail: the count of failing rows, their partitions and a sample."""
+        return GateResult(
+            name,
+            passed=len(rows) == 0,
+            value=len(rows),
+            threshold=0,
+            description=GATES[name],
+            failing_partitions=sorted(parts.loc[rows].unique().tolist()) if len(rows) else [],
+            sample=_sample(batch, rows),
+            details=details,
+        )
+
+    gates["labels_known"] = row_gate(
         "labels_known",
-        passed=len(label_rows) == 0,
-        value=len(label_rows),
-        threshold=0,
-        description=GATES["labels_known"],
-        failing_partitions=sorted(parts.loc[label_rows].unique().tolist()) if len(label_rows) else [],
-        sample=_sample(batch, label_rows),
-        details={
-            "expected": spec.labels,
-            "unknown": sorted(map(str, fc.loc[m_label, "failure_case"].unique()))[:20],
-        },
+        rows_of(m_label),
+        {"expected": spec.labels, "unknown": sorted(map(str, fc.loc[m_label, "failure_case"].unique()))[:20]},
     )
 
     if "categories_known" in names:
@@ -456,16 +461,8 @@ def _judge(
 
     if "keys_unique" in names:
         m_dup = fc["check"].str.contains("uniqueness", regex=False)
-        dup_rows = rows_of(m_dup)
-        gates["keys_unique"] = GateResult(
-            "keys_unique",
-            passed=len(dup_rows) == 0,
-            value=len(dup_rows),
-            threshold=0,
-            description=GATES["keys_unique"],
-            failing_partitions=sorted(parts.loc[dup_rows].unique().tolist()) if len(dup_rows) else [],
-            sample=_sample(batch, dup_rows),
-            details={"key": [spec.timestamp_column, *spec.entity_columns]},
+        gates["keys_unique"] = row_gate(
+            "keys_unique", rows_of(m_dup), {"key": [spec.timestamp_column, *spec.entity_columns]}
         )
 
     small = sizes[sizes < spec.min_rows]
