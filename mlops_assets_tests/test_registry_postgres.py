@@ -11,7 +11,6 @@ from importlib.resources import files
 import pandas as pd
 import psycopg
 import pytest
-from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
@@ -19,6 +18,7 @@ from threadpoolctl import threadpool_limits
 from mlops_assets.registry.history import DeploymentHistory
 from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS, ModelRegistry
 from mlops_assets.settings import storage_from_env
+from mlops_assets_tests.support import promote_concurrently
 
 pytestmark = pytest.mark.postgres
 
@@ -104,30 +104,9 @@ def test_concurrent_promotions_on_postgres_history_and_mlflow(tmp_path, history_
     assert reg.load(versions[0]).model.predict_proba(X.head(2)).shape == (2, 2)
     reg.promote(versions[0], reason="initial")
 
-    original = MlflowClient.set_registered_model_alias
-
-    def slow_alias(self, name, alias, version):
-        time.sleep(0.3)
-        return original(self, name, alias, version)
-
-    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", slow_alias)
-    errors: list[BaseException] = []
-
-    def promote(v: str) -> None:
-        try:
-            ModelRegistry("pg_model", storage).promote(v, reason="concurrent")
-        except BaseException as err:  # collected and asserted below
-            errors.append(err)
-
-    threads = [threading.Thread(target=promote, args=(v,)) for v in versions[1:]]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    promote_concurrently(monkeypatch, "pg_model", storage, versions[1:], reason="concurrent")
     h = reg.history()
     assert [e.previous_version for e in h[1:]] == [h[0].version, h[1].version]
     assert reg.aliases()[CHAMPION] == h[2].version and reg.aliases()[PREVIOUS] == h[1].version
-    monkeypatch.undo()
     d = reg.rollback()
     assert (d.version, d.reason) == (h[1].version, "rollback")
