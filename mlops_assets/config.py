@@ -65,6 +65,9 @@ class DatasetConfig(_Section):
 
 class PartitionsConfig(_Section):
     freq: Literal["day", "week", "month", "year"] = "month"
+    # A backfill reads, validates and computes features for its partitions in groups of about this many rows (a
+    # partition is never split): peak memory follows this number and the largest partition, not the backfill.
+    rows_per_batch: int = Field(default=250_000, ge=1)
 
 
 class ModelConfig(_Section):

@@ -14,3 +14,12 @@ def content_version(frame: pd.DataFrame) -> str:
     if len(frame):
         h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     return h.hexdigest()[:20]
+
+
+def combined_version(versions: list[str]) -> str:
+    """One version for data written a piece at a time: a hash of the pieces' content versions, in order."""
+    h = hashlib.sha256()
+    for v in versions:
+        h.update(v.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]

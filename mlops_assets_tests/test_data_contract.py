@@ -116,7 +116,8 @@ def test_blocked_partition_is_refused_downstream_and_quarantine_is_kept(tmp_path
     batch["1958-03"] = batch["1958-03"].assign(temperature=np.nan)
     reference, info = choose_reference(CFG, stores, batch)
     assert info["source"] == "earliest partitions of the first batch" and info["first"] == "1949-01"
-    spec, result, annotated = validate_partitions(CFG, batch, reference, info)
+    spec = infer_spec(reference, CFG, reference_info=info)
+    result, annotated = validate_partitions(CFG, batch, spec)
     assert not result.gates["null_fraction_within_limit"].passed
     with pytest.raises(BlockedPartitionError, match="1958-03 failed the data gates"):
         validated_partition(CFG, "1958-03", annotated["1958-03"])

@@ -19,7 +19,6 @@ from mlops_assets.data.schema import (
     BatchValidation,
     DataSpec,
     feature_kinds,
-    infer_spec,
     validate_batch,
 )
 from mlops_assets.data.store import PartitionStore
@@ -81,14 +80,14 @@ def choose_reference(
 
 
 def validate_partitions(
-    cfg: MlopsConfig, batch: dict[str, pd.DataFrame], reference: pd.DataFrame, reference_info: dict[str, Any]
-) -> tuple[DataSpec, BatchValidation, dict[str, pd.DataFrame]]:
-    """Validate a batch; return the contract, the gate results and each partition annotated with its verdict.
+    cfg: MlopsConfig, batch: dict[str, pd.DataFrame], spec: DataSpec
+) -> tuple[BatchValidation, dict[str, pd.DataFrame]]:
+    """Validate a batch against the contract; return the gate results and each partition annotated with its
+    verdict.
 
     An annotated partition keeps every raw row and gains ``__blocked__`` (why the partition may not go downstream,
     or null) and ``__quarantine__`` (why a row is held back, or null).
     """
-    spec = infer_spec(reference, cfg, reference_info=reference_info)
     frame = pd.concat(list(batch.values()), ignore_index=True) if batch else pd.DataFrame()
     result = validate_batch(frame, spec)
     blocked: dict[str, list[str]] = {}
@@ -108,11 +107,11 @@ def validate_partitions(
         part[BLOCKED_COLUMN] = ", ".join(blocked[key]) if key in blocked else None
         part[QUARANTINE_COLUMN] = reasons.loc[idx].to_numpy()
         annotated[key] = part.reset_index(drop=True)
-    return spec, result, annotated
+    return result, annotated
 
 
-def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split an annotated raw partition into (validated rows, quarantined rows); refuse a blocked partition."""
+def check_verdict(key: str, raw: pd.DataFrame) -> None:
+    """Refuse an annotated raw partition (or its ``__blocked__`` column alone) that is empty or was blocked."""
     if raw.empty:
         raise BlockedPartitionError(f"partition {key}: raw_data holds no rows")
     if BLOCKED_COLUMN in raw.columns and raw[BLOCKED_COLUMN].notna().any():
@@ -120,6 +119,11 @@ def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[
         raise BlockedPartitionError(
             f"partition {key} failed the data gates ({why}); fix the source and rematerialize raw_data"
         )
+
+
+def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split an annotated raw partition into (validated rows, quarantined rows); refuse a blocked partition."""
+    check_verdict(key, raw)
     held = (
         raw[QUARANTINE_COLUMN].notna()
         if QUARANTINE_COLUMN in raw.columns

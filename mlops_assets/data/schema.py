@@ -487,3 +487,82 @@ def _judge(
         quarantined["quarantine_reason"] = by_row.reindex(quarantined.index).to_numpy()
     clean = clean.drop(index=clean.index.intersection(quarantine_idx))
     return BatchValidation(gates=gates, clean=clean, quarantined=quarantined)
+
+
+# How a gate's measured value over several groups of partitions combines into the value over all of them.
+_COMBINE_VALUE = {
+    "has_expected_columns": "columns",
+    "has_expected_dtypes": "columns",
+    "labels_known": "sum",
+    "keys_unique": "sum",
+    "has_min_rows": "min",
+}
+
+
+def merge_gates(parts: list[dict[str, GateResult]]) -> dict[str, GateResult]:
+    """The gates over a whole batch from the gates of its groups of partitions (validated one group at a time).
+
+    Every gate is decided per partition or per row, so the whole batch passes a gate exactly when every group
+    does; measured values combine as the gate defines them (worst fraction, total failing rows, fewest rows).
+    """
+    if len(parts) == 1:
+        return parts[0]
+    merged: dict[str, GateResult] = {}
+    for name in dict.fromkeys(n for p in parts for n in p):
+        gates = [p[name] for p in parts if name in p]
+        columns = _union([g.failing_columns for g in gates])
+        values = [g.value for g in gates if g.value is not None]
+        rule = _COMBINE_VALUE.get(name, "max")
+        if rule == "columns":
+            value = len(columns)
+        elif not values:
+            value = None
+        elif rule == "sum":
+            value = sum(values)
+        elif rule == "min":
+            value = min(values)
+        else:
+            value = max(values)
+        merged[name] = GateResult(
+            name,
+            passed=all(g.passed for g in gates),
+            value=value,
+            threshold=gates[0].threshold,
+            description=gates[0].description,
+            failing_partitions=sorted(_union([g.failing_partitions for g in gates])),
+            failing_columns=sorted(columns),
+            sample=[row for g in gates for row in g.sample][:5],
+            details=_merge_details([g.details for g in gates]),
+        )
+    return merged
+
+
+def _union(lists: list[list[Any]]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for items in lists:
+        for item in items:
+            seen.setdefault(json.dumps(item, sort_keys=True, default=str), item)
+    return list(seen.values())
+
+
+# Detail lists that are samples, capped as :func:`_judge` caps them (for "unseen", each column's list).
+_DETAIL_CAPS = {"unknown": 20, "bad_values": 10, "unseen": 10}
+
+
+def _merge_details(details: list[dict[str, Any]], cap: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for d in details for k in d):
+        values = [d[key] for d in details if key in d]
+        first = values[0]
+        limit = _DETAIL_CAPS.get(key, cap)
+        if isinstance(first, list | dict) and all(v == first for v in values):
+            out[key] = first
+        elif isinstance(first, list):
+            out[key] = _union(values)[:limit]
+        elif isinstance(first, dict):
+            out[key] = _merge_details(values, limit)
+        elif isinstance(first, int) and not isinstance(first, bool):
+            out[key] = sum(values)
+        else:
+            out[key] = first
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import importlib.resources
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,8 @@ def _read_file(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     raise SourceError(f"{path}: unsupported file type {path.suffix!r} (use .csv or .parquet)")
 
 
-def _read_sql(cfg: MlopsConfig) -> pd.DataFrame:
+def _read_sql(cfg: MlopsConfig, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The query's rows, all at once or in batches of ``batch_rows`` fetched from a server-side cursor."""
     import sqlalchemy as sa
 
     url = cfg.dataset.source
@@ -101,7 +103,10 @@ def _read_sql(cfg: MlopsConfig) -> pd.DataFrame:
             # Through a server-side cursor (stream_results), which takes exactly one SELECT/VALUES statement:
             # "COMMIT; DELETE ..." cannot end the read-only transaction and write.
             conn.execution_options(stream_results=True)
-            return pd.read_sql_query(sa.text(cfg.dataset.query), conn)
+            if batch_rows is None:
+                yield pd.read_sql_query(sa.text(cfg.dataset.query), conn)
+            else:
+                yield from pd.read_sql_query(sa.text(cfg.dataset.query), conn, chunksize=batch_rows)
     except sa.exc.SQLAlchemyError as err:
         raise SourceError(
             f"dataset.query failed on {engine.url.render_as_string(hide_password=True)}: {err}"
@@ -110,8 +115,42 @@ def _read_sql(cfg: MlopsConfig) -> pd.DataFrame:
         engine.dispose()
 
 
-def normalize_timestamps(frame: pd.DataFrame, cfg: MlopsConfig, origin: str) -> pd.DataFrame:
-    """Make the timestamp column tz-aware UTC (or derive it from row order when configured)."""
+def _read_file_batches(path: Path, batch_rows: int | None) -> Iterator[pd.DataFrame]:
+    """A file whole (``batch_rows`` None) or in batches: Parquet record batches, CSV chunks."""
+    if batch_rows is None:
+        yield _read_file(path)
+        return
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
+            for batch in pf.iter_batches(batch_size=batch_rows):
+                # The file's schema carries the pandas metadata (index columns, categoricals), as read_parquet
+                # would apply it; the index itself is not data.
+                frame = pa.Table.from_batches([batch], schema=schema).to_pandas()
+                yield frame.reset_index(drop=True)
+            return
+        if suffix not in (".csv", ".gz", ".txt"):
+            yield _read_file(path)  # names the unsupported type
+            return
+        with pd.read_csv(path, chunksize=batch_rows) as reader:
+            for frame in reader:
+                if len(frame.columns) and str(frame.columns[0]).startswith("Unnamed: 0"):
+                    frame = frame.drop(columns=frame.columns[0])
+                yield frame.reset_index(drop=True)
+    except (OSError, ValueError) as err:
+        raise SourceError(f"{path}: cannot read: {err}") from None
+
+
+def normalize_timestamps(
+    frame: pd.DataFrame, cfg: MlopsConfig, origin: str, *, row_offset: int = 0
+) -> pd.DataFrame:
+    """Make the timestamp column tz-aware UTC (or derive it from row order when configured; ``row_offset`` is
+    the position of the frame's first row in the source)."""
     ds = cfg.dataset
     col = ds.timestamp_column
     if ds.timestamp_from_row_order is not None:
@@ -122,7 +161,7 @@ def normalize_timestamps(frame: pd.DataFrame, cfg: MlopsConfig, origin: str) -> 
         start = pd.Timestamp(ds.timestamp_from_row_order.start, tz="UTC")
         step = pd.Timedelta(ds.timestamp_from_row_order.step)
         frame = frame.copy()
-        stamps = pd.Series(start + step * np.arange(len(frame)), index=frame.index)
+        stamps = pd.Series(start + step * np.arange(row_offset, row_offset + len(frame)), index=frame.index)
         frame.insert(0, col, stamps.astype(TIMESTAMP_DTYPE))
         return frame
     if col not in frame.columns:
@@ -160,33 +199,45 @@ def _first_unparseable(values: pd.Series, fmt: str | None) -> object:
     return None
 
 
-def read_source(cfg: MlopsConfig) -> pd.DataFrame:
-    """The whole source as one frame, sorted by time, timestamp column UTC, ``drop_columns`` removed."""
+def iter_source(cfg: MlopsConfig, batch_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The source in source order, in frames of at most ``batch_rows`` rows (one frame when ``None``): the
+    timestamp column UTC, the label and entity columns checked, ``drop_columns`` removed.
+
+    Files are read batch by batch (Parquet record batches, CSV chunks) and queries through a server-side cursor,
+    so a source of any size streams through bounded memory.
+    """
     src = cfg.resolve_source()
     if _is_database_url(src):
-        frame = _read_sql(cfg)
-        origin = "dataset.query"
-        frame = normalize_timestamps(frame, cfg, origin)
+        pieces: Iterator[tuple[str, pd.DataFrame]] = (
+            ("dataset.query", f) for f in _read_sql(cfg, batch_rows)
+        )
     else:
         files = resolve_files(cfg)
-        parts = []
-        for path in files:
-            part = _read_file(path)
-            parts.append(part)
-        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-        origin = str(files[0]) if len(files) == 1 else f"{cfg.dataset.source} ({len(files)} files)"
-        frame = normalize_timestamps(frame, cfg, origin)
-    if cfg.dataset.label_column not in frame.columns:
-        raise SourceError(
-            f"{origin}: label column {cfg.dataset.label_column!r} not found (columns: {list(frame.columns)})"
-        )
-    for col in cfg.dataset.entity_columns:
-        if col not in frame.columns:
-            raise SourceError(f"{origin}: entity column {col!r} not found")
-    if frame.empty:
-        raise SourceError(f"{origin}: the source holds no rows")
-    drop = [c for c in cfg.dataset.drop_columns if c in frame.columns]
-    frame = frame.drop(columns=drop)
+        pieces = ((str(path), f) for path in files for f in _read_file_batches(path, batch_rows))
+    rows = 0
+    for origin, frame in pieces:
+        if frame.empty and rows:
+            continue
+        frame = normalize_timestamps(frame, cfg, origin, row_offset=rows)
+        if cfg.dataset.label_column not in frame.columns:
+            raise SourceError(
+                f"{origin}: label column {cfg.dataset.label_column!r} not found (columns: {list(frame.columns)})"
+            )
+        for col in cfg.dataset.entity_columns:
+            if col not in frame.columns:
+                raise SourceError(f"{origin}: entity column {col!r} not found")
+        if frame.empty:
+            continue
+        rows += len(frame)
+        yield frame.drop(columns=[c for c in cfg.dataset.drop_columns if c in frame.columns])
+    if rows == 0:
+        raise SourceError(f"dataset.source {describe_source(cfg)!r}: the source holds no rows")
+
+
+def read_source(cfg: MlopsConfig) -> pd.DataFrame:
+    """The whole source as one frame, sorted by time (see :func:`iter_source`)."""
+    parts = list(iter_source(cfg))
+    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     return frame.sort_values(cfg.dataset.timestamp_column, kind="stable").reset_index(drop=True)
 
 

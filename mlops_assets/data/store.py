@@ -56,3 +56,20 @@ class PartitionStore:
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    def read_columns(self, key: str, columns: list[str]) -> pd.DataFrame:
+        """One partition's rows with only those of ``columns`` it has (cheap: Parquet reads columns alone)."""
+        import pyarrow.parquet as pq
+
+        p = self.path(key)
+        if not p.is_file():
+            raise FileNotFoundError(f"partition {key!r} has not been materialized ({p})")
+        names = set(pq.read_schema(p).names)
+        table = pq.read_table(p, columns=[c for c in columns if c in names])
+        return table.to_pandas()
+
+    def row_count(self, key: str) -> int:
+        """Rows of a stored partition, from the Parquet footer."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.path(key)).metadata.num_rows

@@ -7,14 +7,20 @@ import pandas as pd
 
 from mlops_assets import progress
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.batches import choose_reference, validate_partitions, validated_partition
-from mlops_assets.data.partitions import key_window, split_by_partition
-from mlops_assets.data.schema import CATEGORICAL, GATES, GateResult, feature_kinds
-from mlops_assets.data.sources import describe_source, peek_source, read_source
+from mlops_assets.data.batches import (
+    BLOCKED_COLUMN,
+    QUARANTINE_COLUMN,
+    BlockedPartitionError,
+    check_verdict,
+    choose_reference,
+    validate_partitions,
+    validated_partition,
+)
+from mlops_assets.data.schema import CATEGORICAL, GATES, GateResult, feature_kinds, infer_spec, merge_gates
+from mlops_assets.data.sources import describe_source, iter_source, peek_source
+from mlops_assets.data.staging import Staging, group_keys
 from mlops_assets.defs.resources import MlopsProject
-from mlops_assets.lineage import content_version
-
-IO = "partition_io"
+from mlops_assets.lineage import combined_version, content_version
 
 
 def data_gate_check_name(gate: str) -> str:
@@ -44,60 +50,83 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
         key=raw_key,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        io_manager_key=IO,
         check_specs=check_specs,
         group_name=prefix[-1],
-        kinds={"pandas", "pandera"},
+        kinds={"pandas", "pandera", "parquet"},
         description="Rows of the configured source, one partition per period, each checked against the data "
         "contract (Pandera, lazy validation: every failure collected). Rows are stored as read, annotated with "
-        "their verdict: a failing gate blocks the batch; a few implausible rows are quarantined.",
+        "their verdict: a failing gate blocks the batch; a few implausible rows are quarantined. The source is "
+        "streamed and validated a group of partitions at a time (partitions.rows_per_batch rows).",
     )
     def raw_data(context: dg.AssetExecutionContext, project: MlopsProject):
         keys = context.partition_keys
-        progress.step("raw_data", f"reading {describe_source(cfg)}")
-        frame = read_source(cfg)
-        first, _ = key_window(keys[0], cfg.partitions.freq)
-        _, end = key_window(keys[-1], cfg.partitions.freq)
-        ts = frame[cfg.dataset.timestamp_column]
-        frame = frame[(ts >= first) & (ts < end)]
-        batch = split_by_partition(frame, cfg.dataset.timestamp_column, cfg.partitions.freq)
-        empty = [k for k in keys if k not in batch]
-        for k in empty:
-            batch[k] = frame.iloc[:0]
-        batch = dict(sorted(batch.items()))
-        progress.step("raw_data", f"validating {len(keys)} partition(s)")
-        reference, info = choose_reference(
-            cfg, project.stores, {k: v for k, v in batch.items() if len(v)}, champion_window(cfg)
+        stores = project.stores
+        budget = cfg.partitions.rows_per_batch
+        staging = Staging(
+            stores.raw.root.parent / ".staging" / context.run_id,
+            timestamp_column=cfg.dataset.timestamp_column,
+            freq=cfg.partitions.freq,
+            memory_rows=budget,
+            keep=set(keys),
         )
-        spec, result, annotated = validate_partitions(cfg, batch, reference, info)
+        with staging:
+            progress.step("raw_data", f"reading {describe_source(cfg)}")
+            template = None
+            for frame in iter_source(cfg, budget):
+                template = frame.iloc[:0] if template is None else template
+                staging.add(frame)
+            present = [k for k in keys if k in staging.rows]
+            empty = [k for k in keys if k not in staging.rows]
+            progress.step("raw_data", f"validating {len(keys)} partition(s)")
+            first = {k: staging.read(k) for k in present[: cfg.validation.reference_partitions]}
+            if not first and not stores.validated.keys():
+                raise dg.Failure(
+                    f"none of the {len(keys)} requested partition(s) ({keys[0]}..{keys[-1]}) has rows in "
+                    f"{describe_source(cfg)}, and no validated data exists to learn the data contract from"
+                )
+            reference, info = choose_reference(cfg, stores, first, champion_window(cfg))
+            spec = infer_spec(reference, cfg, reference_info=info)
+            del reference, first
+            stores.raw.root.mkdir(parents=True, exist_ok=True)
+            (stores.raw.root.parent / "data_contract.json").write_text(
+                json.dumps(spec.to_dict(), indent=2, default=str)
+            )
+            gate_parts, versions, rows, quarantined = [], [], 0, 0
+            for group in group_keys(present, staging.rows, budget) or [[]]:
+                batch = {k: staging.read(k) for k in group} or {keys[0]: template}
+                part, annotated = validate_partitions(cfg, batch, spec)
+                gate_parts.append(part.gates)
+                for key in group:
+                    versions.append(content_version(batch[key]))
+                    stores.raw.write(key, annotated[key])
+                    quarantined += int(annotated[key][QUARANTINE_COLUMN].notna().sum())
+                    rows += len(batch[key])
+            gates_over_batch = merge_gates(gate_parts)
         if empty:
             # A partition with no rows at all: the source lost data for that period.
-            gate = result.gates["has_min_rows"]
+            gate = gates_over_batch["has_min_rows"]
             gate.passed, gate.value = False, 0
             gate.failing_partitions = sorted({*gate.failing_partitions, *empty})
             gate.details["empty_partitions"] = empty[:100]
-            for k in empty:
-                annotated[k] = batch[k].assign(__blocked__="has_min_rows", __quarantine__=None)
-        project.stores.raw.root.mkdir(parents=True, exist_ok=True)
-        (project.stores.raw.root.parent / "data_contract.json").write_text(
-            json.dumps(spec.to_dict(), indent=2, default=str)
-        )
-        quarantined = int(sum(p["__quarantine__"].notna().sum() for p in annotated.values()))
-        yield dg.Output(
-            annotated,
+            for key in empty:
+                stores.raw.write(
+                    key, template.assign(**{BLOCKED_COLUMN: "has_min_rows", QUARANTINE_COLUMN: None})
+                )
+        yield dg.MaterializeResult(
             metadata={
-                "rows": int(len(frame)),
+                "rows": rows,
                 "partitions": len(keys),
                 "empty_partitions": dg.MetadataValue.json(empty[:50]),
                 "quarantined_rows": quarantined,
                 "contract_version": spec.version,
                 "contract_reference": dg.MetadataValue.json(info),
-                "dagster/row_count": int(len(frame)),
+                "path": dg.MetadataValue.path(str(stores.raw.root)),
+                "dagster/row_count": rows,
             },
-            data_version=dg.DataVersion(content_version(frame)),
+            data_version=dg.DataVersion(combined_version(versions)),
         )
         for name in gates:
-            gate = result.gates.get(name) or GateResult(
+            gate = gates_over_batch.get(name) or GateResult(
                 name,
                 passed=False,
                 value=None,
@@ -119,36 +148,44 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
 
     @dg.asset(
         key=[*prefix, "validated_data"],
-        ins={"raw_data": dg.AssetIn(key=raw_key)},
+        deps=[raw_key],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        io_manager_key=IO,
         group_name=prefix[-1],
-        kinds={"pandas"},
+        kinds={"pandas", "parquet"},
         automation_condition=dg.AutomationCondition.eager()
         & dg.AutomationCondition.all_deps_blocking_checks_passed(),
         description="raw_data that passed the data contract, quarantined rows removed (kept inspectable under "
-        "$MLOPS_HOME/<model>/quarantine/). Refuses any partition the gates blocked.",
+        "$MLOPS_HOME/<model>/quarantine/). Refuses any partition the gates blocked; one partition in memory at a "
+        "time.",
     )
-    def validated_data(context: dg.AssetExecutionContext, project: MlopsProject, raw_data: pd.DataFrame):
-        progress.step("validated_data", f"{len(context.partition_keys)} partition(s)")
-        parts = split_by_partition(raw_data, cfg.dataset.timestamp_column, cfg.partitions.freq)
-        out, held = {}, 0
-        for key in context.partition_keys:
-            clean, quarantined = validated_partition(cfg, key, parts.get(key, raw_data.iloc[:0]))
-            out[key] = clean
+    def validated_data(context: dg.AssetExecutionContext, project: MlopsProject):
+        keys = context.partition_keys
+        stores = project.stores
+        progress.step("validated_data", f"{len(keys)} partition(s)")
+        # Every verdict first (one column per file), so a blocked partition refuses the run before anything is
+        # written: the validated store is never left half-updated by a run that fails.
+        for key in keys:
+            if not stores.raw.exists(key):
+                raise BlockedPartitionError(f"partition {key}: raw_data has not been materialized")
+            check_verdict(key, stores.raw.read_columns(key, [BLOCKED_COLUMN]))
+        versions, rows, held = [], 0, 0
+        for key in keys:
+            clean, quarantined = validated_partition(cfg, key, stores.raw.read([key]))
+            stores.validated.write(key, clean)
+            versions.append(content_version(clean))
+            rows += len(clean)
             if len(quarantined):
-                project.stores.quarantine.write(key, quarantined)
+                stores.quarantine.write(key, quarantined)
                 held += len(quarantined)
-        frame = pd.concat(list(out.values()), ignore_index=True)
-        return dg.Output(
-            out,
+        return dg.MaterializeResult(
             metadata={
-                "rows": int(len(frame)),
+                "rows": rows,
                 "quarantined_rows": held,
-                "dagster/row_count": int(len(frame)),
+                "path": dg.MetadataValue.path(str(stores.validated.root)),
+                "dagster/row_count": rows,
             },
-            data_version=dg.DataVersion(content_version(frame)),
+            data_version=dg.DataVersion(combined_version(versions)),
         )
 
     return [raw_data, validated_data]

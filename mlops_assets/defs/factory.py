@@ -29,12 +29,17 @@ def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
 
 
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
-    from mlops_assets.defs.data_assets import IO, build_data_assets
+    from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.monitoring import build_monitoring_defs
     from mlops_assets.defs.performance_assets import build_performance_assets
-    from mlops_assets.defs.resources import MlopsProject, PartitionedParquetIOManager, mlflow_tracking
+    from mlops_assets.defs.resources import (
+        PARTITION_IO,
+        MlopsProject,
+        PartitionedParquetIOManager,
+        mlflow_tracking,
+    )
 
     prefix = [cfg.model.name]
     partitions_def = time_partitions(cfg)
@@ -52,7 +57,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         sensors=monitoring.sensors,
         resources={
             "project": project,
-            IO: PartitionedParquetIOManager(project=project),
+            PARTITION_IO: PartitionedParquetIOManager(project=project),
             "mlflow": mlflow_tracking.configured({"experiment_name": f"mlops_assets/{cfg.model.name}"}),
         },
     )

@@ -11,9 +11,8 @@ from mlops_assets import progress
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.partitions import key_window, row_keys, split_by_partition
 from mlops_assets.defs.resources import MlopsProject
-from mlops_assets.lineage import content_version
+from mlops_assets.lineage import combined_version, content_version
 
-IO = "partition_io"
 REASON_TAG = "mlops/reason"
 REASONS = ("initial", "drift", "performance", "freshness", "manual")
 PROMOTION_POOL = "mlops_promotion"
@@ -53,7 +52,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
 
     @dg.asset(
         key=features_key,
-        ins={"validated_data": dg.AssetIn(key=validated_key)},
+        deps=[validated_key],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         code_version=feature_version,
@@ -62,43 +61,60 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         automation_condition=gated,
         description="Model inputs, point-in-time correct: each window feature uses only events strictly before "
         "its row. Written to the offline store (one Parquet file per partition) and to the online store (latest "
-        "state per entity). The code version is the hash of the feature definitions.",
+        "state per entity). The code version is the hash of the feature definitions. Computed a group of "
+        "partitions at a time (partitions.rows_per_batch rows), each with the history its windows reach.",
     )
-    def features(context: dg.AssetExecutionContext, project: MlopsProject, validated_data: pd.DataFrame):
+    def features(context: dg.AssetExecutionContext, project: MlopsProject):
+        from mlops_assets.data.staging import group_keys
         from mlops_assets.features import compute_features, lookback
         from mlops_assets.features.definitions import online_retention
         from mlops_assets.features.stores import offline_store, online_store
 
         keys = context.partition_keys
+        freq, ts_col = cfg.partitions.freq, cfg.dataset.timestamp_column
         progress.step("features", f"{len(keys)} partition(s)")
-        ts_col = cfg.dataset.timestamp_column
-        first, _ = key_window(keys[0], cfg.partitions.freq)
         stored = project.stores.validated
-        before = [k for k in stored.keys() if key_window(k, cfg.partitions.freq)[1] <= first]
-        history = stored.read(_covering(before, first - lookback(cfg), cfg)) if before else None
-        computed = compute_features(cfg, validated_data, history)
+        missing = [k for k in keys if not stored.exists(k)]
+        if missing:
+            raise dg.Failure(f"validated_data has not been materialized for partition(s) {missing[:10]}")
+        available = stored.keys()
         offline = offline_store(cfg, project.storage)
-        parts = split_by_partition(computed, ts_col, cfg.partitions.freq)
-        for key in keys:
-            offline.write_partition(key, parts.get(key, computed.iloc[:0]))
-        online = online_store(cfg, project.storage)
-        start, _ = key_window(keys[0], cfg.partitions.freq)
-        _, end = key_window(keys[-1], cfg.partitions.freq)
+        versions, rows, columns, newest = [], 0, [], None
+        sizes = {k: stored.row_count(k) for k in keys}
+        for group in group_keys(keys, sizes, cfg.partitions.rows_per_batch):
+            start, _ = key_window(group[0], freq)
+            events = stored.read(group)
+            before = [k for k in available if key_window(k, freq)[1] <= start]
+            reach = _covering(before, start - lookback(cfg), cfg)
+            computed = compute_features(cfg, events, stored.read(reach) if reach else None)
+            parts = split_by_partition(computed, ts_col, freq)
+            for key in group:
+                part = parts.get(key, computed.iloc[:0])
+                offline.write_partition(key, part)
+                versions.append(content_version(part))
+            rows += len(computed)
+            columns = list(computed.columns)
+            if len(events):
+                newest = events[ts_col].max()
         # The online store keeps only the newest events (its retention); older rows of a long backfill would be
         # inserted only to be dropped again.
-        if len(validated_data):
-            start = max(start, validated_data[ts_col].max() - online_retention(cfg))
-        recent = validated_data[validated_data[ts_col] >= start] if len(validated_data) else validated_data
-        online_counts = online.materialize(cfg, recent, start=start, end=end)
+        start, _ = key_window(keys[0], freq)
+        _, end = key_window(keys[-1], freq)
+        if newest is not None:
+            start = max(start, newest - online_retention(cfg))
+        recent = stored.read([k for k in keys if key_window(k, freq)[1] > start])
+        if len(recent):
+            recent = recent[recent[ts_col] >= start]
+        online_counts = online_store(cfg, project.storage).materialize(cfg, recent, start=start, end=end)
         return dg.MaterializeResult(
             metadata={
-                "rows": int(len(computed)),
-                "features": dg.MetadataValue.json(list(computed.columns)),
+                "rows": rows,
+                "features": dg.MetadataValue.json(columns),
                 "feature_code_version": feature_version,
                 "online_store": dg.MetadataValue.json(json.loads(json.dumps(online_counts, default=str))),
-                "dagster/row_count": int(len(computed)),
+                "dagster/row_count": rows,
             },
-            data_version=dg.DataVersion(content_version(computed)),
+            data_version=dg.DataVersion(combined_version(versions)),
         )
 
     gates = release_gate_names(cfg)
@@ -183,17 +199,25 @@ def _covering(keys: list[str], since: pd.Timestamp, cfg: MlopsConfig) -> list[st
 def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, trained_key, feature_version):
     from mlops_assets.features import model_feature_columns
     from mlops_assets.features.stores import offline_store
+    from mlops_assets.monitoring import state as monitoring_state
     from mlops_assets.registry.model_registry import TAG_FEATURE_VERSION, ModelRegistry
     from mlops_assets.training.gates import evaluate_gates
     from mlops_assets.training.model_card import render_model_card
-    from mlops_assets.training.pipeline import binary_labels, evaluate, fit
+    from mlops_assets.training.pipeline import binary_labels, evaluate, fit, time_split
     from mlops_assets.training.plots import release_plots
 
     progress.step("trained_model", "reading the offline store")
-    frame = offline_store(cfg, project.storage).read()
-    if frame.empty:
-        raise dg.Failure("the offline store is empty: materialize features first")
+    store = offline_store(cfg, project.storage)
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
+    # Which partitions hold labeled rows, from two columns; then only the split's windows are read whole.
+    labels = store.read(columns=[ts_col, label])
+    if labels.empty:
+        raise dg.Failure("the offline store is empty: materialize features first")
+    row_partitions = row_keys(labels[ts_col], cfg.partitions.freq)
+    newest_data = monitoring_state.data_version(row_partitions.unique())
+    split = time_split(row_partitions[labels[label].notna()].unique().tolist(), cfg)
+    del labels, row_partitions
+    frame = store.read([*split.train, *split.validation, *split.holdout])
     frame = frame.assign(__partition__=row_keys(frame[ts_col], cfg.partitions.freq))
     # The partition key is bookkeeping, not a model input.
     columns = model_feature_columns(cfg, [c for c in frame.columns if c != "__partition__"])
@@ -204,7 +228,7 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
     ]
     categorical = [c for c in columns if c not in numeric]
     progress.step("trained_model", f"fitting on {frame['__partition__'].nunique()} partition(s)")
-    model = fit(cfg, frame, "__partition__", numeric, categorical)
+    model = fit(cfg, frame, "__partition__", numeric, categorical, split=split)
     holdout = frame[frame["__partition__"].isin(model.split.holdout) & frame[label].notna()]
     X_hold, y_hold = holdout[model.feature_columns], holdout[label]
 
@@ -259,8 +283,6 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
     # The reference profile for drift checks: the training window's features, predictions and labels.
     from datetime import UTC, datetime
 
-    from mlops_assets.monitoring import state as monitoring_state
-
     train_rows = frame[frame["__partition__"].isin(train_keys) & frame[label].notna()]
     profile = monitoring_state.reference_profile(
         cfg,
@@ -283,7 +305,7 @@ def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, tra
         dagster_run_id=context.run_id,
         tags={
             "mlops.holdout_window": f"{model.split.holdout[0]}..{model.split.holdout[-1]}",
-            monitoring_state.TAG_DATA_VERSION: monitoring_state.data_version(frame["__partition__"].unique()),
+            monitoring_state.TAG_DATA_VERSION: newest_data,
             monitoring_state.TAG_TRAINED_AT: datetime.now(UTC).isoformat(),
         },
         json_artifacts={

@@ -4,9 +4,7 @@ import dagster as dg
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.defs.resources import MlopsProject
-
-IO = "partition_io"
+from mlops_assets.defs.resources import PARTITION_IO, MlopsProject
 
 
 def build_performance_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str]):
@@ -17,7 +15,7 @@ def build_performance_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefi
         deps=[deployed_key],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
-        io_manager_key=IO,
+        io_manager_key=PARTITION_IO,
         group_name=prefix[-1],
         kinds={"pandas"},
         description="Live metrics per period (by event time) of the predictions the service logged and that "

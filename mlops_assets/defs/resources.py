@@ -30,6 +30,9 @@ class MlopsProject(dg.ConfigurableResource):
         return Stores.at(self.storage.home, self.config.model.name)
 
 
+PARTITION_IO = "partition_io"
+
+
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     """One Parquet file per partition under ``$MLOPS_HOME/<model>/<asset>/``.
 

@@ -122,8 +122,11 @@ class OfflineStore:
             rows = conn.execute(sa.text(f'SELECT DISTINCT "{PARTITION_COLUMN}" FROM "{self.name}"')).all()
         return sorted(r[0] for r in rows)
 
-    def read(self, partition_keys: list[str] | None = None) -> pd.DataFrame:
-        """The rows of the given partitions (all when ``None``), partitions in key order, rows in stored order."""
+    def read(
+        self, partition_keys: list[str] | None = None, *, columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """The rows of the given partitions (all when ``None``), partitions in key order, rows in stored order;
+        only ``columns`` when given."""
         stored = self.partitions()
         keys = stored if partition_keys is None else sorted(partition_keys)
         missing = sorted(set(keys) - set(stored))
@@ -132,16 +135,21 @@ class OfflineStore:
         if not keys:
             return pd.DataFrame()
         if self._engine is None:
-            frames = [pd.read_parquet(self._path(k)) for k in keys]
+            frames = [pd.read_parquet(self._path(k), columns=columns) for k in keys]
             return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
         with self._engine.connect() as conn:
+            dtypes = self._dtypes(conn)
+            if columns is not None:
+                unknown = sorted(set(columns) - set(dtypes))
+                if unknown:
+                    raise OfflineStoreError(f"{self!r}: no column(s) {unknown}")
+                dtypes = {c: t for c, t in dtypes.items() if c in columns}
             table = sa.Table(self.name, sa.MetaData(), autoload_with=conn)
             col = table.c[PARTITION_COLUMN]
-            query = sa.select(table)
+            query = sa.select(*(table.c[c] for c in [*dtypes, PARTITION_COLUMN, ROW_COLUMN]))
             if partition_keys is not None:
                 query = query.where(col.in_(keys))
             frame = pd.read_sql(query.order_by(col, table.c[ROW_COLUMN]), conn)
-            dtypes = self._dtypes(conn)
         frame = frame.drop(columns=[PARTITION_COLUMN, ROW_COLUMN])
         for c, t in dtypes.items():
             # SQLite hands datetimes back as text and PostgreSQL in the session's zone: restore the stored dtype.
