@@ -21,6 +21,7 @@ from mlops_assets.config import ConfigError, MlopsConfig
 
 PACKAGE_SCHEME = "package://"
 TIMESTAMP_DTYPE = "datetime64[ns, UTC]"
+SCAN_ROWS = 1_000_000  # rows per batch when only scanning the source (its time range)
 
 
 class SourceError(ConfigError):
@@ -259,23 +260,42 @@ def source_time_range(cfg: MlopsConfig) -> TimeRange:
             raise SourceError(f"dataset.source {ds.source!r}: the source holds no rows")
         start = pd.Timestamp(ds.timestamp_from_row_order.start, tz="UTC")
         return TimeRange(start, start + pd.Timedelta(ds.timestamp_from_row_order.step) * (n - 1))
+    # Streamed, the timestamp column alone where the format allows: the range of a source of any size in bounded
+    # memory.
+    first = last = None
     if _is_database_url(src):
-        ts = read_source(cfg)[ds.timestamp_column]
+        stamps = (f[ds.timestamp_column] for f in iter_source(cfg, SCAN_ROWS))
     else:
-        frames = []
-        for path in resolve_files(cfg):
-            part = (
-                _read_file(path, columns=[ds.timestamp_column])
-                if _has_column(path, ds.timestamp_column)
-                else None
-            )
-            if part is None:
-                raise SourceError(f"{path}: timestamp column {ds.timestamp_column!r} not found")
-            frames.append(normalize_timestamps(part, cfg, str(path)))
-        ts = pd.concat(frames)[ds.timestamp_column]
-    if ts.empty:
+        stamps = (
+            normalize_timestamps(part, cfg, str(path))[ds.timestamp_column]
+            for path in resolve_files(cfg)
+            for part in _timestamp_batches(path, ds.timestamp_column)
+        )
+    for ts in stamps:
+        if ts.empty:
+            continue
+        lo, hi = ts.min(), ts.max()
+        first = lo if first is None else min(first, lo)
+        last = hi if last is None else max(last, hi)
+    if first is None:
         raise SourceError(f"dataset.source {ds.source!r}: the source holds no rows")
-    return TimeRange(ts.min(), ts.max())
+    return TimeRange(first, last)
+
+
+def _timestamp_batches(path: Path, column: str) -> Iterator[pd.DataFrame]:
+    if not _has_column(path, column):
+        raise SourceError(f"{path}: timestamp column {column!r} not found")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=SCAN_ROWS, columns=[column]):
+            yield batch.to_pandas()
+        return
+    try:
+        with pd.read_csv(path, usecols=[column], chunksize=SCAN_ROWS) as reader:
+            yield from reader
+    except (OSError, ValueError) as err:
+        raise SourceError(f"{path}: cannot read: {err}") from None
 
 
 def peek_source(cfg: MlopsConfig, rows: int = 1000) -> pd.DataFrame:

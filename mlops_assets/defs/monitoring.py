@@ -170,12 +170,12 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
     loaded = registry.load(champion.version)
     columns = registry.load_json(champion.version, "feature_columns")
     feature_columns = [*columns["numeric"], *columns["categorical"]]
-    assessments, frames = [], {}
+    # One partition in memory at a time: a long backfill's new partitions are assessed one by one.
+    assessments = []
     for key in keys:
         frame = offline.read([key])
         if len(frame) == 0:
             continue
-        frames[key] = frame
         assessments.append(
             assess_partition(
                 cfg,
@@ -198,7 +198,7 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
     plot_dir = storage.home / cfg.model.name / "monitoring" / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     plot_path = plot_dir / f"{focus.partition}_champion_v{champion.version}.png"
-    plot_path.write_bytes(drift_plot(profile, frames[focus.partition], focus.covariate, cfg.drift))
+    plot_path.write_bytes(drift_plot(profile, offline.read([focus.partition]), focus.covariate, cfg.drift))
     per_feature = [
         {
             "column": f.column,
