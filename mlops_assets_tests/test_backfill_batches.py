@@ -243,6 +243,15 @@ def test_iter_source_batches_match_the_whole_read_for_csv_parquet_sql_and_row_or
         joined = pd.concat(parts, ignore_index=True)
         pd.testing.assert_frame_equal(joined, read_source(cfg), check_dtype=False, obj=source)
         assert str(joined["date"].dtype) == "datetime64[ns, UTC]"
+    # A Parquet file of many row groups is read a row group at a time, never a batch across two of them.
+    frame.to_parquet(tmp_path / "groups.parquet", index=False, row_group_size=700)
+    cfg = parse_config(
+        {"dataset": {"source": "groups.parquet", "timestamp_column": "date", "label_column": "rain"}},
+        source_dir=tmp_path,
+    )
+    parts = list(iter_source(cfg, 600))
+    assert [len(p) for p in parts] == [600, 100, 600, 100, 600, 100, 400]
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), read_source(cfg))
 
 
 @pytest.mark.parametrize("memory_rows", [10_000, 50])
