@@ -215,9 +215,15 @@ def main() -> None:
     for backend, rs in by_backend.items():
         if len(rs) > 1:
             a, b = rs[0], rs[-1]
+            def data_steps(r):
+                # Ingest, validation and features: bounded by partitions.rows_per_batch, whatever the row count.
+                return max(r["step_peak_rss_mib"].get(s, 0) for s in ("raw_data", "validated_data", "features"))
+
             print(
                 f"{backend}: rows x{b['rows'] / a['rows']:.1f} -> wall x{b['wall_s'] / a['wall_s']:.2f}, "
-                f"peak memory x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f}"
+                f"peak memory x{b['peak_rss_mib'] / a['peak_rss_mib']:.2f} (ingest/validation/features "
+                f"{data_steps(a)} -> {data_steps(b)} MiB, x{data_steps(b) / data_steps(a):.2f}; training follows "
+                "its window)"
             )
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
