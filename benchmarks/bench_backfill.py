@@ -215,9 +215,12 @@ def main() -> None:
     for backend, rs in by_backend.items():
         if len(rs) > 1:
             a, b = rs[0], rs[-1]
+
             def data_steps(r):
                 # Ingest, validation and features: bounded by partitions.rows_per_batch, whatever the row count.
-                return max(r["step_peak_rss_mib"].get(s, 0) for s in ("raw_data", "validated_data", "features"))
+                return max(
+                    r["step_peak_rss_mib"].get(s, 0) for s in ("raw_data", "validated_data", "features")
+                )
 
             print(
                 f"{backend}: rows x{b['rows'] / a['rows']:.1f} -> wall x{b['wall_s'] / a['wall_s']:.2f}, "
