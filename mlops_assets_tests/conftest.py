@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,16 @@ from mlops_assets.data.sources import read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("MLOPS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432")
+# Settings that point the project's storage elsewhere than MLOPS_HOME: no test inherits them from the environment.
+STORAGE_VARS = (
+    "MLFLOW_TRACKING_URI",
+    "MLOPS_ONLINE_STORE_URL",
+    "MLOPS_OFFLINE_STORE_URL",
+    "MLOPS_CONFIG",
+    "MLOPS_PREDICTION_LOG_URL",
+    "MLOPS_DEPLOYMENT_HISTORY_URL",
+    "MLOPS_ARTIFACT_ROOT",
+)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +45,26 @@ def migrated_mlflow_db(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def mlflow_pg_template() -> Iterator[str]:
+    """The name of a database on the shared PostgreSQL server with MLflow's schema migrated, made once per session
+    (MLflow's migrations take seconds): ``CREATE DATABASE ... TEMPLATE`` it for a migrated tracking store."""
+    sa = pytest.importorskip("sqlalchemy")
+    from mlflow import MlflowClient
+
+    name = f"mlops_mlflow_template_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(f"{PG_URL}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        MlflowClient(tracking_uri=f"{PG_URL}/{name}").search_experiments()
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture(autouse=True)
 def isolated_storage(tmp_path, monkeypatch, migrated_mlflow_db):
     """Every test gets its own MLOPS_HOME / DAGSTER_HOME; nothing lands in the working tree."""
@@ -42,15 +73,7 @@ def isolated_storage(tmp_path, monkeypatch, migrated_mlflow_db):
     shutil.copy(migrated_mlflow_db, home / "mlflow.db")
     monkeypatch.setenv("MLOPS_HOME", str(home))
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
-    for var in (
-        "MLFLOW_TRACKING_URI",
-        "MLOPS_ONLINE_STORE_URL",
-        "MLOPS_OFFLINE_STORE_URL",
-        "MLOPS_CONFIG",
-        "MLOPS_PREDICTION_LOG_URL",
-        "MLOPS_DEPLOYMENT_HISTORY_URL",
-        "MLOPS_ARTIFACT_ROOT",
-    ):
+    for var in STORAGE_VARS:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.chdir(tmp_path)
     return home
@@ -67,32 +90,40 @@ def write_config(path: Path, data: dict) -> Path:
     return path
 
 
+def write_slice(
+    folder: Path, rainfall: pd.DataFrame, years: int = 3, name: str = "rain_slice", mutate=None, **sections
+) -> tuple[Path, pd.DataFrame]:
+    """A config in ``folder`` over the first ``years`` of the rainfall data, as a CSV of its own; returns (config
+    path, frame). ``sections`` update the config's sections (e.g. ``retraining={...}``)."""
+    frame = rainfall[rainfall["date"] < pd.Timestamp(f"{1949 + years}-01-01", tz="UTC")].copy()
+    if mutate is not None:
+        frame = mutate(frame)
+    csv = folder / f"{name}.csv"
+    frame.assign(date=frame["date"].dt.strftime("%Y-%m-%d")).to_csv(csv, index=False)
+    cfg = {
+        "dataset": {
+            "source": csv.name,
+            "timestamp_column": "date",
+            "label_column": "rain",
+            "positive_label": 1,
+        },
+        "partitions": {"freq": "month"},
+        "model": {"name": name},
+        # Timing is the latency gate's own test (a deliberately slow model); on a loaded 2-core CI machine a
+        # healthy model's p95 can exceed the production default, so end-to-end tests allow more.
+        "gates": {"latency": {"p95_single_row_ms": 2000, "batch_1000_rows_ms": 20000}},
+    }
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    return write_config(folder / f"{name}.yaml", cfg), frame
+
+
 @pytest.fixture
 def rainfall_slice(tmp_path, rainfall):
     """A config over the first ``years`` of the rainfall data, as a CSV of its own; returns (config path, frame)."""
 
     def make(years: int = 3, name: str = "rain_slice", mutate=None, **sections) -> tuple[Path, pd.DataFrame]:
-        frame = rainfall[rainfall["date"] < pd.Timestamp(f"{1949 + years}-01-01", tz="UTC")].copy()
-        if mutate is not None:
-            frame = mutate(frame)
-        csv = tmp_path / f"{name}.csv"
-        frame.assign(date=frame["date"].dt.strftime("%Y-%m-%d")).to_csv(csv, index=False)
-        cfg = {
-            "dataset": {
-                "source": csv.name,
-                "timestamp_column": "date",
-                "label_column": "rain",
-                "positive_label": 1,
-            },
-            "partitions": {"freq": "month"},
-            "model": {"name": name},
-            # Timing is the latency gate's own test (a deliberately slow model); on a loaded 2-core CI machine a
-            # healthy model's p95 can exceed the production default, so end-to-end tests allow more.
-            "gates": {"latency": {"p95_single_row_ms": 2000, "batch_1000_rows_ms": 20000}},
-        }
-        for key, value in sections.items():
-            cfg.setdefault(key, {}).update(value)
-        return write_config(tmp_path / f"{name}.yaml", cfg), frame
+        return write_slice(tmp_path, rainfall, years, name, mutate, **sections)
 
     return make
 

@@ -1,5 +1,11 @@
 """Faults in production mode: a run killed mid-training, PostgreSQL restarted under the daemon, two promotions at
-once, an artifact store that refuses writes. Each leaves the champion and the deployment history consistent."""
+once, an artifact store that refuses writes. Each leaves the champion and the deployment history consistent.
+
+The tests with processes share one stack per module (code server, daemon and webserver started once: booting them
+is most of a test's time on a 2-core machine): Dagster's storage on a PostgreSQL server of the module's own (the
+restart test restarts it under the running stack), MLflow and the deployment history on the shared server,
+recreated empty before each test, so each test starts from an empty registry and no run in flight.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -23,19 +32,22 @@ from mlops_assets.defs.monitoring import retrain_job_name
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.settings import storage_from_env
+from mlops_assets_tests.conftest import PG_URL, STORAGE_VARS, write_slice
 from mlops_assets_tests.test_production_stack import (
     FAST_DEQUEUE,
+    FINISHED,
+    Stack,
     free_port,
     initial_champion,
     pg_databases,
     pg_env,
-    production_fixture,  # noqa: F401 - registers the `production` fixture here
     production_instance_yaml,
     production_stack,
     wait_for,
 )
 
 PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+CAN_RUN_POSTGRES = PG_BIN is not None and shutil.which("runuser") is not None
 # Launched runs execute their steps in the run process (`dagster api execute_run`, started by the code server)
 # rather than one more subprocess per step: these tests are about the run process, the daemon and the storage,
 # and a step process costs seconds of imports on a loaded 2-core machine. The pool limit holds either way (the
@@ -76,17 +88,218 @@ def _step_window(instance, run_id: str, step_suffix: str) -> tuple[float, float]
     return start[0].timestamp, end[0].timestamp
 
 
+@contextlib.contextmanager
+def private_postgres():
+    """A PostgreSQL server of our own (initdb + pg_ctl as the postgres OS user) on a free port; yields
+    (url, restart). Never the shared server: this one gets restarted."""
+    if not CAN_RUN_POSTGRES:
+        pytest.skip("PostgreSQL server binaries or runuser not available")
+    base = Path(tempfile.mkdtemp(prefix="mlops_pg_"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    shutil.chown(base, "postgres")
+    shutil.chown(sock, "postgres")
+    port = free_port()
+
+    def pg(*args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(PG_BIN / args[0]), *args[1:]],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    ctl = [
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-l",
+        str(base / "log"),
+        "-o",
+        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
+    ]
+    try:
+        pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+        pg(*ctl, "-w", "start")
+
+        def restart() -> None:
+            pg(*ctl, "-w", "-m", "fast", "restart")
+
+        yield f"postgresql://postgres@127.0.0.1:{port}", restart
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class RegistryDatabases:
+    """MLflow's and the deployment history's databases for the module's stack, and saved states of them.
+
+    ``urls`` are fresh databases on one server (made by the caller): the working pair the processes use (MLflow's
+    already migrated), then a template pair per saved state. ``prepare()`` creates the history's tables and saves
+    the pair as state ``empty``; ``save(state)`` copies the working pair into that state's templates;
+    ``reset(state)`` recreates the working pair from them: a registry in a known state in a fraction of a second,
+    instead of MLflow's migrations (and a champion's training) per test."""
+
+    STATES = ("empty", "champion")
+
+    def __init__(self, urls: list[str]):
+        assert len(urls) == 2 + 2 * len(self.STATES)
+        self.mlflow_db, self.history_db = urls[:2]
+        self.templates = {state: urls[2 + 2 * i : 4 + 2 * i] for i, state in enumerate(self.STATES)}
+
+    def prepare(self) -> None:
+        from mlops_assets.registry.history import DeploymentHistory
+
+        DeploymentHistory(self.history_db).entries("schema")
+        self.save("empty")
+
+    def save(self, state: str) -> None:
+        self._copy(zip([self.mlflow_db, self.history_db], self.templates[state], strict=True))
+
+    def reset(self, state: str = "empty") -> None:
+        self._copy(zip(self.templates[state], [self.mlflow_db, self.history_db], strict=True))
+
+    def _copy(self, pairs) -> None:
+        import sqlalchemy as sa
+
+        server = self.mlflow_db.rsplit("/", 1)[0]
+        admin = sa.create_engine(
+            f"{server}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+        )
+        with admin.connect() as conn:
+            for source, target in pairs:
+                s, t = source.rsplit("/", 1)[1], target.rsplit("/", 1)[1]
+                # WITH (FORCE): long-lived processes (the code server's sensors, this process) may hold pooled
+                # connections to the target; they reconnect (MLflow pings before use, the history connects per
+                # operation). A template must have no sessions at all.
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{t}" WITH (FORCE)')
+                conn.exec_driver_sql(
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{s}'"
+                )
+                conn.exec_driver_sql(f'CREATE DATABASE "{t}" TEMPLATE "{s}"')
+        admin.dispose()
+
+
+@dataclass
+class FaultsStack:
+    """The module's running stack and the environment its processes run with (the tests use the same)."""
+
+    stack: Stack
+    instance: dg.DagsterInstance
+    env: dict[str, str]
+    config: Path
+    restart_postgres: Callable[[], None] | None  # None: Dagster's storage is on the shared server
+    registry: RegistryDatabases
+
+    def settle(self, timeout: float = 180) -> None:
+        """Wait until no run is queued or in flight (a test left nothing behind for the next one)."""
+        busy = [s for s in dg.DagsterRunStatus if s not in FINISHED]
+
+        def idle():
+            return not self.instance.get_runs(dg.RunsFilter(statuses=busy), limit=1)
+
+        try:
+            wait_for(idle, timeout, "no run in flight on the module's stack")
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n--- daemon log ---\n{self.stack.log('daemon')}") from None
+
+
+# The champion the killed-run test starts from: the graph materialized in-process up to this partition.
+CHAMPION_UNTIL = "1950-12"
+
+
+@pytest.fixture(scope="module")
+def faults_stack(tmp_path_factory, rainfall, mlflow_pg_template) -> Iterator[FaultsStack]:
+    """One production stack for this module's process tests; see the module docstring."""
+    root = tmp_path_factory.mktemp("faults_stack")
+    home = root / "mlops_home"
+    home.mkdir()
+    # Two years: the killed run's champion needs real training on real data, not much of it (the retry retrains
+    # the same data and must pass the same gates).
+    config, _ = write_slice(root, rainfall, years=2, name="faults")
+    with contextlib.ExitStack() as databases:
+        # Dagster's storage on a server of the module's own (restartable); without the binaries to run one, on the
+        # shared server, and only the restart test skips.
+        server, restart = databases.enter_context(private_postgres()) if CAN_RUN_POSTGRES else (PG_URL, None)
+        (dagster_db,) = databases.enter_context(pg_databases(1, server))
+        registry = RegistryDatabases(
+            databases.enter_context(
+                pg_databases(2 + 2 * len(RegistryDatabases.STATES), templates=[mlflow_pg_template])
+            )
+        )
+        env = {
+            "MLOPS_HOME": str(home),
+            "DAGSTER_HOME": str(home / "dagster"),
+            **pg_env(dagster_db),
+            "MLFLOW_TRACKING_URI": registry.mlflow_db,
+            "MLOPS_DEPLOYMENT_HISTORY_URL": registry.history_db,
+            "MLOPS_CONFIG": str(config),
+        }
+        production_instance_yaml(home / "dagster", run_coordinator=FAST_DEQUEUE)
+
+        @contextlib.contextmanager
+        def stack_env():
+            with pytest.MonkeyPatch.context() as mp:
+                for k in STORAGE_VARS:
+                    mp.delenv(k, raising=False)
+                for k, v in env.items():
+                    mp.setenv(k, v)
+                yield
+
+        with stack_env():
+            instance = dg.DagsterInstance.get()  # creates Dagster's schema before any process starts
+
+        def prepare_registry() -> None:
+            # While the code server boots (it reads neither the registry nor the data at startup), before the
+            # daemon starts: the killed-run test's champion, trained once per module.
+            registry.prepare()
+            with stack_env():
+                initial_champion(config, instance, last=CHAMPION_UNTIL)
+            registry.save("champion")
+
+        process_env = {k: v for k, v in os.environ.items() if k not in STORAGE_VARS}
+        process_env.update(env, OMP_NUM_THREADS="1")
+        with (
+            instance,
+            production_stack(root, process_env, while_code_server_starts=prepare_registry) as stack,
+        ):
+            yield FaultsStack(stack, instance, env, config, restart, registry)
+
+
+def _use_stack(faults_stack: FaultsStack, monkeypatch, registry_state: str) -> FaultsStack:
+    """The module's stack with nothing in flight and the registry in ``registry_state``; this test's process uses
+    the stack's storage (Dagster, MLflow, history, MLOPS_HOME)."""
+    faults_stack.settle()
+    faults_stack.registry.reset(registry_state)
+    for k, v in faults_stack.env.items():
+        monkeypatch.setenv(k, v)
+    return faults_stack
+
+
+@pytest.fixture
+def faults(faults_stack, monkeypatch, isolated_storage) -> FaultsStack:
+    """The module's stack, an empty registry."""
+    return _use_stack(faults_stack, monkeypatch, "empty")
+
+
+@pytest.fixture
+def faults_with_champion(faults_stack, monkeypatch, isolated_storage) -> FaultsStack:
+    """The module's stack, the registry holding champion v1 trained on the data up to ``CHAMPION_UNTIL`` (and
+    nothing else)."""
+    return _use_stack(faults_stack, monkeypatch, "champion")
+
+
 @pytest.mark.postgres
 @pytest.mark.integration
 @pytest.mark.slow
-def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_promotes(
-    rainfall_slice, production
-):
-    _, instance, start = production
-    path, _ = rainfall_slice(years=3, name="killed")
-    cfg = load_config(path)
+def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_promotes(faults_with_champion):
+    faults = faults_with_champion
+    instance, stack = faults.instance, faults.stack
+    cfg = load_config(faults.config)
     registry = ModelRegistry(cfg.model.name)
-    stack = start(path, while_code_server_starts=lambda: initial_champion(path, instance, last="1951-12"))
+    assert registry.champion().version == "1"
+    assert [(d.version, d.reason) for d in registry.history()] == [("1", "initial")]
     job = retrain_job_name(cfg)
     # The retrain job is in-process by definition (its steps run in the run process): no executor config.
     run_id = stack.graphql().submit_job_execution(job, run_config={}, tags={REASON_TAG: "manual"})
@@ -129,17 +342,13 @@ def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_p
 
 @pytest.mark.postgres
 @pytest.mark.integration
-def test_two_promotions_at_once_are_serialized_by_the_pool_and_the_history_stays_consistent(
-    rainfall_slice, production
-):
-    _, instance, start = production
-    path, _ = rainfall_slice(years=1, name="promo")
-    name = load_config(path).model.name
+def test_two_promotions_at_once_are_serialized_by_the_pool_and_the_history_stays_consistent(faults):
+    instance, stack = faults.instance, faults.stack
+    name = load_config(faults.config).model.name
     registry = ModelRegistry(name)
     v1, v2 = _toy_versions(name, 2)
     registry.promote(v1, reason="initial")
     registry.promote(v2, reason="manual")
-    stack = start(path)
     client = stack.graphql()
     # Two rollbacks launched together: each moves the champion to the previous one. Serialized, they undo each
     # other (2 -> 1 -> 2); interleaved, both would read champion 2 and write 1.
@@ -161,114 +370,68 @@ def test_two_promotions_at_once_are_serialized_by_the_pool_and_the_history_stays
     assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
 
 
-@contextlib.contextmanager
-def private_postgres():
-    """A PostgreSQL server of our own (initdb + pg_ctl as the postgres OS user) on a free port; yields
-    (url, restart). Never the shared server: this one gets restarted."""
-    if PG_BIN is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries or runuser not available")
-    base = Path(tempfile.mkdtemp(prefix="mlops_pg_"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    shutil.chown(base, "postgres")
-    shutil.chown(sock, "postgres")
-    port = free_port()
-
-    def pg(*args: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", str(PG_BIN / args[0]), *args[1:]],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-
-    ctl = [
-        "pg_ctl",
-        "-D",
-        str(data),
-        "-l",
-        str(base / "log"),
-        "-o",
-        f"-p {port} -k {sock} -c listen_addresses=127.0.0.1",
-    ]
-    try:
-        pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-        pg(*ctl, "-w", "start")
-
-        def restart() -> None:
-            pg(*ctl, "-w", "-m", "fast", "restart")
-
-        yield f"postgresql://postgres@127.0.0.1:{port}", restart
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.mark.postgres
 @pytest.mark.integration
-def test_postgres_restart_under_the_daemon_loses_no_run(rainfall_slice, tmp_path, monkeypatch):
-    path, _ = rainfall_slice(years=1, name="restart")
-    name = load_config(path).model.name
-    with private_postgres() as (server, restart), pg_databases(1, server) as (dagster_db,):
-        for k, v in pg_env(dagster_db).items():
-            monkeypatch.setenv(k, v)
-        production_instance_yaml(Path(os.environ["DAGSTER_HOME"]), run_coordinator=FAST_DEQUEUE)
-        registry = ModelRegistry(name)  # MLflow and the history stay on SQLite under MLOPS_HOME here
-        v1, v2 = _toy_versions(name, 2)
-        registry.promote(v1, reason="initial")
-        registry.promote(v2, reason="manual")
-        env = dict(os.environ, MLOPS_CONFIG=str(path), OMP_NUM_THREADS="1")
-        with dg.DagsterInstance.get() as instance, production_stack(tmp_path, env) as stack:
-            client = stack.graphql()
-            job = f"{name}_rollback_job"
-            before = [client.submit_job_execution(job, run_config=IN_PROCESS) for _ in range(2)]
-            restarted_at = time.time()
-            restart()  # while the daemon dequeues and launches them
-            failed_submissions: list[str] = []
-            after = wait_for(
-                lambda: _submit_or_none(client, job, failed_submissions),
-                60,
-                "the webserver to accept a run after the restart",
-            )
-            submitted = [*before, after]
-            # A submission the client saw fail during the restart may still have created its run: the webserver
-            # either enqueued it (the response was lost) or recorded it as failed without starting it. The runs
-            # the client was told about must all succeed; an extra run (at most one per failed submission) either
-            # succeeded too or never started, and no run failed after it started.
-            acknowledged = {stack.wait_run(instance, r, timeout=120).status for r in submitted}
-            assert acknowledged == {dg.DagsterRunStatus.SUCCESS}, stack.log("daemon")
-            all_runs = instance.get_runs(dg.RunsFilter(job_name=job))
-            assert set(submitted) <= {r.run_id for r in all_runs}
-            assert len(all_runs) <= len(submitted) + len(failed_submissions), failed_submissions
-            run_ids = []
-            for r in all_runs:
-                run = stack.wait_run(instance, r.run_id, timeout=120)
-                if run.status == dg.DagsterRunStatus.SUCCESS:
-                    run_ids.append(run.run_id)
-                else:
-                    assert run.run_id not in submitted
-                    started = _events(instance, run.run_id, dg.DagsterEventType.RUN_START)
-                    assert not started, f"run {run.run_id} failed after it started:\n{stack.log('daemon')}"
-            assert stack.alive("daemon") and stack.alive("webserver") and stack.alive("code_server")
-            # Every daemon still heartbeats into the restarted server.
-            wait_for(
-                lambda: (
-                    (b := instance.get_daemon_heartbeats())
-                    and all(h.timestamp > restarted_at for h in b.values())
-                ),
-                90,
-                "every daemon to heartbeat into the restarted server",
-                interval=2,
-            )
-        history = registry.history()
-        assert [d.reason for d in history] == ["initial", "manual"] + ["rollback"] * len(run_ids)
-        # Each run rolled back exactly once: none lost, none executed twice.
-        assert sorted(d.run_id for d in history[2:]) == sorted(run_ids)
-        for prev, cur in zip(history, history[1:], strict=False):
-            assert cur.previous_version == prev.version
-        # Each rollback flips the champion, from 2.
-        assert registry.champion().version == (v1 if len(run_ids) % 2 else v2)
+def test_postgres_restart_under_the_daemon_loses_no_run(faults):
+    if faults.restart_postgres is None:
+        pytest.skip("PostgreSQL server binaries or runuser not available")
+    instance, stack = faults.instance, faults.stack
+    name = load_config(faults.config).model.name
+    registry = ModelRegistry(name)  # MLflow and the history are on the shared server: only Dagster's restarts
+    v1, v2 = _toy_versions(name, 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    client = stack.graphql()
+    job = f"{name}_rollback_job"
+    # The module's earlier tests ran this job too: this test's runs are those created from here on.
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    before = [client.submit_job_execution(job, run_config=IN_PROCESS) for _ in range(2)]
+    restarted_at = time.time()
+    faults.restart_postgres()  # while the daemon dequeues and launches them
+    failed_submissions: list[str] = []
+    after = wait_for(
+        lambda: _submit_or_none(client, job, failed_submissions),
+        60,
+        "the webserver to accept a run after the restart",
+        interval=0.5,
+    )
+    submitted = [*before, after]
+    # A submission the client saw fail during the restart may still have created its run: the webserver either
+    # enqueued it (the response was lost) or recorded it as failed without starting it. The runs the client was
+    # told about must all succeed; an extra run (at most one per failed submission) either succeeded too or
+    # never started, and no run failed after it started.
+    acknowledged = {stack.wait_run(instance, r, timeout=120).status for r in submitted}
+    assert acknowledged == {dg.DagsterRunStatus.SUCCESS}, stack.log("daemon")
+    all_runs = instance.get_runs(dg.RunsFilter(job_name=job, created_after=since))
+    assert set(submitted) <= {r.run_id for r in all_runs}
+    assert len(all_runs) <= len(submitted) + len(failed_submissions), failed_submissions
+    run_ids = []
+    for r in all_runs:
+        run = stack.wait_run(instance, r.run_id, timeout=120)
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            run_ids.append(run.run_id)
+        else:
+            assert run.run_id not in submitted
+            started = _events(instance, run.run_id, dg.DagsterEventType.RUN_START)
+            assert not started, f"run {run.run_id} failed after it started:\n{stack.log('daemon')}"
+    assert stack.alive("daemon") and stack.alive("webserver") and stack.alive("code_server")
+    # Every daemon still heartbeats into the restarted server (the scheduler's loop wakes once a minute).
+    wait_for(
+        lambda: (
+            (b := instance.get_daemon_heartbeats()) and all(h.timestamp > restarted_at for h in b.values())
+        ),
+        90,
+        "every daemon to heartbeat into the restarted server",
+        interval=1,
+    )
+    history = registry.history()
+    assert [d.reason for d in history] == ["initial", "manual"] + ["rollback"] * len(run_ids)
+    # Each run rolled back exactly once: none lost, none executed twice.
+    assert sorted(d.run_id for d in history[2:]) == sorted(run_ids)
+    for prev, cur in zip(history, history[1:], strict=False):
+        assert cur.previous_version == prev.version
+    # Each rollback flips the champion, from 2.
+    assert registry.champion().version == (v1 if len(run_ids) % 2 else v2)
 
 
 def _submit_or_none(client, job: str, failures: list[str]):
@@ -316,7 +479,7 @@ def test_unwritable_artifact_root_fails_the_run_clearly_and_keeps_the_champion(
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
     monkeypatch.setenv("MLOPS_ARTIFACT_ROOT", str(artifacts))
-    path, _ = rainfall_slice(years=3, name="readonly")
+    path, _ = rainfall_slice(years=2, name="readonly")
     cfg = load_config(path)
     storage = storage_from_env().ensure()
     instance = dg.DagsterInstance.ephemeral()

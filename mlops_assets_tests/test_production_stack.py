@@ -7,6 +7,7 @@ The helpers here (``production_stack``, ``pg_databases``, ``wait_for``) are shar
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.5):
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
     """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -57,17 +58,25 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
 
 
 @contextlib.contextmanager
-def pg_databases(n: int, server: str = PG_URL) -> Iterator[list[str]]:
+def pg_databases(n: int, server: str = PG_URL, templates: Sequence[str | None] = ()) -> Iterator[list[str]]:
     """``n`` fresh databases on ``server`` (Dagster, MLflow and the history each need their own: Dagster and
-    MLflow both keep an ``alembic_version`` table); dropped afterwards."""
+    MLflow both keep an ``alembic_version`` table); dropped afterwards. ``templates[i]``, when given, names a
+    database on ``server`` the i-th one is copied from (e.g. ``mlflow_pg_template``: MLflow's schema migrated)."""
     import sqlalchemy as sa
 
     names = [f"mlops_prod_{uuid.uuid4().hex[:10]}" for _ in range(n)]
     # No pooled connections: the server may have been restarted by the time the databases are dropped.
     admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
-        for name in names:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        for name, template in itertools.zip_longest(names, templates[:n]):
+            if template:
+                # A template must have no sessions (the process that migrated it may keep a pooled one).
+                conn.exec_driver_sql(
+                    f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{template}'"
+                )
+            conn.exec_driver_sql(
+                f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
+            )
     try:
         yield [f"{server}/{name}" for name in names]
     finally:
@@ -126,19 +135,15 @@ class Stack:
         return self.procs[name].poll() is None
 
     def stop(self) -> None:
-        # SIGTERM to every process group at once, then wait for each: the shutdowns overlap instead of queueing.
-        procs = [proc for proc in reversed(list(self.procs.values())) if proc.poll() is None]
-        for proc in procs:
+        # SIGKILL to every process group (the process and the runs it spawned): no test looks at anything after
+        # the stack stops, and a graceful shutdown (daemon threads finishing their iteration, the webserver
+        # draining) costs seconds per stack. Runs still in flight die with their code server; the databases
+        # are dropped WITH (FORCE) afterwards.
+        for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+                os.killpg(proc.pid, signal.SIGKILL)
+        for proc in self.procs.values():
+            proc.wait(timeout=30)
 
     def graphql(self):
         from dagster_graphql import DagsterGraphQLClient
@@ -264,10 +269,10 @@ def _record_error(fn: Callable[[], None], errors: list[BaseException]) -> None:
 
 
 @pytest.fixture(name="production")
-def production_fixture(tmp_path, monkeypatch, isolated_storage):
+def production_fixture(tmp_path, monkeypatch, isolated_storage, mlflow_pg_template):
     """PostgreSQL for Dagster (deploy/dagster.yaml), MLflow and the deployment history; returns a factory that
     starts the processes once the test has prepared its data. Yields (env, instance, start)."""
-    with pg_databases(3) as (dagster_db, mlflow_db, history_db):
+    with pg_databases(3, templates=[None, mlflow_pg_template]) as (dagster_db, mlflow_db, history_db):
         env_vars = {
             **pg_env(dagster_db),
             "MLFLOW_TRACKING_URI": mlflow_db,
