@@ -342,6 +342,9 @@ def test_instance_config_loads_on_postgres_with_queue_pool_retries_and_monitorin
     # A gate that blocks a retrain is a result, not something to retry; a dead run worker is.
     assert instance.run_retries_retry_on_asset_or_op_failure is False
     assert instance.run_monitoring_enabled
+    # A run orphaned by a dead code server ends failed, and a promotion slot it held is handed back.
+    assert instance.run_monitoring_max_runtime_seconds == 6 * 3600
+    assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 300
     # Nothing secret in the file: every connection setting comes from the environment.
     text = (ROOT / "deploy" / "dagster.yaml").read_text()
     for key in ("hostname", "port", "username", "password", "db_name"):
