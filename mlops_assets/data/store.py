@@ -43,7 +43,9 @@ class PartitionStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
-    def read(self, keys: list[str] | None = None, *, missing_ok: bool = False) -> pd.DataFrame:
+    def read(
+        self, keys: list[str] | None = None, *, missing_ok: bool = False, columns: list[str] | None = None
+    ) -> pd.DataFrame:
         keys = self.keys() if keys is None else keys
         frames = []
         for key in keys:
@@ -52,21 +54,10 @@ class PartitionStore:
                 if missing_ok:
                     continue
                 raise FileNotFoundError(f"partition {key!r} has not been materialized ({p})")
-            frames.append(pd.read_parquet(p))
+            frames.append(pd.read_parquet(p, columns=columns))
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-    def read_columns(self, key: str, columns: list[str]) -> pd.DataFrame:
-        """One partition's rows with only those of ``columns`` it has (cheap: Parquet reads columns alone)."""
-        import pyarrow.parquet as pq
-
-        p = self.path(key)
-        if not p.is_file():
-            raise FileNotFoundError(f"partition {key!r} has not been materialized ({p})")
-        names = set(pq.read_schema(p).names)
-        table = pq.read_table(p, columns=[c for c in columns if c in names])
-        return table.to_pandas()
 
     def row_count(self, key: str) -> int:
         """Rows of a stored partition, from the Parquet footer."""

@@ -73,7 +73,8 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
             progress.step("raw_data", f"reading {describe_source(cfg)}")
             template = None
             for frame in iter_source(cfg, budget):
-                template = frame.iloc[:0] if template is None else template
+                if template is None:
+                    template = frame.iloc[:0]
                 staging.add(frame)
             present = [k for k in keys if k in staging.rows]
             empty = [k for k in keys if k not in staging.rows]
@@ -168,7 +169,7 @@ def build_data_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition,
         for key in keys:
             if not stores.raw.exists(key):
                 raise BlockedPartitionError(f"partition {key}: raw_data has not been materialized")
-            check_verdict(key, stores.raw.read_columns(key, [BLOCKED_COLUMN]))
+            check_verdict(key, stores.raw.read([key], columns=[BLOCKED_COLUMN]))
         versions, rows, held = [], 0, 0
         for key in keys:
             clean, quarantined = validated_partition(cfg, key, stores.raw.read([key]))
