@@ -77,15 +77,18 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         missing = [k for k in keys if not stored.exists(k)]
         if missing:
             raise dg.Failure(f"validated_data has not been materialized for partition(s) {missing[:10]}")
-        available = stored.keys()
+        # Each stored partition's [start, end), parsed once for every group's history look-up.
+        windows = {k: key_window(k, freq) for k in stored.keys()}
         offline = offline_store(cfg, project.storage)
         versions, rows, columns, newest = [], 0, [], None
         sizes = {k: stored.row_count(k) for k in keys}
+        reach_back = lookback(cfg)
         for group in group_keys(keys, sizes, cfg.partitions.rows_per_batch):
-            start, _ = key_window(group[0], freq)
+            start = windows[group[0]][0]
             events = stored.read(group)
-            before = [k for k in available if key_window(k, freq)[1] <= start]
-            reach = _covering(before, start - lookback(cfg), cfg)
+            # The stored partitions before the group that its windows reach: [start - lookback, start).
+            since = start - reach_back
+            reach = [k for k, (_, end) in windows.items() if since < end <= start]
             computed = compute_features(cfg, events, stored.read(reach) if reach else None)
             parts = split_by_partition(computed, ts_col, freq)
             for key in group:
@@ -98,11 +101,10 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 newest = events[ts_col].max()
         # The online store keeps only the newest events (its retention); older rows of a long backfill would be
         # inserted only to be dropped again.
-        start, _ = key_window(keys[0], freq)
-        _, end = key_window(keys[-1], freq)
+        start, end = windows[keys[0]][0], windows[keys[-1]][1]
         if newest is not None:
             start = max(start, newest - online_retention(cfg))
-        recent = stored.read([k for k in keys if key_window(k, freq)[1] > start])
+        recent = stored.read([k for k in keys if windows[k][1] > start])
         if len(recent):
             recent = recent[recent[ts_col] >= start]
         online_counts = online_store(cfg, project.storage).materialize(cfg, recent, start=start, end=end)
@@ -189,11 +191,6 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         )
 
     return [features, trained_model, deployed_model]
-
-
-def _covering(keys: list[str], since: pd.Timestamp, cfg: MlopsConfig) -> list[str]:
-    """The stored partitions overlapping ``[since, ...)``: the history a window feature can reach."""
-    return [k for k in keys if key_window(k, cfg.partitions.freq)[1] > since]
 
 
 def _train_and_gate(context, project: MlopsProject, cfg: MlopsConfig, gates, trained_key, feature_version):
