@@ -28,7 +28,7 @@ import pytest
 
 from mlops_assets.config import load_config
 from mlops_assets.defs.model_assets import REASON_TAG
-from mlops_assets.defs.monitoring import retrain_job_name
+from mlops_assets.defs.retraining import retrain_job_name
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.settings import storage_from_env

@@ -118,8 +118,8 @@ def test_default_floors_pass_rainfall_model_and_block_shuffled_labels():
     assert good.passed, good.message
     assert good.value is not None and good.value > 0
     assert not bad.passed
-    assert bad.metadata["metrics"]["roc_auc"]["passed"] is False
-    assert bad.metadata["metrics"]["f1"]["passed"] is False
+    assert bad.details["metrics"]["roc_auc"]["passed"] is False
+    assert bad.details["metrics"]["f1"]["passed"] is False
     assert "roc_auc" in bad.message and bad.value < 0
 
 
@@ -127,8 +127,8 @@ def test_floors_treat_undefined_metric_as_failed_and_skip_switched_off_ones():
     floors = GatesConfig().floors.model_copy(update={"accuracy": None, "precision": None, "recall": None})
     r = metric_floors_gate({"roc_auc": float("nan"), "f1": 0.9}, floors)
     assert not r.passed
-    assert set(r.metadata["metrics"]) == {"roc_auc", "f1"}
-    assert r.metadata["metrics"]["f1"]["passed"] is True
+    assert set(r.details["metrics"]) == {"roc_auc", "f1"}
+    assert r.details["metrics"]["f1"]["passed"] is True
 
 
 # ------------------------------------------------------------------------------------------------ regression
@@ -142,7 +142,7 @@ def test_no_regression_better_passes_worse_blocked_on_the_same_holdout():
     worse = no_regression_gate(weak, good, Xh, yh, cfg, champion_version="2")
     assert better.passed, better.message
     assert not worse.passed
-    m = worse.metadata["metrics"]["roc_auc"]
+    m = worse.details["metrics"]["roc_auc"]
     # Both sides scored here on the same rows: the numbers equal an independent evaluation.
     assert m["champion"] == pytest.approx(compute_metrics(good, Xh, yh)["roc_auc"])
     assert m["challenger"] == pytest.approx(compute_metrics(weak, Xh, yh)["roc_auc"])
@@ -169,7 +169,7 @@ def test_no_regression_without_champion_is_a_first_deployment():
     Xh, yh = holdout()
     r = no_regression_gate(models()["good"], None, Xh, yh, RegressionConfig())
     assert r.passed and r.threshold is None
-    assert r.metadata["champion_version"] is None
+    assert r.details["champion_version"] is None
     assert "first deployment" in r.message
 
 
@@ -194,7 +194,7 @@ def test_latency_gate_blocks_a_deliberately_slow_model_against_limits_and_champi
     assert not r.passed
     assert r.value >= 60  # every call sleeps 60 ms
     assert r.threshold == cfg.p95_single_row_ms
-    assert r.metadata["champion"]["p95_single_row_ms"] < 60
+    assert r.details["champion"]["p95_single_row_ms"] < 60
     assert "limit" in r.message and "champion" in r.message
 
 
@@ -206,14 +206,12 @@ def test_latency_gate_passes_a_fast_model_and_reports_both_measurements():
     )
     r = latency_gate(models()["good"], Xh, cfg, champion=models()["shuffled"], champion_version="3")
     assert r.passed, r.message
-    assert r.value > 0 and r.metadata["challenger"]["batch_1000_rows_ms"] > 0
-    assert r.metadata["champion_version"] == "3" and r.metadata["champion"]["p95_single_row_ms"] > 0
-    assert r.metadata["threads"] == 1
+    assert r.value > 0 and r.details["challenger"]["batch_1000_rows_ms"] > 0
+    assert r.details["champion_version"] == "3" and r.details["champion"]["p95_single_row_ms"] > 0
+    assert r.details["threads"] == 1
     # With the libraries' own thread count the same figures are measured (no limit applied).
     r_default = latency_gate(models()["good"], Xh, cfg.model_copy(update={"threads": None}))
-    assert (
-        r_default.passed and r_default.metadata["threads"] is None and r_default.metadata["champion"] is None
-    )
+    assert r_default.passed and r_default.details["threads"] is None and r_default.details["champion"] is None
 
 
 # ------------------------------------------------------------------------------------------------ robustness
@@ -225,7 +223,7 @@ def test_robustness_passes_rainfall_model_and_blocks_a_fragile_one():
     bad = robustness_gate(Fragile(), Xh, RobustnessConfig())
     assert ok.passed and ok.value >= 0.9, ok.message
     assert not bad.passed and bad.value < 0.7
-    assert bad.metadata["flipped"] == round((1 - bad.value) * len(Xh))
+    assert bad.details["flipped"] == round((1 - bad.value) * len(Xh))
 
 
 # ------------------------------------------------------------------------------------------------ fairness
@@ -263,8 +261,8 @@ def test_fairness_gate_measures_selection_rate_gap_on_arrests_data():
     r_bad = fairness_gate(model, Xh, yh, Xh["colour"], strict, positive_label="Yes")
     assert r_ok.passed and not r_bad.passed
     assert r_bad.value == pytest.approx(expected_gap)
-    assert r_bad.metadata["lowest_group"] == rates.idxmin()
-    assert r_bad.metadata["groups"]["Black"]["rows"] == int((Xh["colour"] == "Black").sum())
+    assert r_bad.details["lowest_group"] == rates.idxmin()
+    assert r_bad.details["groups"]["Black"]["rows"] == int((Xh["colour"] == "Black").sum())
 
 
 def test_fairness_gate_true_positive_rate_and_small_groups():
@@ -320,20 +318,18 @@ def test_sanity_gate_passes_real_model_and_catches_schema_and_output_problems():
     model = models()["good"]
     schema = {c: str(t) for c, t in Xh.dtypes.items()}
     ok = sanity_gate(model, Xh, schema)
-    assert ok.passed and ok.value == 0 and all(ok.metadata["checks"].values())
+    assert ok.passed and ok.value == 0 and all(ok.details["checks"].values())
 
     retyped = dict(schema, visibility="object")
     r = sanity_gate(model, Xh, retyped)
-    assert not r.passed and r.metadata["checks"]["input_schema_matches_features"] is False
+    assert not r.passed and r.details["checks"]["input_schema_matches_features"] is False
     assert "visibility" in r.message
 
     swapped = Xh[list(reversed(Xh.columns))]
     r2 = sanity_gate(model, swapped, list(Xh.columns))
-    assert not r2.passed and r2.metadata["checks"] == {"model_scores_input": False}
+    assert not r2.passed and r2.details["checks"] == {"model_scores_input": False}
     assert "cannot score" in r2.message and "order" in r2.message
 
     r3 = sanity_gate(NanModel(), Xh)
     assert not r3.passed
-    assert (
-        r3.metadata["checks"]["no_nan"] is False and r3.metadata["checks"]["one_prediction_per_row"] is False
-    )
+    assert r3.details["checks"]["no_nan"] is False and r3.details["checks"]["one_prediction_per_row"] is False

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from mlops_assets.training.gates import GateResult
+from mlops_assets.catalogue import GateResult
 from mlops_assets.training.model_card import render_model_card
 from mlops_assets.training.plots import confusion_matrix_png, release_plots, roc_curve_png
 

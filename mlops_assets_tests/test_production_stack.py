@@ -26,7 +26,7 @@ import yaml
 
 from mlops_assets.config import load_config
 from mlops_assets.defs.model_assets import REASON_TAG
-from mlops_assets.defs.monitoring import retrain_job_name, sensor_name
+from mlops_assets.defs.retraining import retrain_job_name, sensor_name
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.settings import storage_from_env

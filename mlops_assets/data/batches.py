@@ -96,7 +96,7 @@ def validate_partitions(
             continue
         targets = gate.failing_partitions or list(batch)  # batch-wide failures (a missing column) block all
         for key in targets:
-            blocked.setdefault(key, []).append(gate.name)
+            blocked.setdefault(key, []).append(gate.gate)
     keys = row_keys(frame[cfg.dataset.timestamp_column], cfg.partitions.freq)
     reasons = pd.Series(None, index=frame.index, dtype=object)
     if len(result.quarantined):

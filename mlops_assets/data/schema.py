@@ -33,6 +33,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
 
+from mlops_assets.catalogue import DatasetShape, GateResult, data_gate, data_gates
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.partitions import row_keys
 
@@ -229,21 +230,6 @@ def to_pandera(spec: DataSpec) -> pa.DataFrameSchema:
 
 
 @dataclass
-class GateResult:
-    """One data gate over a batch: whether it passed and the evidence, in the form asset checks publish."""
-
-    name: str
-    passed: bool
-    value: float | int | None
-    threshold: float | int | None
-    description: str
-    failing_partitions: list[str] = field(default_factory=list)
-    failing_columns: list[str] = field(default_factory=list)
-    sample: list[dict[str, Any]] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class BatchValidation:
     gates: dict[str, GateResult]
     clean: pd.DataFrame  # the batch with quarantined rows removed and dtypes coerced
@@ -254,34 +240,17 @@ class BatchValidation:
         return all(g.passed for g in self.gates.values())
 
 
-GATES = {
-    "has_expected_columns": "Every column of the data contract is present and no unknown one appears.",
-    "has_expected_dtypes": "Numeric columns hold numbers (a number arriving as text such as '25 years' fails).",
-    "null_fraction_within_limit": "In every partition, each column's null fraction is within the limit.",
-    "values_plausible": "Out-of-range values are few enough to quarantine; a corrupt feed blocks.",
-    "labels_known": "Labels are one of the two classes of the reference data.",
-    "categories_known": "Categorical columns hold known categories (a few unseen values are allowed).",
-    "keys_unique": "Entity key and timestamp identify each row.",
-    "has_min_rows": "Every partition has at least the minimum number of rows.",
-}
-
-
 def gate_names(spec_or_cfg: DataSpec | MlopsConfig) -> list[str]:
-    """The gates that exist for a dataset: categories only with categorical columns, keys only with entities."""
+    """The data gates that exist for a dataset (see :mod:`mlops_assets.catalogue`)."""
     if isinstance(spec_or_cfg, DataSpec):
-        has_cats = any(c.kind == CATEGORICAL for c in spec_or_cfg.columns)
-        has_keys = bool(spec_or_cfg.entity_columns)
-    else:
-        has_cats = spec_or_cfg.dataset.categorical_columns is None or bool(
-            spec_or_cfg.dataset.categorical_columns
+        shape = DatasetShape(
+            kinds={c.name: c.kind for c in spec_or_cfg.columns},
+            categorical_columns=None,
+            entity_columns=list(spec_or_cfg.entity_columns),
         )
-        has_keys = bool(spec_or_cfg.dataset.entity_columns)
-    names = list(GATES)
-    if not has_cats:
-        names.remove("categories_known")
-    if not has_keys:
-        names.remove("keys_unique")
-    return names
+    else:
+        shape = DatasetShape.of(spec_or_cfg)
+    return [g.name for g in data_gates(shape)]
 
 
 def _sample(frame: pd.DataFrame, index: pd.Index, n: int = 5) -> list[dict[str, Any]]:
@@ -329,7 +298,7 @@ def _judge(
         passed=not missing and not extra,
         value=len(missing) + len(extra),
         threshold=0,
-        description=GATES["has_expected_columns"],
+        message=data_gate("has_expected_columns").description,
         failing_columns=missing + extra,
         details={"missing": missing, "unexpected": extra, "expected": spec.expected_columns},
     )
@@ -345,7 +314,7 @@ def _judge(
         passed=not bad_dtype_cols,
         value=len(bad_dtype_cols),
         threshold=0,
-        description=GATES["has_expected_dtypes"],
+        message=data_gate("has_expected_dtypes").description,
         failing_columns=bad_dtype_cols,
         failing_partitions=sorted(parts.loc[parts.index.intersection(dtype_rows)].unique().tolist()),
         sample=_sample(batch, dtype_rows),
@@ -369,7 +338,7 @@ def _judge(
         passed=not bool(over.to_numpy().any()) if over.size else True,
         value=round(worst, 6),
         threshold=spec.max_null_fraction,
-        description=GATES["null_fraction_within_limit"],
+        message=data_gate("null_fraction_within_limit").description,
         failing_partitions=sorted(over.index[over.any(axis=1)].tolist()) if over.size else [],
         failing_columns=sorted(over.columns[over.any(axis=0)].tolist()) if over.size else [],
         details={
@@ -397,7 +366,7 @@ def _judge(
         passed=not blocked_parts,
         value=round(float(frac), 6),
         threshold=spec.max_quarantine_fraction,
-        description=GATES["values_plausible"],
+        message=data_gate("values_plausible").description,
         failing_partitions=blocked_parts,
         failing_columns=range_cols,
         sample=_sample(batch, range_rows),
@@ -419,7 +388,7 @@ def _judge(
             passed=len(rows) == 0,
             value=len(rows),
             threshold=0,
-            description=GATES[name],
+            message=data_gate(name).description,
             failing_partitions=sorted(parts.loc[rows].unique().tolist()) if len(rows) else [],
             sample=_sample(batch, rows),
             details=details,
@@ -452,7 +421,7 @@ def _judge(
             passed=not bad_parts,
             value=round(float(unseen_frac.max()), 6) if len(unseen_frac) else 0.0,
             threshold=spec.max_unseen_category_fraction,
-            description=GATES["categories_known"],
+            message=data_gate("categories_known").description,
             failing_partitions=bad_parts,
             failing_columns=sorted(unseen),
             sample=_sample(batch, unseen_rows),
@@ -471,7 +440,7 @@ def _judge(
         passed=small.empty and len(batch) > 0,
         value=int(sizes.min()) if len(sizes) else 0,
         threshold=spec.min_rows,
-        description=GATES["has_min_rows"],
+        message=data_gate("has_min_rows").description,
         failing_partitions=sorted(small.index.tolist()),
     )
 
@@ -528,7 +497,7 @@ def merge_gates(parts: list[dict[str, GateResult]]) -> dict[str, GateResult]:
             passed=all(g.passed for g in gates),
             value=value,
             threshold=gates[0].threshold,
-            description=gates[0].description,
+            message=gates[0].message,
             failing_partitions=sorted(_union([g.failing_partitions for g in gates])),
             failing_columns=sorted(columns),
             sample=[row for g in gates for row in g.sample][:5],

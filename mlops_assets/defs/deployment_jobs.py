@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_assets.config import MlopsConfig
+from mlops_assets.defs.resources import MlopsProject
 
 
 class RollbackConfig(dg.Config):
@@ -13,11 +14,9 @@ class RollbackConfig(dg.Config):
 
 def build_deployment_jobs(cfg: MlopsConfig, prefix: list[str]) -> list[dg.JobDefinition]:
     @dg.op(name=f"{prefix[-1]}_rollback", pool="mlops_promotion")
-    def rollback(context: dg.OpExecutionContext, config: RollbackConfig) -> dict:
+    def rollback(context: dg.OpExecutionContext, config: RollbackConfig, project: MlopsProject) -> dict:
         """Move the champion back to the previous (or given) version, recorded with reason ``rollback``."""
-        from mlops_assets.registry.model_registry import ModelRegistry
-
-        deployment = ModelRegistry(cfg.model.name).rollback(to=config.to, run_id=context.run_id)
+        deployment = project.registry().rollback(to=config.to, run_id=context.run_id)
         context.add_output_metadata(
             {"champion_version": deployment.version, "previous": str(deployment.previous_version)}
         )

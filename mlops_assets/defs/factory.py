@@ -9,8 +9,10 @@ from __future__ import annotations
 import dagster as dg
 
 from mlops_assets.config import MlopsConfig
+from mlops_assets.data.batches import Stores
 from mlops_assets.data.partitions import frequency, period_end, period_start
 from mlops_assets.data.sources import source_time_range
+from mlops_assets.settings import storage_from_env
 
 
 def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
@@ -32,7 +34,6 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.model_assets import build_model_assets
-    from mlops_assets.defs.monitoring import build_monitoring_defs
     from mlops_assets.defs.performance_assets import build_performance_assets
     from mlops_assets.defs.resources import (
         PARTITION_IO,
@@ -40,21 +41,22 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         PartitionedParquetIOManager,
         mlflow_tracking,
     )
+    from mlops_assets.defs.retraining import build_retraining_defs
 
     prefix = [cfg.model.name]
     partitions_def = time_partitions(cfg)
     project = MlopsProject(config_path=config_path)
     assets = [
-        *build_data_assets(cfg, partitions_def, prefix),
+        *build_data_assets(cfg, partitions_def, prefix, Stores.at(storage_from_env().home, cfg.model.name)),
         *build_model_assets(cfg, partitions_def, prefix),
         *build_performance_assets(cfg, partitions_def, prefix),
     ]
-    monitoring = build_monitoring_defs(cfg, prefix)
+    retraining = build_retraining_defs(cfg, prefix)
     return dg.Definitions(
         assets=assets,
-        asset_checks=monitoring.asset_checks,
-        jobs=[*monitoring.jobs, *build_deployment_jobs(cfg, prefix)],
-        sensors=monitoring.sensors,
+        asset_checks=retraining.asset_checks,
+        jobs=[*retraining.jobs, *build_deployment_jobs(cfg, prefix)],
+        sensors=retraining.sensors,
         resources={
             "project": project,
             PARTITION_IO: PartitionedParquetIOManager(project=project),

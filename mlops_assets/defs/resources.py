@@ -1,6 +1,7 @@
 """Resources and IO: the project's config and storage, per-partition Parquet IO, and MLflow via dagster-mlflow."""
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -10,6 +11,9 @@ from mlops_assets.config import MlopsConfig, load_config
 from mlops_assets.data.batches import Stores
 from mlops_assets.data.store import PartitionStore
 from mlops_assets.settings import Storage, storage_from_env
+
+if TYPE_CHECKING:
+    from mlops_assets.registry.model_registry import ModelRegistry
 
 
 class MlopsProject(dg.ConfigurableResource):
@@ -28,6 +32,23 @@ class MlopsProject(dg.ConfigurableResource):
     @cached_property
     def stores(self) -> Stores:
         return Stores.at(self.storage.home, self.config.model.name)
+
+    def registry(self) -> "ModelRegistry":
+        """The model's registry on this project's storage (built once per run)."""
+        return self._registry
+
+    @cached_property
+    def _registry(self) -> "ModelRegistry":
+        from mlops_assets.registry.model_registry import ModelRegistry
+
+        return ModelRegistry.from_config(self.config, self.storage)
+
+    def champion_window(self) -> tuple[str, str] | None:
+        """The champion's training window (first, last partition): the data contract's reference once one
+        exists."""
+        from mlops_assets.steps.ingest import champion_window
+
+        return champion_window(self.registry())
 
 
 PARTITION_IO = "partition_io"
@@ -65,6 +86,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
 
 @dg.resource(
     config_schema=CONFIG_SCHEMA,
+    required_resource_keys={"project"},
     description="MLflow tracking through dagster-mlflow, artifacts in MLOPS_HOME.",
 )
 def mlflow_tracking(context):
@@ -72,11 +94,10 @@ def mlflow_tracking(context):
     (MLflow's default is ``./mlruns`` in the working directory), and the MLflow run ended with the step."""
     import mlflow
 
-    from mlops_assets.registry.model_registry import ModelRegistry
-
-    storage = storage_from_env().ensure()
+    project: MlopsProject = context.resources.project
+    storage = project.storage
+    registry = project.registry()
     name = context.resource_config["experiment_name"]
-    registry = ModelRegistry(name.removeprefix("mlops_assets/"), storage)
     if registry.experiment_name != name:
         raise ValueError(f"experiment_name must be {registry.experiment_name!r}, got {name!r}")
     registry.ensure_experiment()

@@ -43,7 +43,6 @@ from mlops_assets.monitoring.state import (
     assess_partition,
     data_version,
     feature_kinds,
-    reference_profile,
 )
 
 DRIFT_CHECK = "features_match_champion_profile"
@@ -154,7 +153,8 @@ def replay(
     """
     from mlops_assets.data.partitions import key_window
     from mlops_assets.features import model_feature_columns
-    from mlops_assets.training.pipeline import Split, TrainingError, fit
+    from mlops_assets.steps.train import fit_with_profile
+    from mlops_assets.training.pipeline import Split, TrainingError
 
     t0 = time.perf_counter()
     if frame is None:
@@ -176,10 +176,7 @@ def replay(
     def train(last: int, version: int, at: datetime) -> _Champion:
         train_keys = keys[max(0, last - window + 1) : last + 1]
         data = pd.concat([groups[k] for k in train_keys], ignore_index=True)
-        model = fit(cfg, data, "__partition__", numeric, categorical, split=Split(train_keys, [], []))
-        rows = data[data[label].notna()]
-        probs = model.pipeline.predict_proba(rows[model.feature_columns])[:, 1]
-        profile = reference_profile(cfg, rows, numeric, categorical, probs)
+        model, profile = fit_with_profile(cfg, data, Split(train_keys, [], []), numeric, categorical)
         return _Champion(str(version), model.pipeline, profile, at, train_keys[-1], model.feature_columns)
 
     def arrival(key: str) -> datetime:

@@ -2,7 +2,7 @@
 
 Plain module (no Dagster). Three users share it so that they run the same code:
 
-* the drift / performance asset check (``mlops_assets.defs.monitoring``) calls :func:`assess_partition` on each
+* the drift / performance asset check (``mlops_assets.defs.retraining``) calls :func:`assess_partition` on each
   new batch and appends the results to the :class:`MonitoringLog`;
 * the sensors build a :class:`PolicyState` with :func:`policy_state` (champion and past retrains from the MLflow
   registry, drift and performance from the log, live metrics from the prediction log) and call

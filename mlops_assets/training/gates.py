@@ -1,7 +1,7 @@
 """Release gates: pure functions that decide whether a challenger may become champion.
 
 Each gate takes fitted models and frames, measures one thing and returns a :class:`GateResult` with the measured
-value, the threshold and metadata; a failing gate is a result, not an exception. Exceptions (:class:`GateError`)
+value, the threshold and details; a failing gate is a result, not an exception. Exceptions (:class:`GateError`)
 are kept for inputs the gate cannot work with at all (a champion that cannot score the holdout, an unconfigured
 fairness gate called anyway). The Dagster asset checks are thin wrappers over these functions.
 
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mlops_assets.catalogue import GateResult
 from mlops_assets.metrics import classification_metrics
 from mlops_assets.training.gate_settings import (
     FairnessConfig,
@@ -33,7 +33,6 @@ from mlops_assets.training.gate_settings import (
 __all__ = [
     "FairnessConfig",
     "GateError",
-    "GateResult",
     "GatesConfig",
     "compute_metrics",
     "evaluate_gates",
@@ -51,21 +50,6 @@ METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall")
 
 class GateError(ValueError):
     """A gate cannot be evaluated on these inputs (the message says why); distinct from a gate that fails."""
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """Outcome of one gate: ``passed``, the measured ``value`` beside its ``threshold``, and details."""
-
-    gate: str
-    passed: bool
-    value: float | None
-    threshold: float | None
-    message: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------------------------------------- predictions
@@ -139,7 +123,7 @@ def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> Ga
         value=margin,
         threshold=0.0,
         message=message,
-        metadata={"metrics": per_metric},
+        details={"metrics": per_metric},
     )
 
 
@@ -160,7 +144,7 @@ def no_regression_gate(
     ``absolute`` passes when ``challenger >= champion - tolerance``, ``relative`` when
     ``challenger >= champion * (1 - tolerance)``. ``value``/``threshold`` are the first configured metric of the
     challenger and its minimum allowed value. With no champion there is nothing to regress against: the gate
-    passes and says so (``metadata.champion_version`` is ``None``).
+    passes and says so (``details["champion_version"]`` is ``None``).
     """
     ours = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=threshold)
     primary = cfg.metrics[0]
@@ -171,7 +155,7 @@ def no_regression_gate(
             value=ours[primary],
             threshold=None,
             message="no champion yet: first deployment, nothing to regress against",
-            metadata={"champion_version": None, "challenger": {m: ours[m] for m in cfg.metrics}},
+            details={"champion_version": None, "challenger": {m: ours[m] for m in cfg.metrics}},
         )
     try:
         theirs = compute_metrics(champion, X, y, positive_label=positive_label, threshold=threshold)
@@ -204,7 +188,7 @@ def no_regression_gate(
         message="no regression against the champion"
         if not failures
         else "regression: " + "; ".join(failures),
-        metadata={
+        details={
             "champion_version": champion_version,
             "mode": cfg.mode,
             "tolerance": cfg.tolerance,
@@ -292,7 +276,7 @@ def latency_gate(
         value=ours["p95_single_row_ms"],
         threshold=cfg.p95_single_row_ms,
         message="latency within limits" if not failures else "; ".join(failures),
-        metadata={
+        details={
             "challenger": ours,
             "champion": measured.get("champion"),
             "champion_version": champion_version if champion is not None else None,
@@ -356,7 +340,7 @@ def robustness_gate(
             f"{agreement:.3f} of predictions unchanged under noise {cfg.noise_level}"
             + ("" if ok else f" (< {cfg.min_agreement})")
         ),
-        metadata={"noise_level": cfg.noise_level, "rows": len(X), "flipped": int(np.sum(clean != noisy))},
+        details={"noise_level": cfg.noise_level, "rows": len(X), "flipped": int(np.sum(clean != noisy))},
     )
 
 
@@ -412,7 +396,7 @@ def fairness_gate(
                 f"cannot compare {cfg.metric} across '{cfg.sensitive_column}': fewer than two groups with "
                 f"at least {cfg.min_group_size} {'rows' if cfg.metric == 'selection_rate' else 'positives'}"
             ),
-            metadata=base_meta,
+            details=base_meta,
         )
     hi = max(compared, key=compared.__getitem__)
     lo = min(compared, key=compared.__getitem__)
@@ -427,7 +411,7 @@ def fairness_gate(
             f"largest {cfg.metric} difference {diff:.3f} between '{hi}' ({compared[hi]:.3f}) and '{lo}' "
             f"({compared[lo]:.3f})" + ("" if ok else f" exceeds {cfg.max_difference}")
         ),
-        metadata=base_meta | {"highest_group": hi, "lowest_group": lo},
+        details=base_meta | {"highest_group": hi, "lowest_group": lo},
     )
 
 
@@ -458,7 +442,7 @@ def sanity_gate(
             value=1.0,
             threshold=0.0,
             message=f"model cannot score the input ({type(err).__name__}: {str(err).strip()[:500]})",
-            metadata={"checks": {"model_scores_input": False}, "rows": n, "input_schema": actual},
+            details={"checks": {"model_scores_input": False}, "rows": n, "input_schema": actual},
         )
     checks["one_prediction_per_row"] = proba.ndim == 2 and proba.shape[0] == n and pred.shape[0] == n
     if not checks["one_prediction_per_row"]:
@@ -505,7 +489,7 @@ def sanity_gate(
         value=float(len(problems)),
         threshold=0.0,
         message="sane" if not problems else "; ".join(problems),
-        metadata={"checks": checks, "rows": n},
+        details={"checks": checks, "rows": n},
     )
 
 

@@ -1,8 +1,9 @@
-"""Monitoring and retraining triggers: the drift check on new feature batches, the retrain job, and the drift,
+"""Retraining triggers: the drift check on new feature batches, the retrain job, and the drift,
 performance and freshness sensors.
 
-Thin wiring over :mod:`mlops_assets.monitoring`: the check calls :func:`~mlops_assets.monitoring.state.
-assess_partition` (the function the replay uses) and appends to the monitoring log; every sensor builds the same
+Thin wiring over :mod:`mlops_assets.steps.drift` and :mod:`mlops_assets.monitoring`: the check calls
+:func:`~mlops_assets.steps.drift.assess_drift` (over :func:`~mlops_assets.monitoring.state.assess_partition`, the
+function the replay uses), which appends to the monitoring log; every sensor builds the same
 ``PolicyState`` with :func:`~mlops_assets.monitoring.state.current_decision` and acts only when
 :func:`~mlops_assets.monitoring.policy.decide_retrain` names its own reason, so two sensors never request the same
 retrain. Storm control (cooldown, cap, failed challenger, no new data) is the policy's; on top, a sensor never
@@ -48,7 +49,7 @@ def _run_partitions(tags: dict[str, str]) -> tuple[str, str] | None:
     return (key, key) if key else None
 
 
-def build_monitoring_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions:
+def build_retraining_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions:
     """The drift check on ``features``, ``<model>_retrain_job`` and the three trigger sensors."""
     features_key = dg.AssetKey([*prefix, "features"])
     trained_key = dg.AssetKey([*prefix, "trained_model"])
@@ -127,95 +128,16 @@ def build_monitoring_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions
 
 
 def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, features_key: dg.AssetKey):
-    from mlflow.exceptions import MlflowException
-
-    from mlops_assets.features.stores import offline_store
-    from mlops_assets.monitoring.drift import drift_plot
-    from mlops_assets.monitoring.profile import Profile
-    from mlops_assets.monitoring.state import (
-        PROFILE_ARTIFACT,
-        TAG_DATA_VERSION,
-        MonitoringLog,
-        assess_partition,
-    )
-    from mlops_assets.registry.errors import UnknownVersionError
-    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.steps.drift import assess_drift
 
     project = context.resources.project
-    storage = project.storage
-    registry = ModelRegistry(cfg.model.name, storage)
-    champion = registry.champion()
-    if champion is None:
-        context.log.info(f"{DRIFT_CHECK} skipped: no champion yet to compare with")
+    outcome = assess_drift(cfg, project.registry(), project.storage, _run_partitions(context.run.tags))
+    if outcome.skipped:
+        context.log.info(f"{DRIFT_CHECK} skipped: {outcome.skipped}")
         return
-    try:
-        profile = Profile.from_dict(registry.load_json(champion.version, PROFILE_ARTIFACT))
-    except (UnknownVersionError, MlflowException, OSError) as err:
-        context.log.warning(
-            f"{DRIFT_CHECK} skipped: champion version {champion.version} has no reference profile ({err})"
-        )
-        return
-    seen = champion.tags.get(TAG_DATA_VERSION) or ""
-    offline = offline_store(cfg, storage)
-    stored = offline.partitions()
-    rng = _run_partitions(context.run.tags)
-    keys = [k for k in stored if (rng is None or rng[0] <= k <= rng[1]) and k > seen]
-    if not keys:
-        context.log.info(
-            f"{DRIFT_CHECK} skipped: no stored partition of this run ({rng[0] + '..' + rng[1] if rng else 'all'}) "
-            f"is newer than the champion's training data (version {champion.version}, data up to "
-            f"{seen or 'unknown'}; stored {stored[:1]}..{stored[-1:]})"
-        )
-        return
-    loaded = registry.load(champion.version)
-    columns = registry.load_json(champion.version, "feature_columns")
-    feature_columns = [*columns["numeric"], *columns["categorical"]]
-    # One partition in memory at a time: a long backfill's new partitions are assessed one by one.
-    assessments = []
-    for key in keys:
-        frame = offline.read([key])
-        if len(frame) == 0:
-            continue
-        assessments.append(
-            assess_partition(
-                cfg,
-                key,
-                frame,
-                profile,
-                model=loaded.model,
-                feature_columns=feature_columns,
-                champion_version=champion.version,
-            )
-        )
-    if not assessments:
-        context.log.info(f"{DRIFT_CHECK} skipped: the run's new partitions hold no rows")
-        return
-    now = datetime.now(UTC)
-    MonitoringLog.from_storage(cfg.model.name, storage).append(assessments, now)
-    drifted = [a.partition for a in assessments if a.drifted]
-    # Details (per-feature table, plot) for the newest drifted partition, else the newest one.
-    focus = next((a for a in reversed(assessments) if a.drifted), assessments[-1])
-    plot_dir = storage.home / cfg.model.name / "monitoring" / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    plot_path = plot_dir / f"{focus.partition}_champion_v{champion.version}.png"
-    plot_path.write_bytes(drift_plot(profile, offline.read([focus.partition]), focus.covariate, cfg.drift))
-    per_feature = [
-        {
-            "column": f.column,
-            "test": f.test,
-            "statistic": round(f.statistic, 6),
-            "p_value": f.p_value,
-            "p_value_adjusted": f.p_value_adjusted,
-            "distance_name": f.distance_name,
-            "distance": round(f.distance, 6),
-            "threshold": f.threshold,
-            "drifted": f.drifted,
-            "strong": f.strong,
-            "null_rate_reference": round(f.null_rate_reference, 6),
-            "null_rate_current": round(f.null_rate_current, 6),
-        }
-        for f in focus.covariate.features
-    ]
+    assert outcome.focus is not None and outcome.plot_path is not None
+    assessments, drifted, focus = outcome.assessments, outcome.drifted, outcome.focus
+    per_feature = outcome.per_feature()
 
     def one(report):
         if report is None:
@@ -232,11 +154,11 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
         }
 
     md = {
-        "champion_version": champion.version,
-        "reference_window": f"{profile.start} .. {profile.end}",
+        "champion_version": outcome.champion_version,
+        "reference_window": outcome.reference_window,
         "partitions_checked": len(assessments),
         "drifted_partitions": dg.MetadataValue.json(drifted),
-        "strong_signal_partitions": dg.MetadataValue.json([a.partition for a in assessments if a.strong]),
+        "strong_signal_partitions": dg.MetadataValue.json(outcome.strong),
         "partition": focus.partition,
         "features": dg.MetadataValue.md(_table(per_feature)),
         "per_feature": dg.MetadataValue.json(per_feature),
@@ -252,7 +174,7 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
         ),
         "alpha": focus.covariate.alpha,
         "correction": focus.covariate.correction,
-        "drift_plot": dg.MetadataValue.path(str(plot_path)),
+        "drift_plot": dg.MetadataValue.path(str(outcome.plot_path)),
         "measured": dg.MetadataValue.float(float(len(drifted))),
         "threshold": dg.MetadataValue.float(0.0),
     }
@@ -263,7 +185,7 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
         severity=dg.AssetCheckSeverity.WARN,
         description=(
             f"{len(drifted)} of {len(assessments)} new partition(s) drifted from champion version "
-            f"{champion.version}'s reference" + (f": {', '.join(drifted[:12])}" if drifted else "")
+            f"{outcome.champion_version}'s reference" + (f": {', '.join(drifted[:12])}" if drifted else "")
         ),
         metadata=md,
     )
@@ -305,9 +227,7 @@ def _evaluate(context: dg.SensorEvaluationContext, cfg: MlopsConfig, trigger: st
         new_cursor["log_lines"] = lines
         fresh = lines > cursor.get("log_lines", 0)
         if trigger == "performance":
-            from mlops_assets.registry.model_registry import ModelRegistry
-
-            champ = registry_facts(ModelRegistry(cfg.model.name, storage)).champion_version
+            champ = registry_facts(context.resources.project.registry()).champion_version
             labeled = sum(o.n_rows for o in live_observations(cfg, champ, storage.prediction_log_url))
             new_cursor["live_labels"] = labeled
             new_cursor["champion"] = champ
@@ -345,9 +265,8 @@ def _evaluate(context: dg.SensorEvaluationContext, cfg: MlopsConfig, trigger: st
 def _unregistered_retrains(context, job_name: str, storage, cfg: MlopsConfig) -> list[datetime]:
     """Start times of retrain runs that registered no version (failed before it): storm control counts them."""
     from mlops_assets.monitoring.state import registry_facts
-    from mlops_assets.registry.model_registry import ModelRegistry
 
-    registered = set(registry_facts(ModelRegistry(cfg.model.name, storage)).run_ids)
+    registered = set(registry_facts(context.resources.project.registry()).run_ids)
     records = context.instance.get_run_records(filters=dg.RunsFilter(job_name=job_name), limit=50)
     return [
         datetime.fromtimestamp(r.create_timestamp.timestamp(), UTC)

@@ -1,0 +1,170 @@
+"""What gates exist, written once: the data gates on ``raw_data`` and the release gates on ``trained_model``.
+
+The Dagster check specs, the check names in reports and the docs are all built from these two catalogues; the
+functions that measure each gate live with their concept (:mod:`mlops_assets.data.schema` for data,
+:mod:`mlops_assets.training.gates` for release) and all return the one :class:`GateResult`.
+
+A gate that does not apply to a dataset (no categorical column, no entity key, no fairness column, no metric
+floor configured) is absent: it has no check, never a check that reports a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
+
+DATA = "data"
+RELEASE = "release"
+CATEGORICAL = "categorical"
+
+
+@dataclass
+class GateResult:
+    """One gate's verdict and its evidence: the measured ``value`` beside its ``threshold``, a human ``message``,
+    and ``details``; data gates also name the failing partitions and columns and a sample of failing rows."""
+
+    gate: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    failing_partitions: list[str] = field(default_factory=list)
+    failing_columns: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DatasetShape:
+    """What decides which data gates a dataset has, known without reading rows: the column kinds the data
+    contract recorded (None before the first ingestion) and the configured keys."""
+
+    kinds: Mapping[str, str] | None
+    categorical_columns: list[str] | None
+    entity_columns: list[str]
+    unique_key: list[str] | None = None
+
+    @classmethod
+    def of(cls, cfg: MlopsConfig, kinds: Mapping[str, str] | None = None) -> DatasetShape:
+        return cls(
+            kinds=kinds,
+            categorical_columns=cfg.dataset.categorical_columns,
+            entity_columns=list(cfg.dataset.entity_columns),
+        )
+
+    def has_categories(self) -> bool:
+        if self.kinds is not None:
+            return CATEGORICAL in self.kinds.values()
+        # Before any ingestion: configured categoricals decide; inferred ones (None) may exist.
+        return self.categorical_columns is None or bool(self.categorical_columns)
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """One gate of the catalogue: its name, kind, what it asserts, and when it applies."""
+
+    name: str
+    kind: Literal["data", "release"]
+    description: str
+    applies: Callable[[Any], bool] = field(default=lambda _: True, compare=False, repr=False)
+
+    @property
+    def check_name(self) -> str:
+        """The Dagster asset check that publishes this gate."""
+        return f"raw_data_{self.name}" if self.kind == DATA else f"trained_model_passes_{self.name}"
+
+
+DATA_GATES: tuple[GateSpec, ...] = (
+    GateSpec(
+        "has_expected_columns",
+        DATA,
+        "Every column of the data contract is present and no unknown one appears.",
+    ),
+    GateSpec(
+        "has_expected_dtypes",
+        DATA,
+        "Numeric columns hold numbers (a number arriving as text such as '25 years' fails).",
+    ),
+    GateSpec(
+        "null_fraction_within_limit",
+        DATA,
+        "In every partition, each column's null fraction is within the limit.",
+    ),
+    GateSpec(
+        "values_plausible",
+        DATA,
+        "Out-of-range values are few enough to quarantine; a corrupt feed blocks.",
+    ),
+    GateSpec("labels_known", DATA, "Labels are one of the two classes of the reference data."),
+    GateSpec(
+        "categories_known",
+        DATA,
+        "Categorical columns hold known categories (a few unseen values are allowed).",
+        applies=lambda shape: shape.has_categories(),
+    ),
+    GateSpec(
+        "keys_unique",
+        DATA,
+        "Entity key and timestamp identify each row.",
+        applies=lambda shape: bool(shape.entity_columns),
+    ),
+    GateSpec("has_min_rows", DATA, "Every partition has at least the minimum number of rows."),
+)
+
+RELEASE_GATES: tuple[GateSpec, ...] = (
+    GateSpec(
+        "sanity",
+        RELEASE,
+        "Probabilities in [0, 1], no NaN, one prediction per row, input schema equal to the feature schema.",
+    ),
+    GateSpec(
+        "metric_floors",
+        RELEASE,
+        "Holdout ROC AUC, accuracy, F1, precision and recall at or above their floors.",
+        applies=lambda cfg: any(v is not None for v in cfg.gates.floors.model_dump().values()),
+    ),
+    GateSpec(
+        "no_regression",
+        RELEASE,
+        "Holdout metric no worse than the champion's on the same holdout, within the tolerance.",
+    ),
+    GateSpec(
+        "latency",
+        RELEASE,
+        "p95 single-row and 1,000-row batch prediction time within limits and beside the champion's.",
+    ),
+    GateSpec("robustness", RELEASE, "Predictions agree under small input noise."),
+    GateSpec(
+        "fairness",
+        RELEASE,
+        "Largest between-group difference of the chosen rate under the threshold.",
+        applies=lambda cfg: cfg.fairness.enabled,
+    ),
+)
+
+_BY_NAME = {(g.kind, g.name): g for g in (*DATA_GATES, *RELEASE_GATES)}
+
+
+def data_gate(name: str) -> GateSpec:
+    return _BY_NAME[(DATA, name)]
+
+
+def release_gate(name: str) -> GateSpec:
+    return _BY_NAME[(RELEASE, name)]
+
+
+def data_gates(shape: DatasetShape) -> list[GateSpec]:
+    """The data gates this dataset has, in catalogue order."""
+    return [g for g in DATA_GATES if g.applies(shape)]
+
+
+def release_gates(cfg: MlopsConfig) -> list[GateSpec]:
+    """The release gates this configuration has, in catalogue order (the order they are evaluated in)."""
+    return [g for g in RELEASE_GATES if g.applies(cfg)]

@@ -1,0 +1,135 @@
+"""The pipeline's use-cases called directly, on the bundled data, without building or running the Dagster graph."""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlops_assets.catalogue import DATA_GATES, RELEASE_GATES, DatasetShape, data_gates, release_gates
+from mlops_assets.config import load_config
+from mlops_assets.data.batches import BlockedPartitionError, Stores
+from mlops_assets.data.partitions import row_keys
+from mlops_assets.features.stores import offline_store
+from mlops_assets.registry.model_registry import ModelRegistry
+from mlops_assets.settings import storage_from_env
+from mlops_assets.steps.drift import assess_drift
+from mlops_assets.steps.features import FeaturesError, build_features
+from mlops_assets.steps.ingest import contract_path, ingest, publish_validated
+from mlops_assets.steps.promote import PromotionRefused, promote
+from mlops_assets.steps.train import train_and_gate
+
+
+def _keys(frame: pd.DataFrame) -> list[str]:
+    return sorted(row_keys(frame["date"], "month").unique())
+
+
+@pytest.fixture
+def slice_setup(rainfall_slice, tmp_path):
+    def make(years: int = 3, **kw):
+        path, frame = rainfall_slice(years, **kw)
+        cfg = load_config(path)
+        storage = storage_from_env().ensure()
+        return cfg, storage, Stores.at(storage.home, cfg.model.name), frame
+
+    return make
+
+
+def _ingest(cfg, stores, keys, tmp_path):
+    names = [g.name for g in data_gates(DatasetShape.of(cfg, {}))]
+    return ingest(cfg, stores, keys, gate_names=names, scratch=tmp_path / "scratch")
+
+
+def test_ingest_stores_every_partition_with_its_verdict_and_the_contract(slice_setup, tmp_path):
+    cfg, _, stores, frame = slice_setup(2)
+    keys = _keys(frame)
+    outcome = _ingest(cfg, stores, keys, tmp_path)
+    assert not outcome.blocked and [g.gate for g in outcome.gates] == [
+        "has_expected_columns",
+        "has_expected_dtypes",
+        "null_fraction_within_limit",
+        "values_plausible",
+        "labels_known",
+        "has_min_rows",
+    ]
+    assert outcome.rows == len(frame) and stores.raw.keys() == keys
+    assert set(outcome.partition_versions) == set(keys)
+    assert json.loads(contract_path(stores).read_text())["label_column"] == "rain"
+    assert not (tmp_path / "scratch").exists()  # the scratch folder is removed
+    published = publish_validated(cfg, stores, keys)
+    assert published.rows == len(frame) and stores.validated.keys() == keys
+    # Same data, same versions: the data version is a content hash.
+    again = _ingest(cfg, stores, keys, tmp_path)
+    assert again.data_version == outcome.data_version
+
+
+def test_a_corrupt_month_is_blocked_and_never_published(slice_setup, tmp_path):
+    def corrupt(f):
+        f = f.copy()
+        f.loc[f["date"].dt.strftime("%Y-%m") == "1950-03", "visibility"] = 999_999_999.0
+        return f
+
+    cfg, _, stores, frame = slice_setup(2, mutate=corrupt)
+    keys = _keys(frame)
+    outcome = _ingest(cfg, stores, keys, tmp_path)
+    failed = {g.gate: g for g in outcome.gates if not g.passed}
+    assert set(failed) == {"values_plausible"}
+    assert failed["values_plausible"].failing_columns == ["visibility"]
+    assert failed["values_plausible"].failing_partitions == ["1950-03"]
+    assert failed["values_plausible"].sample[0]["visibility"] == 999_999_999.0
+    with pytest.raises(BlockedPartitionError, match="1950-03"):
+        publish_validated(cfg, stores, keys)
+    assert stores.validated.keys() == []  # refused before anything was written
+    # The months before the corrupt one publish on their own.
+    assert publish_validated(cfg, stores, keys[:14]).rows > 0
+
+
+def test_train_gate_promote_then_assess_drift(slice_setup, tmp_path):
+    cfg, storage, stores, frame = slice_setup(4)
+    keys = _keys(frame)
+    with pytest.raises(FeaturesError, match="validated_data has not been materialized"):
+        build_features(cfg, stores, storage, keys)
+    _ingest(cfg, stores, keys, tmp_path)
+    publish_validated(cfg, stores, keys)
+    features = build_features(cfg, stores, storage, keys[:36])
+    assert features.rows > 1000 and "rain" in features.columns
+    assert offline_store(cfg, storage).partitions() == keys[:36]
+
+    registry = ModelRegistry.from_config(cfg, storage)
+    trained = train_and_gate(cfg, offline_store(cfg, storage), registry, run_id="test-run")
+    assert trained.version == "1" and trained.passed, [g for g in trained.gates if not g.passed]
+    assert [g.gate for g in trained.gates] == [g.name for g in release_gates(cfg)]
+    assert registry.latest_gate_results("1").results[0]["gate"] == "sanity"
+    deployed = promote(registry, trained.version, reason=None, run_id="test-run")
+    assert (deployed.version, deployed.reason, deployed.previous_version) == ("1", "initial", None)
+
+    # A version whose recorded gates failed is refused, and the champion stays.
+    failing = [{**g.to_dict(), "passed": g.gate != "latency"} for g in trained.gates]
+    registry.record_gate_results("1", failing, run_id="forged")
+    with pytest.raises(PromotionRefused, match="latency"):
+        promote(registry, "1", reason="manual", run_id="x")
+    assert registry.champion().version == "1"
+
+    # Drift: the champion (data up to its training) against the next year's partitions.
+    none_new = assess_drift(cfg, registry, storage, (keys[0], keys[35]))
+    assert none_new.skipped and "newer than the champion's training data" in none_new.skipped
+    build_features(cfg, stores, storage, keys[36:])
+    drift = assess_drift(cfg, registry, storage, (keys[36], keys[-1]))
+    assert drift.skipped is None and [a.partition for a in drift.assessments] == keys[36:]
+    assert drift.plot_path.is_file() and drift.per_feature()
+
+
+def test_the_catalogues_and_the_check_specs_agree():
+    from mlops_assets.defs.factory import build_model_defs
+
+    cfg = load_config()
+    graph = build_model_defs(cfg).resolve_asset_graph()
+    checks = {k.name: graph.get(k) for k in graph.asset_check_keys}
+    for spec in data_gates(DatasetShape.of(cfg, {"x": "numeric"})):
+        assert checks[spec.check_name].description == spec.description
+        assert checks[spec.check_name].blocking
+    for spec in release_gates(cfg):
+        assert checks[spec.check_name].description == spec.description
+    declared = {n for n in checks if n.startswith(("raw_data_", "trained_model_passes_"))}
+    assert declared <= {g.check_name for g in (*DATA_GATES, *RELEASE_GATES)}
+    assert dg.AssetKey(["mlops_model", "raw_data"]) in {k.asset_key for k in graph.asset_check_keys}
