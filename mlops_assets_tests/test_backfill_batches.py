@@ -72,8 +72,8 @@ def data_version(instance, cfg, asset: str) -> str:
 def recorder(monkeypatch):
     """The size of every frame the batch steps hold: source batches, validated groups, featurized groups."""
     import mlops_assets.data.batches as batches
-    import mlops_assets.steps.ingest as data_assets
     import mlops_assets.features as features
+    import mlops_assets.steps.ingest as data_assets
 
     sizes = {"source": [], "validated": [], "features": []}
     real_iter, real_validate, real_features = (

@@ -15,8 +15,8 @@ import pytest
 from mlops_assets.config import load_config
 from mlops_assets.defs.factory import build_model_defs
 from mlops_assets.defs.model_assets import REASON_TAG
-from mlops_assets.defs.retraining import retrain_job_name, sensor_name
 from mlops_assets.defs.resources import MlopsProject
+from mlops_assets.defs.retraining import retrain_job_name, sensor_name
 from mlops_assets.monitoring.policy import DriftObservation
 from mlops_assets.monitoring.replay import DRIFT_CHECK
 from mlops_assets.monitoring.state import (
