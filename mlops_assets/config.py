@@ -7,6 +7,7 @@ environment (see :mod:`mlops_assets.settings`), so no secret ever sits in a conf
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import date
 from pathlib import Path
@@ -176,12 +177,25 @@ def config_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> MlopsConfig:
-    """Read and validate ``mlops.yaml`` (see :func:`config_path` for which file)."""
+    """Read and validate ``mlops.yaml`` (see :func:`config_path` for which file).
+
+    Loaded once per process: the CLI, the definitions and every resource of a run share one validated object
+    (frozen), read again only when the file changes.
+    """
     p = config_path(path)
+    try:
+        stat = p.stat()
+    except OSError:
+        raise ConfigError(f"{p}: config file not found") from None
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
+    return _load(p, p.resolve(), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _load(p: Path, resolved: Path, _mtime_ns: int, _size: int) -> MlopsConfig:
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(resolved.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
-    return parse_config(data, origin=p, source_dir=p.resolve().parent)
+    return parse_config(data, origin=p, source_dir=resolved.parent)

@@ -26,7 +26,6 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 # MLflow draws a progress bar for every artifact it reads; the CLI has its own.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-CHAIN = ("raw_data", "validated_data", "features", "trained_model", "deployed_model")
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
@@ -112,7 +111,7 @@ def execute(
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
-    from mlops_assets.defs.factory import build_model_defs
+    from mlops_assets.defs.factory import build_model_defs, run_job_name
     from mlops_assets.defs.model_assets import REASON_TAG
 
     t0 = time.perf_counter()
@@ -124,10 +123,16 @@ def execute(
     tags = {RANGE_START: first, RANGE_END: last}
     if reason:
         tags[REASON_TAG] = reason
-    # `run` is the main chain; model_performance follows the prediction service's feedback, not the data.
-    asset_selection = [dg.AssetKey([cfg.model.name, s]) for s in (selection or CHAIN)]
-    job = dg.define_asset_job("mlops_run_job", selection=asset_selection, executor_def=dg.in_process_executor)
-    resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def("mlops_run_job")
+    if selection is None:
+        resolved = defs.resolve_job_def(run_job_name(cfg))
+    else:
+        # A part of the graph (e.g. the data steps alone, or model_performance): a job of its own for this run.
+        job = dg.define_asset_job(
+            f"{cfg.model.name}_selection_job",
+            selection=[dg.AssetKey([cfg.model.name, s]) for s in selection],
+            executor_def=dg.in_process_executor,
+        )
+        resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(job.name)
     # The console logger prints every event (one per partition and asset); the progress bar and the summary
     # say what matters, and the UI keeps the full event log.
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

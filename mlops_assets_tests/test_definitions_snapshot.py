@@ -67,6 +67,61 @@ def test_asset_graph_snapshot():
     assert graph.get(dg.AssetKey(["mlops_model", "trained_model"])).partitions_def is None
 
 
+# Every check, job, sensor and resource of the bundled config's definitions, compared exactly: adding, removing or
+# renaming one is a reviewed change of this file.
+EXPECTED_CHECKS = {
+    ("mlops_model/features", "features_match_champion_profile", False),
+    ("mlops_model/raw_data", "raw_data_has_expected_columns", True),
+    ("mlops_model/raw_data", "raw_data_has_expected_dtypes", True),
+    ("mlops_model/raw_data", "raw_data_has_min_rows", True),
+    ("mlops_model/raw_data", "raw_data_labels_known", True),
+    ("mlops_model/raw_data", "raw_data_null_fraction_within_limit", True),
+    ("mlops_model/raw_data", "raw_data_values_plausible", True),
+    ("mlops_model/trained_model", "trained_model_passes_latency", True),
+    ("mlops_model/trained_model", "trained_model_passes_metric_floors", True),
+    ("mlops_model/trained_model", "trained_model_passes_no_regression", True),
+    ("mlops_model/trained_model", "trained_model_passes_robustness", True),
+    ("mlops_model/trained_model", "trained_model_passes_sanity", True),
+}
+EXPECTED_JOBS = {
+    "mlops_model_run_job": [
+        "mlops_model/raw_data",
+        "mlops_model/validated_data",
+        "mlops_model/features",
+        "mlops_model/trained_model",
+        "mlops_model/deployed_model",
+    ],
+    "mlops_model_retrain_job": ["mlops_model/trained_model", "mlops_model/deployed_model"],
+    "mlops_model_rollback_job": [],
+}
+EXPECTED_SENSORS = {
+    ("mlops_model_drift_retrain_sensor", "mlops_model_retrain_job", 60, "RUNNING"),
+    ("mlops_model_performance_retrain_sensor", "mlops_model_retrain_job", 60, "RUNNING"),
+    ("mlops_model_freshness_retrain_sensor", "mlops_model_retrain_job", 3600, "RUNNING"),
+}
+
+
+def test_checks_jobs_sensors_and_resources_exactly():
+    defs = build_model_defs(load_config())
+    graph = defs.resolve_asset_graph()
+    checks = {(k.asset_key.to_user_string(), k.name, graph.get(k).blocking) for k in graph.asset_check_keys}
+    assert checks == EXPECTED_CHECKS
+    jobs = {}
+    for job in defs.resolve_all_job_defs():
+        if job.name.startswith("__"):
+            continue  # Dagster's implicit asset job
+        keys = job.asset_layer.executable_asset_keys if job.asset_layer else set()
+        order = {k: i for i, k in enumerate(EXPECTED_JOBS.get(job.name, []))}
+        jobs[job.name] = sorted((k.to_user_string() for k in keys), key=lambda k: order.get(k, 99))
+    assert jobs == EXPECTED_JOBS
+    sensors = {
+        (s.name, s.job_name, s.minimum_interval_seconds, s.default_status.value) for s in defs.sensors or []
+    }
+    assert sensors == EXPECTED_SENSORS
+    assert not list(defs.schedules or [])
+    assert set(defs.resources or {}) == {"project", "partition_io", "mlflow"}
+
+
 def _labels(cond) -> set[str]:
     found = {cond.get_label()} if cond.get_label() else set()
     for child in getattr(cond, "operands", None) or (

@@ -30,6 +30,27 @@ def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
     )
 
 
+# What `mlops-assets run` materializes: the main chain. model_performance follows the prediction service's feedback,
+# not the data.
+CHAIN = ("raw_data", "validated_data", "features", "trained_model", "deployed_model")
+
+
+def run_job_name(cfg: MlopsConfig) -> str:
+    return f"{cfg.model.name}_run_job"
+
+
+def run_job(cfg: MlopsConfig) -> dg.UnresolvedAssetJobDefinition:
+    """The job ``mlops-assets run`` executes, loaded in the UI too so a run can be re-executed there."""
+    return dg.define_asset_job(
+        run_job_name(cfg),
+        selection=[dg.AssetKey([cfg.model.name, name]) for name in CHAIN],
+        # Five steps in sequence over one range: a process per step would only import the stack five times.
+        executor_def=dg.in_process_executor,
+        description="The whole chain over a partition range: ingest, gate, features, train, gate, deploy (what "
+        "`mlops-assets run` executes).",
+    )
+
+
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
@@ -55,7 +76,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     return dg.Definitions(
         assets=assets,
         asset_checks=retraining.asset_checks,
-        jobs=[*retraining.jobs, *build_deployment_jobs(cfg, prefix)],
+        jobs=[run_job(cfg), *retraining.jobs, *build_deployment_jobs(cfg, prefix)],
         sensors=retraining.sensors,
         resources={
             "project": project,
