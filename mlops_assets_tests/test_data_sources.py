@@ -398,3 +398,26 @@ def test_sql_partitions_load_from_the_record_without_querying(tmp_path, monkeypa
     with pytest.raises(SourceError, match="dataset.query failed"):
         source_time_range(cfg)
     assert time_partitions(cfg).get_partition_keys() == probed
+
+
+@pytest.mark.postgres
+def test_postgresql_typed_and_text_timestamps(pg_database, tmp_path):
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(pg_database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (ts timestamptz, t text, x float, city text, y int)")
+        conn.execute(
+            sa.text("INSERT INTO events VALUES (:ts, :t, :x, :city, :y)"),
+            [
+                {"ts": ts.to_pydatetime(), "t": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "x": x, "city": c, "y": y}
+                for ts, x, c, y in zip(EVENTS["ts"], EVENTS["x"], EVENTS["city"], EVENTS["y"], strict=True)
+            ],
+        )
+    engine.dispose()
+    typed = open_source(cfg_for(pg_database, tmp_path, query="SELECT ts, x, city, y FROM events ORDER BY x"))
+    assert (typed.time_range().start, typed.time_range().end) == EVENTS_RANGE
+    assert typed.columns() == ["ts", "x", "city", "y"]
+    pd.testing.assert_frame_equal(pd.concat(list(typed.batches(7)), ignore_index=True), EVENTS)
+    text = open_source(cfg_for(pg_database, tmp_path, query="SELECT t AS ts, x, city, y FROM events"))
+    assert (text.time_range().start, text.time_range().end) == EVENTS_RANGE
+    pd.testing.assert_frame_equal(text.peek(3), EVENTS.iloc[:3])
