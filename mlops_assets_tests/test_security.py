@@ -14,7 +14,7 @@ import yaml
 
 from mlops_assets.cli import build_parser
 from mlops_assets.config import load_config
-from mlops_assets.data.sources import SourceError, read_source
+from mlops_assets.data.sources import SourceError, open_source, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "s3cret-pw"
@@ -83,6 +83,35 @@ def test_sql_source_cannot_write_on_sqlite(tmp_path, query):
     conn.close()
     with pytest.raises(SourceError, match="dataset.query failed"):
         read_source(_sql_config(tmp_path, f"sqlite:///{db}", query))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
+    conn.close()
+
+
+PROBES = ["time_range", "columns", "peek", "fingerprint"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.parametrize("query", WRITES)
+def test_sql_probes_cannot_write_on_postgresql(events_db, tmp_path, query, probe):
+    """The cheap probes (the query wrapped in an aggregate, the cursor's description) are as read-only as a read."""
+    url, count = events_db
+    with pytest.raises(SourceError, match="dataset.query failed"):
+        getattr(open_source(_sql_config(tmp_path, url, query)), probe)()
+    assert count() == 2
+
+
+@pytest.mark.parametrize("probe", PROBES)
+@pytest.mark.parametrize("query", [q for q in WRITES if not q.startswith("SET")])
+def test_sql_probes_cannot_write_on_sqlite(tmp_path, query, probe):
+    db = tmp_path / "src.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE events (ts text, x real, y int)")
+        conn.execute("INSERT INTO events VALUES ('2020-01-01', 1.0, 0), ('2020-02-01', 2.0, 1)")
+    conn.close()
+    with pytest.raises(SourceError, match="dataset.query failed"):
+        getattr(open_source(_sql_config(tmp_path, f"sqlite:///{db}", query)), probe)()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 2
     conn.close()

@@ -11,13 +11,17 @@ import dagster as dg
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.batches import Stores
 from mlops_assets.data.partitions import frequency, period_end, period_start
-from mlops_assets.data.sources import source_time_range
+from mlops_assets.data.source_state import known_range
 from mlops_assets.settings import storage_from_env
 
 
 def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
-    """Partitions over the data's own range: first to last timestamp, the last one possibly partial."""
-    rng = source_time_range(cfg)
+    """Partitions over the data's own range: first to last timestamp, the last one possibly partial.
+
+    The range is what ingestion last recorded (before the first ingestion, the source's cheapest probe): loading
+    the definitions reads no data.
+    """
+    rng = known_range(cfg, storage_from_env().home)
     f = frequency(cfg.partitions.freq)
     start = period_start(rng.start, cfg.partitions.freq)
     end = period_end(period_start(rng.end, cfg.partitions.freq), cfg.partitions.freq)
