@@ -118,11 +118,20 @@ class ValidationConfig(_Section):
     max_label_null_fraction: float = Field(default=0.5, ge=0, le=1)
 
 
+class IngestionConfig(_Section):
+    """How the new-data sensor watches the source."""
+
+    # Seconds between two looks at the source: a look compares file names, sizes and times (or one aggregate row
+    # of a database) and reads data only when something changed.
+    interval_seconds: int = Field(default=15, ge=5)
+
+
 class MlopsConfig(_Section):
     dataset: DatasetConfig
     partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    ingestion: IngestionConfig = Field(default_factory=IngestionConfig)
     # Sections owned by the feature, gate, drift, retraining and fairness modules; each validates its own.
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)

@@ -111,15 +111,33 @@ def execute(
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
-    from mlops_assets.defs.factory import build_model_defs, run_job_name
+    from mlops_assets.data.partitions import key_window, keys_between
+    from mlops_assets.data.sources import source_time_range
+    from mlops_assets.defs.factory import build_model_defs, period_partitions, run_job_name
     from mlops_assets.defs.model_assets import REASON_TAG
 
     t0 = time.perf_counter()
     defs = build_model_defs(cfg, config_path=config_file)
     instance = instance or instance_for(storage)
-    graph = defs.resolve_asset_graph()
-    keys = graph.get(dg.AssetKey([cfg.model.name, "raw_data"])).partitions_def.get_partition_keys()
-    first, last = partition_keys or (keys[0], keys[-1])
+    # The data's own periods (the run reads the source anyway), added as partitions where they are new.
+    rng = source_time_range(cfg)
+    keys = keys_between(rng.start, rng.end, cfg.partitions.freq)
+    partitions = period_partitions(cfg)
+    known = set(instance.get_dynamic_partitions(partitions.name))
+    if partition_keys is not None:
+        first, last = partition_keys
+        keys = sorted(
+            {
+                *keys,
+                *keys_between(
+                    *(key_window(k, cfg.partitions.freq)[0] for k in partition_keys), cfg.partitions.freq
+                ),
+            }
+        )
+    else:
+        first, last = keys[0], keys[-1]
+    if missing := [k for k in keys if k not in known]:
+        instance.add_dynamic_partitions(partitions.name, missing)
     tags = {RANGE_START: first, RANGE_END: last}
     if reason:
         tags[REASON_TAG] = reason

@@ -59,9 +59,9 @@ def test_asset_graph_snapshot():
     names = {k.name for k in graph.asset_check_keys}
     assert "trained_model_passes_fairness" not in names
     assert "raw_data_categories_known" not in names and "raw_data_keys_unique" not in names
+    # Periods are added as data arrives (ingestion), not read from the source when the definitions load.
     partitions = graph.get(dg.AssetKey(["mlops_model", "raw_data"])).partitions_def
-    keys = partitions.get_partition_keys()
-    assert (keys[0], keys[-1], len(keys)) == ("1949-01", "1998-09", 597)
+    assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "mlops_model_periods"
     for name in ("raw_data", "validated_data", "features"):
         assert graph.get(dg.AssetKey(["mlops_model", name])).partitions_def == partitions
     assert graph.get(dg.AssetKey(["mlops_model", "trained_model"])).partitions_def is None
@@ -91,10 +91,12 @@ EXPECTED_JOBS = {
         "mlops_model/trained_model",
         "mlops_model/deployed_model",
     ],
+    "mlops_model_ingest_job": ["mlops_model/raw_data", "mlops_model/validated_data", "mlops_model/features"],
     "mlops_model_retrain_job": ["mlops_model/trained_model", "mlops_model/deployed_model"],
     "mlops_model_rollback_job": [],
 }
 EXPECTED_SENSORS = {
+    ("mlops_model_new_data_sensor", None, 15, "RUNNING"),
     ("mlops_model_drift_retrain_sensor", "mlops_model_retrain_job", 60, "RUNNING"),
     ("mlops_model_performance_retrain_sensor", "mlops_model_retrain_job", 60, "RUNNING"),
     ("mlops_model_freshness_retrain_sensor", "mlops_model_retrain_job", 3600, "RUNNING"),
@@ -115,9 +117,17 @@ def test_checks_jobs_sensors_and_resources_exactly():
         jobs[job.name] = sorted((k.to_user_string() for k in keys), key=lambda k: order.get(k, 99))
     assert jobs == EXPECTED_JOBS
     sensors = {
-        (s.name, s.job_name, s.minimum_interval_seconds, s.default_status.value) for s in defs.sensors or []
+        (
+            s.name,
+            s.job_name if len(s.targets) == 1 else None,
+            s.minimum_interval_seconds,
+            s.default_status.value,
+        )
+        for s in defs.sensors or []
     }
     assert sensors == EXPECTED_SENSORS
+    arrivals = next(s for s in defs.sensors if s.name == "mlops_model_new_data_sensor")
+    assert sorted(t.job_name for t in arrivals.targets) == ["mlops_model_ingest_job", "mlops_model_run_job"]
     assert not list(defs.schedules or [])
     assert set(defs.resources or {}) == {"project", "partition_io", "mlflow"}
 

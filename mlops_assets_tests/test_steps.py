@@ -37,7 +37,9 @@ def slice_setup(rainfall_slice, tmp_path):
 
 def _ingest(cfg, stores, keys, tmp_path):
     names = [g.name for g in data_gates(DatasetShape.of(cfg, {}))]
-    return ingest(cfg, stores, keys, gate_names=names, scratch=tmp_path / "scratch")
+    return ingest(
+        cfg, stores, keys, gate_names=names, scratch=tmp_path / "scratch", home=stores.raw.root.parents[1]
+    )
 
 
 def test_ingest_stores_every_partition_with_its_verdict_and_the_contract(slice_setup, tmp_path):

@@ -3,36 +3,34 @@
 Thin wiring over :mod:`mlops_assets.steps.ingest`: the assets call the steps and translate their outcomes.
 """
 
-import json
+from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.catalogue import DatasetShape, GateSpec, data_gates
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.batches import Stores
 from mlops_assets.data.schema import feature_kinds
-from mlops_assets.data.sources import peek_source
+from mlops_assets.data.source_state import known_columns
+from mlops_assets.data.sources import open_source
 from mlops_assets.defs.checks import check_result, check_specs
 from mlops_assets.defs.resources import MlopsProject
-from mlops_assets.steps.ingest import IngestError, contract_path, ingest, publish_validated
+from mlops_assets.steps.ingest import IngestError, ingest, publish_validated
 
 
-def declared_gates(cfg: MlopsConfig, stores: Stores) -> list[GateSpec]:
-    """The data gates this dataset has: from the column kinds of the data contract the last ingestion recorded
-    (no data read), else, before the first ingestion, from the kinds of the source's first rows."""
-    path = contract_path(stores)
-    if path.is_file():
-        kinds = {c["name"]: c["kind"] for c in json.loads(path.read_text())["columns"]}
-    else:
-        kinds = feature_kinds(peek_source(cfg), cfg)
+def declared_gates(cfg: MlopsConfig, home: Path) -> list[GateSpec]:
+    """The data gates this dataset has: from the column kinds the last ingestion recorded (no data read), else,
+    before the first ingestion, from the kinds of the source's first rows."""
+    kinds = known_columns(cfg, home)
+    if kinds is None:
+        kinds = feature_kinds(open_source(cfg).peek(), cfg)
     return data_gates(DatasetShape.of(cfg, kinds))
 
 
 def build_data_assets(
-    cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str], stores: Stores
+    cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str], home: Path
 ):
     raw_key = dg.AssetKey([*prefix, "raw_data"])
-    gates = declared_gates(cfg, stores)
+    gates = declared_gates(cfg, home)
 
     @dg.asset(
         key=raw_key,
@@ -55,6 +53,7 @@ def build_data_assets(
                 context.partition_keys,
                 gate_names=[g.name for g in gates],
                 scratch=stores.raw.root.parent / ".staging" / context.run_id,
+                home=project.storage.home,
                 champion_window=project.champion_window(),
             )
         except IngestError as err:

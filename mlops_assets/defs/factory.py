@@ -7,31 +7,41 @@ side by side; nothing here assumes there is only one.
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.batches import Stores
-from mlops_assets.data.partitions import frequency, period_end, period_start
-from mlops_assets.data.source_state import known_range
 from mlops_assets.settings import storage_from_env
 
 
-def time_partitions(cfg: MlopsConfig) -> dg.TimeWindowPartitionsDefinition:
-    """Partitions over the data's own range: first to last timestamp, the last one possibly partial.
+def period_partitions(cfg: MlopsConfig) -> dg.DynamicPartitionsDefinition:
+    """One partition per period of the data (``partitions.freq``), keyed like ``1998-09`` (see
+    :mod:`mlops_assets.data.partitions`).
 
-    The range is what ingestion last recorded (before the first ingestion, the source's cheapest probe): loading
-    the definitions reads no data.
+    Partitions are added as data arrives (by ingestion: ``mlops-assets run`` and the new-data sensor), not fixed
+    when the definitions load: loading reads no data, and a growing source gets new partitions without a reload.
     """
-    rng = known_range(cfg, storage_from_env().home)
-    f = frequency(cfg.partitions.freq)
-    start = period_start(rng.start, cfg.partitions.freq)
-    end = period_end(period_start(rng.end, cfg.partitions.freq), cfg.partitions.freq)
-    return dg.TimeWindowPartitionsDefinition(
-        start=start.to_pydatetime(),
-        end=end.to_pydatetime(),
-        cron_schedule=f.cron,
-        fmt=f.fmt,
-        timezone="UTC",
-    )
+    return dg.DynamicPartitionsDefinition(name=f"{cfg.model.name}_periods")
+
+
+def add_periods(
+    instance: dg.DagsterInstance, partitions_def: dg.DynamicPartitionsDefinition, keys: list[str]
+) -> list[str]:
+    """Add the partition keys not known yet, keeping every key in time order; returns those added.
+
+    Dynamic partitions are ordered by insertion, and a partition range (a single-run backfill) is taken in that
+    order: a period older than the newest known one (history arriving late) is inserted by re-adding the keys after
+    it. Materializations are recorded by key, so nothing of their history is lost.
+    """
+    name = partitions_def.name
+    known = instance.get_dynamic_partitions(name)
+    new = sorted(set(keys) - set(known))
+    if not new:
+        return []
+    later = [k for k in known if k > new[0]]
+    for key in later:
+        instance.delete_dynamic_partition(name, key)
+    instance.add_dynamic_partitions(name, sorted({*new, *later}))
+    return new
 
 
 # What `mlops-assets run` materializes: the main chain. model_performance follows the prediction service's feedback,
@@ -43,7 +53,7 @@ def run_job_name(cfg: MlopsConfig) -> str:
     return f"{cfg.model.name}_run_job"
 
 
-def run_job(cfg: MlopsConfig) -> dg.UnresolvedAssetJobDefinition:
+def run_job(cfg: MlopsConfig) -> UnresolvedAssetJobDefinition:
     """The job ``mlops-assets run`` executes, loaded in the UI too so a run can be re-executed there."""
     return dg.define_asset_job(
         run_job_name(cfg),
@@ -55,9 +65,25 @@ def run_job(cfg: MlopsConfig) -> dg.UnresolvedAssetJobDefinition:
     )
 
 
+def ingest_job_name(cfg: MlopsConfig) -> str:
+    return f"{cfg.model.name}_ingest_job"
+
+
+def ingest_job(cfg: MlopsConfig) -> UnresolvedAssetJobDefinition:
+    """New partitions through the data steps (and the drift check): what the new-data sensor launches once a
+    champion exists; the retraining triggers decide on a retrain afterwards."""
+    return dg.define_asset_job(
+        ingest_job_name(cfg),
+        selection=[dg.AssetKey([cfg.model.name, name]) for name in CHAIN[:3]],
+        executor_def=dg.in_process_executor,
+        description="Ingest, validate and featurize a partition range; the drift check runs on the new features.",
+    )
+
+
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
+    from mlops_assets.defs.ingestion import build_new_data_sensor
     from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.performance_assets import build_performance_assets
     from mlops_assets.defs.resources import (
@@ -69,19 +95,20 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     from mlops_assets.defs.retraining import build_retraining_defs
 
     prefix = [cfg.model.name]
-    partitions_def = time_partitions(cfg)
+    partitions_def = period_partitions(cfg)
     project = MlopsProject(config_path=config_path)
     assets = [
-        *build_data_assets(cfg, partitions_def, prefix, Stores.at(storage_from_env().home, cfg.model.name)),
+        *build_data_assets(cfg, partitions_def, prefix, storage_from_env().home),
         *build_model_assets(cfg, partitions_def, prefix),
         *build_performance_assets(cfg, partitions_def, prefix),
     ]
     retraining = build_retraining_defs(cfg, prefix)
+    whole, data = run_job(cfg), ingest_job(cfg)
     return dg.Definitions(
         assets=assets,
         asset_checks=retraining.asset_checks,
-        jobs=[run_job(cfg), *retraining.jobs, *build_deployment_jobs(cfg, prefix)],
-        sensors=retraining.sensors,
+        jobs=[whole, data, *retraining.jobs, *build_deployment_jobs(cfg, prefix)],
+        sensors=[build_new_data_sensor(cfg, partitions_def, whole, data), *retraining.sensors],
         resources={
             "project": project,
             PARTITION_IO: PartitionedParquetIOManager(project=project),

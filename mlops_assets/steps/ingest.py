@@ -27,7 +27,8 @@ from mlops_assets.data.batches import (
     validated_partition,
 )
 from mlops_assets.data.schema import DataSpec, infer_spec, merge_gates
-from mlops_assets.data.sources import describe_source, iter_source
+from mlops_assets.data.source_state import record_ingestion, source_identity
+from mlops_assets.data.sources import TimeRange, describe_source, iter_source, open_source
 from mlops_assets.data.staging import Staging, group_keys
 from mlops_assets.lineage import combined_version, content_version
 
@@ -86,12 +87,14 @@ def ingest(
     *,
     gate_names: list[str],
     scratch: Path,
+    home: Path,
     champion_window: tuple[str, str] | None = None,
 ) -> IngestOutcome:
     """Read the source's rows for partitions ``keys``, validate them and store each raw partition with its
     verdict; return the data gates named ``gate_names`` over the whole range.
 
-    ``scratch`` is a folder this call may spill to and removes afterwards; ``champion_window`` (first, last
+    ``scratch`` is a folder this call may spill to and removes afterwards; ``home`` is where the source's state is
+    recorded (``$MLOPS_HOME``); ``champion_window`` (first, last
     partition) is the data contract's reference once a champion exists.
     """
     budget = cfg.partitions.rows_per_batch
@@ -102,12 +105,18 @@ def ingest(
         memory_rows=budget,
         keep=set(keys),
     )
+    # Before reading, so a change made during the read is seen as a change next time.
+    fingerprint = open_source(cfg).fingerprint()
+    ts_col = cfg.dataset.timestamp_column
+    seen: TimeRange | None = None
     with staging:
         progress.step("raw_data", f"reading {describe_source(cfg)}")
         template = None
         for frame in iter_source(cfg, budget):
             if template is None:
                 template = frame.iloc[:0]
+            if len(frame):
+                seen = TimeRange(frame[ts_col].min(), frame[ts_col].max()).union(seen)
             staging.add(frame)
         assert template is not None  # iter_source raises on a source without rows
         present = [k for k in keys if k in staging.rows]
@@ -148,6 +157,18 @@ def ingest(
             stores.raw.write(key, blocked)
             versions[key] = content_version(blocked)
     gates = [merged.get(name) or _not_evaluated(name) for name in gate_names]
+    if seen is not None:
+        # The range of every row read (not only the requested partitions): what the definitions and the arrival
+        # sensor answer from without reading the source.
+        record_ingestion(
+            home,
+            cfg.model.name,
+            time_range=seen,
+            columns=list(template.columns),
+            kinds={c.name: c.kind for c in spec.columns},
+            fingerprint=fingerprint,
+            source=source_identity(cfg),
+        )
     return IngestOutcome(
         partitions=list(keys),
         rows=rows,
