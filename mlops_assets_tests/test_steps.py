@@ -135,3 +135,16 @@ def test_the_catalogues_and_the_check_specs_agree():
     declared = {n for n in checks if n.startswith(("raw_data_", "trained_model_passes_"))}
     assert declared <= {g.check_name for g in (*DATA_GATES, *RELEASE_GATES)}
     assert dg.AssetKey(["mlops_model", "raw_data"]) in {k.asset_key for k in graph.asset_check_keys}
+
+
+def test_definitions_load_with_the_source_gone_after_ingestion(slice_setup, tmp_path):
+    from mlops_assets.defs.factory import build_model_defs
+
+    cfg, _, stores, frame = slice_setup(1)
+    _ingest(cfg, stores, _keys(frame), tmp_path)
+    before = build_model_defs(cfg).resolve_asset_graph()
+    source = cfg.source_dir / cfg.dataset.source
+    source.unlink()  # what ingestion recorded is all the definitions need
+    after = build_model_defs(cfg).resolve_asset_graph()
+    assert {k.name for k in after.asset_check_keys} == {k.name for k in before.asset_check_keys}
+    assert "raw_data_values_plausible" in {k.name for k in after.asset_check_keys}
