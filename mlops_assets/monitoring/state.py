@@ -22,15 +22,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.monitoring.drift import DriftReport, detect_drift
 from mlops_assets.monitoring.performance import champion_metric
-from mlops_assets.monitoring.policy import DriftObservation, PerformanceObservation, PolicyState
+from mlops_assets.monitoring.policy import Decision, DriftObservation, PerformanceObservation, PolicyState
 from mlops_assets.monitoring.profile import Profile, build_profile
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
+    from mlops_assets.settings import Storage
 
 # Extra columns of the reference profile, beside the model's feature columns.
 PREDICTION_COLUMN = "__prediction__"
@@ -56,7 +60,7 @@ def feature_kinds(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str
 
 
 def reference_profile(
-    cfg: Any,
+    cfg: MlopsConfig,
     frame: pd.DataFrame,
     numeric: Sequence[str],
     categorical: Sequence[str],
@@ -117,7 +121,7 @@ class PartitionAssessment:
 
 
 def assess_partition(
-    cfg: Any,
+    cfg: MlopsConfig,
     partition: str,
     frame: pd.DataFrame,
     profile: Profile,
@@ -215,7 +219,7 @@ class MonitoringLog:
         self.path = Path(home) / model_name / "monitoring" / "log.jsonl"
 
     @classmethod
-    def from_storage(cls, model_name: str, storage: Any = None) -> MonitoringLog:
+    def from_storage(cls, model_name: str, storage: Storage | None = None) -> MonitoringLog:
         if storage is None:
             from mlops_assets.settings import storage_from_env
 
@@ -339,7 +343,7 @@ def _trained_at(mv: Any) -> datetime | None:
 
 
 def live_observations(
-    cfg: Any, champion_version: str | None, log_url: str | None = None
+    cfg: MlopsConfig, champion_version: str | None, log_url: str | None = None
 ) -> list[PerformanceObservation]:
     """The champion's metric per partition on the live prediction log's labeled predictions (the serving
     feedback loop), as policy observations. Empty without a champion or labeled predictions."""
@@ -393,13 +397,13 @@ def policy_state(
 
 
 def current_decision(
-    cfg: Any,
+    cfg: MlopsConfig,
     now: datetime,
     *,
-    storage: Any = None,
+    storage: Storage | None = None,
     extra_retrain_times: Sequence[datetime] = (),
     manual_request: str | None = None,
-) -> tuple[PolicyState, Any]:
+) -> tuple[PolicyState, Decision]:
     """``(state, decision)`` as the sensors see it right now: the registry, the monitoring log, the offline
     store's newest partition and the live prediction log. (Also what ``mlops-assets status`` can show as "what
     the triggers would request".)"""

@@ -244,7 +244,7 @@ class ModelRegistry:
         partitions = list(partitions or [])
         if data_window is None and partitions:
             data_window = f"{partitions[0]}..{partitions[-1]}"
-        info_tags = {
+        optional_tags: dict[str, Any] = {
             TAG_DATA_WINDOW: data_window,
             TAG_PARTITION_COUNT: str(len(partitions)) if partitions else None,
             TAG_FEATURE_VERSION: feature_version,
@@ -252,9 +252,9 @@ class ModelRegistry:
         }
         joined = ",".join(partitions)
         if partitions and len(joined) <= _MAX_PARTITION_TAG_CHARS:
-            info_tags[TAG_PARTITIONS] = joined
-        info_tags.update(tags or {})
-        info_tags = {k: str(v) for k, v in info_tags.items() if v is not None}
+            optional_tags[TAG_PARTITIONS] = joined
+        optional_tags.update(tags or {})
+        info_tags = {k: str(v) for k, v in optional_tags.items() if v is not None}
 
         run_id, own_run = self._target_run(run_name)
         try:
