@@ -34,6 +34,7 @@ from mlops_assets.monitoring.profile import Profile, build_profile
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
+    from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.settings import Storage
 
 # Extra columns of the reference profile, beside the model's feature columns.
@@ -308,13 +309,14 @@ def _ms(ts: int | None) -> datetime | None:
     return datetime.fromtimestamp(ts / 1000, UTC) if ts else None
 
 
-def registry_facts(registry: Any, metric: str = "roc_auc") -> RegistryFacts:
+def registry_facts(registry: ModelRegistry, metric: str = "roc_auc") -> RegistryFacts:
     """Champion, its training time and data version, its holdout ``metric``, every version's training time
     (a retrain, successful or not), and the data version of the newest challenger that failed its gates."""
     from mlops_assets.registry.model_registry import TAG_DAGSTER_RUN_ID
 
-    versions = registry.client.search_model_versions(f"name='{registry.model_name}'")
-    versions = sorted(versions, key=lambda mv: int(mv.version))
+    versions = sorted(
+        registry.client.search_model_versions(f"name='{registry.model_name}'"), key=lambda mv: int(mv.version)
+    )
     champion = registry.champion()
     retrain_times = [t for t in (_trained_at(mv) for mv in versions) if t is not None]
     champ_mv = next((mv for mv in versions if champion and str(mv.version) == champion.version), None)
