@@ -33,6 +33,8 @@ from mlops_assets.monitoring.policy import Decision, DriftObservation, Performan
 from mlops_assets.monitoring.profile import Profile, build_profile
 
 if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
     from mlops_assets.config import MlopsConfig
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.settings import Storage
@@ -339,7 +341,7 @@ def registry_facts(registry: ModelRegistry, metric: str = "roc_auc") -> Registry
     )
 
 
-def _trained_at(mv: Any) -> datetime | None:
+def _trained_at(mv: ModelVersion) -> datetime | None:
     tag = (mv.tags or {}).get(TAG_TRAINED_AT)
     return datetime.fromisoformat(tag) if tag else _ms(mv.creation_timestamp)
 

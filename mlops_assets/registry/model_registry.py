@@ -473,7 +473,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------------------------ promotion & rollback
 
-    def _require_registered(self, version: str) -> Any:
+    def _require_registered(self, version: str) -> ModelVersion:
         mv = self.get_version(version)
         if not (mv.tags or {}).get(TAG_SHA256):
             raise ArtifactIntegrityError(
