@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
 
-DATA = "data"
-RELEASE = "release"
+GateKind = Literal["data", "release"]
+DATA: Final = "data"
+RELEASE: Final = "release"
 CATEGORICAL = "categorical"
 
 
@@ -71,7 +72,7 @@ class GateSpec:
     """One gate of the catalogue: its name, kind, what it asserts, and when it applies."""
 
     name: str
-    kind: Literal["data", "release"]
+    kind: GateKind
     description: str
     applies: Callable[[Any], bool] = field(default=lambda _: True, compare=False, repr=False)
 

@@ -24,6 +24,11 @@ BUNDLED_CONFIG = Path(__file__).parent / "default_config" / "mlops.yaml"
 CONFIG_ENV_VAR = "MLOPS_CONFIG"
 
 
+# A value of the label column as YAML writes it (``1``, ``yes``, ``true``); kept with its own type, because labels
+# are compared with it as they are stored.
+LabelValue = bool | int | float | str
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message names the file and the key."""
 
@@ -47,10 +52,18 @@ class DatasetConfig(_Section):
     timestamp_from_row_order: RowOrderTimestamp | None = None
     entity_columns: list[str] = Field(default_factory=list)
     label_column: str
-    positive_label: Any = 1
+    positive_label: LabelValue = 1
     drop_columns: list[str] = Field(default_factory=list)
     categorical_columns: list[str] | None = None
     numeric_columns: list[str] | None = None
+
+    @field_validator("positive_label", mode="before")
+    @classmethod
+    def _scalar_label(cls, v: object) -> object:
+        # One message naming the key, rather than one per member of the union.
+        if not isinstance(v, bool | int | float | str):
+            raise ValueError(f"a label value (string, number or boolean) is required, got {v!r}")
+        return v
 
     @model_validator(mode="after")
     def _query_needs_database(self) -> DatasetConfig:

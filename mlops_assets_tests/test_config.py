@@ -39,6 +39,8 @@ def test_config_file_from_environment(tmp_path, monkeypatch):
         ({**BASE, "model": {"name": "has space"}}, "'model.name'"),
         ({**BASE, "validation": {"max_null_fraction": 2}}, "'validation.max_null_fraction'"),
         ({"dataset": {**BASE["dataset"], "query": "select 1"}}, "dataset.query"),
+        ({"dataset": {**BASE["dataset"], "positive_label": None}}, "'dataset.positive_label': Value error"),
+        ({"dataset": {**BASE["dataset"], "positive_label": [1]}}, "'dataset.positive_label': Value error"),
     ],
 )
 def test_bad_config_names_the_key(data, message):
@@ -55,3 +57,11 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("dataset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("label", [1, 0, 1.5, True, "yes", "1"])
+def test_positive_label_keeps_its_yaml_type(label):
+    # Labels are compared with the stored values: 1, True and "1" are different labels.
+    cfg = parse_config({"dataset": {**BASE["dataset"], "positive_label": label}})
+    assert cfg.dataset.positive_label == label
+    assert type(cfg.dataset.positive_label) is type(label)

@@ -101,12 +101,13 @@ def validate_partitions(
     reasons = pd.Series(None, index=frame.index, dtype=object)
     if len(result.quarantined):
         reasons.loc[result.quarantined.index] = result.quarantined["quarantine_reason"].to_numpy()
-    annotated = {}
-    for key, idx in frame.groupby(keys, sort=True).groups.items():
+    annotated: dict[str, pd.DataFrame] = {}
+    for group, idx in frame.groupby(keys, sort=True).groups.items():
+        part_key = str(group)  # partition keys are strings (row_keys)
         part = frame.loc[idx].copy()
-        part[BLOCKED_COLUMN] = ", ".join(blocked[key]) if key in blocked else None
+        part[BLOCKED_COLUMN] = ", ".join(blocked[part_key]) if part_key in blocked else None
         part[QUARANTINE_COLUMN] = reasons.loc[idx].to_numpy()
-        annotated[key] = part.reset_index(drop=True)
+        annotated[part_key] = part.reset_index(drop=True)
     return result, annotated
 
 

@@ -357,8 +357,8 @@ def _judge(
     m_range = fc["check"].str.startswith("plausible_range") | fc["check"].str.startswith("in_range")
     range_rows = rows_of(m_range)
     bad_per_part = parts.loc[range_rows].value_counts() if len(range_rows) else pd.Series(dtype=int)
-    allowed = np.maximum(1, np.floor(sizes * spec.max_quarantine_fraction)).astype(int)
-    blocked_parts = sorted(p for p, n in bad_per_part.items() if n > allowed.get(p, 1))
+    allowed = (sizes * spec.max_quarantine_fraction // 1).clip(lower=1).astype(int)  # floor, at least one row
+    blocked_parts = sorted(str(p) for p, n in bad_per_part.items() if n > allowed.get(p, 1))
     frac = (bad_per_part / sizes.reindex(bad_per_part.index)).max() if len(bad_per_part) else 0.0
     range_cols = sorted(set(map(str, fc.loc[m_range, "column"].dropna())))
     gates["values_plausible"] = GateResult(
@@ -482,6 +482,7 @@ def merge_gates(parts: list[dict[str, GateResult]]) -> dict[str, GateResult]:
         columns = _union([g.failing_columns for g in gates])
         values = [g.value for g in gates if g.value is not None]
         rule = _COMBINE_VALUE.get(name, "max")
+        value: float | None
         if rule == "columns":
             value = len(columns)
         elif not values:

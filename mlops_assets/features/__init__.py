@@ -6,6 +6,7 @@ One declarative definition per feature (``features:`` in ``mlops.yaml``, see :mo
 """
 
 import importlib
+from typing import Any
 
 # Imported on first use: mlops_assets.config reads .settings at start-up, and light commands (rollback, status)
 # should not pay for pandas, SQLAlchemy and the engine.
@@ -32,7 +33,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mlops_assets.features' has no attribute {name!r}")

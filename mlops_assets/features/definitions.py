@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import pandas as pd
 
@@ -131,14 +131,15 @@ def _semantics(cfg: MlopsConfig) -> dict[str, object]:
 
 
 _MEMO: dict[tuple[str, int], tuple[object, object]] = {}
+_T = TypeVar("_T")
 
 
-def _memo(kind: str, cfg: MlopsConfig, compute):
+def _memo(kind: str, cfg: MlopsConfig, compute: Callable[[], _T]) -> _T:
     # Configs are frozen: cache per config object (the serving hot path asks for the registry on every call).
     key = (kind, id(cfg))
     hit = _MEMO.get(key)
     if hit is not None and hit[0] is cfg:
-        return hit[1]
+        return cast(_T, hit[1])  # what ``kind`` computed for this config: the type ``compute`` returns
     value = compute()
     if len(_MEMO) > 256:
         _MEMO.clear()

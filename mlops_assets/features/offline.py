@@ -11,10 +11,14 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 import pandas as pd
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from mlops_assets.settings import Storage
 
 PARTITION_COLUMN = "_partition"
 ROW_COLUMN = "_row"
@@ -44,15 +48,14 @@ class OfflineStore:
         self._engine = sa.create_engine(url) if url is not None else None
 
     @classmethod
-    def from_storage(cls, storage=None, *, name: str = "features") -> OfflineStore:
+    def from_storage(cls, storage: Storage | None = None, *, name: str = "features") -> OfflineStore:
         """The configured store: ``storage.offline_store_url`` when set, else Parquet under ``storage.offline_store``."""
         if storage is None:
             from mlops_assets.settings import storage_from_env
 
             storage = storage_from_env()
-        url = getattr(storage, "offline_store_url", None)
-        if url:
-            return cls(url=url, name=name)
+        if storage.offline_store_url:
+            return cls(url=storage.offline_store_url, name=name)
         return cls(storage.offline_store, name=name)
 
     def __repr__(self) -> str:
@@ -94,7 +97,11 @@ class OfflineStore:
                 pd.DataFrame({"column": list(dtypes), "dtype": list(dtypes.values())}).to_sql(
                     self._schema_table, conn, if_exists="replace", index=False
                 )
-            frame.assign(**{PARTITION_COLUMN: partition_key, ROW_COLUMN: range(len(frame))}).to_sql(
+            stored_columns: dict[str, str | range] = {
+                PARTITION_COLUMN: partition_key,
+                ROW_COLUMN: range(len(frame)),
+            }
+            frame.assign(**stored_columns).to_sql(
                 self.name, conn, if_exists="append", index=False, chunksize=10_000
             )
 
@@ -155,9 +162,10 @@ class OfflineStore:
             # SQLite hands datetimes back as text and PostgreSQL in the session's zone: restore the stored dtype.
             if t.startswith("datetime64"):
                 s = pd.to_datetime(frame[c], utc=True, format="ISO8601")
-                frame[c] = s.astype(t) if "UTC" in t else s.dt.tz_localize(None).astype(t)
+                dtype = pd.api.types.pandas_dtype(t)
+                frame[c] = s.astype(dtype) if "UTC" in t else s.dt.tz_localize(None).astype(dtype)
             elif str(frame[c].dtype) != t:
-                frame[c] = frame[c].astype(t)
+                frame[c] = frame[c].astype(pd.api.types.pandas_dtype(t))
         return frame[list(dtypes)]
 
     # -------------------------------------------------------------------------------------------- helpers

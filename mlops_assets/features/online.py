@@ -20,7 +20,7 @@ import os
 import threading
 import zlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -45,9 +45,12 @@ from mlops_assets.features.engine import (
 )
 
 if TYPE_CHECKING:
-    from mlops_assets.config import MlopsConfig
+    import psycopg
 
-_ENGINES: dict[tuple[str, bool], sa.Engine] = {}
+    from mlops_assets.config import MlopsConfig
+    from mlops_assets.settings import Storage
+
+_ENGINES: dict[tuple[str, bool, bool], sa.Engine] = {}  # (url, writer, hot)
 _ENGINES_LOCK = threading.Lock()
 _INSERT_BATCH = 20_000
 _MIRROR_MAX_ROWS = 200_000  # a larger latest table is read per lookup (its reload would stall a lookup)
@@ -118,7 +121,7 @@ class OnlineStore:
         self._ready: str | None = None  # code version verified against the meta table
 
     @classmethod
-    def from_storage(cls, storage: Any = None, *, name: str = "features") -> OnlineStore:
+    def from_storage(cls, storage: Storage | None = None, *, name: str = "features") -> OnlineStore:
         """The store at ``storage.online_store_url`` (default: :func:`storage_from_env`)."""
         if storage is None:
             from mlops_assets.settings import storage_from_env
@@ -242,7 +245,7 @@ class OnlineStore:
             values = evaluate(defs, known, all_keys, np.full(len(all_keys), as_of_ns, dtype="int64"))
             conn.execute(sa.delete(latest_t))
             lcols = ["entity_key", "as_of", "code_version", *[f"f{i}" for i in range(len(defs))]]
-            ldata = [
+            ldata: list[np.ndarray | Sequence[Any]] = [
                 all_keys,
                 [as_of_ns] * len(all_keys),
                 [version] * len(all_keys),
@@ -259,7 +262,7 @@ class OnlineStore:
             }
             conn.execute(sa.delete(meta_t))
             conn.execute(sa.insert(meta_t), [{"key": k, "value": json.dumps(v)} for k, v in new_meta.items()])
-            stored = conn.execute(sa.select(sa.func.count()).select_from(events_t)).scalar()
+            stored = conn.execute(sa.select(sa.func.count()).select_from(events_t)).scalar_one()
         return {
             "events": int(stored),
             "entities": len(all_keys),
@@ -389,7 +392,7 @@ class OnlineStore:
             cached = self._missing = (version, tuple(float(empty[d.name][0]) for d in defs))
         return cached[1]
 
-    def _fetch(self, sql: str, keys: list[str]) -> list[tuple]:
+    def _fetch(self, sql: str, keys: list[str]) -> Sequence[Any]:
         """Rows of the latest table for ``keys`` through the hot pool (see :func:`_engine`)."""
         if self._pg:
             params: Any = (keys,)
@@ -401,7 +404,8 @@ class OnlineStore:
             try:
                 cur = conn.cursor()
                 if self._pg:
-                    cur.execute(sql, params, prepare=True, binary=True)
+                    # SQLAlchemy types the raw cursor as the generic DBAPI one; on PostgreSQL it is psycopg 3's.
+                    cast("psycopg.Cursor[Any]", cur).execute(sql, params, prepare=True, binary=True)
                 else:
                     cur.execute(sql, params)
                 rows = cur.fetchall()
@@ -496,7 +500,9 @@ class _LatestMirror:
         return stamps[0][0], int(stamps[0][1]), positions, matrix
 
 
-def _insert(conn: sa.Connection, table: sa.Table, columns: list[str], data: list[Sequence[Any]]) -> None:
+def _insert(
+    conn: sa.Connection, table: sa.Table, columns: list[str], data: list[np.ndarray | Sequence[Any]]
+) -> None:
     n = len(data[0])
     for b in range(0, n, _INSERT_BATCH):
         chunk = [d[b : b + _INSERT_BATCH] for d in data]

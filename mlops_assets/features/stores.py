@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mlops_assets.features.offline import OfflineStore
 from mlops_assets.features.online import OnlineStore
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
+    from mlops_assets.settings import Storage
 
 _ONLINE: dict[tuple[str, str], OnlineStore] = {}
 _URLS: dict[tuple[str | None, str | None, str], str] = {}
@@ -22,12 +23,12 @@ def store_name(cfg: MlopsConfig) -> str:
     return f"{cfg.model.name}_features"
 
 
-def offline_store(cfg: MlopsConfig, storage: Any = None) -> OfflineStore:
+def offline_store(cfg: MlopsConfig, storage: Storage | None = None) -> OfflineStore:
     """The offline store for ``cfg`` (Parquet under ``$MLOPS_HOME/offline_store`` unless a URL is configured)."""
     return OfflineStore.from_storage(storage, name=store_name(cfg))
 
 
-def online_store(cfg: MlopsConfig, storage: Any = None) -> OnlineStore:
+def online_store(cfg: MlopsConfig, storage: Storage | None = None) -> OnlineStore:
     """The online store for ``cfg`` at ``storage.online_store_url``; one instance per URL and name."""
     if storage is None:
         # The serving hot path: resolve the environment once per distinct (variables, working directory).

@@ -8,8 +8,9 @@ This is the plain function behind the ``model_performance`` asset; it knows noth
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,9 @@ import sqlalchemy as sa
 from mlops_assets.data.partitions import row_keys
 from mlops_assets.metrics import classification_metrics
 from mlops_assets.serving.prediction_log import make_engine, predictions
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
 
 
 def labeled_predictions(
@@ -51,7 +55,7 @@ def labeled_predictions(
     engine = make_engine(log_url)
     try:
         if not sa.inspect(engine).has_table(predictions.name):
-            rows: list = []
+            rows: Sequence[Any] = []
         else:
             with engine.connect() as conn:
                 rows = conn.execute(q).all()
@@ -62,14 +66,14 @@ def labeled_predictions(
     return frame
 
 
-def _utc(t: Any):
+def _utc(t: Any) -> datetime:
     ts = pd.Timestamp(t)
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return ts.to_pydatetime()
 
 
 def live_performance(
-    cfg: Any,
+    cfg: MlopsConfig,
     log_url: str | None = None,
     *,
     partitions: Iterable[str] | None = None,

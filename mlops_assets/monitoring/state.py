@@ -22,15 +22,22 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.monitoring.drift import DriftReport, detect_drift
 from mlops_assets.monitoring.performance import champion_metric
-from mlops_assets.monitoring.policy import DriftObservation, PerformanceObservation, PolicyState
+from mlops_assets.monitoring.policy import Decision, DriftObservation, PerformanceObservation, PolicyState
 from mlops_assets.monitoring.profile import Profile, build_profile
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlops_assets.config import MlopsConfig
+    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.settings import Storage
 
 # Extra columns of the reference profile, beside the model's feature columns.
 PREDICTION_COLUMN = "__prediction__"
@@ -56,7 +63,7 @@ def feature_kinds(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[list[str
 
 
 def reference_profile(
-    cfg: Any,
+    cfg: MlopsConfig,
     frame: pd.DataFrame,
     numeric: Sequence[str],
     categorical: Sequence[str],
@@ -117,7 +124,7 @@ class PartitionAssessment:
 
 
 def assess_partition(
-    cfg: Any,
+    cfg: MlopsConfig,
     partition: str,
     frame: pd.DataFrame,
     profile: Profile,
@@ -215,7 +222,7 @@ class MonitoringLog:
         self.path = Path(home) / model_name / "monitoring" / "log.jsonl"
 
     @classmethod
-    def from_storage(cls, model_name: str, storage: Any = None) -> MonitoringLog:
+    def from_storage(cls, model_name: str, storage: Storage | None = None) -> MonitoringLog:
         if storage is None:
             from mlops_assets.settings import storage_from_env
 
@@ -304,13 +311,14 @@ def _ms(ts: int | None) -> datetime | None:
     return datetime.fromtimestamp(ts / 1000, UTC) if ts else None
 
 
-def registry_facts(registry: Any, metric: str = "roc_auc") -> RegistryFacts:
+def registry_facts(registry: ModelRegistry, metric: str = "roc_auc") -> RegistryFacts:
     """Champion, its training time and data version, its holdout ``metric``, every version's training time
     (a retrain, successful or not), and the data version of the newest challenger that failed its gates."""
     from mlops_assets.registry.model_registry import TAG_DAGSTER_RUN_ID
 
-    versions = registry.client.search_model_versions(f"name='{registry.model_name}'")
-    versions = sorted(versions, key=lambda mv: int(mv.version))
+    versions = sorted(
+        registry.client.search_model_versions(f"name='{registry.model_name}'"), key=lambda mv: int(mv.version)
+    )
     champion = registry.champion()
     retrain_times = [t for t in (_trained_at(mv) for mv in versions) if t is not None]
     champ_mv = next((mv for mv in versions if champion and str(mv.version) == champion.version), None)
@@ -333,13 +341,13 @@ def registry_facts(registry: Any, metric: str = "roc_auc") -> RegistryFacts:
     )
 
 
-def _trained_at(mv: Any) -> datetime | None:
+def _trained_at(mv: ModelVersion) -> datetime | None:
     tag = (mv.tags or {}).get(TAG_TRAINED_AT)
     return datetime.fromisoformat(tag) if tag else _ms(mv.creation_timestamp)
 
 
 def live_observations(
-    cfg: Any, champion_version: str | None, log_url: str | None = None
+    cfg: MlopsConfig, champion_version: str | None, log_url: str | None = None
 ) -> list[PerformanceObservation]:
     """The champion's metric per partition on the live prediction log's labeled predictions (the serving
     feedback loop), as policy observations. Empty without a champion or labeled predictions."""
@@ -393,13 +401,13 @@ def policy_state(
 
 
 def current_decision(
-    cfg: Any,
+    cfg: MlopsConfig,
     now: datetime,
     *,
-    storage: Any = None,
+    storage: Storage | None = None,
     extra_retrain_times: Sequence[datetime] = (),
     manual_request: str | None = None,
-) -> tuple[PolicyState, Any]:
+) -> tuple[PolicyState, Decision]:
     """``(state, decision)`` as the sensors see it right now: the registry, the monitoring log, the offline
     store's newest partition and the live prediction log. (Also what ``mlops-assets status`` can show as "what
     the triggers would request".)"""

@@ -20,7 +20,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS mlops_deployments (
@@ -162,6 +165,7 @@ class DeploymentHistory:
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
+        conn: sqlite3.Connection | psycopg.Connection[Any]
         if self.kind == "sqlite":
             # isolation_level=None: we issue BEGIN ourselves, so the lock is taken exactly where we say.
             conn = sqlite3.connect(self._path, timeout=self.lock_timeout_s, isolation_level=None)

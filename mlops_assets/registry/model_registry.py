@@ -17,11 +17,11 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Metric, Param, RunTag
@@ -37,6 +37,11 @@ from mlops_assets.registry.errors import (
 )
 from mlops_assets.registry.history import Deployment, DeploymentHistory, GateRecord
 from mlops_assets.settings import Storage, storage_from_env
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from mlops_assets.config import MlopsConfig
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -138,7 +143,7 @@ class ModelRegistry:
         self.history_store = DeploymentHistory(self.storage.deployment_history_url)
 
     @classmethod
-    def from_config(cls, cfg: Any, storage: Storage | None = None) -> ModelRegistry:
+    def from_config(cls, cfg: MlopsConfig, storage: Storage | None = None) -> ModelRegistry:
         """The registry of ``cfg.model.name`` (``cfg`` is an :class:`~mlops_assets.config.MlopsConfig`)."""
         return cls(cfg.model.name, storage)
 
@@ -196,7 +201,7 @@ class ModelRegistry:
         return run.info.run_id, True
 
     @contextmanager
-    def _scratch(self):
+    def _scratch(self) -> Iterator[Path]:
         """A temporary folder under MLOPS_HOME (nothing is written elsewhere), removed afterwards."""
         root = self.storage.home / "tmp"
         root.mkdir(parents=True, exist_ok=True)
@@ -244,7 +249,7 @@ class ModelRegistry:
         partitions = list(partitions or [])
         if data_window is None and partitions:
             data_window = f"{partitions[0]}..{partitions[-1]}"
-        info_tags = {
+        optional_tags: dict[str, Any] = {
             TAG_DATA_WINDOW: data_window,
             TAG_PARTITION_COUNT: str(len(partitions)) if partitions else None,
             TAG_FEATURE_VERSION: feature_version,
@@ -252,9 +257,9 @@ class ModelRegistry:
         }
         joined = ",".join(partitions)
         if partitions and len(joined) <= _MAX_PARTITION_TAG_CHARS:
-            info_tags[TAG_PARTITIONS] = joined
-        info_tags.update(tags or {})
-        info_tags = {k: str(v) for k, v in info_tags.items() if v is not None}
+            optional_tags[TAG_PARTITIONS] = joined
+        optional_tags.update(tags or {})
+        info_tags = {k: str(v) for k, v in optional_tags.items() if v is not None}
 
         run_id, own_run = self._target_run(run_name)
         try:
@@ -367,7 +372,7 @@ class ModelRegistry:
             raise
         return {a: str(v) for a, v in (rm.aliases or {}).items()}
 
-    def get_version(self, version: str | int | None = None, *, alias: str | None = None):
+    def get_version(self, version: str | int | None = None, *, alias: str | None = None) -> ModelVersion:
         """The MLflow ``ModelVersion`` for a version number or an alias; :class:`UnknownVersionError` if none."""
         if (version is None) == (alias is None):
             raise ValueError("give exactly one of version or alias")
@@ -427,10 +432,10 @@ class ModelRegistry:
         tags = dict(mv.tags or {})
         expected = tags.get(TAG_SHA256)
         trusted_json = tags.get(TAG_TRUSTED_TYPES)
-        if not expected or trusted_json is None:
+        if not expected or trusted_json is None or not mv.source:
             raise ArtifactIntegrityError(
-                f"model '{self.model_name}' version {mv.version} has no recorded sha256/trusted types: "
-                "it was not registered through mlops_assets and is refused"
+                f"model '{self.model_name}' version {mv.version} has no recorded sha256/trusted types or no "
+                "artifact source: it was not registered through mlops_assets and is refused"
             )
         data = self._read_model_bytes(mv.source)
         actual = hashlib.sha256(data).hexdigest()
@@ -468,7 +473,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------------------------ promotion & rollback
 
-    def _require_registered(self, version: str) -> Any:
+    def _require_registered(self, version: str) -> ModelVersion:
         mv = self.get_version(version)
         if not (mv.tags or {}).get(TAG_SHA256):
             raise ArtifactIntegrityError(

@@ -16,7 +16,7 @@ import gc
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -182,7 +182,7 @@ def create_app(
         return resp
 
     @asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_service:
             await asyncio.get_running_loop().run_in_executor(None, service.start)
         await service.batcher.start()

@@ -27,7 +27,7 @@ class Job:
 
     payload: Any
     n: int
-    future: asyncio.Future = field(repr=False, default=None)  # type: ignore[assignment]
+    future: asyncio.Future[Any] = field(repr=False)
 
 
 class MicroBatcher:
@@ -46,7 +46,7 @@ class MicroBatcher:
         self.max_rows = max_rows
         self.max_wait = max_wait
         self._queue: asyncio.Queue[Job] | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.inline = inline
         self._initializer = thread_initializer
         self._executor = (

@@ -22,7 +22,7 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,9 +36,15 @@ from mlops_assets.features.engine import (
     entity_keys_from_records,
     evaluate,
 )
-from mlops_assets.features.online import OnlineStoreError
+from mlops_assets.features.online import OnlineStore, OnlineStoreError
 from mlops_assets.features.stores import online_store
 from mlops_assets.serving.validation import RequestError
+
+if TYPE_CHECKING:
+    from sqlalchemy.pool import PoolProxiedConnection
+
+    from mlops_assets.config import MlopsConfig
+    from mlops_assets.settings import Storage
 
 
 class FeatureCompletionError(RequestError, RuntimeError):
@@ -61,7 +67,7 @@ class _Definition(FeatureDefinition):
 class OnlineFeatures:
     """The online store of ``cfg`` (the model's own store, as the feature store resolves it), as serving uses it."""
 
-    def __init__(self, cfg: Any, storage: Any):
+    def __init__(self, cfg: MlopsConfig, storage: Storage | None):
         self.cfg = cfg
         self.store = online_store(cfg, storage)
         self.defs = [
@@ -119,10 +125,10 @@ class _EventCache:
 
     MAX_EVENTS = 500_000  # beyond this a reload would stall the batch; such stores are read per batch
 
-    def __init__(self, store: Any, cfg: Any):
+    def __init__(self, store: OnlineStore, cfg: MlopsConfig):
         self.store = store
         self.cfg = cfg
-        self._conn: Any = None
+        self._conn: PoolProxiedConnection | None = None
         self._version: int | None = None
         self._error: Exception | None = None  # the store's refusal (not materialized, other code version)
         self._horizon = 0
@@ -140,7 +146,9 @@ class _EventCache:
         cur = self._conn.cursor()
         try:
             cur.execute("PRAGMA data_version")
-            return int(cur.fetchone()[0])
+            row = cur.fetchone()
+            assert row is not None  # the pragma always answers one row
+            return int(row[0])
         finally:
             cur.close()
 
@@ -156,7 +164,7 @@ class _EventCache:
             except OnlineStoreError as err:
                 self._error = err
                 return
-            n = conn.execute(sa.select(sa.func.count()).select_from(events_t)).scalar()
+            n = conn.execute(sa.select(sa.func.count()).select_from(events_t)).scalar_one()
             if n > self.MAX_EVENTS:
                 return
             known = store._load(conn, cfg, events_t, None, -(2**63), 2**63 - 1)

@@ -21,12 +21,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlops_assets.serving.validation import InputSchema
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
+    from mlops_assets.registry.model_registry import LoadedModel
 
 log = logging.getLogger("mlops_assets.serving")
 
@@ -86,7 +90,7 @@ def _column_kinds(pipeline: Any, columns: list[str]) -> tuple[set[str], set[str]
     return numeric, categorical
 
 
-def build_served_model(cfg: Any, loaded: Any, window_feature_names: list[str]) -> ServedModel:
+def build_served_model(cfg: MlopsConfig, loaded: LoadedModel, window_feature_names: list[str]) -> ServedModel:
     """A :class:`ServedModel` from a registry ``LoadedModel``; ``window_feature_names`` are the config's window
     features (the model's other inputs are raw columns that each event row carries)."""
     pipeline = loaded.model

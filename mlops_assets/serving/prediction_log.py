@@ -16,11 +16,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+_T = TypeVar("_T")
 
 metadata = sa.MetaData()
 
@@ -77,7 +82,9 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _record):  # readers (the performance function) never block the writer
+        def _wal(
+            dbapi_conn: Any, _record: Any
+        ) -> None:  # readers (the performance function) never block the writer
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
 
         return engine
@@ -270,19 +277,19 @@ def _inputs_json(inputs: Any) -> str:
     return json.dumps(clean, allow_nan=False)
 
 
-def _utcnow():
+def _utcnow() -> datetime:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
 
 
-def _aware(dt):
+def _aware(dt: datetime | None) -> datetime | None:
     # SQLite returns naive datetimes; everything stored is UTC.
     from datetime import UTC
 
     return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
 
 
-def _chunks(items: list, n: int):
+def _chunks(items: list[_T], n: int) -> Iterator[list[_T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -40,6 +40,9 @@ from mlops_assets.serving.validation import (
     parse_predict,
 )
 from mlops_assets.settings import Storage, storage_from_env
+
+if TYPE_CHECKING:
+    from mlops_assets.config import MlopsConfig
 
 log = logging.getLogger("mlops_assets.serving")
 
@@ -80,7 +83,7 @@ class PredictionService:
 
     def __init__(
         self,
-        cfg: Any,
+        cfg: MlopsConfig,
         storage: Storage | None = None,
         options: ServiceOptions | None = None,
     ):
@@ -197,23 +200,27 @@ class PredictionService:
                 ok.append(i)
         if not ok:
             return results
+        out: Sequence[bytes | RequestError]
         try:
             out = self._predict_jobs(model, [jobs[i].payload.request for i in ok])
         except RequestError:
             if len(ok) == 1:
                 raise
             # One bad request must not fail its neighbours: redo them one by one.
-            out = []
+            redone: list[bytes | RequestError] = []
             for i in ok:
                 try:
-                    out.extend(self._predict_jobs(model, [jobs[i].payload.request]))
+                    redone.extend(self._predict_jobs(model, [jobs[i].payload.request]))
                 except RequestError as err:
-                    out.append(err)
+                    redone.append(err)
+            out = redone
         for i, res in zip(ok, out, strict=True):
             results[i] = res
         return results
 
-    def _inputs(self, model: ServedModel, requests: list[RowsRequest | EntitiesRequest]):
+    def _inputs(
+        self, model: ServedModel, requests: list[RowsRequest | EntitiesRequest]
+    ) -> tuple[np.ndarray | pd.DataFrame, list[datetime], list[dict[str, Any]] | None]:
         """Model inputs for ``requests`` (in order): a float matrix (numeric models) or a frame, the event time
         and the entity keys of every row."""
         schema = model.schema
@@ -232,8 +239,9 @@ class PredictionService:
                 + " that the online store does not hold; send event 'rows' instead",
                 422,
             )
+        event_rows = [r for r in requests if isinstance(r, RowsRequest)]  # all of them when raw is not empty
         for c in raw:
-            columns[c] = [v for r in requests for v in r.columns[c]]
+            columns[c] = [v for r in event_rows for v in r.columns[c]]
         for r in requests:
             if isinstance(r, RowsRequest):
                 times += r.event_times
@@ -251,6 +259,7 @@ class PredictionService:
             values = self.features.window_values(times, entities, field)
             for f in model.window_features:
                 columns[f] = values[f]
+        X: np.ndarray | pd.DataFrame
         if model.numeric_only:
             X = np.empty((n, len(model.columns)))
             for j, c in enumerate(model.columns):

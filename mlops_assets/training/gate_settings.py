@@ -33,6 +33,10 @@ class MetricFloors(_Section):
     recall: float | None = Field(default=0.30, ge=0, le=1)
 
 
+def _roc_auc_only() -> list[MetricName]:
+    return ["roc_auc"]
+
+
 class RegressionConfig(_Section):
     """No regression against the champion on the same holdout, like MLflow's ``MetricThreshold``.
 
@@ -40,7 +44,7 @@ class RegressionConfig(_Section):
     ``relative``: when ``challenger >= champion * (1 - tolerance)``. Default: one point of ROC AUC.
     """
 
-    metrics: list[MetricName] = Field(default_factory=lambda: ["roc_auc"], min_length=1)
+    metrics: list[MetricName] = Field(default_factory=_roc_auc_only, min_length=1)
     tolerance: float = Field(default=0.01, ge=0, le=1)
     mode: Literal["absolute", "relative"] = "absolute"
 

@@ -78,14 +78,9 @@ def compute_metrics(
     y_true = _labels(y, positive_label)
     scores = positive_proba(model, X, positive_label)
     m = classification_metrics(y_true, scores, threshold=threshold)
-    auc = m["roc_auc"]
-    return {
-        "roc_auc": float("nan") if auc is None else auc,
-        "accuracy": m["accuracy"],
-        "f1": m["f1"],
-        "precision": m["precision"],
-        "recall": m["recall"],
-    }
+    # An undefined metric (None: ROC AUC on one class) is nan here, which fails every floor.
+    defined = {k: float("nan") if v is None else float(v) for k, v in m.items()}
+    return {k: defined[k] for k in ("roc_auc", "accuracy", "f1", "precision", "recall")}
 
 
 # ---------------------------------------------------------------------------------------------- gates
