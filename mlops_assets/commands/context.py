@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from mlops_assets.registry.model_registry import ModelRegistry
 
 
-def open_registry(cfg: MlopsConfig, storage: Storage) -> ModelRegistry:
-    """The registry of ``cfg``'s model on ``storage``. Imported here, not at the top: MLflow is the heaviest
-    import a light command pays for, and a command that fails on its config should not wait for it."""
+def open_registry(cfg: MlopsConfig, storage: Storage, *, light: bool = False) -> ModelRegistry:
+    """The registry of ``cfg``'s model on ``storage``; ``light``: aliases moved without importing MLflow where
+    the tracking database allows it (see :class:`~mlops_assets.registry.model_registry.ModelRegistry`)."""
     from mlops_assets.registry.model_registry import ModelRegistry
 
-    return ModelRegistry.from_config(cfg, storage)
+    return ModelRegistry.from_config(cfg, storage, light=light)
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """``mlops-assets rollback [--to VERSION]``: the champion back to the previous (or given) version, recorded in
 the deployment history.
 
-Light on purpose: the config, the storage settings and the MLflow client, nothing of Dagster, pandas' users or
-scikit-learn (a model is not loaded to move an alias; its sha256 tag is required, see
-:meth:`ModelRegistry.rollback`).
+Light on purpose: the config, the storage settings and the tracking database through
+:mod:`mlops_assets.registry.sql_aliases` -- no MLflow, pandas, scikit-learn or Dagster import when the database is
+one that module knows (else the MLflow client). A model is not loaded to move an alias; the target must carry the
+sha256 tag of a registration through mlops_assets (see :meth:`ModelRegistry.rollback`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def rollback(
     Raises :class:`~mlops_assets.registry.errors.RegistryError` (a subclass naming the cause) when there is
     nothing to roll back to, ``to`` is unknown or already champion, or the target was not registered through
     mlops_assets."""
-    d = open_registry(cfg, storage).rollback(to=to, reason=reason)
+    d = open_registry(cfg, storage, light=True).rollback(to=to, reason=reason)
     return RollbackOutcome(
         model_name=cfg.model.name,
         version=d.version,
