@@ -69,7 +69,7 @@ def _duration_for_check(text: str, *, key: str) -> timedelta:
     of a second. Anything else goes through pandas, so what is accepted does not change."""
     m = _PLAIN_DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
     if m is None:
-        return parse_duration(text, key=key).to_pytimedelta()
+        return parse_duration(text, key=key)  # a pd.Timedelta (a timedelta) compares with the plain ones
     td = timedelta(**{_PLAIN_UNITS[m.group(2)]: int(m.group(1))})
     if td <= timedelta(0):
         raise ValueError(f"{key}: duration must be positive, got {text!r}")
