@@ -164,6 +164,22 @@ def test_light_registry_rolls_back_like_the_full_one(cfg, storage):
     assert light.get_version(v2).tags[TAG_SHA256] == reg.get_version(v2).tags[TAG_SHA256]
 
 
+@pytest.mark.postgres
+def test_light_rollback_on_a_postgresql_tracking_store(cfg, isolated_storage, pg_database):
+    storage = storage_from_env({"MLOPS_HOME": str(isolated_storage), "MLFLOW_TRACKING_URI": pg_database})
+    reg, v1, v2 = _two_deployed(cfg, storage)
+    assert sql_alias_store(pg_database) is not None
+    light = ModelRegistry.from_config(cfg, storage, light=True)
+
+    d = light.rollback(reason="rollback")
+
+    assert "client" not in light.__dict__
+    assert (d.version, d.previous_version, d.metrics) == (v1, v2, {"roc_auc": 0.61})
+    assert reg.client.get_model_version_by_alias(reg.model_name, CHAMPION).version == int(v1)
+    assert reg.client.get_model_version_by_alias(reg.model_name, PREVIOUS).version == int(v2)
+    assert light.champion() == reg.champion()
+
+
 def test_schema_revision_is_the_installed_mlflow_head():
     """Fails on an MLflow upgrade that adds a migration: re-check sql_aliases' queries against the new schema,
     then update SCHEMA_REVISION. (Until then the registry falls back to the MLflow client, so nothing breaks.)"""
