@@ -1,4 +1,5 @@
-"""The engine of ``mlops-assets replay`` (:mod:`mlops_assets.commands.replay`): a backtest of the retraining policy on the data's own partitions.
+"""The engine of ``mlops-assets replay`` (:mod:`mlops_assets.commands.replay`): a backtest of the retraining
+policy on the data's own partitions.
 
 The partitions arrive one at a time, in time order, under a simulated clock (a partition "arrives" at the end of
 its period). Each one is
