@@ -1,8 +1,9 @@
-"""Wall time of ``mlops-assets rollback`` as a subprocess, the whole command (target: <= 5 s).
+"""Wall time of ``mlops-assets rollback`` as a subprocess, the whole command (target: <= 5 s), and of one
+``mlops-assets status``.
 
 Sets up a throwaway MLOPS_HOME (SQLite MLflow store, file artifacts, SQLite deployment history) holding two
 registered rainfall models, promotes both, then runs the rollback command repeatedly (each run flips the champion
-back to the previous version) and prints the figures.
+back to the previous version), then status once, and prints the figures.
 
     .venv/bin/python benchmarks/bench_rollback.py [--runs 5] [--home DIR]
 """
@@ -77,6 +78,12 @@ def main() -> int:
             f"{os.cpu_count()} cores): wall min {min(times):.2f} s, median {statistics.median(times):.2f} s, "
             f"max {max(times):.2f} s (target <= 5 s); cpu median {statistics.median(cpu):.2f} s"
         )
+        t0 = time.perf_counter()
+        proc = subprocess.run([*cmd, "status"], env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stdout, proc.stderr, file=sys.stderr)
+            return proc.returncode
+        print(f"mlops-assets status: wall {time.perf_counter() - t0:.2f} s")
         return 0 if max(times) <= 5.0 else 1
     finally:
         if not args.home:

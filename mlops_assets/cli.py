@@ -1,7 +1,7 @@
 """``mlops-assets``: thin command-line entry points.
 
-Each command's work lives in its own module, imported only when the command runs, so light commands
-(``rollback``, ``status``) start fast.
+The parser is built here; each command is a module of :mod:`mlops_assets.commands`, imported only when that
+command runs, so the light commands (``rollback``, ``status``) start fast.
 """
 
 from __future__ import annotations
@@ -11,34 +11,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# command -> (module, function, help). The function takes the parsed args and returns an exit code.
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "run": (
-        "mlops_assets.runner",
-        "run_command",
-        "materialize the whole graph over all partitions, gate, deploy",
-    ),
-    "replay": (
-        "mlops_assets.monitoring.replay",
-        "replay_command",
-        "backtest the retraining policy over the partitions",
-    ),
-    "check-report": (
-        "mlops_assets.reports",
-        "check_report_command",
-        "every asset check result; exit 1 if a blocking one failed",
-    ),
-    "serve": ("mlops_assets.serving.server", "serve_command", "HTTP prediction service on the champion"),
-    "rollback": (
-        "mlops_assets.registry.commands",
-        "rollback_command",
-        "move the champion back to the previous (or given) version",
-    ),
-    "status": (
-        "mlops_assets.registry.commands",
-        "status_command",
-        "champion, deployment history, latest checks, pending triggers",
-    ),
+# command -> (module under mlops_assets.commands, help). Each module has ``main(args) -> exit code`` and a typed
+# function doing the work; only the chosen command's module is imported.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run", "materialize the whole graph over all partitions, gate, deploy"),
+    "replay": ("replay", "backtest the retraining policy over the partitions"),
+    "check-report": ("check_report", "every asset check result; exit 1 if a blocking one failed"),
+    "serve": ("serve", "HTTP prediction service on the champion"),
+    "rollback": ("rollback", "move the champion back to the previous (or given) version"),
+    "status": ("status", "champion, deployment history, latest checks, pending triggers"),
 }
 
 
@@ -46,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops-assets", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cmds = {}
-    for name, (_, _, help_) in COMMANDS.items():
+    for name, (_, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
         p.add_argument(
             "--config", default=None, help="mlops.yaml (default: $MLOPS_CONFIG, else the bundled one)"
@@ -68,12 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module, func, _ = COMMANDS[args.command]
+    module, _ = COMMANDS[args.command]
     from mlops_assets.config import ConfigError
 
     try:
-        handler = getattr(importlib.import_module(module), func)
-        return int(handler(args) or 0)
+        command = importlib.import_module(f"mlops_assets.commands.{module}")
+        return int(command.main(args))
     except ConfigError as err:
         print(f"mlops-assets {args.command}: configuration error: {err}", file=sys.stderr)
         return 2

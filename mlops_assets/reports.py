@@ -1,4 +1,4 @@
-"""``mlops-assets check-report``: every asset check of the model's graph with its latest result, for people and CI.
+"""Behind ``mlops-assets check-report`` (:mod:`mlops_assets.commands.check_report`): every asset check of the model's graph with its latest result, for people and CI.
 
 The results come from the Dagster instance (``DAGSTER_HOME``, default ``$MLOPS_HOME/dagster``) that ``mlops-assets
 run``, ``dagster dev`` and the daemon write to; the command reads it in this process and needs no daemon. Every
@@ -10,11 +10,9 @@ check that fails with WARN does not), 0 otherwise.
 
 from __future__ import annotations
 
-import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 PASSED = "passed"
@@ -248,33 +246,3 @@ def render_text(rows: list[CheckRow]) -> str:
                 extra += f"  measured {_fmt(r.measured) or 'n/a'} / threshold {_fmt(r.threshold) or 'n/a'}"
         lines.append(f"{label:<9}  {name:<{width}}{extra}")
     return "\n".join(lines)
-
-
-def check_report_command(args) -> int:
-    """Print every check's latest result; write ``--junit`` / ``--markdown``; exit 1 if a blocking one failed."""
-    from mlops_assets.config import config_path, load_config
-    from mlops_assets.defs.factory import build_model_defs
-    from mlops_assets.runner import instance_for
-    from mlops_assets.settings import storage_from_env
-
-    cfg = load_config(args.config)
-    defs = build_model_defs(cfg, config_path=str(config_path(args.config)))
-    instance = instance_for(storage_from_env())
-    rows = collect_check_rows(defs, instance)
-    if getattr(args, "junit", None):
-        _write(args.junit, render_junit(rows, suite=f"asset checks: {cfg.model.name}"))
-    if getattr(args, "markdown", None):
-        _write(args.markdown, render_markdown(rows, title=cfg.model.name))
-    print(render_text(rows))
-    blocking = [r for r in rows if r.blocks]
-    if blocking:
-        names = ", ".join(f"{r.asset}.{r.check}" for r in blocking)
-        print(f"blocking check(s) failed: {names}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _write(path: str, text: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")

@@ -1,4 +1,5 @@
-"""``mlops-assets run``: one in-process pass over the whole graph, and the report it writes.
+"""Behind ``mlops-assets run`` (:mod:`mlops_assets.commands.run`): one in-process pass over the whole graph, and
+the report it writes.
 
 No daemon is needed: the job executes in this process against the Dagster instance in ``DAGSTER_HOME`` (default
 ``$MLOPS_HOME/dagster``, SQLite), so the UI shows the run, its materializations and its check results afterwards.
@@ -6,18 +7,16 @@ No daemon is needed: the job executes in this process against the Dagster instan
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.config import MlopsConfig, config_path, load_config
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.config import MlopsConfig
+from mlops_assets.settings import Storage
 
 # One planned event per asset for a single-run backfill instead of one per partition (Dagster's own switch): it
 # halves the event-log writes of a run over hundreds of partitions. A failed run then leaves its partitions
@@ -223,11 +222,12 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def build_report(cfg: MlopsConfig, outcome: RunOutcome) -> dict[str, Any]:
-    """The report JSON of INTERFACE.md."""
-    from mlops_assets.registry.model_registry import ModelRegistry
+def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: Any = None) -> dict[str, Any]:
+    """The report JSON of INTERFACE.md, read from ``registry`` (default: ``cfg``'s, on the environment's storage)."""
+    if registry is None:
+        from mlops_assets.registry.model_registry import ModelRegistry
 
-    registry = ModelRegistry(cfg.model.name)
+        registry = ModelRegistry(cfg.model.name)
     champ = registry.champion()
     history = registry.history()
     retrains = []
@@ -268,66 +268,3 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome) -> dict[str, Any]:
 def _champion_metrics(metrics: dict[str, float]) -> dict[str, float]:
     out = {k.removeprefix("holdout_"): v for k, v in metrics.items() if k.startswith("holdout_")}
     return out or dict(metrics)
-
-
-class _Progress:
-    """A progress bar over the graph's steps, fed by the steps themselves (see :mod:`mlops_assets.progress`)."""
-
-    STEPS = ("raw_data", "validated_data", "features", "trained_model", "deployed_model")
-
-    def __init__(self, enabled: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=len(self.STEPS), unit="step", disable=not enabled, file=sys.stderr)
-        self.seen: list[str] = []
-
-    def __call__(self, name: str, detail: str) -> None:
-        if name not in self.seen:
-            if self.seen:
-                self.bar.update(1)
-            self.seen.append(name)
-        self.bar.set_description(f"{name}: {detail}" if detail else name)
-
-    def close(self, outcome: RunOutcome) -> None:
-        if outcome.status == "ok" and self.seen:
-            self.bar.update(1)
-        self.bar.close()
-
-
-def run_command(args) -> int:
-    from mlops_assets import progress
-
-    cfg = load_config(args.config)
-    storage = storage_from_env().ensure()
-    bar = _Progress(enabled=not args.no_progress)
-    progress.install(bar)
-    try:
-        outcome = execute(cfg, config_file=str(config_path(args.config)), storage=storage)
-    finally:
-        progress.install(None)
-    bar.close(outcome)
-    report = build_report(cfg, outcome)
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
-    _print_summary(report)
-    return 1 if outcome.status == "failed" else 0
-
-
-def _print_summary(report: dict[str, Any]) -> None:
-    failed = [c for c in report["checks"] if not c["passed"]]
-    print(f"status: {report['status']}  ({report['partitions']} partitions, {report['seconds']} s)")
-    if report["error"]:
-        print(f"error: {report['error']}")
-    print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
-    for c in failed:
-        print(f"  FAILED {c['asset']}.{c['check']} {c['metadata']}")
-    champ = report["champion"]
-    if champ:
-        m = champ["metrics"]
-        shown = ", ".join(
-            f"{k}={m[k]:.3f}" for k in ("roc_auc", "accuracy", "f1") if isinstance(m.get(k), float)
-        )
-        print(f"champion: {champ['model_name']} version {champ['version']} ({shown})")
-    else:
-        print("champion: none")

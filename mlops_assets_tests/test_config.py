@@ -65,3 +65,24 @@ def test_positive_label_keeps_its_yaml_type(label):
     cfg = parse_config({"dataset": {**BASE["dataset"], "positive_label": label}})
     assert cfg.dataset.positive_label == label
     assert type(cfg.dataset.positive_label) is type(label)
+
+
+@pytest.mark.parametrize(
+    "text", ["1D", "7D", "12h", "90min", "45s", "365D", " 3D ", "1d", "2 days", "1W", "36h"]
+)
+def test_config_durations_checked_without_pandas_agree_with_pandas(text):
+    """The plain spellings skip pandas (every command validates the config); the rest still go through it."""
+    from mlops_assets.features.settings import _duration_for_check, parse_duration
+
+    assert _duration_for_check(text, key="window") == parse_duration(text, key="window")
+
+
+@pytest.mark.parametrize("text", ["0D", "0min", "-1D", "1M", "month"])
+def test_config_durations_refused_alike(text):
+    from mlops_assets.features.settings import _duration_for_check, parse_duration
+
+    with pytest.raises(ValueError) as plain:
+        _duration_for_check(text, key="window")
+    with pytest.raises(ValueError) as via_pandas:
+        parse_duration(text, key="window")
+    assert str(plain.value) == str(via_pandas.value)

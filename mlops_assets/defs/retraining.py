@@ -246,7 +246,11 @@ def _evaluate(context: dg.SensorEvaluationContext, cfg: MlopsConfig, trigger: st
             f"a retrain is in flight (run {in_flight[0].dagster_run.run_id}); not evaluating"
         )
     state, decision = current_decision(
-        cfg, now, storage=storage, extra_retrain_times=_unregistered_retrains(context, job_name, storage, cfg)
+        cfg,
+        now,
+        storage=storage,
+        registry=context.resources.project.registry(),
+        extra_retrain_times=_unregistered_retrains(context, job_name, storage, cfg),
     )
     context.update_cursor(json.dumps(new_cursor))
     if not decision.retrain:

@@ -23,6 +23,8 @@ age of the newest contributing observation; older -> the feature is missing, nev
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -57,6 +59,23 @@ def parse_duration(text: str, *, key: str) -> pd.Timedelta:
     return td
 
 
+_PLAIN_DURATION = re.compile(r"(\d+)(D|h|min|s)")
+_PLAIN_UNITS = {"D": "days", "h": "hours", "min": "minutes", "s": "seconds"}
+
+
+def _duration_for_check(text: str, *, key: str) -> timedelta:
+    """:func:`parse_duration` as a ``timedelta``, without pandas for the plain spellings (``7D``, ``12h``,
+    ``30min``, ``45s``): validating the config is part of every command, and pandas costs ``rollback`` a third
+    of a second. Anything else goes through pandas, so what is accepted does not change."""
+    m = _PLAIN_DURATION.fullmatch(text.strip()) if isinstance(text, str) else None
+    if m is None:
+        return parse_duration(text, key=key)  # a pd.Timedelta (a timedelta) compares with the plain ones
+    td = timedelta(**{_PLAIN_UNITS[m.group(2)]: int(m.group(1))})
+    if td <= timedelta(0):
+        raise ValueError(f"{key}: duration must be positive, got {text!r}")
+    return td
+
+
 class FeatureSpec(BaseModel):
     """One declarative feature definition; expands into one feature per (source, window)."""
 
@@ -80,11 +99,11 @@ class FeatureSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
-        windows = [parse_duration(w, key="window") for w in self.windows]
+        windows = [_duration_for_check(w, key="window") for w in self.windows]
         if self.ttl is not None:
             if self.transformation in ("count", "rate"):
                 raise ValueError(f"ttl does not apply to {self.transformation!r}: an empty window counts 0")
-            ttl = parse_duration(self.ttl, key="ttl")
+            ttl = _duration_for_check(self.ttl, key="ttl")
             if any(ttl > w for w in windows):
                 raise ValueError(
                     f"ttl {self.ttl} is longer than a window {self.windows}: the window bounds it"
@@ -119,5 +138,5 @@ class FeaturesConfig(BaseModel):
     @classmethod
     def _duration(cls, v: str | None) -> str | None:
         if v is not None:
-            parse_duration(v, key="online_retention")
+            _duration_for_check(v, key="online_retention")
         return v

@@ -28,7 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from mlops_assets.monitoring.profile import (
     OTHER,
@@ -207,6 +206,8 @@ def _two_proportion_p(r1: float, n1: float, r2: float, n2: float) -> float:
     se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2)) if n1 > 0 and n2 > 0 else 0.0
     if se == 0:
         return 1.0 if r1 == r2 else 0.0
+    from scipy import stats  # here, not at the top: `status` imports this module and never tests drift
+
     return float(2 * stats.norm.sf(abs(r1 - r2) / se))
 
 
@@ -378,6 +379,8 @@ def _categorical(
     used = pooled > 0
     chi2 = float(n_eff * (((q_r - q_c) ** 2)[used] / pooled[used]).sum())
     dof = int(used.sum()) - 1
+    from scipy import stats
+
     p = float(stats.chi2.sf(chi2, dof)) if dof > 0 else 1.0
     # Jensen-Shannon distance, base 2 (0 = identical, 1 = disjoint).
     mid = (q_r + q_c) / 2

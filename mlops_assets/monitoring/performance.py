@@ -10,16 +10,17 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics
 
 from mlops_assets.monitoring.policy import PerformanceObservation
 from mlops_assets.monitoring.settings import MetricName
 
+# Names in sklearn.metrics: scikit-learn is imported when a metric is computed, not with this module (which
+# `mlops-assets status` imports to evaluate the triggers).
 THRESHOLD_METRICS = {
-    "accuracy": metrics.accuracy_score,
-    "f1": metrics.f1_score,
-    "precision": metrics.precision_score,
-    "recall": metrics.recall_score,
+    "accuracy": "accuracy_score",
+    "f1": "f1_score",
+    "precision": "precision_score",
+    "recall": "recall_score",
 }
 
 
@@ -36,6 +37,8 @@ def champion_metric(
     None when it is not defined: no rows, or (for ROC AUC, log loss, precision/recall/F1) only one class present —
     a month without rain says nothing about ranking rain. Threshold metrics predict positive at ``threshold``.
     """
+    from sklearn import metrics
+
     y_raw = np.asarray(labels, dtype=object)
     p = np.asarray(probabilities, dtype=float)
     if len(y_raw) != len(p):
@@ -57,7 +60,7 @@ def champion_metric(
         return float(metrics.accuracy_score(y, pred))
     if one_class:
         return None
-    return float(THRESHOLD_METRICS[metric](y, pred, zero_division=0))
+    return float(getattr(metrics, THRESHOLD_METRICS[metric])(y, pred, zero_division=0))
 
 
 def performance_observation(

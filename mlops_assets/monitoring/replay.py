@@ -1,4 +1,5 @@
-"""``mlops-assets replay``: a backtest of the retraining policy on the data's own partitions.
+"""The engine of ``mlops-assets replay`` (:mod:`mlops_assets.commands.replay`): a backtest of the retraining
+policy on the data's own partitions.
 
 The partitions arrive one at a time, in time order, under a simulated clock (a partition "arrives" at the end of
 its period). Each one is
@@ -20,8 +21,6 @@ labels arrive with their partition.
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -326,36 +325,3 @@ def plot(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def replay_command(args: Any) -> int:
-    """``mlops-assets replay [--report out.json] [--plot out.png]``."""
-    from mlops_assets.config import load_config
-
-    cfg = load_config(args.config)
-    from tqdm import tqdm
-
-    bar = tqdm(unit="partition", file=sys.stderr, disable=not sys.stderr.isatty())
-
-    def tick(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
-    result = replay(cfg, progress=tick)
-    bar.close()
-    report = result.report()
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=2, allow_nan=False))
-    if args.plot:
-        plot(result, args.plot)
-    s = report["summary"]
-    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    print(
-        f"replayed {report['partitions']} partitions in {report['seconds']} s: mean ROC AUC {fmt(s['mean_roc_auc'])} "
-        f"(never retrained {fmt(s['mean_static_roc_auc'])}), {s['retrains']} retrains {s['retrains_by_reason']}, "
-        f"{s['drifted_partitions']} partitions with drift"
-    )
-    for r in report["retrains"]:
-        print(f"  {r['partition']}  version {r['version']}  {r['reason']}: {r['detail']}")
-    return 0

@@ -404,22 +404,17 @@ def current_decision(
     cfg: MlopsConfig,
     now: datetime,
     *,
-    storage: Storage | None = None,
+    storage: Storage,
+    registry: ModelRegistry,
     extra_retrain_times: Sequence[datetime] = (),
     manual_request: str | None = None,
 ) -> tuple[PolicyState, Decision]:
     """``(state, decision)`` as the sensors see it right now: the registry, the monitoring log, the offline
     store's newest partition and the live prediction log. (Also what ``mlops-assets status`` can show as "what
-    the triggers would request".)"""
+    the triggers would request".) ``registry`` is ``cfg``'s model's registry on ``storage``."""
     from mlops_assets.features.stores import offline_store
     from mlops_assets.monitoring.policy import decide_retrain
-    from mlops_assets.registry.model_registry import ModelRegistry
 
-    if storage is None:
-        from mlops_assets.settings import storage_from_env
-
-        storage = storage_from_env()
-    registry = ModelRegistry(cfg.model.name, storage)
     facts = registry_facts(registry, cfg.retraining.performance_metric)
     latest = data_version(offline_store(cfg, storage).partitions())
     state = policy_state(

@@ -7,8 +7,10 @@ the sha256 of ``model.skops``. Loading downloads the file, checks the sha256 and
 MLmodel file's own list is never used, so a tampered artifact cannot whitelist itself, and
 ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is never needed.
 
-Heavy modules (mlflow.sklearn, skops, pandas) are imported inside the methods that need them, so the rollback and
-status commands only pay for the MLflow client.
+Heavy modules (mlflow.sklearn, skops, pandas) are imported inside the methods that need them, and MLflow itself
+when :attr:`ModelRegistry.client` is first used. A registry made with ``light=True`` (``mlops-assets rollback``)
+reads and moves aliases through :mod:`mlops_assets.registry.sql_aliases` when the tracking database allows it, and
+then never imports MLflow.
 """
 
 from __future__ import annotations
@@ -20,13 +22,10 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
-
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from mlops_assets.registry.errors import (
     ArtifactIntegrityError,
@@ -36,10 +35,12 @@ from mlops_assets.registry.errors import (
     UnknownVersionError,
 )
 from mlops_assets.registry.history import Deployment, DeploymentHistory, GateRecord
+from mlops_assets.registry.sql_aliases import SqlAliasStore, sql_alias_store
 from mlops_assets.settings import Storage, storage_from_env
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
     from mlops_assets.config import MlopsConfig
 
@@ -132,20 +133,33 @@ class ModelRegistry:
 
     Storage (tracking URI, artifact root, history URL) comes from :func:`storage_from_env` unless ``storage`` is
     given. Safe to use from several threads or processes: champion moves are serialized by the history's lock.
+
+    ``light=True``: aliases, version lookups, run metrics and alias moves go straight to the tracking database
+    (:mod:`~mlops_assets.registry.sql_aliases`) when it is one that module knows, so ``aliases``, ``get_version``,
+    ``champion``, ``promote`` and ``rollback`` run without importing MLflow; everything else uses the client.
     """
 
-    def __init__(self, model_name: str, storage: Storage | None = None):
+    def __init__(self, model_name: str, storage: Storage | None = None, *, light: bool = False):
         self.model_name = model_name
         self.storage = storage or storage_from_env()
-        self.client = MlflowClient(
+        self.history_store = DeploymentHistory(self.storage.deployment_history_url)
+        self._sql: SqlAliasStore | None = sql_alias_store(self.storage.mlflow_tracking_uri) if light else None
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client on the tracking URI (also the registry URI), made on first use."""
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(
             tracking_uri=self.storage.mlflow_tracking_uri, registry_uri=self.storage.mlflow_tracking_uri
         )
-        self.history_store = DeploymentHistory(self.storage.deployment_history_url)
 
     @classmethod
-    def from_config(cls, cfg: MlopsConfig, storage: Storage | None = None) -> ModelRegistry:
+    def from_config(
+        cls, cfg: MlopsConfig, storage: Storage | None = None, *, light: bool = False
+    ) -> ModelRegistry:
         """The registry of ``cfg.model.name`` (``cfg`` is an :class:`~mlops_assets.config.MlopsConfig`)."""
-        return cls(cfg.model.name, storage)
+        return cls(cfg.model.name, storage, light=light)
 
     # ------------------------------------------------------------------------------------ experiment & runs
 
@@ -156,6 +170,8 @@ class ModelRegistry:
     def ensure_experiment(self) -> str:
         """The id of this model's experiment, created with an explicit artifact location under the artifact root
         (never MLflow's default ``./mlruns``)."""
+        from mlflow.exceptions import MlflowException
+
         exp = self.client.get_experiment_by_name(self.experiment_name)
         if exp is not None:
             return exp.experiment_id
@@ -176,6 +192,7 @@ class ModelRegistry:
     def _target_run(self, run_name: str | None) -> tuple[str, bool]:
         """The active MLflow run if there is one (dagster-mlflow's), else a new run of our own."""
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         active = mlflow.active_run()
         if active is not None:
@@ -240,6 +257,7 @@ class ModelRegistry:
         """
         import mlflow.sklearn
         import skops.io
+        from mlflow.entities import Metric, Param, RunTag
         from mlflow.models import infer_signature
 
         trusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
@@ -327,6 +345,8 @@ class ModelRegistry:
         )
 
     def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
         try:
             self.client.create_registered_model(self.model_name)
         except MlflowException as err:
@@ -364,6 +384,10 @@ class ModelRegistry:
 
     def aliases(self) -> dict[str, str]:
         """alias -> version of the registered model ({} when the model is not registered yet)."""
+        if self._sql is not None:
+            return self._sql.aliases(self.model_name)
+        from mlflow.exceptions import MlflowException
+
         try:
             rm = self.client.get_registered_model(self.model_name)
         except MlflowException as err:
@@ -381,6 +405,15 @@ class ModelRegistry:
             if target is None:
                 raise UnknownVersionError(f"model '{self.model_name}' has no version with alias '{alias}'")
             version = target
+        if self._sql is not None:
+            row = self._sql.model_version(self.model_name, str(version))
+            if row is None:
+                raise UnknownVersionError(
+                    f"model '{self.model_name}' has no version {version}{self._known_versions_hint()}"
+                )
+            return row
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.get_model_version(self.model_name, str(version))
         except MlflowException as err:
@@ -391,25 +424,42 @@ class ModelRegistry:
             raise
 
     def _known_versions_hint(self) -> str:
+        if self._sql is not None:
+            versions = self._sql.versions(self.model_name)
+            return self._versions_hint(versions)
+        from mlflow.exceptions import MlflowException
+
         try:
             versions = sorted(
                 (mv.version for mv in self.client.search_model_versions(f"name='{self.model_name}'")), key=int
             )
         except MlflowException:
             return ""
+        return self._versions_hint(versions)
+
+    @staticmethod
+    def _versions_hint(versions: Sequence[Any]) -> str:
         return (
             f" (registered versions: {', '.join(map(str, versions))})"
             if versions
             else " (no version is registered)"
         )
 
+    def _run_metrics(self, run_id: str | None) -> dict[str, float]:
+        """The latest value of each metric of ``run_id`` ({} without a run)."""
+        if not run_id:
+            return {}
+        if self._sql is not None:
+            return self._sql.run_metrics(run_id)
+        return dict(self.client.get_run(run_id).data.metrics)
+
     def champion(self) -> ChampionInfo | None:
         """The current champion, or ``None`` when there is none."""
         version = self.aliases().get(CHAMPION)
         if version is None:
             return None
-        mv = self.client.get_model_version(self.model_name, version)
-        metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        mv = self.get_version(version)
+        metrics = self._run_metrics(mv.run_id)
         return ChampionInfo(
             model_name=self.model_name,
             version=str(mv.version),
@@ -498,7 +548,7 @@ class ModelRegistry:
         version = str(version)
         mv = self._require_registered(version)
         if metrics is None:
-            metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            metrics = self._run_metrics(mv.run_id)
         with self.history_store.locked(self.model_name) as txn:
             current = self.aliases().get(CHAMPION)
             if current == version:
@@ -535,8 +585,14 @@ class ModelRegistry:
         # `previous` first: if the second call failed, the champion would be unchanged and `previous` would point
         # at it, which is harmless; the history transaction is rolled back either way.
         if current is not None:
-            self.client.set_registered_model_alias(self.model_name, PREVIOUS, current)
-        self.client.set_registered_model_alias(self.model_name, CHAMPION, version)
+            self._set_alias(PREVIOUS, current)
+        self._set_alias(CHAMPION, version)
+
+    def _set_alias(self, alias: str, version: str) -> None:
+        if self._sql is None:
+            self.client.set_registered_model_alias(self.model_name, alias, version)
+        elif not self._sql.set_alias(self.model_name, alias, version):
+            raise UnknownVersionError(f"model '{self.model_name}' has no version {version}")
 
     def rollback(
         self, to: str | int | None = None, *, reason: str = "rollback", run_id: str | None = None
@@ -567,7 +623,7 @@ class ModelRegistry:
                     f"model '{self.model_name}' version {target} is already champion: nothing to roll back"
                 )
             mv = self._require_registered(target)
-            metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            metrics = self._run_metrics(mv.run_id)
             self._move_aliases(target, current)
             return txn.append(
                 version=target, previous_version=current, reason=reason, run_id=run_id, metrics=metrics

@@ -1,0 +1,176 @@
+"""``mlops-assets status [--json]``: champion, aliases, deployment history (with reasons), the latest recorded gate
+results, and what the retraining triggers would request if evaluated now.
+
+The registry part needs only the MLflow client; the trigger part reads what the sensors read (the monitoring
+log, the offline store's partitions, the live prediction log), so it imports the monitoring code, and only here:
+the registry package itself never imports monitoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlops_assets.commands.context import load_context, open_registry
+from mlops_assets.config import MlopsConfig
+from mlops_assets.registry.errors import RegistryError
+from mlops_assets.settings import Storage
+
+if TYPE_CHECKING:
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+
+@dataclass(frozen=True)
+class TriggerReport:
+    """What ``decide_retrain`` would say at ``evaluated_at`` (the call the sensors make)."""
+
+    evaluated_at: str
+    would_retrain: bool
+    reason: str | None
+    trigger: str | None
+    held_by: str | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "evaluated_at": self.evaluated_at,
+            "would_retrain": self.would_retrain,
+            "reason": self.reason,
+            "trigger": self.trigger,
+            "held_by": self.held_by,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """One model's state. ``to_dict`` is the ``--json`` output."""
+
+    model_name: str
+    champion: dict[str, Any] | None
+    aliases: dict[str, str]
+    deployments: list[dict[str, Any]]
+    latest_gate_results: dict[str, Any] | None
+    triggers: TriggerReport | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "champion": self.champion,
+            "aliases": self.aliases,
+            "deployments": self.deployments,
+            "latest_gate_results": self.latest_gate_results,
+            "triggers": self.triggers.to_dict() if self.triggers else None,
+        }
+
+
+def registry_status(registry: ModelRegistry, history_limit: int | None = 20) -> dict[str, Any]:
+    """Champion, aliases, the newest ``history_limit`` deployments (oldest first) and the latest gate results."""
+    champ = registry.champion()
+    gates = registry.latest_gate_results()
+    return {
+        "champion": champ.to_dict() if champ else None,
+        "aliases": registry.aliases(),
+        "deployments": [d.to_dict() for d in registry.history(limit=history_limit)],
+        "latest_gate_results": gates.to_dict() if gates else None,
+    }
+
+
+def trigger_report(
+    cfg: MlopsConfig, storage: Storage, registry: ModelRegistry, now: datetime | None = None
+) -> TriggerReport:
+    """What the retraining triggers would request at ``now`` (default: the wall clock)."""
+    from mlops_assets.monitoring.state import current_decision
+
+    now = now or datetime.now(UTC)
+    _, decision = current_decision(cfg, now, storage=storage, registry=registry)
+    return TriggerReport(
+        evaluated_at=now.isoformat(timespec="seconds"),
+        would_retrain=decision.retrain,
+        reason=decision.reason,
+        trigger=decision.trigger,
+        held_by=decision.held_by,
+        detail=decision.detail,
+    )
+
+
+def status(
+    cfg: MlopsConfig,
+    storage: Storage,
+    *,
+    history_limit: int | None = 20,
+    triggers: bool = True,
+    now: datetime | None = None,
+) -> StatusReport:
+    """The status of ``cfg``'s model; ``triggers=False`` leaves out the trigger evaluation (registry calls only).
+
+    Raises :class:`~mlops_assets.registry.errors.RegistryError` when the registry cannot be read."""
+    registry = open_registry(cfg, storage)
+    reg = registry_status(registry, history_limit)
+    return StatusReport(
+        model_name=cfg.model.name,
+        **reg,
+        triggers=trigger_report(cfg, storage, registry, now) if triggers else None,
+    )
+
+
+def _format_metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) or "no metrics"
+
+
+def render_text(report: StatusReport) -> str:
+    """The human-readable status."""
+    champ = report.champion
+    lines = [f"model: {report.model_name}"]
+    if champ is None:
+        lines.append("champion: none (no model has been deployed)")
+    else:
+        lines.append(f"champion: version {champ['version']} ({_format_metrics(champ['metrics'])})")
+    others = {a: v for a, v in report.aliases.items() if a != "champion"}
+    if others:
+        lines.append("aliases: " + ", ".join(f"{a} -> {v}" for a, v in sorted(others.items())))
+    lines.append("deployment history (newest last):")
+    if not report.deployments:
+        lines.append("  (empty)")
+    for d in report.deployments:
+        prev = f" (replaced {d['previous_version']})" if d["previous_version"] else ""
+        run = f" run {d['run_id']}" if d["run_id"] else ""
+        lines.append(f"  {d['deployed_at']}  version {d['version']}{prev}  reason: {d['reason']}{run}")
+    g = report.latest_gate_results
+    if g is None:
+        lines.append("latest gate results: none recorded")
+    else:
+        lines.append(f"latest gate results (version {g['version']}, {g['recorded_at']}):")
+        for r in g["results"]:
+            mark = "PASS" if r.get("passed") else "FAIL"
+            lines.append(f"  {mark}  {r.get('gate', '?')}: {r.get('message', '')}")
+    if report.triggers is not None:
+        lines.append(_trigger_line(report.triggers))
+    return "\n".join(lines)
+
+
+def _trigger_line(t: TriggerReport) -> str:
+    if t.would_retrain:
+        return f"triggers now: would retrain ({t.reason}): {t.detail}"
+    if t.trigger:
+        return f"triggers now: {t.trigger} fired but held by {t.held_by}: {t.detail}"
+    return f"triggers now: nothing to request ({t.detail})"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Print the status (``--json`` for machines); exit 1 with the reason on stderr if the registry fails."""
+    ctx = load_context(args.config)
+    try:
+        report = status(ctx.cfg, ctx.storage)
+    except RegistryError as err:
+        print(f"mlops-assets status: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(render_text(report))
+    return 0
