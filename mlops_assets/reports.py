@@ -95,6 +95,7 @@ def collect_check_rows(defs, instance) -> list[CheckRow]:
                 )
             )
             continue
+        assert done is not None  # an evaluation comes with its event
         md = evaluation.metadata
         rows.append(
             CheckRow(

@@ -112,7 +112,7 @@ def execute(
 
     from mlops_assets.data.partitions import key_window, keys_between
     from mlops_assets.data.sources import source_time_range
-    from mlops_assets.defs.factory import build_model_defs, period_partitions, run_job_name
+    from mlops_assets.defs.factory import add_periods, build_model_defs, period_partitions, run_job_name
     from mlops_assets.defs.model_assets import REASON_TAG
 
     t0 = time.perf_counter()
@@ -121,22 +121,13 @@ def execute(
     # The data's own periods (the run reads the source anyway), added as partitions where they are new.
     rng = source_time_range(cfg)
     keys = keys_between(rng.start, rng.end, cfg.partitions.freq)
-    partitions = period_partitions(cfg)
-    known = set(instance.get_dynamic_partitions(partitions.name))
     if partition_keys is not None:
         first, last = partition_keys
-        keys = sorted(
-            {
-                *keys,
-                *keys_between(
-                    *(key_window(k, cfg.partitions.freq)[0] for k in partition_keys), cfg.partitions.freq
-                ),
-            }
-        )
+        starts = [key_window(k, cfg.partitions.freq)[0] for k in partition_keys]
+        keys = sorted({*keys, *keys_between(starts[0], starts[1], cfg.partitions.freq)})
     else:
         first, last = keys[0], keys[-1]
-    if missing := [k for k in keys if k not in known]:
-        instance.add_dynamic_partitions(partitions.name, missing)
+    add_periods(instance, period_partitions(cfg), keys)
     tags = {RANGE_START: first, RANGE_END: last}
     if reason:
         tags[REASON_TAG] = reason
@@ -164,7 +155,7 @@ def execute(
     blocked = False
     for event in result.all_events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            ev = event.event_specific_data
+            ev = event.asset_check_evaluation_data
             outcome.checks.append(
                 {
                     "asset": ev.asset_key.path[-1],
@@ -181,13 +172,13 @@ def execute(
                 }
             )
         elif event.event_type_value == "STEP_FAILURE":
-            err = event.event_specific_data.error
+            err = event.step_failure_data.error
             if err and "DagsterAssetCheckFailedError" in (err.cls_name or ""):
                 blocked = True
             elif outcome.error is None:
                 outcome.error = f"{event.step_key}: {_user_error(err)}"
         elif event.event_type_value == "ASSET_MATERIALIZATION":
-            mat = event.event_specific_data.materialization
+            mat = event.step_materialization_data.materialization
             name = mat.asset_key.path[-1]
             if name not in outcome.materialized:
                 outcome.materialized.append(name)

@@ -7,7 +7,6 @@ from mlops_assets.config import parse_config
 from mlops_assets.data.partitions import key_window, keys_between, row_keys, split_by_partition
 from mlops_assets.data.source_state import (
     known_columns,
-    known_range,
     record_ingestion,
     recorded_state,
     source_identity,
@@ -365,39 +364,41 @@ def test_state_recorded_for_another_source_is_not_used(tmp_path):
     old = cfg_for("parts/*.csv", tmp_path)
     _record(home, old, TimeRange(pd.Timestamp("2000-01-01", tz="UTC"), pd.Timestamp("2000-02-01", tz="UTC")))
     new = cfg_for("stats.parquet", tmp_path)
-    assert (known_range(new, home).start, known_range(new, home).end) == EVENTS_RANGE
+    assert recorded_state(home, new.model.name) is not None  # on file, but for the other source
     assert known_columns(new, home) is None
 
 
-def test_partitions_load_from_the_record_without_reading_the_source(tmp_path, monkeypatch):
-    from mlops_assets.defs.factory import time_partitions
+def _checks(cfg) -> set[str]:
+    from mlops_assets.defs.factory import build_model_defs
 
+    return {k.name for k in build_model_defs(cfg).resolve_asset_graph().asset_check_keys}
+
+
+def test_definitions_load_from_the_record_without_reading_the_source(tmp_path, monkeypatch):
     _write_sources(tmp_path)
     home = tmp_path / "home"
     monkeypatch.setenv("MLOPS_HOME", str(home))
     cfg = cfg_for("stats.parquet", tmp_path)
-    probed = time_partitions(cfg).get_partition_keys()
-    assert probed[0] == "2021-01" and probed[-1] == "2021-12"  # before any ingestion: the source's probe
+    probed = _checks(cfg)  # before any ingestion: a peek at the source decides the conditional gates
+    assert "raw_data_categories_known" in probed
     _record(home, cfg, TimeRange(pd.Timestamp("2021-01-07T01:00Z"), pd.Timestamp("2021-12-30T04:00Z")))
     (tmp_path / "stats.parquet").unlink()
     with pytest.raises(SourceError, match="file not found"):
         source_time_range(cfg)  # the source is gone: reading it would fail
-    assert time_partitions(cfg).get_partition_keys() == probed
+    assert _checks(cfg) == probed
 
 
-def test_sql_partitions_load_from_the_record_without_querying(tmp_path, monkeypatch):
-    from mlops_assets.defs.factory import time_partitions
-
+def test_sql_definitions_load_from_the_record_without_querying(tmp_path, monkeypatch):
     db = _sqlite_source(tmp_path)
     home = tmp_path / "home"
     monkeypatch.setenv("MLOPS_HOME", str(home))
     cfg = cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, city, y from events")
-    probed = time_partitions(cfg).get_partition_keys()
+    probed = _checks(cfg)
     _record(home, cfg, source_time_range(cfg))
     db.unlink()  # a query now fails: no such table
     with pytest.raises(SourceError, match="dataset.query failed"):
         source_time_range(cfg)
-    assert time_partitions(cfg).get_partition_keys() == probed
+    assert _checks(cfg) == probed
 
 
 @pytest.mark.postgres

@@ -1,9 +1,9 @@
 """What ingestion last recorded about the source, so that loading the definitions reads no data.
 
-A code location loads on every run, sensor tick and UI reload; the partitions it declares need the source's time
-range, and the data gates it declares need the column kinds. Ingestion, which reads the source anyway, records both
-in ``$MLOPS_HOME/<model>/source_state.json``; :func:`known_range` and :func:`known_columns` answer from that file,
-and only before the first ingestion ask the source itself, through its cheapest probe.
+A code location loads on every run, sensor tick and UI reload; the data gates it declares need the column kinds,
+and the new-data sensor needs to know whether the source changed since it was last ingested. Ingestion, which reads
+the source anyway, records the range, columns, kinds and fingerprint in ``$MLOPS_HOME/<model>/source_state.json``;
+:func:`known_columns` answers from that file (before the first ingestion the definitions peek at the source).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.sources import SourceError, TimeRange, describe_source, open_source
+from mlops_assets.data.sources import SourceError, TimeRange, describe_source
 
 STATE_FILE = "source_state.json"
 
@@ -121,13 +121,6 @@ def _current(cfg: MlopsConfig, home: Path) -> SourceState | None:
     if state is None or (state.source is not None and state.source != source_identity(cfg)):
         return None
     return state
-
-
-def known_range(cfg: MlopsConfig, home: Path) -> TimeRange:
-    """The source's time range as last recorded by ingestion, widened by nothing; before any ingestion (or after
-    the config named another source), the source's own cheapest probe (``Source.time_range``)."""
-    state = _current(cfg, home)
-    return state.time_range if state is not None else open_source(cfg).time_range()
 
 
 def known_columns(cfg: MlopsConfig, home: Path) -> dict[str, str] | None:

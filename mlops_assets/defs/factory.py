@@ -33,6 +33,7 @@ def add_periods(
     it. Materializations are recorded by key, so nothing of their history is lost.
     """
     name = partitions_def.name
+    assert name is not None  # period_partitions names it
     known = instance.get_dynamic_partitions(name)
     new = sorted(set(keys) - set(known))
     if not new:
@@ -107,8 +108,8 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     return dg.Definitions(
         assets=assets,
         asset_checks=retraining.asset_checks,
-        jobs=[whole, data, *retraining.jobs, *build_deployment_jobs(cfg, prefix)],
-        sensors=[build_new_data_sensor(cfg, partitions_def, whole, data), *retraining.sensors],
+        jobs=[whole, data, *(retraining.jobs or []), *build_deployment_jobs(cfg, prefix)],
+        sensors=[build_new_data_sensor(cfg, partitions_def, whole, data), *(retraining.sensors or [])],
         resources={
             "project": project,
             PARTITION_IO: PartitionedParquetIOManager(project=project),

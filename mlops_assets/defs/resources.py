@@ -80,7 +80,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        keys = context.asset_partition_keys if context.has_asset_partitions else None
+        keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
         return self._store(context).read(keys)
 
 

@@ -14,6 +14,7 @@ request a no-op.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -39,7 +40,7 @@ def sensor_name(cfg: MlopsConfig, trigger: str) -> str:
     return f"{cfg.model.name}_{trigger}_retrain_sensor"
 
 
-def _run_partitions(tags: dict[str, str]) -> tuple[str, str] | None:
+def _run_partitions(tags: Mapping[str, str]) -> tuple[str, str] | None:
     """The partition range a run materialized, from its tags (single-run backfill or one partition)."""
     start = tags.get("dagster/asset_partition_range_start")
     end = tags.get("dagster/asset_partition_range_end")

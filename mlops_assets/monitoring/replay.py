@@ -218,6 +218,7 @@ def replay(
             performance=performance,
             retrain_times=retrain_times,
         )
+        reason: str | None
         if schedule is None:
             decision = decide_retrain(state, now, cfg.retraining)
             retrain, reason, detail = decision.retrain, decision.reason, decision.detail

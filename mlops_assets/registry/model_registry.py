@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from mlops_assets.config import MlopsConfig
+    from mlops_assets.registry.sql_aliases import VersionRow
 
 CHAMPION = "champion"
 PREVIOUS = "previous"
@@ -396,7 +397,9 @@ class ModelRegistry:
             raise
         return {a: str(v) for a, v in (rm.aliases or {}).items()}
 
-    def get_version(self, version: str | int | None = None, *, alias: str | None = None) -> ModelVersion:
+    def get_version(
+        self, version: str | int | None = None, *, alias: str | None = None
+    ) -> ModelVersion | VersionRow:
         """The MLflow ``ModelVersion`` for a version number or an alias; :class:`UnknownVersionError` if none."""
         if (version is None) == (alias is None):
             raise ValueError("give exactly one of version or alias")
@@ -523,7 +526,7 @@ class ModelRegistry:
 
     # ------------------------------------------------------------------------------------ promotion & rollback
 
-    def _require_registered(self, version: str) -> ModelVersion:
+    def _require_registered(self, version: str) -> ModelVersion | VersionRow:
         mv = self.get_version(version)
         if not (mv.tags or {}).get(TAG_SHA256):
             raise ArtifactIntegrityError(

@@ -62,6 +62,7 @@ class SqlAliasStore:
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
+        conn: Any
         if self._sqlite:
             # mode=rw: never create an empty database file where MLflow has not made one.
             conn = sqlite3.connect(

@@ -101,7 +101,7 @@ def normalize_timestamps(
         step = pd.Timedelta(ds.timestamp_from_row_order.step)
         frame = frame.copy()
         stamps = pd.Series(start + step * np.arange(row_offset, row_offset + len(frame)), index=frame.index)
-        frame.insert(0, col, stamps.astype(TIMESTAMP_DTYPE))
+        frame.insert(0, col, stamps.astype(pd.DatetimeTZDtype("ns", "UTC")))
         return frame
     if col not in frame.columns:
         raise SourceError(f"{origin}: timestamp column {col!r} not found (columns: {list(frame.columns)})")
@@ -144,7 +144,7 @@ def stamps_range(values: Sequence[object], cfg: MlopsConfig, origin: str) -> Tim
     series = pd.Series(list(values), dtype=object)
     if all(isinstance(v, pd.Timestamp | np.datetime64) or hasattr(v, "year") for v in values):
         # datetime, date or Timestamp values: typed by the source, no format applies.
-        series = pd.Series(pd.to_datetime(list(values), utc=False))
+        series = pd.Series(pd.to_datetime(pd.Index(list(values)), utc=False))
     ts = normalize_timestamps(pd.DataFrame({col: series}), cfg, origin)[col]
     return TimeRange(ts.min(), ts.max())
 

@@ -229,10 +229,11 @@ class FileSource(BaseSource):
 
     def _stored_time_range(self) -> TimeRange:
         ts = self.cfg.dataset.timestamp_column
-        rng = None
+        rng: TimeRange | None = None
         for path, fmt in zip(self.files, self._formats, strict=True):
             self._require(path, fmt, [ts])
             stats = self._read(path, lambda path=path, fmt=fmt: fmt.statistics_range(path, ts))
+            file_range: TimeRange | None
             if stats is not None:
                 file_range = stamps_range(stats, self.cfg, str(path))
             else:

@@ -137,7 +137,7 @@ class SqlSource(BaseSource):
                 raise SourceError(
                     f"{ORIGIN}: timestamp column {self.cfg.dataset.timestamp_column!r} has missing values"
                 )
-            if not isinstance(lo, str) or self._text_sorts_as_time(conn, lo, hi):
+            if not isinstance(lo, str) or self._text_sorts_as_time(conn, lo, str(hi)):
                 return stamps_range([lo, hi], self.cfg, ORIGIN)
         # Text the database cannot order as time (a custom format, mixed widths or zones): the column alone.
         return self._scan_time_range()
