@@ -46,6 +46,9 @@ class DatasetConfig(_Section):
     timestamp_format: str | None = None
     timestamp_from_row_order: RowOrderTimestamp | None = None
     entity_columns: list[str] = Field(default_factory=list)
+    # Columns that identify a row (an order id, or sensor and reading time): a repeat is duplicated ingestion and
+    # blocks the partition. Entity columns are not unique: an event stream has many events per entity and time.
+    unique_key: list[str] | None = Field(default=None, min_length=1)
     label_column: str
     positive_label: Any = 1
     drop_columns: list[str] = Field(default_factory=list)
@@ -61,6 +64,9 @@ class DatasetConfig(_Section):
         )
         if overlap:
             raise ValueError(f"dataset.drop_columns names required columns: {sorted(overlap)}")
+        dropped = set(self.drop_columns) & set(self.unique_key or [])
+        if dropped:
+            raise ValueError(f"dataset.unique_key names dropped columns: {sorted(dropped)}")
         return self
 
 

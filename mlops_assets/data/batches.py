@@ -79,6 +79,26 @@ def choose_reference(
     return frame, {"source": "earliest partitions of the first batch", "first": keys[0], "last": keys[-1]}
 
 
+def stored_labels(cfg: MlopsConfig, stores: Stores) -> set[Any]:
+    """The distinct labels of the validated data stored so far (one column read per partition).
+
+    With the labels of the batch being ingested they complete a reference window that holds one class (see
+    :func:`mlops_assets.data.schema.label_classes`).
+    """
+    keys = stores.validated.keys()
+    if not keys:
+        return set()
+    labels = stores.validated.read(keys, columns=[cfg.dataset.label_column])[cfg.dataset.label_column]
+    return set(labels.dropna().unique().tolist())
+
+
+def labels_in(cfg: MlopsConfig, frame: pd.DataFrame, keys: set[str]) -> set[Any]:
+    """The distinct labels of the rows of ``frame`` that fall in partitions ``keys``."""
+    ds = cfg.dataset
+    wanted = row_keys(frame[ds.timestamp_column], cfg.partitions.freq).isin(keys).to_numpy()
+    return set(frame.loc[wanted, ds.label_column].dropna().unique().tolist())
+
+
 def validate_partitions(
     cfg: MlopsConfig, batch: dict[str, pd.DataFrame], spec: DataSpec
 ) -> tuple[BatchValidation, dict[str, pd.DataFrame]]:

@@ -23,6 +23,8 @@ from mlops_assets.data.batches import (
     Stores,
     check_verdict,
     choose_reference,
+    labels_in,
+    stored_labels,
     validate_partitions,
     validated_partition,
 )
@@ -105,10 +107,12 @@ def ingest(
     with staging:
         progress.step("raw_data", f"reading {describe_source(cfg)}")
         template = None
+        labels = stored_labels(cfg, stores)  # with this batch's: the contract's classes (one may be late)
         for frame in iter_source(cfg, budget):
             if template is None:
                 template = frame.iloc[:0]
             staging.add(frame)
+            labels |= labels_in(cfg, frame, set(keys))
         assert template is not None  # iter_source raises on a source without rows
         present = [k for k in keys if k in staging.rows]
         empty = [k for k in keys if k not in staging.rows]
@@ -120,7 +124,7 @@ def ingest(
                 f"{describe_source(cfg)}, and no validated data exists to learn the data contract from"
             )
         reference, info = choose_reference(cfg, stores, first, champion_window)
-        spec = infer_spec(reference, cfg, reference_info=info)
+        spec = infer_spec(reference, cfg, reference_info=info, labels_seen=labels)
         del reference, first
         stores.raw.root.mkdir(parents=True, exist_ok=True)
         contract_path(stores).write_text(json.dumps(spec.to_dict(), indent=2, default=str))
