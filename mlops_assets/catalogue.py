@@ -120,7 +120,8 @@ DATA_GATES: tuple[GateSpec, ...] = (
     GateSpec(
         "no_duplicate_rows",
         DATA,
-        "No row arrives twice: no exact duplicate rows (all columns) and no repeated dataset.unique_key.",
+        "No row arrives twice: exact copies of rows (all columns) within validation.max_duplicate_fraction of "
+        "each partition, and no repeated dataset.unique_key.",
     ),
     GateSpec("has_min_rows", DATA, "Every partition has at least the minimum number of rows."),
 )

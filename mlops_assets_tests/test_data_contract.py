@@ -153,5 +153,5 @@ def test_categorical_and_entity_contract():
     assert sorted(n for n, g in result.gates.items() if not g.passed) == ["categories_known", "no_duplicate_rows"]
     assert result.gates["categories_known"].details["unseen"] == {"color": ["green"]}
     dup = result.gates["no_duplicate_rows"]
-    assert (dup.value, dup.details["rows_involved"]) == (1, 2)
+    assert (dup.details["duplicate_rows"], dup.details["rows_involved"], dup.value) == (1, 2, 0.25)
     assert [r["ts"] for r in dup.sample] == ["2020-01-01T02:00:00.000Z"] * 2

@@ -71,15 +71,17 @@ class DataSpec:
     max_label_null_fraction: float = 0.5
     reference: dict[str, Any] = field(default_factory=dict)
     unique_key: list[str] | None = None
+    max_duplicate_fraction: float = 0.001
 
     @property
     def expected_columns(self) -> list[str]:
-        return [
+        named = [
             self.timestamp_column,
             *self.entity_columns,
             *(c.name for c in self.columns),
             self.label_column,
         ]
+        return [*named, *(k for k in self.unique_key or [] if k not in named)]
 
     def column(self, name: str) -> ColumnSpec:
         return next(c for c in self.columns if c.name == name)
@@ -183,6 +185,7 @@ def infer_spec(
         max_label_null_fraction=val.max_label_null_fraction,
         reference=reference_info or {},
         unique_key=list(ds.unique_key) if ds.unique_key else None,
+        max_duplicate_fraction=val.max_duplicate_fraction,
     )
 
 
@@ -269,6 +272,8 @@ def to_pandera(spec: DataSpec) -> pa.DataFrameSchema:
             columns[c.name] = pa.Column("float64", coerce=True, nullable=True, checks=checks)
         else:
             columns[c.name] = pa.Column(nullable=True)
+    for key in spec.unique_key or []:
+        columns.setdefault(key, pa.Column(nullable=True))  # a key column that is not a feature (an order id)
     columns[spec.label_column] = pa.Column(
         nullable=True, checks=[pa.Check.isin(spec.labels, name="known_label", n_failure_cases=FAILURE_CASES)]
     )
@@ -365,22 +370,23 @@ def validate_batch(frame: pd.DataFrame, spec: DataSpec) -> BatchValidation:
     return _judge(batch, numbers, failures, spec, unparsed)
 
 
-def duplicate_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.Index, int]:
-    """Rows that repeat another row on ``columns``: every copy (copies next to each other) and the number of
-    surplus copies (rows that a de-duplication would drop).
+def duplicate_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.Index, pd.Index]:
+    """Rows that repeat another row on ``columns``: every copy (copies next to each other), and the surplus
+    copies (the rows a de-duplication keeping the first would drop).
 
     Rows are hashed first (one 64-bit hash per row, cheap on a million rows); only rows whose hash repeats are
     compared value by value, so a hash collision never blocks a partition.
     """
+    none = pd.Index([], dtype=int)
     if frame.empty or not columns:
-        return pd.Index([], dtype=int), 0
+        return none, none
     hashes = pd.util.hash_pandas_object(frame[columns], index=False)
     candidates = hashes.duplicated(keep=False)
     if not candidates.any():
-        return pd.Index([], dtype=int), 0
+        return none, none
     subset = frame.loc[candidates, columns]
     copies = subset.duplicated(keep=False)
-    surplus = int(subset.duplicated(keep="first").sum())
+    surplus = subset.index[subset.duplicated(keep="first").to_numpy()]
     rows = hashes[candidates][copies.to_numpy()].sort_values(kind="stable").index
     return rows, surplus
 
@@ -564,25 +570,31 @@ def _judge(
             details={"unseen": unseen},
         )
 
-    # Rows ingested twice: exact copies over every column as it arrived, and repeats of the declared unique key.
+    # Rows ingested twice: exact copies over every column as it arrived (a few are allowed: identical events do
+    # happen when timestamps are coarse and there is no event id), and any repeat of the declared unique key.
     arrived = [c for c in batch.columns if c != PARTITION_COLUMN]
-    dup_rows, dup_surplus = duplicate_rows(batch, arrived)
-    details: dict[str, Any] = {"duplicate_rows": dup_surplus, "rows_involved": len(dup_rows)}
-    surplus = dup_surplus
+    dup_rows, surplus = duplicate_rows(batch, arrived)
+    details: dict[str, Any] = {"duplicate_rows": len(surplus)}
+    limit = spec.max_duplicate_fraction
     if spec.unique_key and set(spec.unique_key) <= set(batch.columns):
         key_rows, key_surplus = duplicate_rows(batch, list(spec.unique_key))
-        details.update(unique_key=list(spec.unique_key), repeated_key_rows=key_surplus)
+        details.update(unique_key=list(spec.unique_key), repeated_key_rows=len(key_surplus))
         # Exact copies repeat the key too: the key's rows come first in the sample, the exact copies after.
         dup_rows = key_rows.append(dup_rows.difference(key_rows, sort=False))
-        surplus = max(surplus, key_surplus)
-        details["rows_involved"] = len(dup_rows)
+        surplus = key_surplus.union(surplus)
+        limit = 0.0  # a key declared unique is never repeated
+    details["rows_involved"] = len(dup_rows)
+    dup_frac = (
+        (parts.loc[surplus].value_counts() / sizes).dropna() if len(surplus) else pd.Series(dtype=float)
+    )
+    dup_parts = sorted(dup_frac.index[dup_frac > limit].tolist())
     gates["no_duplicate_rows"] = GateResult(
         "no_duplicate_rows",
-        passed=surplus == 0,
-        value=surplus,
-        threshold=0,
+        passed=not dup_parts,
+        value=round(float(dup_frac.max()), 6) if len(dup_frac) else 0.0,
+        threshold=limit,
         message=data_gate("no_duplicate_rows").description,
-        failing_partitions=partitions_of(dup_rows),
+        failing_partitions=dup_parts,
         sample=_sample(batch, dup_rows),
         details=details,
     )
@@ -616,7 +628,6 @@ _COMBINE_VALUE = {
     "has_expected_columns": "columns",
     "has_expected_dtypes": "columns",
     "labels_known": "sum",
-    "no_duplicate_rows": "sum",
     "has_min_rows": "min",
 }
 
