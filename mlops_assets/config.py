@@ -102,8 +102,11 @@ class ModelConfig(_Section):
 class ValidationConfig(_Section):
     """Data validation policy (see README, "Bad rows: quarantine or block")."""
 
-    # Absolute ceiling on the null fraction of any column, whatever the reference holds.
+    # Ceiling on the null fraction of any column in a partition.
     max_null_fraction: float = Field(default=0.10, ge=0, le=1)
+    # A column sparse by nature in the reference (above max_null_fraction in some reference partition, e.g. wind
+    # gusts recorded only when they blow) is held to its worst reference partition's null fraction plus this.
+    null_fraction_margin: float = Field(default=0.10, ge=0, le=1)
     # Minimum rows in a partition; a partial last partition is normal, so this is small.
     min_rows: int = Field(default=1, ge=1)
     # Plausibility bounds: reference [q_low, q_high] widened by `range_margin` times its width on each side.

@@ -13,8 +13,9 @@ Three layers, kept apart:
 
   - a missing or renamed column, a changed dtype, unknown labels or categories, rows ingested twice (exact
     duplicates, or a repeated ``dataset.unique_key``), a partition with
-    fewer than ``min_rows`` rows, or a column whose null fraction exceeds ``max_null_fraction`` (10% by default,
-    whatever the reference holds) in any partition: the batch is **blocked**;
+    fewer than ``min_rows`` rows, or a column whose null fraction exceeds ``max_null_fraction`` (10% by default)
+    in any partition: the batch is **blocked**. A column that is sparse by nature (a wind gust recorded only when
+    it blows) is held to its worst reference partition plus ``null_fraction_margin`` instead;
   - values outside the plausibility range: the rows are **quarantined** (kept, inspectable, excluded downstream)
     while they are at most ``max_quarantine_fraction`` of their partition (at least one row is always allowed),
     and the batch is **blocked** above that: a stray reading is noise, a corrupt feed is not.
@@ -54,6 +55,8 @@ class ColumnSpec:
     min: float | None = None
     max: float | None = None
     categories: list[Any] | None = None
+    # Ceiling on the null fraction above the spec's own, for a column sparse in the reference (None: the spec's).
+    max_null_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,25 +150,37 @@ def infer_spec(
     kinds = feature_kinds(reference, cfg)
     columns = []
     q_lo, q_hi = val.range_quantiles
+    sparse = _sparse_columns(reference, list(kinds), cfg)
     for name, kind in kinds.items():
         s = reference[name]
         if kind == NUMERIC:
             values = pd.to_numeric(s, errors="coerce").dropna().astype(float)
             if values.empty:
-                columns.append(ColumnSpec(name, kind))
+                columns.append(ColumnSpec(name, kind, max_null_fraction=sparse.get(name)))
                 continue
             lo, hi = float(values.quantile(q_lo)), float(values.quantile(q_hi))
             width = hi - lo
             if width == 0:
                 width = max(abs(hi), 1.0)
             columns.append(
-                ColumnSpec(name, kind, lo - val.range_margin * width, hi + val.range_margin * width)
+                ColumnSpec(
+                    name,
+                    kind,
+                    lo - val.range_margin * width,
+                    hi + val.range_margin * width,
+                    max_null_fraction=sparse.get(name),
+                )
             )
         else:
             cats = sorted({_plain(v) for v in s.dropna().unique()}, key=str)
             # id-like columns (too many distinct values) keep no category list: new values are expected there
             columns.append(
-                ColumnSpec(name, kind, categories=cats if len(cats) <= val.max_checked_categories else None)
+                ColumnSpec(
+                    name,
+                    kind,
+                    categories=cats if len(cats) <= val.max_checked_categories else None,
+                    max_null_fraction=sparse.get(name),
+                )
             )
     labels = label_classes(reference[ds.label_column], labels_seen, ds.positive_label, ds.label_column)
     absent = [c for c in ds.unique_key or [] if c not in reference.columns]
@@ -187,6 +202,22 @@ def infer_spec(
         unique_key=list(ds.unique_key) if ds.unique_key else None,
         max_duplicate_fraction=val.max_duplicate_fraction,
     )
+
+
+def _sparse_columns(reference: pd.DataFrame, names: list[str], cfg: MlopsConfig) -> dict[str, float]:
+    """Null ceilings of the columns the reference itself leaves often empty: the worst reference partition's null
+    fraction plus ``validation.null_fraction_margin``, for columns where that is above ``max_null_fraction``.
+
+    Sparse by nature is not broken (hourly weather records a gust only when there is one, 80% of hours); a column
+    that goes from sparse to empty still blocks.
+    """
+    val = cfg.validation
+    if not names or reference.empty:
+        return {}
+    keys = row_keys(reference[cfg.dataset.timestamp_column], cfg.partitions.freq)
+    worst = reference[names].isna().groupby(keys.to_numpy()).mean().max()
+    ceilings = (worst + val.null_fraction_margin).clip(upper=1.0)
+    return {name: round(float(v), 6) for name, v in ceilings.items() if v > val.max_null_fraction}
 
 
 def label_classes(
@@ -241,7 +272,7 @@ def _plain(v: Any) -> Any:
 
 def _null_limits(spec: DataSpec) -> dict[str, float]:
     """The null-fraction ceiling of every value column: the absolute limit, the label's own for the label."""
-    limits = {c.name: spec.max_null_fraction for c in spec.columns}
+    limits = {c.name: c.max_null_fraction or spec.max_null_fraction for c in spec.columns}
     limits[spec.label_column] = spec.max_label_null_fraction
     return limits
 
@@ -461,8 +492,12 @@ def _judge(
     )
     null_frac = batch[value_cols].isna().groupby(parts).mean() if len(batch) else pd.DataFrame()
     limits = pd.Series(_null_limits(spec))[null_frac.columns] if null_frac.size else pd.Series(dtype=float)
+    sparse = {c.name: c.max_null_fraction for c in spec.columns if c.max_null_fraction is not None}
+    # The measured value is the worst column held to the common limit; sparse columns show under details.
     worst = (
-        float(null_frac.drop(columns=[spec.label_column], errors="ignore").to_numpy().max())
+        float(
+            null_frac.drop(columns=[spec.label_column, *sparse], errors="ignore").to_numpy().max(initial=0.0)
+        )
         if null_frac.size
         else 0.0
     )
@@ -477,6 +512,7 @@ def _judge(
         failing_columns=sorted(over.columns[over.any(axis=0)].tolist()) if over.size else [],
         details={
             "label_limit": spec.max_label_null_fraction,
+            "sparse_column_limits": sparse,
             "worst": {
                 f"{p}/{c}": round(float(null_frac.loc[p, c]), 4)
                 for p, c in zip(*np.nonzero(over.to_numpy()), strict=True)
