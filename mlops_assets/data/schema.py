@@ -200,8 +200,32 @@ def infer_spec(
         max_label_null_fraction=val.max_label_null_fraction,
         reference=reference_info or {},
         unique_key=list(ds.unique_key) if ds.unique_key else None,
-        max_duplicate_fraction=val.max_duplicate_fraction,
+        max_duplicate_fraction=_duplicate_ceiling(reference, cfg),
     )
+
+
+# A partition may hold this many times the typical share of identical rows of the reference partitions.
+DUPLICATE_RATE_FACTOR = 2.0
+
+
+def _duplicate_ceiling(reference: pd.DataFrame, cfg: MlopsConfig) -> float:
+    """The share of exact copies a partition may hold: ``validation.max_duplicate_fraction``, or twice the median
+    share among the reference partitions where that is higher.
+
+    Identical events are normal where rows carry no event id and timestamps are coarse (two departures of one
+    carrier to one city in the same hour: 1.4% of a month of flights described by five columns). A file sent twice
+    adds its whole length on top of that. The median, not the worst partition, so a file already duplicated in
+    the reference does not teach the contract that duplication is normal.
+    """
+    floor = cfg.validation.max_duplicate_fraction
+    columns = [c for c in reference.columns if c != PARTITION_COLUMN]
+    if reference.empty:
+        return floor
+    reference = reference if reference.index.is_unique else reference.reset_index(drop=True)
+    keys = row_keys(reference[cfg.dataset.timestamp_column], cfg.partitions.freq)
+    _, surplus = duplicate_rows(reference, columns)
+    rates = keys.loc[surplus].value_counts().reindex(keys.unique(), fill_value=0) / keys.value_counts()
+    return round(max(floor, DUPLICATE_RATE_FACTOR * float(rates.median())), 6)
 
 
 def _sparse_columns(reference: pd.DataFrame, names: list[str], cfg: MlopsConfig) -> dict[str, float]:
