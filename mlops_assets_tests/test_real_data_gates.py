@@ -264,3 +264,17 @@ def test_the_validation_defaults_pass_clean_real_datasets(tmp_path, name, make, 
     outcome = _ingest(cfg, stores, keys, tmp_path)
     assert _failed(outcome) == {}, {g.gate: (g.value, g.failing_partitions, g.details) for g in outcome.gates}
     assert outcome.rows == len(frame) and outcome.quarantined_rows <= 0.01 * len(frame)
+
+
+def test_a_first_ingestion_does_not_learn_duplication_as_normal(tmp_path):
+    # One month, one partition: the reference is the batch itself, 30% of whose rows are sent twice.
+    frame = flights(1, coarse=True)
+    copies = frame.sample(frac=0.3, random_state=0)
+    both = pd.concat([frame, copies])
+    both.to_parquet(tmp_path / "flights.parquet", index=False)
+    cfg, stores = _setup(tmp_path, "flights", COARSE, "month", "flights.parquet")
+    outcome = _ingest(cfg, stores, ["2013-01"], tmp_path)
+    gate = _failed(outcome)["no_duplicate_rows"]
+    assert set(_failed(outcome)) == {"no_duplicate_rows"} and gate.threshold == 0.05
+    assert gate.details["duplicate_rows"] == int(both.duplicated().sum()) >= len(copies)
+    assert len(gate.sample) == 5

@@ -204,13 +204,17 @@ def infer_spec(
     )
 
 
-# A partition may hold this many times the typical share of identical rows of the reference partitions.
+# A partition may hold this many times the typical share of identical rows of the reference partitions...
 DUPLICATE_RATE_FACTOR = 2.0
+# ...but the reference never teaches more than this: when the reference is the batch itself (a first ingestion),
+# a file sent twice would otherwise pass as normal. Data whose rows are this often identical sets its own
+# validation.max_duplicate_fraction (or, better, a dataset.unique_key).
+LEARNED_DUPLICATE_CAP = 0.05
 
 
 def _duplicate_ceiling(reference: pd.DataFrame, cfg: MlopsConfig) -> float:
     """The share of exact copies a partition may hold: ``validation.max_duplicate_fraction``, or twice the median
-    share among the reference partitions where that is higher.
+    share among the reference partitions (at most ``LEARNED_DUPLICATE_CAP``) where that is higher.
 
     Identical events are normal where rows carry no event id and timestamps are coarse (two departures of one
     carrier to one city in the same hour: 1.4% of a month of flights described by five columns). A file sent twice
@@ -225,7 +229,8 @@ def _duplicate_ceiling(reference: pd.DataFrame, cfg: MlopsConfig) -> float:
     keys = row_keys(reference[cfg.dataset.timestamp_column], cfg.partitions.freq)
     _, surplus = duplicate_rows(reference, columns)
     rates = keys.loc[surplus].value_counts().reindex(keys.unique(), fill_value=0) / keys.value_counts()
-    return round(max(floor, DUPLICATE_RATE_FACTOR * float(rates.median())), 6)
+    learned = min(DUPLICATE_RATE_FACTOR * float(rates.median()), LEARNED_DUPLICATE_CAP)
+    return round(max(floor, learned), 6)
 
 
 def _sparse_columns(reference: pd.DataFrame, names: list[str], cfg: MlopsConfig) -> dict[str, float]:
