@@ -120,8 +120,8 @@ DATA_GATES: tuple[GateSpec, ...] = (
     GateSpec(
         "no_duplicate_rows",
         DATA,
-        "No row arrives twice: exact copies of rows (all columns) no more frequent than in the reference "
-        "(at least validation.max_duplicate_fraction is allowed), and no repeated dataset.unique_key.",
+        "No row arrives twice: exact copies of rows (all columns) at most twice as frequent as in the other "
+        "reference partitions (validation.max_duplicate_fraction at least), and no repeated dataset.unique_key.",
     ),
     GateSpec("has_min_rows", DATA, "Every partition has at least the minimum number of rows."),
 )

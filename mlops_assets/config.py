@@ -126,9 +126,9 @@ class ValidationConfig(_Section):
     # cancelled) are kept and simply not trained on. Above this fraction in a partition the batch is blocked.
     max_label_null_fraction: float = Field(default=0.5, ge=0, le=1)
     # Exact copies of a row (all columns) allowed per partition, as a fraction of its rows, or twice the typical
-    # (median) share in the reference partitions (learned up to 5%) where that is higher; above it the partition
-    # is blocked as ingested twice. Identical events happen where timestamps are coarse and rows carry no event
-    # id; a file sent twice adds its whole length. With `dataset.unique_key` set, any repeat of the key blocks.
+    # (median) share in the other reference partitions where that is higher; above it the partition is blocked as
+    # ingested twice. Identical rows happen where time is coarse and rows carry no event id; a file sent twice
+    # adds its whole length. With `dataset.unique_key` set, any repeat of the key blocks.
     max_duplicate_fraction: float = Field(default=0.001, ge=0, le=1)
 
 

@@ -75,6 +75,8 @@ class DataSpec:
     reference: dict[str, Any] = field(default_factory=dict)
     unique_key: list[str] | None = None
     max_duplicate_fraction: float = 0.001
+    # Share of exact copies in each reference partition: identical rows the data holds by nature.
+    duplicate_rates: dict[str, float] = field(default_factory=dict)
 
     @property
     def expected_columns(self) -> list[str]:
@@ -200,37 +202,40 @@ def infer_spec(
         max_label_null_fraction=val.max_label_null_fraction,
         reference=reference_info or {},
         unique_key=list(ds.unique_key) if ds.unique_key else None,
-        max_duplicate_fraction=_duplicate_ceiling(reference, cfg),
+        max_duplicate_fraction=val.max_duplicate_fraction,
+        duplicate_rates=_duplicate_rates(reference, cfg),
     )
 
 
-# A partition may hold this many times the typical share of identical rows of the reference partitions...
+# A partition may hold this many times the typical share of exact copies of the other reference partitions.
 DUPLICATE_RATE_FACTOR = 2.0
-# ...but the reference never teaches more than this: when the reference is the batch itself (a first ingestion),
-# a file sent twice would otherwise pass as normal. Data whose rows are this often identical sets its own
-# validation.max_duplicate_fraction (or, better, a dataset.unique_key).
-LEARNED_DUPLICATE_CAP = 0.05
 
 
-def _duplicate_ceiling(reference: pd.DataFrame, cfg: MlopsConfig) -> float:
-    """The share of exact copies a partition may hold: ``validation.max_duplicate_fraction``, or twice the median
-    share among the reference partitions (at most ``LEARNED_DUPLICATE_CAP``) where that is higher.
-
-    Identical events are normal where rows carry no event id and timestamps are coarse (two departures of one
-    carrier to one city in the same hour: 1.4% of a month of flights described by five columns). A file sent twice
-    adds its whole length on top of that. The median, not the worst partition, so a file already duplicated in
-    the reference does not teach the contract that duplication is normal.
-    """
-    floor = cfg.validation.max_duplicate_fraction
-    columns = [c for c in reference.columns if c != PARTITION_COLUMN]
+def _duplicate_rates(reference: pd.DataFrame, cfg: MlopsConfig) -> dict[str, float]:
+    """The share of exact copies (surplus rows) in each reference partition."""
     if reference.empty:
-        return floor
+        return {}
     reference = reference if reference.index.is_unique else reference.reset_index(drop=True)
     keys = row_keys(reference[cfg.dataset.timestamp_column], cfg.partitions.freq)
-    _, surplus = duplicate_rows(reference, columns)
-    rates = keys.loc[surplus].value_counts().reindex(keys.unique(), fill_value=0) / keys.value_counts()
-    learned = min(DUPLICATE_RATE_FACTOR * float(rates.median()), LEARNED_DUPLICATE_CAP)
-    return round(max(floor, learned), 6)
+    _, surplus = duplicate_rows(reference, [c for c in reference.columns if c != PARTITION_COLUMN])
+    sizes = keys.value_counts()
+    rates = keys.loc[surplus].value_counts().reindex(sizes.index, fill_value=0) / sizes
+    return {str(k): round(float(v), 6) for k, v in sorted(rates.items())}
+
+
+def duplicate_allowance(spec: DataSpec, partition: str | None = None) -> float:
+    """The share of exact copies ``partition`` may hold: twice the median share of the *other* reference
+    partitions, and at least ``validation.max_duplicate_fraction``.
+
+    Identical rows are normal where rows carry no event id and time is coarse (two departures of one carrier to one
+    city in the same hour: 1.4% of a week of flights described by five columns; half of a year of arrest records).
+    A file sent twice adds its whole length on top. The partition being judged never counts towards its own
+    allowance, so on a first ingestion, when it is part of the reference, its duplication is not learned as normal;
+    the median keeps one duplicated reference partition from raising the others' allowance.
+    """
+    others = [r for k, r in spec.duplicate_rates.items() if k != partition]
+    learned = DUPLICATE_RATE_FACTOR * float(np.median(others)) if others else 0.0
+    return round(max(spec.max_duplicate_fraction, learned), 6)
 
 
 def _sparse_columns(reference: pd.DataFrame, names: list[str], cfg: MlopsConfig) -> dict[str, float]:
@@ -640,24 +645,31 @@ def _judge(
     arrived = [c for c in batch.columns if c != PARTITION_COLUMN]
     dup_rows, surplus = duplicate_rows(batch, arrived)
     details: dict[str, Any] = {"duplicate_rows": len(surplus)}
-    limit = spec.max_duplicate_fraction
+    keyed = False
     if spec.unique_key and set(spec.unique_key) <= set(batch.columns):
         key_rows, key_surplus = duplicate_rows(batch, list(spec.unique_key))
         details.update(unique_key=list(spec.unique_key), repeated_key_rows=len(key_surplus))
         # Exact copies repeat the key too: the key's rows come first in the sample, the exact copies after.
         dup_rows = key_rows.append(dup_rows.difference(key_rows, sort=False))
         surplus = key_surplus.union(surplus)
-        limit = 0.0  # a key declared unique is never repeated
+        keyed = True  # a key declared unique is never repeated
     details["rows_involved"] = len(dup_rows)
-    dup_frac = (
-        (parts.loc[surplus].value_counts() / sizes).dropna() if len(surplus) else pd.Series(dtype=float)
+    dup_frac = parts.loc[surplus].value_counts().reindex(sizes.index, fill_value=0) / sizes
+    allowed = pd.Series(
+        [0.0 if keyed else duplicate_allowance(spec, p) for p in dup_frac.index],
+        index=dup_frac.index,
+        dtype=float,
     )
-    dup_parts = sorted(dup_frac.index[dup_frac > limit].tolist())
+    excess = dup_frac - allowed
+    dup_parts = sorted(excess.index[excess > 0].tolist())
+    closest = (
+        excess.idxmax() if len(excess) else None
+    )  # the partition nearest to (or furthest over) its limit
     gates["no_duplicate_rows"] = GateResult(
         "no_duplicate_rows",
         passed=not dup_parts,
-        value=round(float(dup_frac.max()), 6) if len(dup_frac) else 0.0,
-        threshold=limit,
+        value=round(float(dup_frac[closest]), 6) if closest is not None else 0.0,
+        threshold=float(allowed[closest]) if closest is not None else duplicate_allowance(spec),
         message=data_gate("no_duplicate_rows").description,
         failing_partitions=dup_parts,
         sample=_sample(batch, dup_rows),
@@ -694,6 +706,7 @@ _COMBINE_VALUE = {
     "has_expected_dtypes": "columns",
     "labels_known": "sum",
     "has_min_rows": "min",
+    "no_duplicate_rows": "excess",
 }
 
 
@@ -711,7 +724,12 @@ def merge_gates(parts: list[dict[str, GateResult]]) -> dict[str, GateResult]:
         columns = _union([g.failing_columns for g in gates])
         values = [g.value for g in gates if g.value is not None]
         rule = _COMBINE_VALUE.get(name, "max")
-        if rule == "columns":
+        threshold = gates[0].threshold
+        if rule == "excess":
+            # Limits differ per partition: the group whose partition is furthest over (or nearest to) its own.
+            worst = max(gates, key=lambda g: (g.value or 0.0) - (g.threshold or 0.0))
+            value, threshold = worst.value, worst.threshold
+        elif rule == "columns":
             value = len(columns)
         elif not values:
             value = None
@@ -725,7 +743,7 @@ def merge_gates(parts: list[dict[str, GateResult]]) -> dict[str, GateResult]:
             name,
             passed=all(g.passed for g in gates),
             value=value,
-            threshold=gates[0].threshold,
+            threshold=threshold,
             message=gates[0].message,
             failing_partitions=sorted(_union([g.failing_partitions for g in gates])),
             failing_columns=sorted(columns),
