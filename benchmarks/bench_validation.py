@@ -16,6 +16,13 @@ own resident memory every 20 ms (peak minus the memory held before the step, i.e
 The whole month is one monthly partition, the worst case for a per-partition gate. ``validate_partitions`` is timed
 on the frame in memory; ``ingest`` reads the same rows from a Parquet file and stores the annotated partition, as
 ``raw_data`` does. The baseline is ``frame.duplicated(keep=False)`` alone: no schema, no other gate, no report.
+
+Measured on a shared 2-core machine (1,000,000 rows, 30% duplicated): ``validate_partitions`` 1.9 s clean, 2.1 s
+with a failing ``no_duplicate_rows`` (copies or a repeated unique key), 200-270 MiB above the batch itself; the
+ingest step 3.7-4.8 s, about 640 MiB at peak (reading, staging and storing the partition included); the idealized
+``duplicated()`` 0.05-0.2 s, 30-95 MiB. Before (Pandera ``unique=[timestamp, entity]`` with
+``report_duplicates="all"`` and one failure case per failing row), the same clean stream of events failed the key
+gate and took 5.4 s at 100,000 rows and 46 s at 300,000.
 """
 
 from __future__ import annotations
