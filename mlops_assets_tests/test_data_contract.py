@@ -150,7 +150,10 @@ def test_categorical_and_entity_contract():
         id=[1, 1, 1, 1], ts=[ts[0], ts[0], ts[1], ts[1]], color=["green", "red", "red", "red"], y="no"
     )
     result = validate_batch(batch, spec)
-    assert sorted(n for n, g in result.gates.items() if not g.passed) == ["categories_known", "no_duplicate_rows"]
+    assert sorted(n for n, g in result.gates.items() if not g.passed) == [
+        "categories_known",
+        "no_duplicate_rows",
+    ]
     assert result.gates["categories_known"].details["unseen"] == {"color": ["green"]}
     dup = result.gates["no_duplicate_rows"]
     assert (dup.details["duplicate_rows"], dup.details["rows_involved"], dup.value) == (1, 2, 0.25)
