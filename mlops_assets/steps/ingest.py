@@ -8,6 +8,7 @@ validated store, refusing the whole range before writing anything if one partiti
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,7 @@ def ingest(
     with staging:
         progress.step("raw_data", f"reading {describe_source(cfg)}")
         template = None
-        labels = stored_labels(cfg, stores)  # with this batch's: the contract's classes (one may be late)
+        labels: set[Any] = set()  # with the stored ones: the contract's classes (one may appear late)
         for frame in iter_source(cfg, budget):
             if template is None:
                 template = frame.iloc[:0]
@@ -124,7 +125,8 @@ def ingest(
                 f"{describe_source(cfg)}, and no validated data exists to learn the data contract from"
             )
         reference, info = choose_reference(cfg, stores, first, champion_window)
-        spec = infer_spec(reference, cfg, reference_info=info, labels_seen=labels)
+        seen = itertools.chain(labels, stored_labels(cfg, stores))
+        spec = infer_spec(reference, cfg, reference_info=info, labels_seen=seen)
         del reference, first
         stores.raw.root.mkdir(parents=True, exist_ok=True)
         contract_path(stores).write_text(json.dumps(spec.to_dict(), indent=2, default=str))
