@@ -311,3 +311,22 @@ def test_a_partition_never_teaches_its_own_duplicate_allowance():
     assert (
         duplicate_allowance(DataSpec.from_dict({**spec.to_dict(), "duplicate_rates": {}}), "2020-03") == 0.001
     )
+
+
+def test_the_missing_class_is_learned_from_the_batch_or_the_stored_data(tmp_path):
+    # "thawed" is the positive class, the only one from June to October; "no" first appears in November.
+    frame = weather().rename(columns={"freezing": "thawed"})
+    frame["thawed"] = frame["thawed"].map({"yes": "no", "no": "yes"})
+    frame = frame[frame["time_hour"] >= pd.Timestamp("2013-06-01", tz="UTC")].reset_index(drop=True)
+    frame.to_parquet(tmp_path / "weather.parquet", index=False)
+    keys = _keys(frame, "time_hour", "month")
+    dataset = {**WEATHER, "label_column": "thawed"}
+    cfg, stores = _setup(tmp_path, "thaw", dataset, "month", "weather.parquet", reference_partitions=3)
+    first = _ingest(cfg, stores, keys[:5], tmp_path)
+    assert _failed(first) == {} and first.contract.labels == ["yes"]  # the other class is not known yet
+    publish_validated(cfg, stores, keys[:5])
+    later = _ingest(cfg, stores, keys[5:], tmp_path)  # from this batch
+    assert _failed(later) == {} and later.contract.labels == ["no", "yes"]
+    publish_validated(cfg, stores, keys[5:])
+    again = _ingest(cfg, stores, keys[:5], tmp_path)  # the batch holds one class: from the stored data
+    assert again.contract.reference["last"] == keys[2] and again.contract.labels == ["no", "yes"]
