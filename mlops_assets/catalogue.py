@@ -4,8 +4,8 @@ The Dagster check specs, the check names in reports and the docs are all built f
 functions that measure each gate live with their concept (:mod:`mlops_assets.data.schema` for data,
 :mod:`mlops_assets.training.gates` for release) and all return the one :class:`GateResult`.
 
-A gate that does not apply to a dataset (no categorical column, no entity key, no fairness column, no metric
-floor configured) is absent: it has no check, never a check that reports a pass.
+A gate that does not apply to a dataset (no categorical column, no fairness column, no metric floor configured) is
+absent: it has no check, never a check that reports a pass.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class DatasetShape:
             kinds=kinds,
             categorical_columns=cfg.dataset.categorical_columns,
             entity_columns=list(cfg.dataset.entity_columns),
+            unique_key=list(cfg.dataset.unique_key) if cfg.dataset.unique_key else None,
         )
 
     def has_categories(self) -> bool:
@@ -103,18 +104,25 @@ DATA_GATES: tuple[GateSpec, ...] = (
         DATA,
         "Out-of-range values are few enough to quarantine; a corrupt feed blocks.",
     ),
-    GateSpec("labels_known", DATA, "Labels are one of the two classes of the reference data."),
+    GateSpec(
+        "labels_known",
+        DATA,
+        "Labels are one of the two classes: dataset.positive_label and the other class seen so far.",
+    ),
     GateSpec(
         "categories_known",
         DATA,
         "Categorical columns hold known categories (a few unseen values are allowed).",
         applies=lambda shape: shape.has_categories(),
     ),
+    # Every dataset has it: a file ingested twice or a re-sent batch duplicates rows whatever the data's shape.
+    # Entity keys are not unique keys (an event stream has many events per entity and timestamp); only an
+    # exact copy of a row, or a repeat of the key the user declares unique (``dataset.unique_key``), is a defect.
     GateSpec(
-        "keys_unique",
+        "no_duplicate_rows",
         DATA,
-        "Entity key and timestamp identify each row.",
-        applies=lambda shape: bool(shape.entity_columns),
+        "No row arrives twice: exact copies of rows (all columns) at most twice as frequent as in the other "
+        "reference partitions (validation.max_duplicate_fraction at least), and no repeated dataset.unique_key.",
     ),
     GateSpec("has_min_rows", DATA, "Every partition has at least the minimum number of rows."),
 )

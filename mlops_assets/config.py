@@ -51,6 +51,9 @@ class DatasetConfig(_Section):
     timestamp_format: str | None = None
     timestamp_from_row_order: RowOrderTimestamp | None = None
     entity_columns: list[str] = Field(default_factory=list)
+    # Columns that identify a row (an order id, or sensor and reading time): a repeat is duplicated ingestion and
+    # blocks the partition. Entity columns are not unique: an event stream has many events per entity and time.
+    unique_key: list[str] | None = Field(default=None, min_length=1)
     label_column: str
     positive_label: LabelValue = 1
     drop_columns: list[str] = Field(default_factory=list)
@@ -74,6 +77,9 @@ class DatasetConfig(_Section):
         )
         if overlap:
             raise ValueError(f"dataset.drop_columns names required columns: {sorted(overlap)}")
+        dropped = set(self.drop_columns) & set(self.unique_key or [])
+        if dropped:
+            raise ValueError(f"dataset.unique_key names dropped columns: {sorted(dropped)}")
         return self
 
 
@@ -109,8 +115,11 @@ class ModelConfig(_Section):
 class ValidationConfig(_Section):
     """Data validation policy (see README, "Bad rows: quarantine or block")."""
 
-    # Absolute ceiling on the null fraction of any column, whatever the reference holds.
+    # Ceiling on the null fraction of any column in a partition.
     max_null_fraction: float = Field(default=0.10, ge=0, le=1)
+    # A column sparse by nature in the reference (above max_null_fraction in some reference partition, e.g. wind
+    # gusts recorded only when they blow) is held to its worst reference partition's null fraction plus this.
+    null_fraction_margin: float = Field(default=0.10, ge=0, le=1)
     # Minimum rows in a partition; a partial last partition is normal, so this is small.
     min_rows: int = Field(default=1, ge=1)
     # Plausibility bounds: reference [q_low, q_high] widened by `range_margin` times its width on each side.
@@ -129,6 +138,11 @@ class ValidationConfig(_Section):
     # The label may be missing more often than features: unlabeled rows (labels arrive late, events were
     # cancelled) are kept and simply not trained on. Above this fraction in a partition the batch is blocked.
     max_label_null_fraction: float = Field(default=0.5, ge=0, le=1)
+    # Exact copies of a row (all columns) allowed per partition, as a fraction of its rows, or twice the typical
+    # (median) share in the other reference partitions where that is higher; above it the partition is blocked as
+    # ingested twice. Identical rows happen where time is coarse and rows carry no event id; a file sent twice
+    # adds its whole length. With `dataset.unique_key` set, any repeat of the key blocks.
+    max_duplicate_fraction: float = Field(default=0.001, ge=0, le=1)
 
 
 class IngestionConfig(_Section):

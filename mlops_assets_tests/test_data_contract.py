@@ -145,7 +145,16 @@ def test_categorical_and_entity_contract():
     )
     spec = infer_spec(ref, cfg)
     assert spec.column("color").categories == ["blue", "red"]
-    batch = ref.assign(id=[1, 1, 1, 1], ts=[ts[0], ts[0], ts[1], ts[2]], color=["green", "red", "red", "red"])
+    # Two events of entity 1 at ts[0]: an event stream, not a defect. The fourth row is the third one sent twice.
+    batch = ref.assign(
+        id=[1, 1, 1, 1], ts=[ts[0], ts[0], ts[1], ts[1]], color=["green", "red", "red", "red"], y="no"
+    )
     result = validate_batch(batch, spec)
-    assert sorted(n for n, g in result.gates.items() if not g.passed) == ["categories_known", "keys_unique"]
+    assert sorted(n for n, g in result.gates.items() if not g.passed) == [
+        "categories_known",
+        "no_duplicate_rows",
+    ]
     assert result.gates["categories_known"].details["unseen"] == {"color": ["green"]}
+    dup = result.gates["no_duplicate_rows"]
+    assert (dup.details["duplicate_rows"], dup.details["rows_involved"], dup.value) == (1, 2, 0.25)
+    assert [r["ts"] for r in dup.sample] == ["2020-01-01T02:00:00.000Z"] * 2

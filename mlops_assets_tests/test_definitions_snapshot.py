@@ -21,6 +21,7 @@ EXPECTED_BLOCKING_CHECKS = {
         "raw_data_null_fraction_within_limit",
         "raw_data_values_plausible",
         "raw_data_labels_known",
+        "raw_data_no_duplicate_rows",
         "raw_data_has_min_rows",
     },
     "mlops_model/trained_model": {
@@ -55,10 +56,11 @@ def test_asset_graph_snapshot():
             blocking.setdefault(key.asset_key.to_user_string(), set()).add(key.name)
     for asset, checks in EXPECTED_BLOCKING_CHECKS.items():
         assert blocking[asset] >= checks, asset
-    # fairness is absent unless configured; category and key gates only with categorical columns / entity keys
+    # fairness is absent unless configured, the category gate without categorical columns; the duplicate-row gate
+    # exists for every dataset (a file ingested twice can happen anywhere)
     names = {k.name for k in graph.asset_check_keys}
     assert "trained_model_passes_fairness" not in names
-    assert "raw_data_categories_known" not in names and "raw_data_keys_unique" not in names
+    assert "raw_data_categories_known" not in names and "raw_data_no_duplicate_rows" in names
     # Periods are added as data arrives (ingestion), not read from the source when the definitions load.
     partitions = graph.get(dg.AssetKey(["mlops_model", "raw_data"])).partitions_def
     assert isinstance(partitions, dg.DynamicPartitionsDefinition) and partitions.name == "mlops_model_periods"
@@ -75,6 +77,7 @@ EXPECTED_CHECKS = {
     ("mlops_model/raw_data", "raw_data_has_expected_dtypes", True),
     ("mlops_model/raw_data", "raw_data_has_min_rows", True),
     ("mlops_model/raw_data", "raw_data_labels_known", True),
+    ("mlops_model/raw_data", "raw_data_no_duplicate_rows", True),
     ("mlops_model/raw_data", "raw_data_null_fraction_within_limit", True),
     ("mlops_model/raw_data", "raw_data_values_plausible", True),
     ("mlops_model/trained_model", "trained_model_passes_latency", True),

@@ -52,6 +52,7 @@ def test_ingest_stores_every_partition_with_its_verdict_and_the_contract(slice_s
         "null_fraction_within_limit",
         "values_plausible",
         "labels_known",
+        "no_duplicate_rows",
         "has_min_rows",
     ]
     assert outcome.rows == len(frame) and stores.raw.keys() == keys

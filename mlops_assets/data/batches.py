@@ -5,6 +5,7 @@ Plain functions used by the Dagster data assets (and usable without Dagster).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,24 @@ def choose_reference(
     keys = sorted(batch)[:n]
     frame = pd.concat([batch[k] for k in keys], ignore_index=True)
     return frame, {"source": "earliest partitions of the first batch", "first": keys[0], "last": keys[-1]}
+
+
+def stored_labels(cfg: MlopsConfig, stores: Stores) -> Iterator[Any]:
+    """The distinct labels of each validated partition stored so far, read (one column) as they are iterated.
+
+    With the labels of the batch being ingested they complete a reference window that holds one class (see
+    :func:`mlops_assets.data.schema.label_classes`, which only iterates them then: most ingestions read nothing).
+    """
+    label = cfg.dataset.label_column
+    for key in stores.validated.keys():
+        yield from stores.validated.read([key], columns=[label])[label].dropna().unique().tolist()
+
+
+def labels_in(cfg: MlopsConfig, frame: pd.DataFrame, keys: set[str]) -> set[Any]:
+    """The distinct labels of the rows of ``frame`` that fall in partitions ``keys``."""
+    ds = cfg.dataset
+    wanted = row_keys(frame[ds.timestamp_column], cfg.partitions.freq).isin(keys).to_numpy()
+    return set(frame.loc[wanted, ds.label_column].dropna().unique().tolist())
 
 
 def validate_partitions(

@@ -8,6 +8,7 @@ validated store, refusing the whole range before writing anything if one partiti
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from mlops_assets.data.batches import (
     Stores,
     check_verdict,
     choose_reference,
+    labels_in,
+    stored_labels,
     validate_partitions,
     validated_partition,
 )
@@ -112,12 +115,14 @@ def ingest(
     with staging:
         progress.step("raw_data", f"reading {describe_source(cfg)}")
         template = None
+        labels: set[Any] = set()  # with the stored ones: the contract's classes (one may appear late)
         for frame in iter_source(cfg, budget):
             if template is None:
                 template = frame.iloc[:0]
             if len(frame):
                 seen = TimeRange(frame[ts_col].min(), frame[ts_col].max()).union(seen)
             staging.add(frame)
+            labels |= labels_in(cfg, frame, set(keys))
         assert template is not None  # iter_source raises on a source without rows
         present = [k for k in keys if k in staging.rows]
         empty = [k for k in keys if k not in staging.rows]
@@ -129,7 +134,8 @@ def ingest(
                 f"{describe_source(cfg)}, and no validated data exists to learn the data contract from"
             )
         reference, info = choose_reference(cfg, stores, first, champion_window)
-        spec = infer_spec(reference, cfg, reference_info=info)
+        seen = itertools.chain(labels, stored_labels(cfg, stores))
+        spec = infer_spec(reference, cfg, reference_info=info, labels_seen=seen)
         del reference, first
         stores.raw.root.mkdir(parents=True, exist_ok=True)
         contract_path(stores).write_text(json.dumps(spec.to_dict(), indent=2, default=str))
