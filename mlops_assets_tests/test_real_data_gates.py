@@ -134,7 +134,9 @@ def _setup(tmp_path: Path, name: str, dataset: dict, freq: str, source: str, **v
 
 def _ingest(cfg, stores, keys, tmp_path):
     names = [g.name for g in data_gates(DatasetShape.of(cfg, {}))]
-    return ingest(cfg, stores, keys, gate_names=names, scratch=tmp_path / "scratch")
+    return ingest(
+        cfg, stores, keys, gate_names=names, scratch=tmp_path / "scratch", home=stores.raw.root.parents[1]
+    )
 
 
 def _keys(frame: pd.DataFrame, column: str, freq: str) -> list[str]:

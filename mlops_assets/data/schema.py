@@ -251,7 +251,7 @@ def _sparse_columns(reference: pd.DataFrame, names: list[str], cfg: MlopsConfig)
     keys = row_keys(reference[cfg.dataset.timestamp_column], cfg.partitions.freq)
     worst = reference[names].isna().groupby(keys.to_numpy()).mean().max()
     ceilings = (worst + val.null_fraction_margin).clip(upper=1.0)
-    return {name: round(float(v), 6) for name, v in ceilings.items() if v > val.max_null_fraction}
+    return {str(name): round(float(v), 6) for name, v in ceilings.items() if v > val.max_null_fraction}
 
 
 def label_classes(
@@ -559,10 +559,12 @@ def _judge(
 
     # Plausibility: quarantine a few rows, block a corrupt feed.
     ranged = [
-        c for c in spec.columns if c.kind == NUMERIC and c.min is not None and c.name in numbers.columns
+        (c.name, c.min, c.max)
+        for c in spec.columns
+        if c.kind == NUMERIC and c.min is not None and c.max is not None and c.name in numbers.columns
     ]
     out_of_range = pd.DataFrame(
-        {c.name: numbers[c.name].notna() & ~numbers[c.name].between(c.min, c.max) for c in ranged},
+        {name: numbers[name].notna() & ~numbers[name].between(lo, hi) for name, lo, hi in ranged},
         index=batch.index,
     )
     range_mask = out_of_range.any(axis=1) if len(ranged) else pd.Series(False, index=batch.index)
@@ -662,9 +664,8 @@ def _judge(
     )
     excess = dup_frac - allowed
     dup_parts = sorted(excess.index[excess > 0].tolist())
-    closest = (
-        excess.idxmax() if len(excess) else None
-    )  # the partition nearest to (or furthest over) its limit
+    # The partition nearest to (or furthest over) its limit.
+    closest = str(excess.idxmax()) if len(excess) else None
     gates["no_duplicate_rows"] = GateResult(
         "no_duplicate_rows",
         passed=not dup_parts,

@@ -97,8 +97,8 @@ def ingest(
     verdict; return the data gates named ``gate_names`` over the whole range.
 
     ``scratch`` is a folder this call may spill to and removes afterwards; ``home`` is where the source's state is
-    recorded (``$MLOPS_HOME``); ``champion_window`` (first, last
-    partition) is the data contract's reference once a champion exists.
+    recorded (``$MLOPS_HOME``); ``champion_window`` (first, last partition) is the data contract's reference once
+    a champion exists.
     """
     budget = cfg.partitions.rows_per_batch
     staging = Staging(
@@ -134,8 +134,8 @@ def ingest(
                 f"{describe_source(cfg)}, and no validated data exists to learn the data contract from"
             )
         reference, info = choose_reference(cfg, stores, first, champion_window)
-        seen = itertools.chain(labels, stored_labels(cfg, stores))
-        spec = infer_spec(reference, cfg, reference_info=info, labels_seen=seen)
+        classes = itertools.chain(labels, stored_labels(cfg, stores))
+        spec = infer_spec(reference, cfg, reference_info=info, labels_seen=classes)
         del reference, first
         stores.raw.root.mkdir(parents=True, exist_ok=True)
         contract_path(stores).write_text(json.dumps(spec.to_dict(), indent=2, default=str))
