@@ -10,6 +10,7 @@ from mlops_assets.catalogue import DATA_GATES, RELEASE_GATES, DatasetShape, data
 from mlops_assets.config import load_config
 from mlops_assets.data.batches import BlockedPartitionError, Stores
 from mlops_assets.data.partitions import row_keys
+from mlops_assets.data.source_state import recorded_state
 from mlops_assets.features.stores import offline_store
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.settings import storage_from_env
@@ -58,6 +59,10 @@ def test_ingest_stores_every_partition_with_its_verdict_and_the_contract(slice_s
     assert outcome.rows == len(frame) and stores.raw.keys() == keys
     assert set(outcome.partition_versions) == set(keys)
     assert json.loads(contract_path(stores).read_text())["label_column"] == "rain"
+    # What the definitions and the new-data sensor answer from: the range of every row read, and the kinds.
+    recorded = recorded_state(stores.raw.root.parents[1], cfg.model.name)
+    assert (recorded.time_range.start, recorded.time_range.end) == (frame["date"].min(), frame["date"].max())
+    assert recorded.kinds["temperature"] == "numeric"
     assert not (tmp_path / "scratch").exists()  # the scratch folder is removed
     published = publish_validated(cfg, stores, keys)
     assert published.rows == len(frame) and stores.validated.keys() == keys
