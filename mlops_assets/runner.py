@@ -235,6 +235,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome) -> dict[str, Any]:
                 "model_name": champ.model_name,
                 "version": champ.version,
                 "metrics": _champion_metrics(champ.metrics),
+                **_champion_window_and_threshold(champ.tags),
             }
             if champ
             else None
@@ -244,6 +245,20 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome) -> dict[str, Any]:
             for d in history
         ],
         "retrains": retrains,
+    }
+
+
+def _champion_window_and_threshold(tags: dict[str, str]) -> dict[str, Any]:
+    """What the champion was fitted on and its decision threshold, from its version tags (None when the version
+    predates them)."""
+    from mlops_assets.steps.train import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDOW
+
+    window = tags.get(TAG_TRAINED_WINDOW)
+    start, _, end = window.partition("..") if window else (None, None, None)
+    threshold = tags.get(TAG_DECISION_THRESHOLD)
+    return {
+        "trained_window": {"start": start, "end": end} if window else None,
+        "threshold": float(threshold) if threshold else None,
     }
 
 

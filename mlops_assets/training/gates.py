@@ -7,7 +7,8 @@ fairness gate called anyway). The Dagster asset checks are thin wrappers over th
 
 Conventions: ``y`` holds the raw labels, compared with ``positive_label``; a model is anything with
 ``predict_proba`` and ``classes_`` (a fitted scikit-learn classifier or pipeline); the positive class is decided
-by ``predict_proba >= threshold`` (``gates.decision_threshold``), so every gate judges the same decision rule.
+by ``predict_proba >= threshold`` (the model's decision threshold, see :mod:`mlops_assets.training.threshold`), so
+every gate judges the same decision rule the service applies.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mlops_assets.training.gate_settings import (
     GatesConfig,
     LatencyConfig,
     MetricFloors,
+    RefitConfig,
     RegressionConfig,
     RobustnessConfig,
 )
@@ -41,11 +43,12 @@ __all__ = [
     "metric_floors_gate",
     "no_regression_gate",
     "positive_proba",
+    "refit_agrees_gate",
     "robustness_gate",
     "sanity_gate",
 ]
 
-METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall")
+METRIC_NAMES = ("roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall")
 
 
 class GateError(ValueError):
@@ -71,50 +74,83 @@ def _labels(y: pd.Series | np.ndarray, positive_label: Any) -> np.ndarray:
 def compute_metrics(
     model: Any, X: pd.DataFrame, y: pd.Series | np.ndarray, *, positive_label: Any = 1, threshold: float = 0.5
 ) -> dict[str, float]:
-    """ROC AUC, accuracy, F1, precision and recall of ``model`` on ``(X, y)``.
+    """ROC AUC, PR AUC (average precision), accuracy, F1, precision and recall of ``model`` on ``(X, y)``, and the
+    ``prevalence`` (share of positives: the PR AUC of a model with no skill).
 
-    ROC AUC is ``nan`` when ``y`` holds one class only (it is undefined there, and floors treat it as failed).
+    ROC AUC and PR AUC are ``nan`` when ``y`` holds one class only (undefined there; floors treat them as failed).
     """
     y_true = _labels(y, positive_label)
     scores = positive_proba(model, X, positive_label)
     m = classification_metrics(y_true, scores, threshold=threshold)
     auc = m["roc_auc"]
+    if auc is None:
+        pr_auc = float("nan")
+    else:
+        from sklearn.metrics import average_precision_score
+
+        pr_auc = float(average_precision_score(y_true, scores))
     return {
         "roc_auc": float("nan") if auc is None else auc,
+        "pr_auc": pr_auc,
         "accuracy": m["accuracy"],
         "f1": m["f1"],
         "precision": m["precision"],
         "recall": m["recall"],
+        "prevalence": float(y_true.mean()) if len(y_true) else float("nan"),
     }
 
 
 # ---------------------------------------------------------------------------------------------- gates
 
 
+def _floors(metrics: Mapping[str, float], floors: MetricFloors) -> dict[str, tuple[str, float]]:
+    """Metric -> (floor name, floor value) for every configured floor; relative floors resolved against the
+    no-skill baseline of this holdout (ROC AUC 0.5, PR AUC the prevalence)."""
+    out: dict[str, tuple[str, float]] = {}
+    if floors.roc_auc_lift is not None:
+        out["roc_auc"] = ("roc_auc_lift", 0.5 + floors.roc_auc_lift * 0.5)
+    if floors.pr_auc_lift is not None:
+        prevalence = float(metrics.get("prevalence", float("nan")))
+        # An undefined prevalence leaves nothing to be relative to: the floor cannot be met (nan comparisons fail).
+        out["pr_auc"] = ("pr_auc_lift", prevalence + floors.pr_auc_lift * (1 - prevalence))
+    absolute = floors.model_dump(exclude={"roc_auc_lift", "pr_auc_lift"})
+    for name, value in absolute.items():
+        if value is None:
+            continue
+        # Both a relative and an absolute floor on one metric: the stricter holds.
+        if name not in out or value > out[name][1]:
+            out[name] = (name, value)
+    return out
+
+
 def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> GateResult:
     """Every configured metric floor holds on the holdout.
 
     ``value`` is the smallest margin ``metric - floor`` over the configured floors (``threshold`` 0); a metric
-    that is missing or undefined (NaN) fails its floor.
+    that is missing or undefined (NaN) fails its floor. Relative floors (``roc_auc_lift``, ``pr_auc_lift``) are
+    resolved against this holdout's no-skill baseline; ``details`` shows the resolved floor of each metric.
     """
-    configured = {name: f for name, f in floors.model_dump().items() if f is not None}
+    configured = _floors(metrics, floors)
     if not configured:
         raise GateError("metric floors gate called with every floor switched off (gates.floors all null)")
     per_metric: dict[str, Any] = {}
     failures = []
     margins = []
-    for name, floor in configured.items():
+    for name, (source, floor) in configured.items():
         value = metrics.get(name)
-        ok = value is not None and not np.isnan(value) and value >= floor
+        defined = value is not None and not np.isnan(value) and not np.isnan(floor)
+        ok = defined and value >= floor
         per_metric[name] = {
             "value": None if value is None else float(value),
-            "floor": floor,
+            "floor": None if np.isnan(floor) else round(float(floor), 6),
+            "floor_key": f"gates.floors.{source}",
             "passed": bool(ok),
         }
-        if value is not None and not np.isnan(value):
+        if defined:
             margins.append(value - floor)
         if not ok:
-            failures.append(f"{name}={value if value is None else round(float(value), 4)} < {floor}")
+            shown = value if value is None else round(float(value), 4)
+            failures.append(f"{name}={shown} < {round(float(floor), 4)} ({source})")
     margin = float(min(margins)) if margins else None
     message = "all metric floors hold" if not failures else "below floor: " + ", ".join(failures)
     return GateResult(
@@ -123,7 +159,7 @@ def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> Ga
         value=margin,
         threshold=0.0,
         message=message,
-        details={"metrics": per_metric},
+        details={"metrics": per_metric, "prevalence": metrics.get("prevalence")},
     )
 
 
@@ -505,9 +541,13 @@ def evaluate_gates(
     sensitive: pd.Series | np.ndarray | None = None,
     expected_schema: Mapping[str, str] | Sequence[str] | None = None,
     positive_label: Any = 1,
+    threshold: float | None = None,
 ) -> list[GateResult]:
-    """Every configured gate on one holdout, in a fixed order; fairness only when it is configured."""
-    t = gates.decision_threshold
+    """Every configured gate on one holdout, in a fixed order; fairness only when it is configured.
+
+    ``threshold`` is the challenger's decision threshold (``gates.decision_threshold`` when not given, else 0.5).
+    """
+    t = threshold if threshold is not None else gates.decision_threshold or 0.5
     metrics = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=t)
     results = [sanity_gate(challenger, X, expected_schema)]
     if any(v is not None for v in gates.floors.model_dump().values()):
@@ -535,3 +575,52 @@ def evaluate_gates(
             fairness_gate(challenger, X, y, sensitive, fairness, positive_label=positive_label, threshold=t)
         )
     return results
+
+
+def refit_agrees_gate(
+    evaluated: Any,
+    refit: Any,
+    X: pd.DataFrame,
+    cfg: RefitConfig,
+    *,
+    threshold: float,
+    refit_checks: Sequence[GateResult] = (),
+    positive_label: Any = 1,
+) -> GateResult:
+    """The refit (the same recipe fitted on a window ending at the newest labeled partition) predicts the holdout's
+    labels like the evaluated model, and passed its own sanity, latency and robustness checks (``refit_checks``).
+
+    ``value`` is the share of holdout rows with the same predicted label at ``threshold``; ``threshold`` the
+    minimum agreement. ``details`` adds the mean absolute difference of the probabilities and each refit check.
+    """
+    if len(X) == 0:
+        raise GateError("refit agreement gate needs at least one holdout row")
+    ours = positive_proba(evaluated, X, positive_label)
+    theirs = positive_proba(refit, X, positive_label)
+    agreement = float(np.mean((ours >= threshold) == (theirs >= threshold)))
+    failed = [r.gate for r in refit_checks if not r.passed]
+    problems = []
+    if agreement < cfg.min_agreement:
+        problems.append(
+            f"the refit agrees with the evaluated model on {agreement:.3f} of the holdout labels (< {cfg.min_agreement})"
+        )
+    if failed:
+        problems.append(
+            "the refit fails " + "; ".join(f"{r.gate}: {r.message}" for r in refit_checks if not r.passed)
+        )
+    return GateResult(
+        gate="refit_agrees",
+        passed=not problems,
+        value=agreement,
+        threshold=cfg.min_agreement,
+        message=f"the refit agrees on {agreement:.3f} of the holdout labels and passes "
+        + ", ".join(r.gate for r in refit_checks)
+        if not problems
+        else "; ".join(problems),
+        details={
+            "mean_abs_probability_difference": float(np.mean(np.abs(ours - theirs))),
+            "rows": len(X),
+            "decision_threshold": threshold,
+            "refit_checks": [r.to_dict() for r in refit_checks],
+        },
+    )
