@@ -118,44 +118,67 @@ class TrainOutcome:
 
 
 def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
-    """Which partitions hold labeled rows (two columns read), the time split over them and the refit window, and
-    then whole rows for those windows only.
-
-    Raises :class:`TrainingWaitingError` while the labeled partitions are fewer than the windows need, or while
-    the training or holdout window holds one class only.
-    """
-    from mlops_assets.features import model_feature_columns
+    """Which partitions hold labeled rows (two columns read), the windows over them (:func:`plan_windows`), and
+    then whole rows for those windows only."""
     from mlops_assets.monitoring.state import data_version
-    from mlops_assets.training.pipeline import TrainingError, binary_labels, refit_window, time_split
 
     progress.step("trained_model", "reading the offline store")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
     labels = store.read(columns=[ts_col, label])
     if labels.empty:
         raise TrainingDataError("the offline store is empty: materialize features first")
-    row_partitions = row_keys(labels[ts_col], cfg.partitions.freq)
-    newest = data_version(row_partitions.unique())
-    labeled = labels[label].notna()
-    labeled_keys = row_partitions[labeled].unique().tolist()
+    newest = data_version(row_keys(labels[ts_col], cfg.partitions.freq).unique())
+    split, refit_keys = plan_windows(cfg, labels[ts_col], labels[label])
+    del labels
+    frame = store.read(sorted({*split.train, *split.validation, *split.holdout, *refit_keys}))
+    return _training_data(cfg, frame, split, refit_keys, newest)
+
+
+def training_data_from_frame(cfg: MlopsConfig, frame: pd.DataFrame) -> TrainingData:
+    """:class:`TrainingData` from feature rows already in memory (the same windows as :func:`load_training_data`;
+    rows outside them are dropped): for callers that hold the data, such as tests and notebooks."""
+    from mlops_assets.monitoring.state import data_version
+
+    ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
+    keys = row_keys(frame[ts_col], cfg.partitions.freq)
+    split, refit_keys = plan_windows(cfg, frame[ts_col], frame[label])
+    rows = frame[keys.isin({*split.train, *split.validation, *split.holdout, *refit_keys})]
+    return _training_data(cfg, rows, split, refit_keys, data_version(keys.unique()))
+
+
+def plan_windows(cfg: MlopsConfig, timestamps: pd.Series, labels: pd.Series) -> tuple[Split, list[str]]:
+    """The time split and the refit window (empty when ``model.refit`` is off) over the labeled partitions.
+
+    Raises :class:`TrainingWaitingError` while the labeled partitions are fewer than the windows need, or while
+    the training or holdout window holds one class only (a rare outcome that became possible only lately).
+    """
+    from mlops_assets.training.pipeline import TrainingError, binary_labels, refit_window, time_split
+
+    labeled = labels.notna().to_numpy()
+    keys = row_keys(timestamps, cfg.partitions.freq).to_numpy()[labeled]
     try:
-        split = time_split(labeled_keys, cfg)
+        split = time_split(pd.unique(keys).tolist(), cfg)
     except TrainingError as err:
         raise TrainingWaitingError(f"waiting: {err}") from None
-    refit_keys = refit_window(labeled_keys, cfg) if cfg.model.refit else []
-    positive = pd.Series(
-        binary_labels(labels[label][labeled], cfg.dataset.positive_label), index=labels.index[labeled]
-    )
-    for name, keys in (("training", split.train), ("holdout", split.holdout)):
-        classes = positive[row_partitions[labeled].isin(keys)].unique()
+    positive = binary_labels(labels[labeled], cfg.dataset.positive_label)
+    for name, window in (("training", split.train), ("holdout", split.holdout)):
+        classes = np.unique(positive[np.isin(keys, window)])
         if len(classes) < 2:
             only = "positive" if classes.tolist() == [1] else "negative"
             raise TrainingWaitingError(
-                f"waiting: the {name} window {keys[0]}..{keys[-1]} has one class ({only} labels only); training "
-                f"proceeds once both classes exist in the training and holdout windows"
+                f"waiting: the {name} window {window[0]}..{window[-1]} has one class ({only} labels only); "
+                "training proceeds once both classes exist in the training and holdout windows"
             )
-    del labels, row_partitions, positive
-    frame = store.read(sorted({*split.train, *split.validation, *split.holdout, *refit_keys}))
-    frame = frame.assign(**{PARTITION: row_keys(frame[ts_col], cfg.partitions.freq)})
+    refit_keys = refit_window(pd.unique(keys).tolist(), cfg) if cfg.model.refit else []
+    return split, refit_keys
+
+
+def _training_data(
+    cfg: MlopsConfig, frame: pd.DataFrame, split: Split, refit_keys: list[str], newest: str | None
+) -> TrainingData:
+    from mlops_assets.features import model_feature_columns
+
+    frame = frame.assign(**{PARTITION: row_keys(frame[cfg.dataset.timestamp_column], cfg.partitions.freq)})
     # The partition key is bookkeeping, not a model input.
     columns = model_feature_columns(cfg, [c for c in frame.columns if c != PARTITION])
     numeric = [
@@ -332,7 +355,7 @@ def refit_and_gate(
                 gate="refit_agrees",
                 passed=False,
                 value=None,
-                threshold=cfg.gates.refit.min_agreement,
+                threshold=cfg.gates.refit.min_rank_correlation,
                 message=f"not refit: the evaluated model is blocked by {', '.join(blocked)}",
                 details={"refit_window": None},
             ),

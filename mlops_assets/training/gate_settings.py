@@ -84,10 +84,16 @@ class RobustnessConfig(_Section):
 
 
 class RefitConfig(_Section):
-    """The refit (model.refit) must predict the holdout's labels like the evaluated model on at least
-    ``min_agreement`` of the rows: it was fitted on newer data, but it is the same recipe."""
+    """The refit (``model.refit``) must rank the holdout like the evaluated model: the Spearman correlation of the
+    two models' holdout probabilities is at least ``min_rank_correlation``.
 
-    min_agreement: float = Field(default=0.85, ge=0, le=1)
+    Ranks, not labels at the threshold: the refit has learned newer data (that is its purpose), so near the
+    threshold some labels move. On the rainfall data a genuine refit correlates 0.78-0.84 with the evaluated
+    model, one fitted on shuffled labels about 0.1, one on inverted labels -0.8 (label agreement: 0.78-0.88
+    against 0.41-0.64, too close to separate).
+    """
+
+    min_rank_correlation: float = Field(default=0.5, ge=-1, le=1)
 
 
 class GatesConfig(_Section):

@@ -587,37 +587,41 @@ def refit_agrees_gate(
     refit_checks: Sequence[GateResult] = (),
     positive_label: Any = 1,
 ) -> GateResult:
-    """The refit (the same recipe fitted on a window ending at the newest labeled partition) predicts the holdout's
-    labels like the evaluated model, and passed its own sanity, latency and robustness checks (``refit_checks``).
+    """The refit (the same recipe fitted on a window ending at the newest labeled partition) ranks the holdout like
+    the evaluated model, and passed its own sanity, latency and robustness checks (``refit_checks``).
 
-    ``value`` is the share of holdout rows with the same predicted label at ``threshold``; ``threshold`` the
-    minimum agreement. ``details`` adds the mean absolute difference of the probabilities and each refit check.
+    ``value`` is the Spearman correlation of the two models' holdout probabilities (NaN, failing, when either is
+    constant); ``threshold`` the configured minimum. ``details`` adds the share of holdout labels the two agree on
+    at ``threshold``, the mean absolute difference of the probabilities and each refit check.
     """
-    if len(X) == 0:
-        raise GateError("refit agreement gate needs at least one holdout row")
+    from scipy.stats import spearmanr
+
+    if len(X) < 2:
+        raise GateError("refit agreement gate needs at least two holdout rows")
     ours = positive_proba(evaluated, X, positive_label)
     theirs = positive_proba(refit, X, positive_label)
-    agreement = float(np.mean((ours >= threshold) == (theirs >= threshold)))
-    failed = [r.gate for r in refit_checks if not r.passed]
+    constant = np.ptp(ours) == 0 or np.ptp(theirs) == 0
+    correlation = float("nan") if constant else float(spearmanr(ours, theirs).statistic)
+    label_agreement = float(np.mean((ours >= threshold) == (theirs >= threshold)))
     problems = []
-    if agreement < cfg.min_agreement:
+    if not correlation >= cfg.min_rank_correlation:  # NaN fails
         problems.append(
-            f"the refit agrees with the evaluated model on {agreement:.3f} of the holdout labels (< {cfg.min_agreement})"
+            f"the refit ranks the holdout unlike the evaluated model: rank correlation {correlation:.3f} "
+            f"< {cfg.min_rank_correlation}"
         )
-    if failed:
-        problems.append(
-            "the refit fails " + "; ".join(f"{r.gate}: {r.message}" for r in refit_checks if not r.passed)
-        )
+    problems += [f"the refit fails {r.gate}: {r.message}" for r in refit_checks if not r.passed]
+    ok_message = (
+        f"the refit ranks the holdout like the evaluated model (rank correlation {correlation:.3f}, same label on "
+        f"{label_agreement:.3f} of the rows) and passes " + ", ".join(r.gate for r in refit_checks)
+    )
     return GateResult(
         gate="refit_agrees",
         passed=not problems,
-        value=agreement,
-        threshold=cfg.min_agreement,
-        message=f"the refit agrees on {agreement:.3f} of the holdout labels and passes "
-        + ", ".join(r.gate for r in refit_checks)
-        if not problems
-        else "; ".join(problems),
+        value=None if np.isnan(correlation) else correlation,
+        threshold=cfg.min_rank_correlation,
+        message=ok_message if not problems else "; ".join(problems),
         details={
+            "label_agreement": label_agreement,
             "mean_abs_probability_difference": float(np.mean(np.abs(ours - theirs))),
             "rows": len(X),
             "decision_threshold": threshold,
