@@ -355,7 +355,7 @@ def refit_and_gate(
                 gate="refit_agrees",
                 passed=False,
                 value=None,
-                threshold=cfg.gates.refit.min_rank_correlation,
+                threshold=cfg.gates.refit.min_decision_auc,
                 message=f"not refit: the evaluated model is blocked by {', '.join(blocked)}",
                 details={"refit_window": None},
             ),

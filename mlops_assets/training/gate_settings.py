@@ -84,16 +84,17 @@ class RobustnessConfig(_Section):
 
 
 class RefitConfig(_Section):
-    """The refit (``model.refit``) must rank the holdout like the evaluated model: the Spearman correlation of the
-    two models' holdout probabilities is at least ``min_rank_correlation``.
+    """The refit (``model.refit``) must make the evaluated model's decisions: ranking the holdout rows the
+    evaluated model calls positive above those it calls negative, with a ROC AUC of at least ``min_decision_auc``.
 
-    Ranks, not labels at the threshold: the refit has learned newer data (that is its purpose), so near the
-    threshold some labels move. On the rainfall data a genuine refit correlates 0.78-0.84 with the evaluated
-    model, one fitted on shuffled labels about 0.1, one on inverted labels -0.8 (label agreement: 0.78-0.88
-    against 0.41-0.64, too close to separate).
+    Not label agreement, which on rare outcomes is high whatever the refit does (a refit on shuffled labels agrees
+    on 0.989 of the rare-flight-delay holdout), and not rank correlation, which the many near-zero probabilities of a
+    rare outcome make noisy (0.52 for a genuine refit there). Measured on the test datasets
+    (mlops_assets_tests/test_train_step.py): a genuine refit scores 0.91-1.00 (rainfall 0.91-0.92), one fitted on
+    shuffled labels 0.15-0.67, one on inverted labels 0.00-0.09.
     """
 
-    min_rank_correlation: float = Field(default=0.5, ge=-1, le=1)
+    min_decision_auc: float = Field(default=0.8, ge=0, le=1)
 
 
 class GatesConfig(_Section):

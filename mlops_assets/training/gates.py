@@ -587,42 +587,55 @@ def refit_agrees_gate(
     refit_checks: Sequence[GateResult] = (),
     positive_label: Any = 1,
 ) -> GateResult:
-    """The refit (the same recipe fitted on a window ending at the newest labeled partition) ranks the holdout like
-    the evaluated model, and passed its own sanity, latency and robustness checks (``refit_checks``).
+    """The refit (the same recipe fitted on a window ending at the newest labeled partition) makes the evaluated
+    model's decisions on the holdout, and passed its own sanity, latency and robustness checks (``refit_checks``).
 
-    ``value`` is the Spearman correlation of the two models' holdout probabilities (NaN, failing, when either is
-    constant); ``threshold`` the configured minimum. ``details`` adds the share of holdout labels the two agree on
-    at ``threshold``, the mean absolute difference of the probabilities and each refit check.
+    ``value`` is the ROC AUC of the refit's probabilities against the evaluated model's decisions at ``threshold``
+    (1: the refit ranks every row the evaluated model calls positive above every row it calls negative; 0.5: no
+    relation); ``threshold`` the configured minimum. When the evaluated model calls every holdout row the same, its
+    top tenth by probability stands in for its positives. ``details`` adds the share of rows with the same label,
+    the rank correlation and the mean absolute difference of the probabilities, and each refit check.
     """
     from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
 
     if len(X) < 2:
         raise GateError("refit agreement gate needs at least two holdout rows")
     ours = positive_proba(evaluated, X, positive_label)
     theirs = positive_proba(refit, X, positive_label)
+    decisions = ours >= threshold
+    stand_in = bool(decisions.all() or not decisions.any())
+    if stand_in:
+        decisions = ours >= np.quantile(ours, 0.9)
+    measurable = 0 < decisions.sum() < len(decisions)
+    decision_auc = float(roc_auc_score(decisions, theirs)) if measurable else float("nan")
     constant = np.ptp(ours) == 0 or np.ptp(theirs) == 0
-    correlation = float("nan") if constant else float(spearmanr(ours, theirs).statistic)
-    label_agreement = float(np.mean((ours >= threshold) == (theirs >= threshold)))
     problems = []
-    if not correlation >= cfg.min_rank_correlation:  # NaN fails
+    if not measurable:
         problems.append(
-            f"the refit ranks the holdout unlike the evaluated model: rank correlation {correlation:.3f} "
-            f"< {cfg.min_rank_correlation}"
+            "the evaluated model gives every holdout row the same probability: nothing to agree on"
+        )
+    elif decision_auc < cfg.min_decision_auc:
+        problems.append(
+            f"the refit does not make the evaluated model's decisions: ROC AUC {decision_auc:.3f} against them "
+            f"< {cfg.min_decision_auc}"
         )
     problems += [f"the refit fails {r.gate}: {r.message}" for r in refit_checks if not r.passed]
     ok_message = (
-        f"the refit ranks the holdout like the evaluated model (rank correlation {correlation:.3f}, same label on "
-        f"{label_agreement:.3f} of the rows) and passes " + ", ".join(r.gate for r in refit_checks)
+        f"the refit makes the evaluated model's decisions (ROC AUC {decision_auc:.3f} against them) and passes "
+        + ", ".join(r.gate for r in refit_checks)
     )
     return GateResult(
         gate="refit_agrees",
         passed=not problems,
-        value=None if np.isnan(correlation) else correlation,
-        threshold=cfg.min_rank_correlation,
+        value=decision_auc if measurable else None,
+        threshold=cfg.min_decision_auc,
         message=ok_message if not problems else "; ".join(problems),
         details={
-            "label_agreement": label_agreement,
+            "label_agreement": float(np.mean((ours >= threshold) == (theirs >= threshold))),
+            "rank_correlation": None if constant else float(spearmanr(ours, theirs).statistic),
             "mean_abs_probability_difference": float(np.mean(np.abs(ours - theirs))),
+            "decisions_stand_in": "top tenth by probability" if stand_in else None,
             "rows": len(X),
             "decision_threshold": threshold,
             "refit_checks": [r.to_dict() for r in refit_checks],
