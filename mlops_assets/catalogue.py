@@ -145,8 +145,8 @@ RELEASE_GATES: tuple[GateSpec, ...] = (
     GateSpec(
         "refit_agrees",
         RELEASE,
-        "The refit on the newest data passes sanity, latency and robustness and predicts the holdout like the "
-        "evaluated model.",
+        "The refit on the newest data passes sanity, latency and robustness and makes the evaluated model's "
+        "decisions on the holdout.",
         applies=lambda cfg: cfg.model.refit,
     ),
     GateSpec(
