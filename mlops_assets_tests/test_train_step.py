@@ -301,3 +301,33 @@ def test_training_waits_while_a_window_has_one_class_then_proceeds():
     data = training_data_from_frame(wide, early_negatives)
     assert data.split.train[-1] == "2013-10"
     assert train_challenger(wide, data, feature_version="f", champion=None).model is not None
+
+
+def test_a_refit_champion_is_compared_only_on_holdout_rows_it_was_not_fitted_on():
+    from mlops_assets.steps.train import ChampionForComparison
+
+    upto_1960 = rainfall()[lambda d: d["ts"] < pd.Timestamp("1960-01-01", tz="UTC")]
+    cfg = config("rain")
+    first = train_challenger(
+        cfg, training_data_from_frame(cfg, upto_1960), feature_version="f", champion=None
+    )
+    assert first.passed and first.trained_window[1] == "1959-12"
+    champion = ChampionForComparison("1", first.deployed.pipeline, "f", first.threshold.value, "1959-12")
+
+    # Two new months: the holdout is 1959-12..1960-02, and the champion has seen 1959-12.
+    upto_march = rainfall()[lambda d: d["ts"] < pd.Timestamp("1960-03-01", tz="UTC")]
+    data = training_data_from_frame(cfg, upto_march)
+    assert data.split.holdout == ["1959-12", "1960-01", "1960-02"]
+    nxt = train_challenger(cfg, data, feature_version="f", champion=champion)
+    gate = {g.gate: g for g in nxt.gates}["no_regression"]
+    assert gate.details["champion_trained_through"] == "1959-12"
+    assert gate.details["unseen_rows"] == 31 + 29  # January and February 1960
+    assert "which champion version 1 was not fitted on" in gate.message
+    assert nxt.champion_metrics is None  # never shown beside scores on its own training rows
+
+    # No new data at all: nothing unseen to compare on, said plainly.
+    again = train_challenger(
+        cfg, training_data_from_frame(cfg, upto_1960), feature_version="f", champion=champion
+    )
+    gate = {g.gate: g for g in again.gates}["no_regression"]
+    assert gate.passed and gate.details["unseen_rows"] == 0 and "covers this holdout" in gate.message

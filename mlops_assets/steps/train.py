@@ -198,6 +198,7 @@ class ChampionForComparison:
     model: Any | None  # None when not comparable
     feature_version: str | None
     threshold: float | None = None  # its recorded decision threshold (None: registered before thresholds)
+    trained_through: str | None = None  # the newest partition it was fitted on (None: not recorded)
 
     @property
     def comparable(self) -> bool:
@@ -259,6 +260,20 @@ def train_challenger(
             else r
             for r in results
         ]
+    unseen = np.ones(len(holdout), dtype=bool)
+    if champion_model is not None and champion.trained_through is not None:
+        # A refit champion was fitted up to its newest partition, which may lie inside this holdout: judged on rows
+        # it was fitted on, it would look better than it is. It is compared on the rows it has never seen.
+        unseen = (holdout[PARTITION] > champion.trained_through).to_numpy()
+        if not unseen.all():
+            results = [
+                _no_regression_on_unseen(cfg, model, champion, X_hold, y_bin, unseen, threshold.value)
+                if r.gate == "no_regression"
+                else r
+                for r in results
+            ]
+    if not unseen.all():
+        champion_model = None  # no plot or metrics beside a champion judged on its own training rows
     refit = None
     if cfg.model.refit:
         refit, profile, refit_result = refit_and_gate(
@@ -302,6 +317,48 @@ def train_challenger(
         champion_metrics=champion_metrics,
         threshold=threshold,
         refit=refit,
+    )
+
+
+def _no_regression_on_unseen(
+    cfg: MlopsConfig,
+    model: TrainedModel,
+    champion: ChampionForComparison,
+    X_hold: pd.DataFrame,
+    y_bin: np.ndarray,
+    unseen: np.ndarray,
+    threshold: float,
+) -> GateResult:
+    """The no-regression gate on the holdout rows newer than the champion's fitted window; with none (or one
+    class only) there, a pass that says the metric floors judged this challenger alone."""
+    from mlops_assets.catalogue import GateResult
+    from mlops_assets.training.gates import no_regression_gate
+
+    note = {"champion_trained_through": champion.trained_through, "unseen_rows": int(unseen.sum())}
+    if len(np.unique(y_bin[unseen])) == 2:
+        r = no_regression_gate(
+            model.pipeline,
+            champion.model,
+            X_hold[unseen],
+            y_bin[unseen],
+            cfg.gates.regression,
+            threshold=threshold,
+            champion_version=champion.version,
+        )
+        return replace(
+            r,
+            message=f"{r.message} (on the {int(unseen.sum())} holdout rows after {champion.trained_through}, "
+            f"which champion version {champion.version} was not fitted on)",
+            details={**r.details, **note},
+        )
+    return GateResult(
+        gate="no_regression",
+        passed=True,
+        value=None,
+        threshold=None,
+        message=f"champion version {champion.version} was fitted through {champion.trained_through}, which covers "
+        "this holdout: no unseen rows with both classes to compare on, the metric floors judge this challenger",
+        details={"champion_version": champion.version, "comparable": False, **note},
     )
 
 
@@ -403,7 +460,14 @@ def champion_for_comparison(registry: ModelRegistry, feature_version: str) -> Ch
     theirs = info.tags.get(TAG_FEATURE_VERSION)
     model = registry.load(alias="champion").model if theirs == feature_version else None
     threshold = info.tags.get(TAG_DECISION_THRESHOLD)
-    return ChampionForComparison(info.version, model, theirs, float(threshold) if threshold else None)
+    window = info.tags.get(TAG_TRAINED_WINDOW)
+    return ChampionForComparison(
+        info.version,
+        model,
+        theirs,
+        float(threshold) if threshold else None,
+        window.partition("..")[2] if window else None,
+    )
 
 
 def register_challenger(

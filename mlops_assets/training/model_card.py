@@ -106,7 +106,13 @@ def render_model_card(
         theirs = (champion_metrics or {}).get(m)
         diff = None if theirs is None else ours - theirs
         lines.append(f"| {m} | {_fmt(ours)} | {_fmt(theirs)} | {'—' if diff is None else f'{diff:+.4f}'} |")
-    if champion_metrics is None:
+    if champion_metrics is None and champion_version is not None:
+        lines += [
+            "",
+            f"Champion version {champion_version} is not scored here: it uses other feature definitions, or it "
+            "was fitted on this holdout (a refit); see the no_regression gate.",
+        ]
+    elif champion_metrics is None:
         lines += ["", "No champion to compare with: this would be the first deployment."]
     lines += ["", "## Release gates", ""]
     if not gate_results:
