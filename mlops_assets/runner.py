@@ -198,7 +198,11 @@ def _user_error(err) -> str:
         err = err.cause
     if err is None:
         return "unknown error"
-    return f"{err.cls_name}: {err.message.strip().splitlines()[-1] if err.message.strip() else ''}".strip()
+    message = err.message.strip().splitlines()[-1] if err.message.strip() else ""
+    if err.cls_name == "Failure":
+        # An asset's own dg.Failure ("waiting: ...") is the explanation, as written: no class names around it.
+        return message.removeprefix("dagster._core.definitions.events.Failure: ")
+    return f"{err.cls_name}: {message}".strip()
 
 
 def _plain(value: Any) -> Any:

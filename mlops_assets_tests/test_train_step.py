@@ -331,3 +331,30 @@ def test_a_refit_champion_is_compared_only_on_holdout_rows_it_was_not_fitted_on(
     )
     gate = {g.gate: g for g in again.gates}["no_regression"]
     assert gate.passed and gate.details["unseen_rows"] == 0 and "covers this holdout" in gate.message
+
+
+@pytest.mark.slow
+def test_the_trained_model_asset_waits_with_a_message_not_a_traceback(rainfall_slice):
+    """Through the Dagster run: six labeled months cannot fill the default windows (3 + 3 + 1): trained_model fails
+    with the waiting message as the run's error, and nothing is registered."""
+    import dagster as dg
+
+    from mlops_assets.config import load_config
+    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.runner import execute
+    from mlops_assets.settings import storage_from_env
+
+    path, _ = rainfall_slice(
+        years=1, name="waits", mutate=lambda f: f[f["date"] < pd.Timestamp("1949-07-01", tz="UTC")]
+    )
+    cfg = load_config(path)
+    outcome = execute(
+        cfg,
+        config_file=str(path),
+        storage=storage_from_env().ensure(),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert outcome.status != "ok"
+    assert outcome.error.startswith("waits__trained_model: waiting: 6 labeled partition(s)"), outcome.error
+    assert "Traceback" not in outcome.error
+    assert ModelRegistry(cfg.model.name).champion() is None
