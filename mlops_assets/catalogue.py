@@ -136,7 +136,8 @@ RELEASE_GATES: tuple[GateSpec, ...] = (
     GateSpec(
         "metric_floors",
         RELEASE,
-        "Holdout ROC AUC, accuracy, F1, precision and recall at or above their floors.",
+        "Holdout ROC AUC and PR AUC clearly above no skill (0.5 and the prevalence), and any absolute floor "
+        "(F1, precision, recall, accuracy at the model's decision threshold) held.",
         applies=lambda cfg: any(v is not None for v in cfg.gates.floors.model_dump().values()),
     ),
     GateSpec(
@@ -150,6 +151,13 @@ RELEASE_GATES: tuple[GateSpec, ...] = (
         "p95 single-row and 1,000-row batch prediction time within limits and beside the champion's.",
     ),
     GateSpec("robustness", RELEASE, "Predictions agree under small input noise."),
+    GateSpec(
+        "refit_agrees",
+        RELEASE,
+        "The refit on the newest data passes sanity, latency and robustness and makes the evaluated model's "
+        "decisions on the holdout.",
+        applies=lambda cfg: cfg.model.refit,
+    ),
     GateSpec(
         "fairness",
         RELEASE,

@@ -206,7 +206,11 @@ def _user_error(err) -> str:
         err = err.cause
     if err is None:
         return "unknown error"
-    return f"{err.cls_name}: {err.message.strip().splitlines()[-1] if err.message.strip() else ''}".strip()
+    message = err.message.strip().splitlines()[-1] if err.message.strip() else ""
+    if err.cls_name == "Failure":
+        # An asset's own dg.Failure ("waiting: ...") is the explanation, as written: no class names around it.
+        return message.removeprefix("dagster._core.definitions.events.Failure: ")
+    return f"{err.cls_name}: {message}".strip()
 
 
 def _plain(value: Any) -> Any:
@@ -244,6 +248,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: Any = None) ->
                 "model_name": champ.model_name,
                 "version": champ.version,
                 "metrics": _champion_metrics(champ.metrics),
+                **_champion_window_and_threshold(champ.tags),
             }
             if champ
             else None
@@ -253,6 +258,20 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: Any = None) ->
             for d in history
         ],
         "retrains": retrains,
+    }
+
+
+def _champion_window_and_threshold(tags: dict[str, str]) -> dict[str, Any]:
+    """What the champion was fitted on and its decision threshold, from its version tags (None when the version
+    predates them)."""
+    from mlops_assets.steps.train import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDOW
+
+    window = tags.get(TAG_TRAINED_WINDOW)
+    start, _, end = window.partition("..") if window else (None, None, None)
+    threshold = tags.get(TAG_DECISION_THRESHOLD)
+    return {
+        "trained_window": {"start": start, "end": end} if window else None,
+        "threshold": float(threshold) if threshold else None,
     }
 
 

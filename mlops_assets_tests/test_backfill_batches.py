@@ -185,7 +185,9 @@ def test_gates_over_groups_report_what_one_pass_reports_on_a_corrupt_batch(rainf
 def test_training_reads_whole_rows_of_its_windows_only(rainfall_slice, monkeypatch):
     from mlops_assets.features.offline import OfflineStore
 
-    path, _ = rainfall_slice(years=3, model={"train_window_partitions": 6})
+    path, _ = rainfall_slice(
+        years=3, model={"train_window_partitions": 6, "holdout_partitions": 4, "validation_partitions": 4}
+    )
     reads = []
     real_read = OfflineStore.read
 
@@ -203,7 +205,8 @@ def test_training_reads_whole_rows_of_its_windows_only(rainfall_slice, monkeypat
     narrow = [r for r in reads if r[1] is not None]
     # Every partition is read for its timestamps and labels only (two columns) ...
     assert narrow and all(r[2] == 2 for r in narrow)
-    # ... and whole rows only for the split: 6 training months, 4 validation and 4 holdout of the 36.
+    # ... and whole rows only for the split: 6 training months, 4 validation and 4 holdout of the 36 (the refit's
+    # 6 newest months lie inside them).
     assert len(whole) == 1 and len(whole[0][0]) == 6 + 4 + 4
     assert whole[0][0][0] == "1950-11" and whole[0][0][-1] == "1951-12"
 

@@ -35,7 +35,7 @@ def test_config_file_from_environment(tmp_path, monkeypatch):
             "missing required key 'dataset.label_column'",
         ),
         ({**BASE, "partitions": {"freq": "fortnight"}}, "'partitions.freq'"),
-        ({**BASE, "model": {"holdout_fraction": "lots"}}, "'model.holdout_fraction'"),
+        ({**BASE, "model": {"holdout_partitions": "lots"}}, "'model.holdout_partitions'"),
         ({**BASE, "model": {"name": "has space"}}, "'model.name'"),
         ({**BASE, "validation": {"max_null_fraction": 2}}, "'validation.max_null_fraction'"),
         ({"dataset": {**BASE["dataset"], "query": "select 1"}}, "dataset.query"),
@@ -86,3 +86,46 @@ def test_config_durations_refused_alike(text):
     with pytest.raises(ValueError) as via_pandas:
         parse_duration(text, key="window")
     assert str(plain.value) == str(via_pandas.value)
+
+
+@pytest.mark.parametrize(
+    ("freq", "windows"),
+    [("day", (91, 91, 1095)), ("week", (13, 13, 156)), ("month", (3, 3, 36)), ("year", (1, 1, 10))],
+)
+def test_windows_default_to_the_partition_frequency(freq, windows):
+    m = parse_config({**BASE, "partitions": {"freq": freq}}).model
+    assert (m.holdout_partitions, m.validation_partitions, m.train_window_partitions) == windows
+    assert m.refit is True
+    assert (m.threshold.objective, m.threshold.target) == ("f1", None)
+
+
+def test_explicit_windows_win_and_null_training_window_means_all_history():
+    m = parse_config(
+        {
+            **BASE,
+            "partitions": {"freq": "week"},
+            "model": {"holdout_partitions": 4, "train_window_partitions": None},
+        }
+    ).model
+    assert (m.holdout_partitions, m.validation_partitions, m.train_window_partitions) == (4, 13, None)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("holdout_fraction", "model.holdout_partitions"),
+        ("validation_fraction", "model.validation_partitions"),
+    ],
+)
+def test_fraction_keys_are_refused_naming_their_replacement(old, new):
+    with pytest.raises(ConfigError, match=f"'model.{old}' was replaced by '{new}'"):
+        parse_config({**BASE, "model": {old: 0.1}}, origin="m.yaml")
+
+
+def test_threshold_objective_and_target_must_match():
+    cfg = parse_config({**BASE, "model": {"threshold": {"objective": "precision", "target": 0.9}}})
+    assert (cfg.model.threshold.objective, cfg.model.threshold.target) == ("precision", 0.9)
+    with pytest.raises(ConfigError, match="needs a target"):
+        parse_config({**BASE, "model": {"threshold": {"objective": "recall"}}})
+    with pytest.raises(ConfigError, match="not f1"):
+        parse_config({**BASE, "model": {"threshold": {"target": 0.9}}})

@@ -30,6 +30,7 @@ EXPECTED_BLOCKING_CHECKS = {
         "trained_model_passes_no_regression",
         "trained_model_passes_latency",
         "trained_model_passes_robustness",
+        "trained_model_passes_refit_agrees",
     },
 }
 
@@ -83,6 +84,7 @@ EXPECTED_CHECKS = {
     ("mlops_model/trained_model", "trained_model_passes_latency", True),
     ("mlops_model/trained_model", "trained_model_passes_metric_floors", True),
     ("mlops_model/trained_model", "trained_model_passes_no_regression", True),
+    ("mlops_model/trained_model", "trained_model_passes_refit_agrees", True),
     ("mlops_model/trained_model", "trained_model_passes_robustness", True),
     ("mlops_model/trained_model", "trained_model_passes_sanity", True),
 }

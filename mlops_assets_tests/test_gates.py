@@ -19,7 +19,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-from mlops_assets.training.gate_settings import LatencyConfig, RegressionConfig, RobustnessConfig
+from mlops_assets.training.gate_settings import (
+    LatencyConfig,
+    MetricFloors,
+    RegressionConfig,
+    RobustnessConfig,
+)
 from mlops_assets.training.gates import (
     FairnessConfig,
     GateError,
@@ -119,12 +124,17 @@ def test_default_floors_pass_rainfall_model_and_block_shuffled_labels():
     assert good.value is not None and good.value > 0
     assert not bad.passed
     assert bad.details["metrics"]["roc_auc"]["passed"] is False
-    assert bad.details["metrics"]["f1"]["passed"] is False
+    assert bad.details["metrics"]["pr_auc"]["passed"] is False
     assert "roc_auc" in bad.message and bad.value < 0
+    # Absolute floors stay available beside the relative ones: an F1 floor blocks the shuffled model too.
+    absolute = floors.model_copy(update={"f1": 0.4})
+    bad_f1 = metric_floors_gate(compute_metrics(models()["shuffled"], Xh, yh, threshold=0.5), absolute)
+    assert bad_f1.details["metrics"]["f1"]["passed"] is False
+    assert bad_f1.details["metrics"]["f1"]["floor_key"] == "gates.floors.f1"
 
 
 def test_floors_treat_undefined_metric_as_failed_and_skip_switched_off_ones():
-    floors = GatesConfig().floors.model_copy(update={"accuracy": None, "precision": None, "recall": None})
+    floors = MetricFloors(roc_auc_lift=None, pr_auc_lift=None, roc_auc=0.65, f1=0.4)
     r = metric_floors_gate({"roc_auc": float("nan"), "f1": 0.9}, floors)
     assert not r.passed
     assert set(r.details["metrics"]) == {"roc_auc", "f1"}

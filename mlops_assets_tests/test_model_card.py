@@ -84,3 +84,22 @@ def test_release_plots_for_a_model_and_its_champion():
     plots = release_plots(model, X, y, positive_label="yes", champion=champion, champion_version="4")
     assert set(plots) == {"plots/roc_curve.png", "plots/confusion_matrix.png"}
     assert all(png.startswith(PNG_MAGIC) for png in plots.values())
+
+
+def test_model_card_shows_the_fitted_window_its_age_the_refit_and_the_threshold():
+    card = render_model_card(
+        model_name="m",
+        version="3",
+        metrics={"roc_auc": 0.8, "pr_auc": 0.6},
+        data_window="1995-10..1998-09",
+        window_end=datetime(1998, 10, 1, tzinfo=UTC),
+        evaluated_window="1995-04..1998-03",
+        holdout_window="1998-07..1998-09",
+        threshold="0.2384 (best F1, chosen on the validation window)",
+        created_at=datetime(1998, 10, 11, tzinfo=UTC),
+    )
+    assert "- Data window: 1995-10..1998-09 (data up to 1998-10-01, 10 days old at creation)" in card
+    assert "judged the same recipe fitted on 1995-04..1998-03" in card
+    assert "- Holdout window: 1998-07..1998-09" in card
+    assert "## Decision threshold" in card and "at least 0.2384 (best F1" in card
+    assert card.index("| roc_auc |") < card.index("| pr_auc |")

@@ -37,6 +37,10 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     report = build_report(cfg, outcome)
     assert report["champion"]["version"] == "1"
     assert 0.6 < report["champion"]["metrics"]["roc_auc"] <= 1.0
+    # The champion is the refit on the newest data: 36 months (the training window) up to the newest labeled month,
+    # although the gates judged the recipe fitted before the validation and holdout windows.
+    assert report["champion"]["trained_window"] == {"start": "1949-01", "end": "1951-12"}
+    assert 0 < report["champion"]["threshold"] < 1
     assert [d["reason"] for d in report["deployments"]] == ["initial"]
     assert report["retrains"][0]["reason"] == "initial"
     json.dumps(report)
@@ -45,6 +49,8 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     registry = ModelRegistry(cfg.model.name)
     version = registry.client.get_model_version(cfg.model.name, "1")
     assert version.description.startswith("# Model card: rain_slice version 1")
+    assert "- Data window: 1949-01..1951-12 (data up to 1952-01-01" in version.description
+    assert float(version.tags["mlops.decision_threshold"]) == report["champion"]["threshold"]
     artifacts = {a.path for a in registry.client.list_artifacts(version.run_id, "plots")}
     assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= artifacts
     assert registry.client.get_run(version.run_id).info.status == "FINISHED"  # not left RUNNING

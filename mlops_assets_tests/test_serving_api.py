@@ -327,3 +327,34 @@ def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
     service.prediction_log.flush()
     [rec] = service.prediction_log.records([r.json()["ids"][0]])
     assert rec.event_time == days[-1].to_pydatetime() and set(rec.inputs) == set(columns)
+
+
+def test_predictions_use_the_champions_recorded_decision_threshold(tmp_path):
+    """A champion registered with a decision threshold (as the train step records it): `predictions` are
+    `probability >= threshold`, not the 0.5 of the pipeline's own `predict`."""
+    from mlops_assets.features import features_code_version
+    from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.steps.train import TAG_DECISION_THRESHOLD
+
+    t = trained()
+    storage = storage_for(tmp_path / "home")
+    materialize_online(storage)
+    rows = scored_rows()
+    _, proba = offline_predictions(25, rows)
+    threshold = float(np.quantile(proba, 0.3))  # a cut that makes many predictions differ from 0.5's
+    reg = ModelRegistry(t.cfg.model.name, storage)
+    rv = reg.register(
+        t.pipelines[25],
+        input_example=t.features[t.columns].head(3),
+        feature_version=features_code_version(t.cfg),
+        tags={TAG_DECISION_THRESHOLD: repr(threshold)},
+    )
+    reg.promote(rv.version, reason="manual")
+    service = PredictionService(t.cfg, storage, ServiceOptions())
+    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        r = client.post("/predict", json={"rows": row_json(rows, "date")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    np.testing.assert_array_equal(np.array(body["probabilities"]), proba)
+    assert body["predictions"] == (proba >= threshold).astype(int).tolist()
+    assert body["predictions"] != (proba >= 0.5).astype(int).tolist()

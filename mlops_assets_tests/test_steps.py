@@ -12,13 +12,13 @@ from mlops_assets.data.batches import BlockedPartitionError, Stores
 from mlops_assets.data.partitions import row_keys
 from mlops_assets.data.source_state import recorded_state
 from mlops_assets.features.stores import offline_store
-from mlops_assets.registry.model_registry import ModelRegistry
+from mlops_assets.registry.model_registry import TAG_DATA_WINDOW, ModelRegistry
 from mlops_assets.settings import storage_from_env
 from mlops_assets.steps.drift import assess_drift
 from mlops_assets.steps.features import FeaturesError, build_features
 from mlops_assets.steps.ingest import contract_path, ingest, publish_validated
 from mlops_assets.steps.promote import PromotionRefused, promote
-from mlops_assets.steps.train import train_and_gate
+from mlops_assets.steps.train import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDOW, train_and_gate
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:
@@ -110,6 +110,15 @@ def test_train_gate_promote_then_assess_drift(slice_setup, tmp_path):
     assert registry.latest_gate_results("1").results[0]["gate"] == "sanity"
     deployed = promote(registry, trained.version, reason=None, run_id="test-run")
     assert (deployed.version, deployed.reason, deployed.previous_version) == ("1", "initial", None)
+    # The gates judged the recipe fitted before the validation and holdout windows; the champion is its refit on
+    # the 36 months up to the newest labeled one, and records that window and its decision threshold.
+    tags = registry.champion().tags
+    assert trained.split["train"]["last"] == keys[29] and trained.split["holdout"]["last"] == keys[35]
+    assert tags[TAG_TRAINED_WINDOW] == tags[TAG_DATA_WINDOW] == f"{keys[0]}..{keys[35]}"
+    assert tags["mlops.evaluated_window"] == f"{keys[0]}..{keys[29]}"
+    assert 0 < float(tags[TAG_DECISION_THRESHOLD]) < 1
+    assert f"Data window: {keys[0]}..{keys[35]} (data up to 1952-01-01" in trained.model_card
+    assert "## Decision threshold" in trained.model_card
 
     # A version whose recorded gates failed is refused, and the champion stays.
     failing = [{**g.to_dict(), "passed": g.gate != "latency"} for g in trained.gates]

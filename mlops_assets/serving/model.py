@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlops_assets.serving")
 
 TAG_FEATURE_VERSION = "mlops.feature_version"  # as written by ModelRegistry.register
+TAG_DECISION_THRESHOLD = "mlops.decision_threshold"  # as written by steps.train.register_challenger
 
 
 class ModelRefusedError(RuntimeError):
@@ -56,13 +57,17 @@ class ServedModel:
     # The final estimator when the preprocessing step provably passes the columns through unchanged (checked at
     # load time on a probe): predicting on a float matrix then skips ~1 ms of DataFrame handling per call.
     fast_estimator: Any = None
+    # Predict the positive class when its probability reaches this (the threshold chosen at training and recorded
+    # with the version; 0.5 for versions registered before thresholds were recorded).
+    threshold: float = 0.5
 
     @property
     def numeric_only(self) -> bool:
         return not self.schema.categorical
 
     def predict(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class (as the pipeline's ``predict`` would give it) and the positive-class probability."""
+        """Predicted class (positive when its probability reaches :attr:`threshold`) and the positive-class
+        probability."""
         return self._result(self.pipeline.predict_proba(X[list(self.columns)]))
 
     def predict_matrix(self, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +77,9 @@ class ServedModel:
         return self.predict(pd.DataFrame(M, columns=list(self.columns)))
 
     def _result(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        pred = self.pipeline.classes_[np.argmax(proba, axis=1)]
-        return pred, proba[:, 1]
+        positive = proba[:, 1]
+        pred = self.pipeline.classes_[(positive >= self.threshold).astype(np.int64)]
+        return pred, positive
 
 
 def _column_kinds(pipeline: Any, columns: list[str]) -> tuple[set[str], set[str]]:
@@ -132,6 +138,7 @@ def build_served_model(cfg: MlopsConfig, loaded: LoadedModel, window_feature_nam
         window_features=tuple(window),
         schema=schema,
         loaded_at=time.time(),
+        threshold=float(loaded.tags.get(TAG_DECISION_THRESHOLD) or 0.5),
     )
     fast = _passthrough_estimator(model)
     return model if fast is None else dataclasses.replace(model, fast_estimator=fast)

@@ -1,14 +1,19 @@
 """Train a challenger on the offline store, put it through the release gates, and register it.
 
 Three pieces, so each caller takes what it needs: :func:`load_training_data` (which partitions, which rows),
-:func:`train_challenger` (fit, gates, reference profile, plots: no registry, no MLflow) and
-:func:`register_challenger` (MLflow version, gate record, model card). :func:`train_and_gate` is the three in a row,
-what ``trained_model`` runs.
+:func:`train_challenger` (fit, decision threshold, gates, refit, reference profile, plots: no registry, no MLflow)
+and :func:`register_challenger` (MLflow version, gate record, model card). :func:`train_and_gate` is the three in a
+row, what ``trained_model`` runs.
+
+The gates judge the training *recipe* on the holdout; with ``model.refit`` (the default) the model that is
+registered and deployed is the same recipe fitted again on the window ending at the newest labeled partition, so a
+champion is never older than its data. Each registered version records the window it was fitted on
+(:data:`TAG_TRAINED_WINDOW`) and its decision threshold (:data:`TAG_DECISION_THRESHOLD`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +23,7 @@ import pandas as pd
 from mlops_assets import progress
 from mlops_assets.catalogue import GateResult
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.partitions import row_keys
+from mlops_assets.data.partitions import key_window, row_keys
 from mlops_assets.lineage import content_version
 
 if TYPE_CHECKING:
@@ -26,12 +31,21 @@ if TYPE_CHECKING:
     from mlops_assets.monitoring.profile import Profile
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.training.pipeline import Split, TrainedModel
+    from mlops_assets.training.threshold import ThresholdChoice
 
 PARTITION = "__partition__"
+# Version tags: the partitions the registered model was fitted on ("first..last") and its decision threshold.
+TAG_TRAINED_WINDOW = "mlops.trained_window"
+TAG_DECISION_THRESHOLD = "mlops.decision_threshold"
 
 
 class TrainingDataError(RuntimeError):
     """The offline store holds nothing to train on; the message says what to materialize."""
+
+
+class TrainingWaitingError(TrainingDataError):
+    """Not enough labeled data yet for the configured windows, or a window with one class only: training waits
+    (the message starts with ``waiting:`` and says for what) and proceeds once the data exists."""
 
 
 @dataclass
@@ -43,6 +57,7 @@ class TrainingData:
     numeric: list[str]
     categorical: list[str]
     newest_partition: str | None  # the newest partition the offline store holds rows for
+    refit_window: list[str] = field(default_factory=list)  # what a refit is fitted on (model.refit)
 
     @property
     def columns(self) -> list[str]:
@@ -53,18 +68,33 @@ class TrainingData:
 class Challenger:
     """A fitted challenger and everything the gates measured, before anything is registered."""
 
-    model: TrainedModel
+    model: TrainedModel  # the evaluated model: fitted on the split's training window, judged on its holdout
     gates: list[GateResult]
-    metrics: dict[str, float]
-    profile: Profile
+    metrics: dict[str, float]  # the evaluated model's holdout metrics, label metrics at ``threshold``
+    profile: Profile  # of the deployed model's training rows
     plots: dict[str, bytes]
     holdout: pd.DataFrame  # the holdout's feature columns (an input example comes from it)
     champion_version: str | None
     champion_metrics: dict[str, float] | None
+    threshold: ThresholdChoice | None = None
+    refit: TrainedModel | None = (
+        None  # the same recipe on the refit window, when model.refit and the gates passed
+    )
 
     @property
     def passed(self) -> bool:
         return all(g.passed for g in self.gates)
+
+    @property
+    def deployed(self) -> TrainedModel:
+        """The model to register and deploy: the refit when there is one."""
+        return self.refit if self.refit is not None else self.model
+
+    @property
+    def trained_window(self) -> tuple[str, str]:
+        """First and last partition the deployed model was fitted on."""
+        keys = self.deployed.split.train
+        return keys[0], keys[-1]
 
 
 @dataclass
@@ -88,23 +118,67 @@ class TrainOutcome:
 
 
 def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
-    """Which partitions hold labeled rows (two columns read), the time split over them, and then whole rows for
-    the split's windows only."""
-    from mlops_assets.features import model_feature_columns
+    """Which partitions hold labeled rows (two columns read), the windows over them (:func:`plan_windows`), and
+    then whole rows for those windows only."""
     from mlops_assets.monitoring.state import data_version
-    from mlops_assets.training.pipeline import time_split
 
     progress.step("trained_model", "reading the offline store")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
     labels = store.read(columns=[ts_col, label])
     if labels.empty:
         raise TrainingDataError("the offline store is empty: materialize features first")
-    row_partitions = row_keys(labels[ts_col], cfg.partitions.freq)
-    newest = data_version(row_partitions.unique())
-    split = time_split(row_partitions[labels[label].notna()].unique().tolist(), cfg)
-    del labels, row_partitions
-    frame = store.read([*split.train, *split.validation, *split.holdout])
-    frame = frame.assign(**{PARTITION: row_keys(frame[ts_col], cfg.partitions.freq)})
+    newest = data_version(row_keys(labels[ts_col], cfg.partitions.freq).unique())
+    split, refit_keys = plan_windows(cfg, labels[ts_col], labels[label])
+    del labels
+    frame = store.read(sorted({*split.train, *split.validation, *split.holdout, *refit_keys}))
+    return _training_data(cfg, frame, split, refit_keys, newest)
+
+
+def training_data_from_frame(cfg: MlopsConfig, frame: pd.DataFrame) -> TrainingData:
+    """:class:`TrainingData` from feature rows already in memory (the same windows as :func:`load_training_data`;
+    rows outside them are dropped): for callers that hold the data, such as tests and notebooks."""
+    from mlops_assets.monitoring.state import data_version
+
+    ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
+    keys = row_keys(frame[ts_col], cfg.partitions.freq)
+    split, refit_keys = plan_windows(cfg, frame[ts_col], frame[label])
+    rows = frame[keys.isin({*split.train, *split.validation, *split.holdout, *refit_keys})]
+    return _training_data(cfg, rows, split, refit_keys, data_version(keys.unique()))
+
+
+def plan_windows(cfg: MlopsConfig, timestamps: pd.Series, labels: pd.Series) -> tuple[Split, list[str]]:
+    """The time split and the refit window (empty when ``model.refit`` is off) over the labeled partitions.
+
+    Raises :class:`TrainingWaitingError` while the labeled partitions are fewer than the windows need, or while
+    the training or holdout window holds one class only (a rare outcome that became possible only lately).
+    """
+    from mlops_assets.training.pipeline import TrainingError, binary_labels, refit_window, time_split
+
+    labeled = labels.notna().to_numpy()
+    keys = row_keys(timestamps, cfg.partitions.freq).to_numpy()[labeled]
+    try:
+        split = time_split(pd.unique(keys).tolist(), cfg)
+    except TrainingError as err:
+        raise TrainingWaitingError(f"waiting: {err}") from None
+    positive = binary_labels(labels[labeled], cfg.dataset.positive_label)
+    for name, window in (("training", split.train), ("holdout", split.holdout)):
+        classes = np.unique(positive[np.isin(keys, window)])
+        if len(classes) < 2:
+            only = "positive" if classes.tolist() == [1] else "negative"
+            raise TrainingWaitingError(
+                f"waiting: the {name} window {window[0]}..{window[-1]} has one class ({only} labels only); "
+                "training proceeds once both classes exist in the training and holdout windows"
+            )
+    refit_keys = refit_window(pd.unique(keys).tolist(), cfg) if cfg.model.refit else []
+    return split, refit_keys
+
+
+def _training_data(
+    cfg: MlopsConfig, frame: pd.DataFrame, split: Split, refit_keys: list[str], newest: str | None
+) -> TrainingData:
+    from mlops_assets.features import model_feature_columns
+
+    frame = frame.assign(**{PARTITION: row_keys(frame[cfg.dataset.timestamp_column], cfg.partitions.freq)})
     # The partition key is bookkeeping, not a model input.
     columns = model_feature_columns(cfg, [c for c in frame.columns if c != PARTITION])
     numeric = [
@@ -113,7 +187,7 @@ def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
         if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
     ]
     categorical = [c for c in columns if c not in numeric]
-    return TrainingData(frame, split, numeric, categorical, newest)
+    return TrainingData(frame, split, numeric, categorical, newest, refit_keys)
 
 
 @dataclass
@@ -123,6 +197,8 @@ class ChampionForComparison:
     version: str
     model: Any | None  # None when not comparable
     feature_version: str | None
+    threshold: float | None = None  # its recorded decision threshold (None: registered before thresholds)
+    trained_through: str | None = None  # the newest partition it was fitted on (None: not recorded)
 
     @property
     def comparable(self) -> bool:
@@ -136,21 +212,25 @@ def train_challenger(
     feature_version: str,
     champion: ChampionForComparison | None,
 ) -> Challenger:
-    """Fit on the training window, evaluate every release gate on the holdout (beside ``champion`` when it is
-    comparable), and compute the reference profile of the training window for drift checks."""
+    """Fit on the training window, choose the decision threshold on the validation window, evaluate every
+    release gate on the holdout (beside ``champion`` when it is comparable), and, when ``model.refit`` is on and
+    the gates pass, refit on the refit window and gate that refit (``refit_agrees``). The reference profile for
+    the drift checks is the deployed model's training window."""
+    from mlops_assets.catalogue import release_gates
     from mlops_assets.training.gates import evaluate_gates
     from mlops_assets.training.pipeline import binary_labels, evaluate
     from mlops_assets.training.plots import release_plots
 
     label = cfg.dataset.label_column
     frame = data.frame
-    progress.step("trained_model", f"fitting on {frame[PARTITION].nunique()} partition(s)")
+    progress.step("trained_model", f"fitting on {len(data.split.train)} partition(s)")
     model, profile = fit_with_profile(cfg, frame, data.split, data.numeric, data.categorical)
+    threshold = decision_threshold(cfg, model, frame)
     holdout = frame[frame[PARTITION].isin(model.split.holdout) & frame[label].notna()]
     X_hold = holdout[model.feature_columns]
     y_bin = binary_labels(holdout[label], cfg.dataset.positive_label)
     champion_model = champion.model if champion is not None and champion.comparable else None
-    champion_version = champion.version if champion_model is not None else None
+    champion_version = champion.version if champion is not None and champion_model is not None else None
     progress.step("trained_model", "release gates")
     results = evaluate_gates(
         model.pipeline,
@@ -163,6 +243,7 @@ def train_challenger(
         sensitive=holdout[cfg.fairness.sensitive_column] if cfg.fairness.enabled else None,
         expected_schema=model.feature_columns,
         positive_label=1,
+        threshold=threshold.value,
     )
     if champion is not None and not champion.comparable:
         # A champion built on other feature definitions cannot score this holdout: the no-regression gate says so
@@ -179,24 +260,50 @@ def train_challenger(
             else r
             for r in results
         ]
+    unseen = np.ones(len(holdout), dtype=bool)
+    if champion is not None and champion_model is not None and champion.trained_through is not None:
+        # A refit champion was fitted up to its newest partition, which may lie inside this holdout: judged on rows
+        # it was fitted on, it would look better than it is. It is compared on the rows it has never seen.
+        unseen = (holdout[PARTITION] > champion.trained_through).to_numpy()
+        if not unseen.all():
+            results = [
+                _no_regression_on_unseen(cfg, model, champion, X_hold, y_bin, unseen, threshold.value)
+                if r.gate == "no_regression"
+                else r
+                for r in results
+            ]
+    if not unseen.all():
+        champion_model = None  # no plot or metrics beside a champion judged on its own training rows
+    refit = None
+    if cfg.model.refit:
+        refit, profile, refit_result = refit_and_gate(
+            cfg, data, model, results, X_hold, threshold=threshold.value, profile=profile
+        )
+        order = [g.name for g in release_gates(cfg)]
+        results = sorted([*results, refit_result], key=lambda r: order.index(r.gate))
     plots = (
         release_plots(
             model.pipeline,
             X_hold,
             y_bin,
-            threshold=cfg.gates.decision_threshold,
+            threshold=threshold.value,
             champion=champion_model,
             champion_version=champion_version,
         )
         if len(np.unique(y_bin)) == 2
         else {}
     )
-    metrics = {k: v for k, v in model.holdout_metrics.items() if isinstance(v, int | float)}
+    metrics = {
+        k: v
+        for k, v in evaluate(model.pipeline, X_hold, y_bin, threshold=threshold.value).items()
+        if isinstance(v, int | float)
+    }
     champion_metrics = None
-    if champion_model is not None:
+    if champion is not None and champion_model is not None:
+        theirs = champion.threshold if champion.threshold is not None else 0.5
         champion_metrics = {
             k: v
-            for k, v in evaluate(champion_model, X_hold, y_bin).items()
+            for k, v in evaluate(champion_model, X_hold, y_bin, threshold=theirs).items()
             if isinstance(v, int | float) and k != "n"
         }
     return Challenger(
@@ -208,7 +315,125 @@ def train_challenger(
         holdout=X_hold,
         champion_version=champion_version,
         champion_metrics=champion_metrics,
+        threshold=threshold,
+        refit=refit,
     )
+
+
+def _no_regression_on_unseen(
+    cfg: MlopsConfig,
+    model: TrainedModel,
+    champion: ChampionForComparison,
+    X_hold: pd.DataFrame,
+    y_bin: np.ndarray,
+    unseen: np.ndarray,
+    threshold: float,
+) -> GateResult:
+    """The no-regression gate on the holdout rows newer than the champion's fitted window; with none (or one
+    class only) there, a pass that says the metric floors judged this challenger alone."""
+    from mlops_assets.catalogue import GateResult
+    from mlops_assets.training.gates import no_regression_gate
+
+    note = {"champion_trained_through": champion.trained_through, "unseen_rows": int(unseen.sum())}
+    if len(np.unique(y_bin[unseen])) == 2:
+        r = no_regression_gate(
+            model.pipeline,
+            champion.model,
+            X_hold[unseen],
+            y_bin[unseen],
+            cfg.gates.regression,
+            threshold=threshold,
+            champion_version=champion.version,
+        )
+        return replace(
+            r,
+            message=f"{r.message} (on the {int(unseen.sum())} holdout rows after {champion.trained_through}, "
+            f"which champion version {champion.version} was not fitted on)",
+            details={**r.details, **note},
+        )
+    return GateResult(
+        gate="no_regression",
+        passed=True,
+        value=None,
+        threshold=None,
+        message=f"champion version {champion.version} was fitted through {champion.trained_through}, which covers "
+        "this holdout: no unseen rows with both classes to compare on, the metric floors judge this challenger",
+        details={"champion_version": champion.version, "comparable": False, **note},
+    )
+
+
+def decision_threshold(cfg: MlopsConfig, model: TrainedModel, frame: pd.DataFrame) -> ThresholdChoice:
+    """The evaluated model's decision threshold: ``gates.decision_threshold`` when set, else chosen by
+    ``model.threshold`` on the validation window (on the training window when validation holds one class or is
+    switched off: never on the holdout, which must stay unseen)."""
+    from mlops_assets.training.pipeline import binary_labels
+    from mlops_assets.training.threshold import choose_threshold, fixed_threshold
+
+    if cfg.gates.decision_threshold is not None:
+        return fixed_threshold(cfg.gates.decision_threshold)
+    label = cfg.dataset.label_column
+    labeled = frame[frame[label].notna()]
+    for window, keys in (("validation", model.split.validation), ("training", model.split.train)):
+        rows = labeled[labeled[PARTITION].isin(keys)]
+        y = binary_labels(rows[label], cfg.dataset.positive_label)
+        if len(np.unique(y)) == 2:
+            proba = model.pipeline.predict_proba(rows[model.feature_columns])[:, 1]
+            return choose_threshold(y, proba, cfg.model.threshold, window=window)
+    # Unreachable through load_training_data, which waits for a training window with both classes.
+    raise TrainingWaitingError("waiting: no window with both classes to choose a decision threshold on")
+
+
+def refit_and_gate(
+    cfg: MlopsConfig,
+    data: TrainingData,
+    model: TrainedModel,
+    results: list[GateResult],
+    X_hold: pd.DataFrame,
+    *,
+    threshold: float,
+    profile: Profile,
+) -> tuple[TrainedModel | None, Profile, GateResult]:
+    """Refit the recipe on ``data.refit_window`` once every gate in ``results`` passed, and judge the refit:
+    sanity, latency and robustness on the holdout, and agreement with the evaluated ``model`` there.
+
+    Returns the refit (None when the evaluated model was blocked), the profile of the model to deploy, and the
+    ``refit_agrees`` result.
+    """
+    from mlops_assets.catalogue import GateResult
+    from mlops_assets.training.gates import latency_gate, refit_agrees_gate, robustness_gate, sanity_gate
+    from mlops_assets.training.pipeline import Split
+
+    blocked = [r.gate for r in results if not r.passed]
+    if blocked:
+        return (
+            None,
+            profile,
+            GateResult(
+                gate="refit_agrees",
+                passed=False,
+                value=None,
+                threshold=cfg.gates.refit.min_decision_auc,
+                message=f"not refit: the evaluated model is blocked by {', '.join(blocked)}",
+                details={"refit_window": None},
+            ),
+        )
+    keys = data.refit_window
+    progress.step("trained_model", f"refitting on {len(keys)} partition(s) up to {keys[-1]}")
+    # The refit window ends at the newest labeled partition, so it has no validation or holdout of its own.
+    refit, refit_profile = fit_with_profile(
+        cfg, data.frame, Split(keys, [], []), data.numeric, data.categorical
+    )
+    g = cfg.gates
+    checks = [
+        sanity_gate(refit.pipeline, X_hold, model.feature_columns),
+        latency_gate(refit.pipeline, X_hold, g.latency),
+        robustness_gate(refit.pipeline, X_hold, g.robustness, threshold=threshold),
+    ]
+    result = refit_agrees_gate(
+        model.pipeline, refit.pipeline, X_hold, g.refit, threshold=threshold, refit_checks=checks
+    )
+    result.details["refit_window"] = f"{keys[0]}..{keys[-1]}"
+    return refit, refit_profile, result
 
 
 def fit_with_profile(
@@ -234,7 +459,15 @@ def champion_for_comparison(registry: ModelRegistry, feature_version: str) -> Ch
         return None
     theirs = info.tags.get(TAG_FEATURE_VERSION)
     model = registry.load(alias="champion").model if theirs == feature_version else None
-    return ChampionForComparison(info.version, model, theirs)
+    threshold = info.tags.get(TAG_DECISION_THRESHOLD)
+    window = info.tags.get(TAG_TRAINED_WINDOW)
+    return ChampionForComparison(
+        info.version,
+        model,
+        theirs,
+        float(threshold) if threshold else None,
+        window.partition("..")[2] if window else None,
+    )
 
 
 def register_challenger(
@@ -253,10 +486,13 @@ def register_challenger(
     from mlops_assets.training.model_card import render_model_card
 
     model = challenger.model
+    deployed = challenger.deployed
     frame = data.frame
-    train_keys = model.split.train
+    train_keys = deployed.split.train
+    start, end = challenger.trained_window
+    threshold = challenger.threshold
     registered = registry.register(
-        model.pipeline,
+        deployed.pipeline,
         input_example=challenger.holdout.head(5)
         if len(challenger.holdout)
         else frame[model.feature_columns].head(5),
@@ -271,14 +507,23 @@ def register_challenger(
         dagster_run_id=run_id,
         tags={
             "mlops.holdout_window": f"{model.split.holdout[0]}..{model.split.holdout[-1]}",
-            monitoring_state.TAG_DATA_VERSION: data.newest_partition,
+            "mlops.evaluated_window": f"{model.split.train[0]}..{model.split.train[-1]}",
+            "mlops.refit": str(challenger.refit is not None).lower(),
+            TAG_TRAINED_WINDOW: f"{start}..{end}",
+            **({} if threshold is None else {TAG_DECISION_THRESHOLD: repr(threshold.value)}),
+            **(
+                {}
+                if data.newest_partition is None
+                else {monitoring_state.TAG_DATA_VERSION: data.newest_partition}
+            ),
             monitoring_state.TAG_TRAINED_AT: datetime.now(UTC).isoformat(),
         },
         json_artifacts={
             monitoring_state.PROFILE_ARTIFACT: challenger.profile.to_dict(),
-            "split": model.split.to_dict(),
+            "split": model.split.to_dict() | {"refit": _window(challenger.refit)},
             "gates": [r.to_dict() for r in challenger.gates],
             "feature_columns": {"numeric": data.numeric, "categorical": data.categorical},
+            "threshold": None if threshold is None else threshold.to_dict(),
         },
         file_artifacts=challenger.plots,
     )
@@ -290,12 +535,18 @@ def register_challenger(
         champion_metrics=challenger.champion_metrics,
         champion_version=champion.version if champion else None,
         gate_results=challenger.gates,
-        data_window=f"{train_keys[0]}..{train_keys[-1]}",
+        data_window=f"{start}..{end}",
+        window_end=key_window(end, cfg.partitions.freq)[1].to_pydatetime(),
+        evaluated_window=f"{model.split.train[0]}..{model.split.train[-1]}"
+        if challenger.refit is not None
+        else None,
+        holdout_window=f"{model.split.holdout[0]}..{model.split.holdout[-1]}",
+        threshold=None if threshold is None else threshold.describe(),
         partition_count=len(train_keys),
         feature_version=feature_version,
         estimator=cfg.model.estimator,
         params=dict(cfg.model.params),
-        training_rows=model.n_train,
+        training_rows=deployed.n_train,
         holdout_rows=len(challenger.holdout),
         dagster_run_id=run_id,
     )
@@ -305,13 +556,21 @@ def register_challenger(
         mlflow_run_id=registered.run_id,
         sha256=registered.sha256,
         metrics=challenger.metrics,
-        split=model.split.to_dict(),
+        split=model.split.to_dict() | {"refit": _window(challenger.refit)},
         feature_version=feature_version,
         champion_version=champion.version if champion else None,
         gates=challenger.gates,
         model_card=card,
         training_data_version=content_version(frame[frame[PARTITION].isin(train_keys)]),
     )
+
+
+def _window(model: TrainedModel | None) -> dict[str, Any] | None:
+    """First, last and count of the partitions ``model`` was fitted on (None without a model)."""
+    if model is None:
+        return None
+    keys = model.split.train
+    return {"first": keys[0], "last": keys[-1], "count": len(keys)}
 
 
 def train_and_gate(

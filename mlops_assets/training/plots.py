@@ -109,6 +109,6 @@ def release_plots(
         "plots/confusion_matrix.png": confusion_matrix_png(
             y_true,
             (scores >= threshold).astype(int),
-            title=f"Confusion matrix (holdout, threshold {threshold})",
+            title=f"Confusion matrix (holdout, threshold {threshold:.3f})",
         ),
     }
