@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmds[name] = p
     cmds["run"].add_argument("--report", default=None, help="write the report JSON here")
     cmds["run"].add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmds["run"].add_argument(
+        "--force",
+        action="store_true",
+        help="retrain even when the data and recipe are unchanged (still through the gates)",
+    )
     cmds["replay"].add_argument("--report", default=None, help="write the report JSON here")
     cmds["replay"].add_argument("--plot", default=None, help="write a PNG of the metric over time here")
     cmds["check-report"].add_argument("--junit", default=None, help="write JUnit XML here")

@@ -13,10 +13,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.config import MlopsConfig
 from mlops_assets.settings import Storage
+
+if TYPE_CHECKING:
+    from mlops_assets.registry.model_registry import ModelRegistry
 
 # One planned event per asset for a single-run backfill instead of one per partition (Dagster's own switch): it
 # halves the event-log writes of a run over hundreds of partitions. A failed run then leaves its partitions
@@ -41,6 +44,8 @@ class RunOutcome:
     promoted_version: str | None = None
     last_partition: str | None = None
     materialized: list[str] = field(default_factory=list)
+    # The champion that stays because the data and recipe are unchanged (nothing was trained).
+    unchanged_champion_version: str | None = None
 
 
 def instance_for(storage: Storage):
@@ -100,6 +105,7 @@ def execute(
     partition_keys: tuple[str, str] | None = None,
     selection: list[str] | None = None,
     instance=None,
+    force: bool = False,
 ) -> RunOutcome:
     """Materialize the graph (or ``selection``, asset names) over a partition range in this process."""
     import dagster as dg
@@ -113,7 +119,7 @@ def execute(
     from mlops_assets.data.partitions import key_window, keys_between
     from mlops_assets.data.sources import source_time_range
     from mlops_assets.defs.factory import add_periods, build_model_defs, period_partitions, run_job_name
-    from mlops_assets.defs.model_assets import REASON_TAG
+    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, UNCHANGED_KEY
 
     t0 = time.perf_counter()
     defs = build_model_defs(cfg, config_path=config_file)
@@ -131,6 +137,9 @@ def execute(
     tags = {RANGE_START: first, RANGE_END: last}
     if reason:
         tags[REASON_TAG] = reason
+    if force:
+        tags[FORCE_TAG] = "true"
+        tags.setdefault(REASON_TAG, "manual")
     if selection is None:
         resolved = defs.resolve_job_def(run_job_name(cfg))
     else:
@@ -177,6 +186,10 @@ def execute(
                 blocked = True
             elif outcome.error is None:
                 outcome.error = f"{event.step_key}: {_user_error(err)}"
+        elif event.event_type_value == "ASSET_OBSERVATION":
+            observed = event.asset_observation_data.asset_observation
+            if UNCHANGED_KEY in observed.metadata:
+                outcome.unchanged_champion_version = _plain(observed.metadata[UNCHANGED_KEY])
         elif event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.step_materialization_data.materialization
             name = mat.asset_key.path[-1]
@@ -217,12 +230,8 @@ def _plain(value: Any) -> Any:
     return getattr(value, "value", value)
 
 
-def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: Any = None) -> dict[str, Any]:
-    """The report JSON of INTERFACE.md, read from ``registry`` (default: ``cfg``'s, on the environment's storage)."""
-    if registry is None:
-        from mlops_assets.registry.model_registry import ModelRegistry
-
-        registry = ModelRegistry(cfg.model.name)
+def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry) -> dict[str, Any]:
+    """The report JSON of INTERFACE.md, read from ``registry`` (``cfg``'s model's)."""
     champ = registry.champion()
     history = registry.history()
     retrains = []
@@ -258,6 +267,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: Any = None) ->
             for d in history
         ],
         "retrains": retrains,
+        "unchanged_champion_version": outcome.unchanged_champion_version,
     }
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlops_assets.config import load_config
+from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import build_report, execute
 from mlops_assets.settings import storage_from_env
 
@@ -34,7 +35,7 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     names = {c["check"] for c in outcome.checks}
     assert {"raw_data_has_expected_columns", "trained_model_passes_metric_floors"} <= names
     assert all(c["passed"] for c in outcome.checks)
-    report = build_report(cfg, outcome)
+    report = build_report(cfg, outcome, ModelRegistry(cfg.model.name, storage_from_env()))
     assert report["champion"]["version"] == "1"
     assert 0.6 < report["champion"]["metrics"]["roc_auc"] <= 1.0
     # The champion is the refit on the newest data: 36 months (the training window) up to the newest labeled month,
@@ -44,9 +45,7 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     assert [d["reason"] for d in report["deployments"]] == ["initial"]
     assert report["retrains"][0]["reason"] == "initial"
     json.dumps(report)
-    from mlops_assets.registry.model_registry import ModelRegistry
-
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     version = registry.client.get_model_version(cfg.model.name, "1")
     assert version.description.startswith("# Model card: rain_slice version 1")
     assert "- Data window: 1949-01..1951-12 (data up to 1952-01-01" in version.description
@@ -54,10 +53,19 @@ def test_clean_run_trains_gates_and_deploys_then_a_rerun_is_safe(rainfall_slice)
     artifacts = {a.path for a in registry.client.list_artifacts(version.run_id, "plots")}
     assert {"plots/roc_curve.png", "plots/confusion_matrix.png"} <= artifacts
     assert registry.client.get_run(version.run_id).info.status == "FINISHED"  # not left RUNNING
-    # Running again on the same storage: partitions replaced, a new challenger, promoted only through the gates.
-    cfg, instance2, second = run(path)
+    # Running again on unchanged data: partitions replaced, nothing to learn, so no version and no promotion.
+    cfg, instance2, again = run(path)
+    assert again.status == "ok", again.error
+    report = build_report(cfg, again, registry)
+    assert (report["unchanged_champion_version"], report["retrains"]) == ("1", [])
+    assert [d["version"] for d in report["deployments"]] == ["1"]
+    assert [str(v.version) for v in registry.client.search_model_versions(f"name='{cfg.model.name}'")] == [
+        "1"
+    ]
+    # Forced: a new challenger, promoted only through the gates.
+    cfg, instance2, second = run(path, force=True)
     assert second.status == "ok", second.error
-    report = build_report(cfg, second)
+    report = build_report(cfg, second, registry)
     assert report["champion"]["version"] == "2"
     assert [d["version"] for d in report["deployments"]] == ["1", "2"]
     assert any(c["check"] == "trained_model_passes_no_regression" and c["passed"] for c in second.checks)
@@ -184,7 +192,7 @@ def test_rollback_job_moves_the_champion_back(rainfall_slice):
     assert not failed.success  # nothing to roll back to yet: a clear failure, champion untouched
     assert "no previous champion" in str(failed.all_events)
     assert ModelRegistry("rb").champion().version == "1"
-    _, _, second = run(path)
+    _, _, second = run(path, force=True)  # a second version on purpose (the data is unchanged)
     assert second.status == "ok", second.error
     assert ModelRegistry("rb").champion().version == "2"
     ok = job.execute_in_process(instance=instance)

@@ -8,6 +8,7 @@ import pytest
 
 from mlops_assets.config import load_config
 from mlops_assets.data.sources import read_source
+from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import build_report, execute
 from mlops_assets.settings import storage_from_env
 
@@ -91,6 +92,6 @@ def test_flights_run_end_to_end(flights_config):
     checks = {c["check"] for c in outcome.checks}
     assert "raw_data_categories_known" in checks
     assert outcome.partitions == 14  # weeks starting Monday, 2012-12-31 .. 2013-03-25
-    report = build_report(cfg, outcome)
+    report = build_report(cfg, outcome, ModelRegistry(cfg.model.name, storage_from_env()))
     assert report["champion"]["model_name"] == "flights"
     assert 0.5 <= report["champion"]["metrics"]["roc_auc"] < 1

@@ -54,17 +54,25 @@ class RunResult:
     report: dict[str, Any]
 
 
-def run(cfg: MlopsConfig, storage: Storage, *, config_file: str | Path, progress: bool = False) -> RunResult:
+def run(
+    cfg: MlopsConfig,
+    storage: Storage,
+    *,
+    config_file: str | Path,
+    progress: bool = False,
+    force: bool = False,
+) -> RunResult:
     """Materialize the graph over all partitions in this process, then build the report from the registry.
 
-    A blocking gate is a result (``status == "blocked"``), not an exception."""
+    A blocking gate is a result (``status == "blocked"``), not an exception. On unchanged data and recipe nothing
+    is trained or promoted unless ``force``."""
     from mlops_assets import progress as step_progress
     from mlops_assets.runner import build_report, execute
 
     bar = Progress(enabled=progress)
     step_progress.install(bar)
     try:
-        outcome = execute(cfg, config_file=str(config_file), storage=storage.ensure())
+        outcome = execute(cfg, config_file=str(config_file), storage=storage.ensure(), force=force)
     finally:
         step_progress.install(None)
     bar.close(outcome)
@@ -80,6 +88,11 @@ def print_summary(report: dict[str, Any]) -> None:
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
     for c in failed:
         print(f"  FAILED {c['asset']}.{c['check']} {c['metadata']}")
+    if report.get("unchanged_champion_version"):
+        print(
+            f"training: unchanged data and recipe since champion version {report['unchanged_champion_version']}"
+            ": nothing retrained (--force retrains on purpose)"
+        )
     champ = report["champion"]
     if champ:
         m = champ["metrics"]
@@ -94,7 +107,13 @@ def print_summary(report: dict[str, Any]) -> None:
 def main(args: argparse.Namespace) -> int:
     """Exit 0 when the pipeline ran (``ok`` or ``blocked``), 1 when it failed."""
     ctx = load_context(args.config)
-    result = run(ctx.cfg, ctx.storage, config_file=ctx.config_file, progress=not args.no_progress)
+    result = run(
+        ctx.cfg,
+        ctx.storage,
+        config_file=ctx.config_file,
+        progress=not args.no_progress,
+        force=getattr(args, "force", False),
+    )
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(result.report, indent=2, default=str))

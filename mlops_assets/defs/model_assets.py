@@ -13,6 +13,9 @@ from mlops_assets.defs.resources import MlopsProject
 REASON_TAG = "mlops/reason"
 REASONS = ("initial", "drift", "performance", "freshness", "manual")
 PROMOTION_POOL = "mlops_promotion"
+FORCE_TAG = "mlops/force"
+# Observation metadata of a trained_model that had nothing new to learn: the champion version that stays.
+UNCHANGED_KEY = "unchanged_champion_version"
 
 
 def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str]):
@@ -59,30 +62,47 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
 
     gates = release_gates(cfg)
 
-    @dg.asset(
-        key=trained_key,
+    @dg.multi_asset(
+        name=f"{prefix[-1]}_trained_model",
+        outs={
+            "trained_model": dg.AssetOut(
+                key=trained_key,
+                group_name=prefix[-1],
+                kinds={"scikit-learn", "mlflow"},
+                # Nothing new to learn (the champion was trained on exactly this data and recipe): no version,
+                # and deployed_model is skipped.
+                is_required=False,
+                automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed()
+                & dg.AutomationCondition.on_missing(),
+                description="A scikit-learn pipeline (preprocessing inside) trained on the offline store's "
+                "training window, evaluated on the newest partitions (the holdout, never fitted), refit on the "
+                "newest labeled data, logged to MLflow and registered as a new version with alias 'challenger'. "
+                "The release gates are blocking checks: a challenger that fails one never reaches deployed_model. "
+                "A run on unchanged data trains nothing unless forced (a retrain job, `mlops-assets run --force`).",
+            )
+        },
         deps=[features_key],
         required_resource_keys={"mlflow", "project"},
         check_specs=check_specs(gates, trained_key),
-        group_name=prefix[-1],
-        kinds={"scikit-learn", "mlflow"},
-        automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed()
-        & dg.AutomationCondition.on_missing(),
-        description="A scikit-learn pipeline (preprocessing inside) trained on the offline store's training "
-        "window, evaluated on the newest partitions (the holdout, never fitted), logged to MLflow and registered "
-        "as a new version with alias 'challenger'. The release gates are blocking checks: a challenger that fails "
-        "one never reaches deployed_model.",
+        can_subset=True,
     )
     def trained_model(context: dg.AssetExecutionContext):
         import mlflow
 
         from mlops_assets.features.stores import offline_store
-        from mlops_assets.steps.train import TrainingDataError, train_and_gate
+        from mlops_assets.steps.train import TrainingDataError, Unchanged, train_and_gate
 
         project: MlopsProject = context.resources.project
+        # A retrain job (a trigger's or a person's) and `run --force` train on purpose; a plain `run` does not
+        # retrain what has not changed.
+        forced = context.run.tags.get(FORCE_TAG) == "true" or context.run.tags.get(REASON_TAG) in REASONS
         try:
             outcome = train_and_gate(
-                cfg, offline_store(cfg, project.storage), project.registry(), run_id=context.run_id
+                cfg,
+                offline_store(cfg, project.storage),
+                project.registry(),
+                run_id=context.run_id,
+                force=forced,
             )
         except TrainingDataError as err:
             raise dg.Failure(str(err)) from None
@@ -90,6 +110,17 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
             if mlflow.active_run() is not None:
                 mlflow.end_run(status="FAILED")
             raise
+        if isinstance(outcome, Unchanged):
+            context.log.info(outcome.message)
+            yield dg.AssetObservation(
+                asset_key=trained_key,
+                metadata={
+                    UNCHANGED_KEY: outcome.champion_version,
+                    "training_fingerprint": outcome.fingerprint,
+                    "message": outcome.message,
+                },
+            )
+            return
         yield dg.Output(
             {
                 "version": outcome.version,
@@ -110,6 +141,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 "model_card": dg.MetadataValue.md(outcome.model_card),
             },
             data_version=dg.DataVersion(outcome.sha256[:20]),
+            output_name="trained_model",
         )
         by_gate = {r.gate: r for r in outcome.gates}
         for spec in gates:

@@ -37,6 +37,9 @@ PARTITION = "__partition__"
 # Version tags: the partitions the registered model was fitted on ("first..last") and its decision threshold.
 TAG_TRAINED_WINDOW = "mlops.trained_window"
 TAG_DECISION_THRESHOLD = "mlops.decision_threshold"
+# What a version was trained from: the rows of its windows, the feature definitions and the training recipe. A run
+# whose fingerprint equals the champion's has nothing new to learn (see :func:`train_and_gate`).
+TAG_TRAINING_FINGERPRINT = "mlops.training_fingerprint"
 
 
 class TrainingDataError(RuntimeError):
@@ -479,6 +482,7 @@ def register_challenger(
     feature_version: str,
     run_id: str,
     champion: ChampionForComparison | None,
+    fingerprint: str | None = None,
 ) -> TrainOutcome:
     """Register the challenger as a new MLflow version (alias ``challenger``) with its profile, split, gates and
     plots; record its gate results and model card."""
@@ -517,6 +521,7 @@ def register_challenger(
                 else {monitoring_state.TAG_DATA_VERSION: data.newest_partition}
             ),
             monitoring_state.TAG_TRAINED_AT: datetime.now(UTC).isoformat(),
+            **({} if fingerprint is None else {TAG_TRAINING_FINGERPRINT: fingerprint}),
         },
         json_artifacts={
             monitoring_state.PROFILE_ARTIFACT: challenger.profile.to_dict(),
@@ -573,16 +578,61 @@ def _window(model: TrainedModel | None) -> dict[str, Any] | None:
     return {"first": keys[0], "last": keys[-1], "count": len(keys)}
 
 
+@dataclass(frozen=True)
+class Unchanged:
+    """Nothing to train: the champion was trained on exactly these rows, features and recipe."""
+
+    champion_version: str
+    fingerprint: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"unchanged: champion version {self.champion_version} was trained on exactly this data, these "
+            "features and this recipe; nothing to retrain (a forced run retrains on purpose)"
+        )
+
+
+def training_fingerprint(cfg: MlopsConfig, data: TrainingData, feature_version: str) -> str:
+    """A hash of what a training would learn from: the windows' rows, the feature version and the recipe (the
+    model, gate and fairness sections of the config)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(content_version(data.frame).encode())
+    h.update(feature_version.encode())
+    recipe = {s: getattr(cfg, s).model_dump(mode="json") for s in ("model", "gates", "fairness")}
+    h.update(json.dumps(recipe, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:24]
+
+
 def train_and_gate(
-    cfg: MlopsConfig, store: OfflineStore, registry: ModelRegistry, *, run_id: str
-) -> TrainOutcome:
-    """Load the training data, train a challenger beside the champion, gate it and register it."""
+    cfg: MlopsConfig, store: OfflineStore, registry: ModelRegistry, *, run_id: str, force: bool = True
+) -> TrainOutcome | Unchanged:
+    """Load the training data, train a challenger beside the champion, gate it and register it.
+
+    With ``force`` off, a run whose training fingerprint equals the champion's trains nothing and returns
+    :class:`Unchanged`: ``mlops-assets run`` twice on the same data makes one model version.
+    """
     from mlops_assets.features import features_code_version
 
     feature_version = features_code_version(cfg)
     data = load_training_data(cfg, store)
+    fingerprint = training_fingerprint(cfg, data, feature_version)
+    if not force:
+        info = registry.champion()
+        if info is not None and info.tags.get(TAG_TRAINING_FINGERPRINT) == fingerprint:
+            return Unchanged(info.version, fingerprint)
     champion = champion_for_comparison(registry, feature_version)
     challenger = train_challenger(cfg, data, feature_version=feature_version, champion=champion)
     return register_challenger(
-        cfg, registry, data, challenger, feature_version=feature_version, run_id=run_id, champion=champion
+        cfg,
+        registry,
+        data,
+        challenger,
+        feature_version=feature_version,
+        run_id=run_id,
+        champion=champion,
+        fingerprint=fingerprint,
     )
