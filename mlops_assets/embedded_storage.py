@@ -9,7 +9,7 @@ This storage keeps:
 * one engine per file, so SQLAlchemy's compiled-statement cache survives from one event to the next;
 * one open connection per file (``index.db`` and the newest runs' files), so closing after an event no longer
   checkpoints: SQLite checkpoints the WAL by itself every 1,000 pages instead;
-* the tables it has seen, instead of asking SQLite (over a new connection) on every materialization.
+* the tables and columns it has seen, instead of asking SQLite on every materialization.
 
 Durability is unchanged: the files stay in WAL mode (Dagster sets it when it creates them) with
 ``synchronous=NORMAL`` on every connection, so a crash of the process loses nothing committed and a power cut may
@@ -62,7 +62,7 @@ class EmbeddedSqliteEventLogStorage(SqliteEventLogStorage):
                 )
             base_dir = os.path.join(home, "history", "runs")
         self._engines: OrderedDict[str, Engine] = OrderedDict()
-        self._tables_present: set[str] = set()
+        self._schema_present: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)
 
     @classmethod
@@ -121,11 +121,21 @@ class EmbeddedSqliteEventLogStorage(SqliteEventLogStorage):
         # Asked once per stored materialization (whether `asset_event_tags` exists yet), each time over a new
         # engine and connection. A table, once there, stays (migrations add tables, `wipe` empties them), so a
         # yes is remembered; a no is asked again, in case `dagster instance migrate` has run since.
-        if table_name in self._tables_present:
+        if table_name in self._schema_present:
             return True
         present = super().has_table(table_name)
         if present:
-            self._tables_present.add(table_name)
+            self._schema_present.add(table_name)
+        return present
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        # Asked once per stored materialization too (an inspection of `asset_keys`); remembered as tables are.
+        key = f"asset_keys.{column_name}"
+        if key in self._schema_present:
+            return True
+        present = super()._has_asset_key_col_on_connection(conn, column_name)
+        if present:
+            self._schema_present.add(key)
         return present
 
     def _store_asset_check_evaluation_planned(self, event_entry, event_id: int | None) -> None:
