@@ -66,6 +66,7 @@ def instance_for(storage: Storage):
 
 
 _TUNED: set[str] = set()
+_WAL_SET: set[str] = set()
 
 
 def _fast_sqlite_event_log(dagster_home: Path) -> None:
@@ -74,7 +75,8 @@ def _fast_sqlite_event_log(dagster_home: Path) -> None:
     A run over hundreds of partitions writes thousands of events, each its own transaction; with the default
     rollback journal every one waits for an fsync. WAL keeps the files consistent after a crash of the process
     (a power cut may lose the newest events). Only files under ``dagster_home`` are touched: never a user's
-    SQLite source, never MLflow's store. Production instances are on PostgreSQL.
+    SQLite source, never MLflow's store. Production instances are on PostgreSQL. The event log itself keeps its
+    connections (:mod:`mlops_assets.embedded_storage`); this covers the run and schedule storages beside it.
     """
     import sqlite3
 
@@ -91,9 +93,14 @@ def _fast_sqlite_event_log(dagster_home: Path) -> None:
         if not isinstance(dbapi_conn, sqlite3.Connection):
             return
         files = [row[2] for row in dbapi_conn.execute("PRAGMA database_list") if row[2]]
-        if files and all(os.path.realpath(f).startswith(root + os.sep) for f in files):
+        if not files or not all(os.path.realpath(f).startswith(root + os.sep) for f in files):
+            return
+        # The journal mode is stored in the file and persists, so it is set once per file and process; taking
+        # it needs a lock, which costs as much as the insert the connection was opened for.
+        if not _WAL_SET.issuperset(files):
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            _WAL_SET.update(files)
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
 
 def execute(

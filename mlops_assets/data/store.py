@@ -47,20 +47,41 @@ class PartitionStore:
         self, keys: list[str] | None = None, *, missing_ok: bool = False, columns: list[str] | None = None
     ) -> pd.DataFrame:
         keys = self.keys() if keys is None else keys
-        frames = []
+        paths = []
         for key in keys:
             p = self.path(key)
             if not p.is_file():
                 if missing_ok:
                     continue
                 raise FileNotFoundError(f"partition {key!r} has not been materialized ({p})")
-            frames.append(pd.read_parquet(p, columns=columns))
-        if not frames:
+            paths.append(p)
+        if not paths:
             return pd.DataFrame()
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if len(paths) == 1:
+            return pd.read_parquet(paths[0], columns=columns)
+        return _read_many(paths, columns)
 
     def row_count(self, key: str) -> int:
         """Rows of a stored partition, from the Parquet footer."""
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(self.path(key)).metadata.num_rows
+
+
+def _read_many(paths: list[Path], columns: list[str] | None) -> pd.DataFrame:
+    """The files' rows in order, as one frame: Arrow tables joined, then converted to pandas once.
+
+    Converting each file to pandas and concatenating the frames costs about a millisecond per file in conversion
+    alone, which a run over hundreds of partitions pays on every multi-partition read. Files whose columns Arrow
+    cannot reconcile (a column holding integers in one file and text in another) are read the pandas way, with
+    pandas' own type widening.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p, columns=columns) for p in paths]
+    try:
+        joined = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return joined.to_pandas()
