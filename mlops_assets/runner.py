@@ -76,7 +76,7 @@ def _fast_sqlite_event_log(dagster_home: Path) -> None:
     rollback journal every one waits for an fsync. WAL keeps the files consistent after a crash of the process
     (a power cut may lose the newest events). Only files under ``dagster_home`` are touched: never a user's
     SQLite source, never MLflow's store. Production instances are on PostgreSQL. The event log itself keeps its
-    connections (:mod:`mlops_assets.embedded_storage`); this covers the run and schedule storages beside it.
+    connections (:mod:`mlops_assets.defs.embedded_storage`); this covers the run and schedule storages beside it.
     """
     import sqlite3
 

@@ -152,3 +152,18 @@ def test_automation_respects_the_gates():
     for name in ("validated_data", "features", "trained_model", "deployed_model"):
         cond = graph.get(dg.AssetKey(["mlops_model", name])).automation_condition
         assert "all_deps_blocking_checks_passed" in _labels(cond), name
+
+
+def test_the_mlflow_resource_schema_is_dagster_mlflows():
+    """Spelled out so the definitions load without importing MLflow; it must stay dagster-mlflow's own."""
+    from dagster_mlflow.resources import CONFIG_SCHEMA
+
+    from mlops_assets.defs.resources import MLFLOW_CONFIG_SCHEMA
+
+    def shape(schema):
+        return {
+            k: (f.is_required, f.default_provided and f.default_value, type(f.config_type).__name__)
+            for k, f in schema.items()
+        }
+
+    assert shape(MLFLOW_CONFIG_SCHEMA) == shape(CONFIG_SCHEMA)

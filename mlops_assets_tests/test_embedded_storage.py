@@ -1,4 +1,4 @@
-"""The embedded instance's event log (mlops_assets.embedded_storage): same files as Dagster's own SQLite event log,
+"""The embedded instance's event log (mlops_assets.defs.embedded_storage): same files as Dagster's own SQLite event log,
 connections kept between events, committed events surviving a crash, live runs still followed by a watcher."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from mlops_assets.embedded_storage import EmbeddedSqliteEventLogStorage
+from mlops_assets.defs.embedded_storage import EmbeddedSqliteEventLogStorage
 from mlops_assets.runner import instance_for
 from mlops_assets.settings import Storage, storage_from_env
 

@@ -5,7 +5,6 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
-from dagster_mlflow.resources import CONFIG_SCHEMA, MlFlow
 
 from mlops_assets.config import MlopsConfig, load_config
 from mlops_assets.data.batches import Stores
@@ -84,8 +83,21 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         return self._store(context).read(keys)
 
 
+# dagster-mlflow's resource config (its CONFIG_SCHEMA), spelled out here: importing dagster_mlflow imports MLflow,
+# which a code location would otherwise pay on every load, sensor tick and UI reload.
+MLFLOW_CONFIG_SCHEMA = {
+    "experiment_name": dg.Field(dg.StringSource, is_required=True),
+    "mlflow_tracking_uri": dg.Field(dg.Noneable(dg.StringSource), default_value=None, is_required=False),
+    "parent_run_id": dg.Field(dg.Noneable(str), default_value=None, is_required=False),
+    "mlflow_run_id": dg.Field(dg.Noneable(str), default_value=None, is_required=False),
+    "env": dg.Field(dg.Permissive()),
+    "env_to_tag": dg.Field(dg.Noneable(list), default_value=None, is_required=False),
+    "extra_tags": dg.Field(dg.Permissive()),
+}
+
+
 @dg.resource(
-    config_schema=CONFIG_SCHEMA,
+    config_schema=MLFLOW_CONFIG_SCHEMA,
     required_resource_keys={"project"},
     description="MLflow tracking through dagster-mlflow, artifacts in MLOPS_HOME.",
 )
@@ -93,6 +105,7 @@ def mlflow_tracking(context):
     """dagster-mlflow's resource, with the experiment created first so its artifacts land where storage says
     (MLflow's default is ``./mlruns`` in the working directory), and the MLflow run ended with the step."""
     import mlflow
+    from dagster_mlflow.resources import MlFlow
 
     project: MlopsProject = context.resources.project
     storage = project.storage

@@ -224,7 +224,11 @@ def publish_validated(cfg: MlopsConfig, stores: Stores, keys: list[str]) -> Vali
     for key in keys:
         if not stores.raw.exists(key):
             raise BlockedPartitionError(f"partition {key}: raw_data has not been materialized")
-        check_verdict(key, stores.raw.read([key], columns=[BLOCKED_COLUMN]))
+    # Every verdict column in one read; only when something is wrong, partition by partition to name it.
+    verdicts = stores.raw.read(keys, columns=[BLOCKED_COLUMN])
+    if verdicts[BLOCKED_COLUMN].notna().any() or any(stores.raw.row_count(k) == 0 for k in keys):
+        for key in keys:
+            check_verdict(key, stores.raw.read([key], columns=[BLOCKED_COLUMN]))
     versions: dict[str, str] = {}
     rows = held = 0
     for key in keys:
