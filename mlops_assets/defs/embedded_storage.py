@@ -70,7 +70,7 @@ class EmbeddedSqliteEventLogStorage(SqliteEventLogStorage):
         return {"base_dir": Field(StringSource, is_required=False)}
 
     @classmethod
-    def from_config_value(  # ty: ignore[invalid-method-override]
+    def from_config_value(  # type: ignore[override]  # the parent narrows the config type; ours is its dict
         cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
     ) -> EmbeddedSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
@@ -108,6 +108,7 @@ class EmbeddedSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn:
                 raw = conn.connection.dbapi_connection
+                assert raw is not None  # a checked-out connection holds its DBAPI connection
                 changes = raw.total_changes
                 with conn.begin():
                     yield conn
