@@ -63,7 +63,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     gates = release_gates(cfg)
 
     @dg.multi_asset(
-        name=f"{prefix[-1]}_trained_model",
+        name=f"{prefix[-1]}__trained_model",  # the op (step) name an @asset would have
         outs={
             "trained_model": dg.AssetOut(
                 key=trained_key,
