@@ -67,7 +67,7 @@ CHILD = textwrap.dedent(
     from mlops_assets import progress
     from mlops_assets.config import load_config
     from mlops_assets.runner import execute
-    from mlops_assets.settings import storage_from_env
+    from mlops_assets.storage import storage_from_env
 
     def on_step(name, detail):
         if name != current["step"]:

@@ -69,8 +69,8 @@ def cfg_for(transformation: str, window: str, ttl: str | None):
 
 
 def run_engine(events: pd.DataFrame, queries: pd.DataFrame, transformation: str) -> np.ndarray:
-    from mlops_assets.features.definitions import feature_registry
     from mlops_assets.features.engine import Events, entity_keys, evaluate, timestamps_ns
+    from mlops_assets.features.feature_set import feature_registry
 
     window = "365D" if transformation == "last" else "30D"
     cfg = cfg_for(transformation, window, "30D" if transformation == "last" else None)

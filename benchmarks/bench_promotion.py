@@ -31,7 +31,7 @@ def main() -> None:
         from mlops_assets.config import load_config
         from mlops_assets.data.sources import read_source
         from mlops_assets.runner import execute
-        from mlops_assets.settings import storage_from_env
+        from mlops_assets.storage import storage_from_env
 
         frame = read_source(load_config())
         last_month = frame["date"].dt.strftime("%Y-%m").iloc[-1]

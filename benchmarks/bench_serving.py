@@ -50,7 +50,7 @@ def set_up(home: Path) -> dict:
     from mlops_assets.features import compute_features, features_code_version, model_feature_columns
     from mlops_assets.features.stores import online_store
     from mlops_assets.registry.model_registry import ModelRegistry
-    from mlops_assets.settings import storage_from_env
+    from mlops_assets.storage import storage_from_env
     from mlops_assets.training.pipeline import binary_labels, build_pipeline
 
     data = yaml.safe_load(BUNDLED_CONFIG.read_text())

@@ -2,7 +2,7 @@
 
 The file is validated once, at the edge (CLI, Dagster definitions, the Python API); everything behind it takes
 an :class:`MlopsConfig`. Unknown keys are errors. Storage locations are not part of the file: they come from the
-environment (see :mod:`mlops_assets.settings`), so no secret ever sits in a config file.
+environment (see :mod:`mlops_assets.storage`), so no secret ever sits in a config file.
 """
 
 from __future__ import annotations

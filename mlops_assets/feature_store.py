@@ -1,7 +1,7 @@
 """The public feature API (INTERFACE.md, "Python API"): historical and online lookups, the feature list.
 
 ``config`` is a path to ``mlops.yaml`` or ``None`` (``$MLOPS_CONFIG``, else the bundled default), like the CLI;
-storage comes from the environment (:func:`mlops_assets.settings.storage_from_env`). Every lookup runs the one
+storage comes from the environment (:func:`mlops_assets.storage.storage_from_env`). Every lookup runs the one
 point-in-time engine of :mod:`mlops_assets.features.engine`.
 """
 
@@ -16,12 +16,6 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig, config_path, load_config
-from mlops_assets.features.definitions import (
-    FeatureDefinition,
-    feature_registry,
-    features_code_version,
-    lookback,
-)
 from mlops_assets.features.engine import (
     Events,
     FeatureInputError,
@@ -30,6 +24,12 @@ from mlops_assets.features.engine import (
     evaluate,
     source_columns,
     timestamps_ns,
+)
+from mlops_assets.features.feature_set import (
+    FeatureDefinition,
+    feature_registry,
+    features_code_version,
+    lookback,
 )
 from mlops_assets.features.online import online_features_as_of
 from mlops_assets.features.stores import offline_store, online_store, store_name

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.settings import Storage
+from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
     from mlops_assets.registry.model_registry import ModelRegistry

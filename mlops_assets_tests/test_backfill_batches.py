@@ -14,7 +14,7 @@ from mlops_assets.data.partitions import split_by_partition
 from mlops_assets.data.sources import iter_source, read_source
 from mlops_assets.data.staging import Staging, group_keys
 from mlops_assets.runner import execute
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 from .conftest import write_config
 

@@ -11,7 +11,7 @@ from mlops_assets.cli import main
 from mlops_assets.config import load_config
 from mlops_assets.defs.factory import build_model_defs
 from mlops_assets.runner import execute, instance_for
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 
 def _declared_checks(config_path) -> set[tuple[str, str]]:

@@ -21,7 +21,7 @@ from mlops_assets.config import load_config
 from mlops_assets.registry import ArtifactIntegrityError, NothingToRollBackError, UnknownVersionError
 from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS, TAG_SHA256, ModelRegistry
 from mlops_assets.registry.sql_aliases import SCHEMA_REVISION, SqlAliasStore, sql_alias_store
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.support import rainfall_xy
 
 ROOT = Path(__file__).resolve().parents[1]

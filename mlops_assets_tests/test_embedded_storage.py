@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from mlops_assets.defs.embedded_storage import EmbeddedSqliteEventLogStorage
 from mlops_assets.runner import instance_for
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.storage import Storage, storage_from_env
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-02-01")  # 31 partitions
@@ -117,7 +117,7 @@ def test_committed_events_survive_a_crash_of_the_process(home, job_module, tmp_p
 import os, sys
 sys.path[:0] = [{str(tmp_path)!r}, {str(ROOT)!r}]
 from mlops_assets.runner import instance_for
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 import daily_job
 instance = instance_for(storage_from_env({{"MLOPS_HOME": {str(home.home)!r}}}))
 result = daily_job.run(instance)

@@ -31,7 +31,7 @@ from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.defs.retraining import retrain_job_name
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.conftest import PG_URL, STORAGE_VARS, write_slice
 from mlops_assets_tests.test_production_stack import (
     FAST_DEQUEUE,

@@ -10,7 +10,7 @@ import pytest
 from mlops_assets.config import load_config
 from mlops_assets.runner import execute
 from mlops_assets.serving.prediction_log import PredictionLog
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 
 @pytest.mark.slow

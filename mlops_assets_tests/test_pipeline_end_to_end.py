@@ -11,7 +11,7 @@ import pytest
 from mlops_assets.config import load_config
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import build_report, execute
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 
 def materialized(instance, name, model):

@@ -29,7 +29,7 @@ from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.defs.retraining import retrain_job_name, sensor_name
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.conftest import PG_URL, ROOT
 
 BIN = Path(os.sys.executable).parent

@@ -17,8 +17,8 @@ from mlops_assets.config import load_config
 from mlops_assets.data.batches import BLOCKED_COLUMN, Stores
 from mlops_assets.data.partitions import row_keys
 from mlops_assets.data.schema import DataSpec, duplicate_allowance, label_classes
-from mlops_assets.settings import storage_from_env
 from mlops_assets.steps.ingest import ingest, publish_validated
+from mlops_assets.storage import storage_from_env
 
 from .conftest import write_config
 

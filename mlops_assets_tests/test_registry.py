@@ -41,7 +41,7 @@ from mlops_assets.registry.model_registry import (
     ModelRegistry,
     file_sha256,
 )
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 from mlops_assets.training.gate_settings import LatencyConfig
 from mlops_assets.training.gates import FairnessConfig, GatesConfig, evaluate_gates
 from mlops_assets_tests.support import promote_concurrently, rainfall_xy

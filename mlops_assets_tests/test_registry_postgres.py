@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from mlops_assets.registry.history import DeploymentHistory
 from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS, ModelRegistry
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.support import promote_concurrently
 
 pytestmark = pytest.mark.postgres

@@ -30,7 +30,7 @@ from mlops_assets.monitoring.state import (
 )
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 
 def _shift(start: str):

@@ -144,7 +144,7 @@ def test_no_secret_in_files_logs_or_metadata(rainfall_slice, pg_databases, monke
     import sqlalchemy as sa
 
     from mlops_assets.runner import execute, instance_for
-    from mlops_assets.settings import storage_from_env
+    from mlops_assets.storage import storage_from_env
 
     mlflow_db, online_db = pg_databases
     # The shared server trusts loopback, so any password connects: what matters is where it ends up.

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from mlops_assets.config import BUNDLED_CONFIG, MlopsConfig, parse_config
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.storage import Storage, storage_from_env
 
 # The online store keeps 400 days, so the last year of the data can be scored as of each day.
 RETENTION = pd.Timedelta("400D")

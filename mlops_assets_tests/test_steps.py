@@ -13,12 +13,12 @@ from mlops_assets.data.partitions import row_keys
 from mlops_assets.data.source_state import recorded_state
 from mlops_assets.features.stores import offline_store
 from mlops_assets.registry.model_registry import TAG_DATA_WINDOW, ModelRegistry
-from mlops_assets.settings import storage_from_env
 from mlops_assets.steps.drift import assess_drift
 from mlops_assets.steps.features import FeaturesError, build_features
 from mlops_assets.steps.ingest import contract_path, ingest, publish_validated
 from mlops_assets.steps.promote import PromotionRefused, promote
 from mlops_assets.steps.train import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDOW, train_and_gate
+from mlops_assets.storage import storage_from_env
 
 
 def _keys(frame: pd.DataFrame) -> list[str]:

@@ -342,7 +342,7 @@ def test_the_trained_model_asset_waits_with_a_message_not_a_traceback(rainfall_s
     from mlops_assets.config import load_config
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.runner import execute
-    from mlops_assets.settings import storage_from_env
+    from mlops_assets.storage import storage_from_env
 
     path, _ = rainfall_slice(
         years=1, name="waits", mutate=lambda f: f[f["date"] < pd.Timestamp("1949-07-01", tz="UTC")]

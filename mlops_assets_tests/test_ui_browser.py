@@ -22,7 +22,7 @@ import pytest
 from mlops_assets.config import load_config
 from mlops_assets.defs.factory import build_model_defs
 from mlops_assets.runner import execute, instance_for
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from mlops_assets.commands.context import load_context
 from mlops_assets.config import MlopsConfig
-from mlops_assets.settings import Storage
+from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
     from mlops_assets.reports import CheckRow

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlops_assets.config import MlopsConfig, config_path, load_config
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.storage import Storage, storage_from_env
 
 if TYPE_CHECKING:
     from mlops_assets.registry.model_registry import ModelRegistry

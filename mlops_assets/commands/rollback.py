@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from mlops_assets.commands.context import load_context, open_registry
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
-from mlops_assets.settings import Storage
+from mlops_assets.storage import Storage
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_assets.commands.context import load_context, open_registry
 from mlops_assets.config import MlopsConfig
-from mlops_assets.settings import Storage
+from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
     from mlops_assets.runner import RunOutcome

@@ -9,7 +9,7 @@ import sys
 
 from mlops_assets.commands.context import load_context
 from mlops_assets.config import MlopsConfig
-from mlops_assets.settings import Storage
+from mlops_assets.storage import Storage
 
 
 def serve(cfg: MlopsConfig, storage: Storage, *, host: str = "127.0.0.1", port: int = 8000) -> None:

@@ -10,7 +10,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.settings import storage_from_env
+from mlops_assets.storage import storage_from_env
 
 
 def period_partitions(cfg: MlopsConfig) -> dg.DynamicPartitionsDefinition:

@@ -9,7 +9,7 @@ import pandas as pd
 from mlops_assets.config import MlopsConfig, load_config
 from mlops_assets.data.batches import Stores
 from mlops_assets.data.store import PartitionStore
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.storage import Storage, storage_from_env
 
 if TYPE_CHECKING:
     from mlops_assets.registry.model_registry import ModelRegistry

@@ -11,13 +11,13 @@ from typing import Any
 # Imported on first use: mlops_assets.config reads .settings at start-up, and light commands (rollback, status)
 # should not pay for pandas, SQLAlchemy and the engine.
 _EXPORTS = {
-    "ENGINE_VERSION": "definitions",
-    "FeatureDefinition": "definitions",
-    "FeatureDefinitionError": "definitions",
-    "feature_registry": "definitions",
-    "features_code_version": "definitions",
-    "lookback": "definitions",
-    "model_feature_columns": "definitions",
+    "ENGINE_VERSION": "feature_set",
+    "FeatureDefinition": "feature_set",
+    "FeatureDefinitionError": "feature_set",
+    "feature_registry": "feature_set",
+    "features_code_version": "feature_set",
+    "lookback": "feature_set",
+    "model_feature_columns": "feature_set",
     "FeatureInputError": "engine",
     "compute_features": "engine",
     "OfflineStore": "offline",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from mlops_assets.features.definitions import FeatureDefinition, feature_registry, passthrough_columns
+from mlops_assets.features.feature_set import FeatureDefinition, feature_registry, passthrough_columns
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig

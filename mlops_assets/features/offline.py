@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
-    from mlops_assets.settings import Storage
+    from mlops_assets.storage import Storage
 
 PARTITION_COLUMN = "_partition"
 ROW_COLUMN = "_row"
@@ -51,7 +51,7 @@ class OfflineStore:
     def from_storage(cls, storage: Storage | None = None, *, name: str = "features") -> OfflineStore:
         """The configured store: ``storage.offline_store_url`` when set, else Parquet under ``storage.offline_store``."""
         if storage is None:
-            from mlops_assets.settings import storage_from_env
+            from mlops_assets.storage import storage_from_env
 
             storage = storage_from_env()
         if storage.offline_store_url:

@@ -26,12 +26,6 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlops_assets.features.definitions import (
-    feature_registry,
-    features_code_version,
-    lookback,
-    online_retention,
-)
 from mlops_assets.features.engine import (
     Events,
     FeatureInputError,
@@ -43,12 +37,18 @@ from mlops_assets.features.engine import (
     source_values,
     timestamps_ns,
 )
+from mlops_assets.features.feature_set import (
+    feature_registry,
+    features_code_version,
+    lookback,
+    online_retention,
+)
 
 if TYPE_CHECKING:
     import psycopg
 
     from mlops_assets.config import MlopsConfig
-    from mlops_assets.settings import Storage
+    from mlops_assets.storage import Storage
 
 _ENGINES: dict[tuple[str, bool, bool], sa.Engine] = {}  # (url, writer, hot)
 _ENGINES_LOCK = threading.Lock()
@@ -124,7 +124,7 @@ class OnlineStore:
     def from_storage(cls, storage: Storage | None = None, *, name: str = "features") -> OnlineStore:
         """The store at ``storage.online_store_url`` (default: :func:`storage_from_env`)."""
         if storage is None:
-            from mlops_assets.settings import storage_from_env
+            from mlops_assets.storage import storage_from_env
 
             storage = storage_from_env()
         return cls(storage.online_store_url, name=name)

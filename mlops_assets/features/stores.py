@@ -11,7 +11,7 @@ from mlops_assets.features.online import OnlineStore
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
-    from mlops_assets.settings import Storage
+    from mlops_assets.storage import Storage
 
 _ONLINE: dict[tuple[str, str], OnlineStore] = {}
 _URLS: dict[tuple[str | None, str | None, str], str] = {}
@@ -35,7 +35,7 @@ def online_store(cfg: MlopsConfig, storage: Storage | None = None) -> OnlineStor
         env_key = (os.environ.get("MLOPS_ONLINE_STORE_URL"), os.environ.get("MLOPS_HOME"), os.getcwd())
         url = _URLS.get(env_key)
         if url is None:
-            from mlops_assets.settings import storage_from_env
+            from mlops_assets.storage import storage_from_env
 
             url = _URLS[env_key] = storage_from_env().online_store_url
     else:

@@ -87,7 +87,7 @@ def live_performance(
     those predictions, sorted).
     """
     if log_url is None:
-        from mlops_assets.settings import storage_from_env
+        from mlops_assets.storage import storage_from_env
 
         log_url = storage_from_env().prediction_log_url
     frame = labeled_predictions(log_url, model_name=cfg.model.name, model_version=model_version)

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from mlops_assets.config import MlopsConfig
     from mlops_assets.registry.model_registry import ModelRegistry
-    from mlops_assets.settings import Storage
+    from mlops_assets.storage import Storage
 
 # Extra columns of the reference profile, beside the model's feature columns.
 PREDICTION_COLUMN = "__prediction__"
@@ -224,7 +224,7 @@ class MonitoringLog:
     @classmethod
     def from_storage(cls, model_name: str, storage: Storage | None = None) -> MonitoringLog:
         if storage is None:
-            from mlops_assets.settings import storage_from_env
+            from mlops_assets.storage import storage_from_env
 
             storage = storage_from_env()
         return cls(storage.home, model_name)

@@ -36,7 +36,7 @@ from mlops_assets.registry.errors import (
 )
 from mlops_assets.registry.history import Deployment, DeploymentHistory, GateRecord
 from mlops_assets.registry.sql_aliases import SqlAliasStore, sql_alias_store
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.storage import Storage, storage_from_env
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion

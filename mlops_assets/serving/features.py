@@ -29,13 +29,13 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_assets.features import feature_registry, lookback
-from mlops_assets.features.definitions import FeatureDefinition
 from mlops_assets.features.engine import (
     Events,
     FeatureInputError,
     entity_keys_from_records,
     evaluate,
 )
+from mlops_assets.features.feature_set import FeatureDefinition
 from mlops_assets.features.online import OnlineStore, OnlineStoreError
 from mlops_assets.features.stores import online_store
 from mlops_assets.serving.validation import RequestError
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from sqlalchemy.pool import PoolProxiedConnection
 
     from mlops_assets.config import MlopsConfig
-    from mlops_assets.settings import Storage
+    from mlops_assets.storage import Storage
 
 
 class FeatureCompletionError(RequestError, RuntimeError):

@@ -39,7 +39,7 @@ from mlops_assets.serving.validation import (
     RowsRequest,
     parse_predict,
 )
-from mlops_assets.settings import Storage, storage_from_env
+from mlops_assets.storage import Storage, storage_from_env
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig

@@ -12,7 +12,7 @@ from mlops_assets.data.batches import Stores
 from mlops_assets.data.partitions import key_window, split_by_partition
 from mlops_assets.data.staging import group_keys
 from mlops_assets.lineage import combined_version, content_version
-from mlops_assets.settings import Storage
+from mlops_assets.storage import Storage
 
 
 class FeaturesError(RuntimeError):
@@ -38,7 +38,7 @@ def build_features(cfg: MlopsConfig, stores: Stores, storage: Storage, keys: lis
     group with the validated history its windows reach; write the offline store per partition and the online
     store's retention window."""
     from mlops_assets.features import compute_features, features_code_version, lookback
-    from mlops_assets.features.definitions import online_retention
+    from mlops_assets.features.feature_set import online_retention
     from mlops_assets.features.stores import offline_store, online_store
 
     freq, ts_col = cfg.partitions.freq, cfg.dataset.timestamp_column
