@@ -29,6 +29,8 @@ import pandas as pd
 import sqlalchemy as sa
 import yaml
 
+from mlops_assets.storage import storage_from_env
+
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PG_DB = "mlops_features_bench"
 N_ENTITIES = 10_000
@@ -138,7 +140,7 @@ def main() -> None:
     for backend in a.backends.split(","):
         url = f"sqlite:///{home / 'online.db'}" if backend == "sqlite" else pg_url()
         os.environ["MLOPS_ONLINE_STORE_URL"] = url
-        store = online_store(cfg)
+        store = online_store(cfg, storage_from_env())
         t = time.perf_counter()
         store.materialize(cfg, data)
         load1, load5, _ = os.getloadavg()

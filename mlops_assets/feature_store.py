@@ -33,6 +33,7 @@ from mlops_assets.features.feature_set import (
 )
 from mlops_assets.features.online import online_features_as_of
 from mlops_assets.features.stores import offline_store, online_store, store_name
+from mlops_assets.storage import storage_from_env
 
 __all__ = ["get_historical_features", "get_online_features", "list_features"]
 
@@ -87,7 +88,7 @@ def get_historical_features(
     ts = timestamps_ns(entity_df, ds.timestamp_column, coerce=True)
     keys = entity_keys(entity_df, ds.entity_columns)
     sources = source_columns(defs)
-    store = offline_store(cfg)
+    store = offline_store(cfg, storage_from_env())
     if not defs or not len(entity_df):
         known = Events.concat([], sources)
     else:
@@ -149,7 +150,7 @@ def get_online_features(
     ds = cfg.dataset
     cols = list(ds.entity_columns)
     values, n = _entity_columns(cfg, entities)
-    store = online_store(cfg)
+    store = online_store(cfg, storage_from_env())
     defs = _select(cfg, features)
     names = [d.name for d in defs]
     if as_of is not None:

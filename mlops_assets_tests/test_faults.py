@@ -61,7 +61,7 @@ def _toy_versions(model_name: str, n: int) -> list[str]:
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"x": rng.normal(size=100)})
-    registry = ModelRegistry(model_name)
+    registry = ModelRegistry(model_name, storage_from_env())
     out = []
     for i in range(n):
         model = LogisticRegression(C=1.0 + i).fit(X, (X["x"] > 0).astype(int))
@@ -297,7 +297,7 @@ def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_p
     faults = faults_with_champion
     instance, stack = faults.instance, faults.stack
     cfg = load_config(faults.config)
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     assert registry.champion().version == "1"
     assert [(d.version, d.reason) for d in registry.history()] == [("1", "initial")]
     job = retrain_job_name(cfg)
@@ -345,7 +345,7 @@ def test_run_killed_during_training_is_failed_champion_unchanged_and_the_retry_p
 def test_two_promotions_at_once_are_serialized_by_the_pool_and_the_history_stays_consistent(faults):
     instance, stack = faults.instance, faults.stack
     name = load_config(faults.config).model.name
-    registry = ModelRegistry(name)
+    registry = ModelRegistry(name, storage_from_env())
     v1, v2 = _toy_versions(name, 2)
     registry.promote(v1, reason="initial")
     registry.promote(v2, reason="manual")
@@ -377,7 +377,9 @@ def test_postgres_restart_under_the_daemon_loses_no_run(faults):
         pytest.skip("PostgreSQL server binaries or runuser not available")
     instance, stack = faults.instance, faults.stack
     name = load_config(faults.config).model.name
-    registry = ModelRegistry(name)  # MLflow and the history are on the shared server: only Dagster's restarts
+    registry = ModelRegistry(
+        name, storage_from_env()
+    )  # MLflow and the history are on the shared server: only Dagster's restarts
     v1, v2 = _toy_versions(name, 2)
     registry.promote(v1, reason="initial")
     registry.promote(v2, reason="manual")
@@ -485,7 +487,7 @@ def test_unwritable_artifact_root_fails_the_run_clearly_and_keeps_the_champion(
     instance = dg.DagsterInstance.ephemeral()
     first = execute(cfg, config_file=str(path), storage=storage, instance=instance)
     assert first.status == "ok", first.error
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     assert registry.champion().version == "1"
     assert any(artifacts.rglob("*")), "the champion's artifacts are under MLOPS_ARTIFACT_ROOT"
 

@@ -32,6 +32,7 @@ from mlops_assets.features import (
     offline_store,
     online_store,
 )
+from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.test_features_engine import reference
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -105,7 +106,7 @@ def env(request, tmp_path, monkeypatch):
 
 def materialize_years(cfg, data: pd.DataFrame, years=None) -> None:
     """What the features asset does, partition by partition: compute, write offline, materialize online."""
-    off, on = offline_store(cfg), online_store(cfg)
+    off, on = offline_store(cfg, storage_from_env()), online_store(cfg, storage_from_env())
     lb = lookback(cfg)
     for year, part in data.groupby(data["date"].dt.year, sort=True):
         if years is not None and year not in years:
@@ -161,8 +162,8 @@ def test_historical_equals_online_after_materialization(env):
 
     # Serving rows: features completed online equal the offline features of the same events.
     last_rows = data[data["date"] == newest]
-    served = complete_features(cfg, last_rows.drop(columns="up"), online_store(cfg))
-    offline = offline_store(cfg).read([str(newest.year)])
+    served = complete_features(cfg, last_rows.drop(columns="up"), online_store(cfg, storage_from_env()))
+    offline = offline_store(cfg, storage_from_env()).read([str(newest.year)])
     offline = offline[offline["date"] == newest].set_index(last_rows.index)
     pd.testing.assert_frame_equal(served, offline.drop(columns="up"), check_exact=True)
     assert served[names].notna().any().all()
@@ -172,7 +173,7 @@ def test_rematerialization_is_idempotent_and_picks_up_late_rows(env):
     cfg, _ = env
     data = stocks()
     materialize_years(cfg, data)
-    off, on = offline_store(cfg), online_store(cfg)
+    off, on = offline_store(cfg, storage_from_env()), online_store(cfg, storage_from_env())
     before_off = off.read()
     before_on = get_online_features([{"ticker": "IBM"}, {"ticker": "AAPL"}])
     materialize_years(cfg, data, years=[2021, 2022])  # the last two years again
@@ -206,7 +207,7 @@ def test_ttl_runs_from_the_row_time_not_the_wall_clock(env):
             "close": [100.0, 100.0],
         }
     )
-    out = complete_features(cfg, rows, online_store(cfg))
+    out = complete_features(cfg, rows, online_store(cfg, storage_from_env()))
     # 2000 data is decades old by the wall clock, yet fresh for a row timestamped the next day...
     assert (
         out.loc[0, "close_last_40D"]
@@ -221,7 +222,7 @@ def test_refuses_changed_definitions_and_rows_before_the_retention(env, tmp_path
     cfg, cfg_path = env
     data = stocks()
     materialize_years(cfg, data, years=range(2015, 2023))
-    on = online_store(cfg)
+    on = online_store(cfg, storage_from_env())
     old = pd.DataFrame({"date": [pd.Timestamp("2016-03-01", tz="UTC")], "ticker": ["IBM"], "close": [1.0]})
     with pytest.raises(OnlineStoreError, match="keeps events since"):
         complete_features(cfg, old, on)
@@ -245,7 +246,9 @@ def test_list_features_names_definition_asset_and_version(env):
 
 def test_offline_store_sql_backend_round_trip(env, tmp_path):
     cfg, _ = env
-    url = str(online_store(cfg).url)  # the same database kind as the online store under test
+    url = str(
+        online_store(cfg, storage_from_env()).url
+    )  # the same database kind as the online store under test
     store = OfflineStore(url=url, name=f"{cfg.model.name}_offline")
     feats = compute_features(cfg, stocks().head(200), None)
     store.write_partition("a", feats.iloc[:120])

@@ -115,7 +115,7 @@ def test_corrupt_batch_is_blocked_before_anything_downstream(rainfall_slice, mut
     assert first.status == "ok", first.error
     from mlops_assets.registry.model_registry import ModelRegistry
 
-    champion = ModelRegistry(cfg.model.name).champion().version
+    champion = ModelRegistry(cfg.model.name, storage_from_env()).champion().version
     corrupt = mutate(frame)
     corrupt.assign(date=corrupt["date"].dt.strftime("%Y-%m-%d")).to_csv(
         path.parent / "corrupt.csv", index=False
@@ -126,7 +126,7 @@ def test_corrupt_batch_is_blocked_before_anything_downstream(rainfall_slice, mut
     assert check in failed
     assert all(name.startswith("raw_data") for name in failed)
     assert outcome.materialized == ["raw_data"]  # kept for inspection; nothing downstream
-    assert ModelRegistry(cfg.model.name).champion().version == champion
+    assert ModelRegistry(cfg.model.name, storage_from_env()).champion().version == champion
 
 
 @pytest.mark.slow
@@ -191,13 +191,13 @@ def test_rollback_job_moves_the_champion_back(rainfall_slice):
     failed = job.execute_in_process(instance=instance, raise_on_error=False)
     assert not failed.success  # nothing to roll back to yet: a clear failure, champion untouched
     assert "no previous champion" in str(failed.all_events)
-    assert ModelRegistry("rb").champion().version == "1"
+    assert ModelRegistry("rb", storage_from_env()).champion().version == "1"
     _, _, second = run(path, force=True)  # a second version on purpose (the data is unchanged)
     assert second.status == "ok", second.error
-    assert ModelRegistry("rb").champion().version == "2"
+    assert ModelRegistry("rb", storage_from_env()).champion().version == "2"
     ok = job.execute_in_process(instance=instance)
     assert ok.success
-    registry = ModelRegistry("rb")
+    registry = ModelRegistry("rb", storage_from_env())
     assert registry.champion().version == "1"
     assert [(d.version, d.reason) for d in registry.history()] == [
         ("1", "initial"),

@@ -362,7 +362,7 @@ def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_sl
         retraining={"max_model_age_days": 1e-5, "drift_trigger": False, "cooldown_days": 0},
     )
     cfg = load_config(path)
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
 
     def champion_v1_and_new_data():
         # The daemon starts after this: the freshness sensor's first tick must see champion v1 (its next tick

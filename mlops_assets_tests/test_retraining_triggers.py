@@ -65,7 +65,7 @@ def test_drift_check_feeds_the_drift_sensor_whose_run_retrains_for_drift(rainfal
     assert first.status == "ok", first.error
     # No champion while the features were checked: skipped, not passed.
     assert not [c for c in first.checks if c["check"] == DRIFT_CHECK]
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     champion = registry.champion()
     assert champion.tags[TAG_DATA_VERSION] == "1952-12"
     profile = registry.load_json(champion.version, PROFILE_ARTIFACT)
@@ -107,7 +107,7 @@ def test_drift_check_feeds_the_drift_sensor_whose_run_retrains_for_drift(rainfal
     assert plot.is_relative_to(storage.home)
     assert set(md["label_drift"].value) == {f"1953-0{m}" for m in range(1, 7)}
     assert all(0.0 <= v <= 1.0 for v in md["champion_roc_auc"].value.values())
-    log = MonitoringLog.from_storage(cfg.model.name).entries()
+    log = MonitoringLog.from_storage(cfg.model.name, storage_from_env()).entries()
     assert [e.partition for e in log] == [f"1953-0{m}" for m in range(1, 7)]
 
     # The drift sensor asks for a retrain with reason "drift"; the performance sensor leaves it to it.
@@ -214,7 +214,7 @@ def _toy_champion(cfg, trained_at: datetime) -> str:
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"x": rng.normal(size=200)})
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, (X["x"] > 0).astype(int))
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     version = registry.register(
         model,
         input_example=X.head(3),

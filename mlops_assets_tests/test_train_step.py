@@ -357,4 +357,4 @@ def test_the_trained_model_asset_waits_with_a_message_not_a_traceback(rainfall_s
     assert outcome.status != "ok"
     assert outcome.error.startswith("waits__trained_model: waiting: 6 labeled partition(s)"), outcome.error
     assert "Traceback" not in outcome.error
-    assert ModelRegistry(cfg.model.name).champion() is None
+    assert ModelRegistry(cfg.model.name, storage_from_env()).champion() is None

@@ -48,12 +48,8 @@ class OfflineStore:
         self._engine = sa.create_engine(url) if url is not None else None
 
     @classmethod
-    def from_storage(cls, storage: Storage | None = None, *, name: str = "features") -> OfflineStore:
+    def from_storage(cls, storage: Storage, *, name: str = "features") -> OfflineStore:
         """The configured store: ``storage.offline_store_url`` when set, else Parquet under ``storage.offline_store``."""
-        if storage is None:
-            from mlops_assets.storage import storage_from_env
-
-            storage = storage_from_env()
         if storage.offline_store_url:
             return cls(url=storage.offline_store_url, name=name)
         return cls(storage.offline_store, name=name)

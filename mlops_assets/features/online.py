@@ -121,12 +121,8 @@ class OnlineStore:
         self._ready: str | None = None  # code version verified against the meta table
 
     @classmethod
-    def from_storage(cls, storage: Storage | None = None, *, name: str = "features") -> OnlineStore:
-        """The store at ``storage.online_store_url`` (default: :func:`storage_from_env`)."""
-        if storage is None:
-            from mlops_assets.storage import storage_from_env
-
-            storage = storage_from_env()
+    def from_storage(cls, storage: Storage, *, name: str = "features") -> OnlineStore:
+        """The store at ``storage.online_store_url``."""
         return cls(storage.online_store_url, name=name)
 
     def __repr__(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,6 @@ if TYPE_CHECKING:
     from mlops_assets.storage import Storage
 
 _ONLINE: dict[tuple[str, str], OnlineStore] = {}
-_URLS: dict[tuple[str | None, str | None, str], str] = {}
 _LOCK = threading.Lock()
 
 
@@ -23,23 +21,14 @@ def store_name(cfg: MlopsConfig) -> str:
     return f"{cfg.model.name}_features"
 
 
-def offline_store(cfg: MlopsConfig, storage: Storage | None = None) -> OfflineStore:
+def offline_store(cfg: MlopsConfig, storage: Storage) -> OfflineStore:
     """The offline store for ``cfg`` (Parquet under ``$MLOPS_HOME/offline_store`` unless a URL is configured)."""
     return OfflineStore.from_storage(storage, name=store_name(cfg))
 
 
-def online_store(cfg: MlopsConfig, storage: Storage | None = None) -> OnlineStore:
+def online_store(cfg: MlopsConfig, storage: Storage) -> OnlineStore:
     """The online store for ``cfg`` at ``storage.online_store_url``; one instance per URL and name."""
-    if storage is None:
-        # The serving hot path: resolve the environment once per distinct (variables, working directory).
-        env_key = (os.environ.get("MLOPS_ONLINE_STORE_URL"), os.environ.get("MLOPS_HOME"), os.getcwd())
-        url = _URLS.get(env_key)
-        if url is None:
-            from mlops_assets.storage import storage_from_env
-
-            url = _URLS[env_key] = storage_from_env().online_store_url
-    else:
-        url = storage.online_store_url
+    url = storage.online_store_url
     key = (url, store_name(cfg))
     with _LOCK:
         store = _ONLINE.get(key)

@@ -74,22 +74,18 @@ def _utc(t: Any) -> datetime:
 
 def live_performance(
     cfg: MlopsConfig,
-    log_url: str | None = None,
+    log_url: str,
     *,
     partitions: Iterable[str] | None = None,
     model_version: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of labeled predictions per partition key (``cfg.partitions.freq`` over the event time).
 
-    ``log_url`` defaults to the configured prediction log (``MLOPS_PREDICTION_LOG_URL``); ``partitions`` limits
+    ``log_url`` is the prediction log (``Storage.prediction_log_url``); ``partitions`` limits
     the keys (a key with no labeled prediction gets ``n = 0`` and ``None`` metrics); ``model_version`` limits the
     predictions to one version. Each value holds the metrics plus ``model_versions`` (the versions that made
     those predictions, sorted).
     """
-    if log_url is None:
-        from mlops_assets.storage import storage_from_env
-
-        log_url = storage_from_env().prediction_log_url
     frame = labeled_predictions(log_url, model_name=cfg.model.name, model_version=model_version)
     keys = row_keys(frame["event_time"], cfg.partitions.freq) if len(frame) else pd.Series(dtype=object)
     out: dict[str, dict[str, Any]] = {}

@@ -222,11 +222,7 @@ class MonitoringLog:
         self.path = Path(home) / model_name / "monitoring" / "log.jsonl"
 
     @classmethod
-    def from_storage(cls, model_name: str, storage: Storage | None = None) -> MonitoringLog:
-        if storage is None:
-            from mlops_assets.storage import storage_from_env
-
-            storage = storage_from_env()
+    def from_storage(cls, model_name: str, storage: Storage) -> MonitoringLog:
         return cls(storage.home, model_name)
 
     def append(self, assessments: Sequence[PartitionAssessment], at: datetime) -> None:
@@ -347,7 +343,7 @@ def _trained_at(mv: ModelVersion) -> datetime | None:
 
 
 def live_observations(
-    cfg: MlopsConfig, champion_version: str | None, log_url: str | None = None
+    cfg: MlopsConfig, champion_version: str | None, log_url: str
 ) -> list[PerformanceObservation]:
     """The champion's metric per partition on the live prediction log's labeled predictions (the serving
     feedback loop), as policy observations. Empty without a champion or labeled predictions."""

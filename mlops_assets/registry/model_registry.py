@@ -36,7 +36,7 @@ from mlops_assets.registry.errors import (
 )
 from mlops_assets.registry.history import Deployment, DeploymentHistory, GateRecord
 from mlops_assets.registry.sql_aliases import SqlAliasStore, sql_alias_store
-from mlops_assets.storage import Storage, storage_from_env
+from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -132,17 +132,17 @@ class ChampionInfo:
 class ModelRegistry:
     """The MLflow registered model ``model_name`` plus its deployment history.
 
-    Storage (tracking URI, artifact root, history URL) comes from :func:`storage_from_env` unless ``storage`` is
-    given. Safe to use from several threads or processes: champion moves are serialized by the history's lock.
+    ``storage`` gives the tracking URI, artifact root and history URL (the caller decides it once: a command's
+    context or the Dagster resource). Safe to use from several threads or processes: champion moves are serialized by the history's lock.
 
     ``light=True``: aliases, version lookups, run metrics and alias moves go straight to the tracking database
     (:mod:`~mlops_assets.registry.sql_aliases`) when it is one that module knows, so ``aliases``, ``get_version``,
     ``champion``, ``promote`` and ``rollback`` run without importing MLflow; everything else uses the client.
     """
 
-    def __init__(self, model_name: str, storage: Storage | None = None, *, light: bool = False):
+    def __init__(self, model_name: str, storage: Storage, *, light: bool = False):
         self.model_name = model_name
-        self.storage = storage or storage_from_env()
+        self.storage = storage
         self.history_store = DeploymentHistory(self.storage.deployment_history_url)
         self._sql: SqlAliasStore | None = sql_alias_store(self.storage.mlflow_tracking_uri) if light else None
 
@@ -156,9 +156,7 @@ class ModelRegistry:
         )
 
     @classmethod
-    def from_config(
-        cls, cfg: MlopsConfig, storage: Storage | None = None, *, light: bool = False
-    ) -> ModelRegistry:
+    def from_config(cls, cfg: MlopsConfig, storage: Storage, *, light: bool = False) -> ModelRegistry:
         """The registry of ``cfg.model.name`` (``cfg`` is an :class:`~mlops_assets.config.MlopsConfig`)."""
         return cls(cfg.model.name, storage, light=light)
 

@@ -67,7 +67,7 @@ class _Definition(FeatureDefinition):
 class OnlineFeatures:
     """The online store of ``cfg`` (the model's own store, as the feature store resolves it), as serving uses it."""
 
-    def __init__(self, cfg: MlopsConfig, storage: Storage | None):
+    def __init__(self, cfg: MlopsConfig, storage: Storage):
         self.cfg = cfg
         self.store = online_store(cfg, storage)
         self.defs = [

@@ -68,6 +68,7 @@ def build_app(config: str | None = None, options: Any = None):
     from mlops_assets.config import load_config
     from mlops_assets.serving.app import create_app
     from mlops_assets.serving.service import PredictionService
+    from mlops_assets.storage import storage_from_env
 
     cfg = load_config(config)
-    return create_app(PredictionService(cfg, options=options), freeze_gc=True)
+    return create_app(PredictionService(cfg, storage_from_env(), options=options), freeze_gc=True)

@@ -39,7 +39,7 @@ from mlops_assets.serving.validation import (
     RowsRequest,
     parse_predict,
 )
-from mlops_assets.storage import Storage, storage_from_env
+from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
@@ -79,19 +79,19 @@ class _Pending:
 
 
 class PredictionService:
-    """Serves the champion of ``cfg.model.name``; storage from the environment unless given."""
+    """Serves the champion of ``cfg.model.name`` from ``storage``."""
 
     def __init__(
         self,
         cfg: MlopsConfig,
-        storage: Storage | None = None,
+        storage: Storage,
         options: ServiceOptions | None = None,
     ):
         from mlops_assets.features import feature_registry
         from mlops_assets.registry.model_registry import CHAMPION, ModelRegistry
 
         self.cfg = cfg
-        self.storage = storage or storage_from_env()
+        self.storage = storage
         self.options = options or ServiceOptions()
         self.registry = ModelRegistry(cfg.model.name, self.storage)
         self._champion_alias = CHAMPION
