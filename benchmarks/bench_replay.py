@@ -3,7 +3,7 @@ partition, threshold on validation, release gates beside the live champion, refi
 policy against "retrain every January on the newest three years", measured in one run on the same features, gates
 and model code.
 
-    python benchmarks/bench_replay.py [--plot docs/replay.png] [--json out.json]
+    python benchmarks/bench_replay.py [--plot docs/replay.png] [--json out.json] [--report policy.json]
 
 Reports each schedule's mean champion ROC AUC over the timeline (test-then-train), its number of retrains
 (training runs, promoted or blocked by a gate) and promotions, the never-retrained model's AUC around the
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         "--plot", default="docs/replay.png", help="PNG of both replays (default docs/replay.png)"
     )
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
+    parser.add_argument("--report", default=None, help="write the policy replay's full report JSON here")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLOPS_HOME", tempfile.mkdtemp(prefix="bench_replay_"))
 
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         "feature_seconds": round(t_features, 1),
     }
     print(json.dumps(figures, indent=2))
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(policy.report(), f, indent=2, allow_nan=False)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)
