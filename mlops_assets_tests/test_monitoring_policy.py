@@ -33,8 +33,8 @@ def state(**kw) -> PolicyState:
     base = dict(
         champion_version="3",
         champion_trained_at=NOW - timedelta(days=400),
-        champion_data_version="d1",
-        latest_data_version="d2",
+        champion_data_through="d1",
+        latest_partition="d2",
         retrain_times=[NOW - timedelta(days=400)],
     )
     base.update(kw)
@@ -42,7 +42,7 @@ def state(**kw) -> PolicyState:
 
 
 def test_no_champion_means_an_initial_training():
-    d = decide_retrain(PolicyState(latest_data_version="d1"), NOW, CFG)
+    d = decide_retrain(PolicyState(latest_partition="d1"), NOW, CFG)
     assert d.retrain and d.reason == "initial"
 
 
@@ -103,17 +103,17 @@ def test_cap_per_window_holds():
 
 
 def test_no_retrain_on_the_data_a_challenger_already_failed_on():
-    failed = state(drift_history=drift(True, True), last_failed_challenger_data_version="d2")
+    failed = state(drift_history=drift(True, True), failed_challenger_data_through="d2")
     d = decide_retrain(failed, NOW, CFG)
     assert not d.retrain and d.held_by == "failed_challenger"
     # Not even on request: the same data would give the same challenger.
     assert decide_retrain(replace(failed, manual_request="cli"), NOW, CFG).held_by == "failed_challenger"
     # New data arrives: the trigger may act again.
-    assert decide_retrain(replace(failed, latest_data_version="d3"), NOW, CFG).retrain
+    assert decide_retrain(replace(failed, latest_partition="d3"), NOW, CFG).retrain
 
 
 def test_no_automatic_retrain_without_new_data():
-    d = decide_retrain(state(drift_history=drift(True, True), latest_data_version="d1"), NOW, CFG)
+    d = decide_retrain(state(drift_history=drift(True, True), latest_partition="d1"), NOW, CFG)
     assert not d.retrain and d.held_by == "no_new_data"
 
 

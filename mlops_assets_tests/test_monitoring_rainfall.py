@@ -48,7 +48,7 @@ def simulate(df: pd.DataFrame, start: str, end: str) -> tuple[list[DriftObservat
         ref = pd.concat([groups[m] for m in months[max(0, i - WINDOW) : i]])
         return build_profile(ref, feats, timestamp_column="date", bins=dcfg.bins)
 
-    version, profile, data_version = 1, train(first), months[first - 1]
+    version, profile, data_through = 1, train(first), months[first - 1]
     trained_at = groups[months[first]]["date"].min()
     history: list[DriftObservation] = []
     retrains: list[tuple[pd.Timestamp, str, str]] = []
@@ -60,8 +60,8 @@ def simulate(df: pd.DataFrame, start: str, end: str) -> tuple[list[DriftObservat
         state = PolicyState(
             champion_version=str(version),
             champion_trained_at=trained_at.to_pydatetime(),
-            champion_data_version=data_version,
-            latest_data_version=months[i],
+            champion_data_through=data_through,
+            latest_partition=months[i],
             drift_history=history,
             retrain_times=[t for t, _, _ in retrains],
         )
@@ -70,7 +70,7 @@ def simulate(df: pd.DataFrame, start: str, end: str) -> tuple[list[DriftObservat
             assert decision.reason == "drift"
             retrains.append((now, months[i], decision.detail))
             version, profile, trained_at = version + 1, train(i + 1), pd.Timestamp(now)
-            data_version = months[i]
+            data_through = months[i]
     return history, [(m, d) for _, m, d in retrains]
 
 

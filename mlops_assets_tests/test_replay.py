@@ -66,7 +66,7 @@ def test_replay_scores_before_retraining_and_acts_on_the_shift_with_the_policy_c
     calls = []
 
     def spy(state, now, rcfg=None):
-        calls.append((state.latest_data_version, now))
+        calls.append((state.latest_partition, now))
         return policy.decide_retrain(state, now, rcfg)
 
     monkeypatch.setattr(replay, "decide_retrain", spy)

@@ -21,7 +21,7 @@ from mlops_assets.monitoring.policy import DriftObservation
 from mlops_assets.monitoring.replay import DRIFT_CHECK
 from mlops_assets.monitoring.state import (
     PROFILE_ARTIFACT,
-    TAG_DATA_VERSION,
+    TAG_DATA_THROUGH,
     LogEntry,
     MonitoringLog,
     RegistryFacts,
@@ -67,7 +67,7 @@ def test_drift_check_feeds_the_drift_sensor_whose_run_retrains_for_drift(rainfal
     assert not [c for c in first.checks if c["check"] == DRIFT_CHECK]
     registry = ModelRegistry(cfg.model.name, storage_from_env())
     champion = registry.champion()
-    assert champion.tags[TAG_DATA_VERSION] == "1952-12"
+    assert champion.tags[TAG_DATA_THROUGH] == "1952-12"
     profile = registry.load_json(champion.version, PROFILE_ARTIFACT)
     assert {"dew point", "__prediction__", "rain"} <= {c["name"] for c in profile["columns"]}
 
@@ -173,7 +173,7 @@ def test_policy_state_keeps_the_live_champions_newest_result_per_partition_in_ti
     ]
     facts = RegistryFacts("1", datetime(2019, 12, 31, tzinfo=UTC), "2019-12", 0.8, [], None)
     state = policy_state(
-        facts, entries, latest_data_version="2020-03", extra_retrain_times=[datetime(2020, 3, 2, tzinfo=UTC)]
+        facts, entries, latest_partition="2020-03", extra_retrain_times=[datetime(2020, 3, 2, tzinfo=UTC)]
     )
     assert state.drift_history == [
         DriftObservation("2020-01", False, False, "1", datetime(2020, 1, 1, tzinfo=UTC)),
@@ -181,7 +181,7 @@ def test_policy_state_keeps_the_live_champions_newest_result_per_partition_in_ti
     ]
     assert [(o.partition, o.value) for o in state.performance] == [("2020-01", None), ("2020-02", 0.7)]
     assert state.retrain_times == [datetime(2020, 3, 2, tzinfo=UTC)]
-    assert state.latest_data_version == "2020-03" and state.champion_data_version == "2019-12"
+    assert state.latest_partition == "2020-03" and state.champion_data_through == "2019-12"
 
 
 def test_monitoring_log_appends_lines_a_cursor_can_count(tmp_path):
@@ -218,7 +218,7 @@ def _toy_champion(cfg, trained_at: datetime) -> str:
     version = registry.register(
         model,
         input_example=X.head(3),
-        tags={TAG_DATA_VERSION: "2020-01", TAG_TRAINED_AT: trained_at.isoformat()},
+        tags={TAG_DATA_THROUGH: "2020-01", TAG_TRAINED_AT: trained_at.isoformat()},
     ).version
     registry.promote(version, reason="initial")
     return version

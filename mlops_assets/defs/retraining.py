@@ -7,7 +7,7 @@ function the replay uses), which appends to the monitoring log; every sensor bui
 ``PolicyState`` with :func:`~mlops_assets.monitoring.state.current_decision` and acts only when
 :func:`~mlops_assets.monitoring.policy.decide_retrain` names its own reason, so two sensors never request the same
 retrain. Storm control (cooldown, cap, failed challenger, no new data) is the policy's; on top, a sensor never
-requests a retrain while one is in flight, and its run key (reason, champion, data version) makes a repeated
+requests a retrain while one is in flight, and its run key (reason, champion, newest partition) makes a repeated
 request a no-op.
 """
 
@@ -262,7 +262,7 @@ def _evaluate(context: dg.SensorEvaluationContext, cfg: MlopsConfig, trigger: st
             f"the policy would retrain for {decision.reason}, not {trigger}: {decision.detail}"
         )
     return dg.RunRequest(
-        run_key=f"{trigger}:{state.champion_version}:{state.latest_data_version}",
+        run_key=f"{trigger}:{state.champion_version}:{state.latest_partition}",
         tags={REASON_TAG: trigger, DECISION_TAG: decision.detail[:1000]},
     )
 

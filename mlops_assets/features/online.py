@@ -432,7 +432,7 @@ class _LatestMirror:
         self._store = store
         self._lock = threading.Lock()  # the connection and the snapshot are shared by the lookup threads
         self._conn: Any = None  # a DBAPI connection of our own, detached from the pool
-        self._loaded: tuple[int, str] | None = None  # (data_version, code version) of the snapshot
+        self._loaded: tuple[int, str] | None = None  # (commit counter, code version) of the snapshot
         self._snapshot: tuple[str, int, dict[str, int], np.ndarray] | None = None
         self._pid = os.getpid()
 
@@ -450,11 +450,11 @@ class _LatestMirror:
             cur = self._conn.cursor()
             try:
                 cur.execute("PRAGMA data_version")
-                data_version = int(cur.fetchone()[0])
-                if (data_version, version) != self._loaded:
+                commits = int(cur.fetchone()[0])  # SQLite's own "data_version": a commit counter
+                if (commits, version) != self._loaded:
                     self._loaded = None
                     self._snapshot = self._load(cur, cfg, version)
-                    self._loaded = (data_version, version)
+                    self._loaded = (commits, version)
             finally:
                 cur.close()
             snapshot = self._snapshot

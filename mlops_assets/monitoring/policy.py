@@ -2,14 +2,14 @@
 
 The Dagster sensors call :func:`decide_retrain` with the wall clock, ``mlops-assets replay`` with a simulated one;
 both build a :class:`PolicyState` from what they know (the champion, the drift-check history, past retrains, the
-data versions) and act on the :class:`Decision`. Nothing here reads a clock, a file or a database.
+newest partitions) and act on the :class:`Decision`. Nothing here reads a clock, a file or a database.
 
 Order of the triggers: manual, initial (no champion yet), performance, drift, freshness; the first that fires is
 the reason. Storm control then decides whether it may act:
 
-* a failed challenger's data version is never retrained on again until new data arrives (manual included: the
+* a failed challenger's data (its newest partition) is never retrained on again until new data arrives (manual included: the
   same data would give the same challenger);
-* no automatic retrain when the champion was already trained on the newest data version;
+* no automatic retrain when the champion was already trained on the newest partition;
 * a cooldown after any retrain, and a cap on retrains in a sliding window (a manual request bypasses these two).
 """
 
@@ -54,13 +54,13 @@ class PolicyState:
 
     champion_version: str | None = None
     champion_trained_at: datetime | None = None
-    champion_data_version: str | None = None  # the data version the champion was trained on
+    champion_data_through: str | None = None  # the newest partition the champion was trained on
     champion_metric: float | None = None  # the champion's own holdout value of the performance metric
-    latest_data_version: str | None = None  # the newest data version a retrain would see
+    latest_partition: str | None = None  # the newest partition a retrain would see
     drift_history: Sequence[DriftObservation] = ()
     performance: Sequence[PerformanceObservation] = ()
     retrain_times: Sequence[datetime] = ()  # when recent retrains (successful or not) started
-    last_failed_challenger_data_version: str | None = None
+    failed_challenger_data_through: str | None = None
     manual_request: str | None = None  # who/why, when someone asked for a retrain (UI tag, CLI)
 
 
@@ -152,20 +152,20 @@ def _freshness_trigger(state: PolicyState, now: datetime, cfg: RetrainingConfig)
 def _storm_hold(
     state: PolicyState, now: datetime, cfg: RetrainingConfig, *, manual: bool
 ) -> tuple[Hold | None, str]:
-    failed = state.last_failed_challenger_data_version
-    if failed is not None and failed == state.latest_data_version:
+    failed = state.failed_challenger_data_through
+    if failed is not None and failed == state.latest_partition:
         return (
             "failed_challenger",
-            f"a challenger already failed on data version {failed}; waiting for new data",
+            f"a challenger already failed on data through {failed}; waiting for new data",
         )
     if manual:
         return None, ""
     if (
         state.champion_version is not None
-        and state.champion_data_version is not None
-        and state.champion_data_version == state.latest_data_version
+        and state.champion_data_through is not None
+        and state.champion_data_through == state.latest_partition
     ):
-        return "no_new_data", "the champion was trained on the newest data version already"
+        return "no_new_data", "the champion was trained on the newest partition already"
     past = sorted(t for t in state.retrain_times if t <= now)
     if past and now - past[-1] < timedelta(days=cfg.cooldown_days):
         until = past[-1] + timedelta(days=cfg.cooldown_days)

@@ -43,7 +43,7 @@ from mlops_assets.monitoring.policy import (
     PolicyState,
     decide_retrain,
 )
-from mlops_assets.monitoring.state import assess_partition, data_version
+from mlops_assets.monitoring.state import assess_partition, newest_partition
 
 if TYPE_CHECKING:
     from mlops_assets.catalogue import GateResult
@@ -113,7 +113,7 @@ class _Champion:
     version: str
     challenger: Challenger
     trained_at: datetime
-    data_version: str | None
+    data_through: str | None
     metric: (
         float | None
     )  # its own holdout value of retraining.performance_metric (the drop trigger's baseline)
@@ -298,13 +298,13 @@ def replay(
     drift_history: list[DriftObservation] = []
     performance: list[PerformanceObservation] = []
     retrain_times: list[datetime] = []  # every training run that produced a version, promoted or not
-    failed_data_version: str | None = None  # newest challenger after the champion, when it failed its gates
+    failed_data_through: str | None = None  # newest challenger after the champion, when it failed its gates
     versions = 0
 
     def retrain(i: int, reason: str, detail: str, now: datetime) -> dict[str, Any]:
         """Train, gate and promote on the partitions up to ``keys[i]``, as ``trained_model`` and
         ``deployed_model`` would with those partitions in the offline store."""
-        nonlocal champion, first, failed_data_version, versions
+        nonlocal champion, first, failed_data_through, versions
         key = keys[i]
         record: dict[str, Any] = {"partition": key, "reason": reason, "version": None, "detail": detail}
         seen = frame.iloc[: int(np.searchsorted(partition_of, key, side="right"))]
@@ -345,14 +345,14 @@ def replay(
         try:
             promote(cast(Any, store), version, reason=reason, run_id=None)
         except PromotionRefused as err:
-            failed_data_version = data.newest_partition
+            failed_data_through = data.newest_partition
             blocked = next(g for g in challenger.gates if not g.passed)
             return record | {
                 "promoted": False,
                 "refused": str(err),
                 "blocked_message": f"{blocked.gate}: {blocked.message}",
             }
-        failed_data_version = None
+        failed_data_through = None
         champion = _Champion(
             version, challenger, now, data.newest_partition, challenger.metrics.get(metric_name)
         )
@@ -426,19 +426,19 @@ def replay(
         state = PolicyState(
             champion_version=champion.version if champion else None,
             champion_trained_at=champion.trained_at if champion else None,
-            champion_data_version=champion.data_version if champion else None,
+            champion_data_through=champion.data_through if champion else None,
             champion_metric=champion.metric if champion else None,
-            latest_data_version=data_version(keys[: i + 1]),
+            latest_partition=newest_partition(keys[: i + 1]),
             drift_history=drift_history,
             performance=performance,
             retrain_times=retrain_times,
-            last_failed_challenger_data_version=failed_data_version,
+            failed_challenger_data_through=failed_data_through,
         )
         decision: Decision = decide_retrain(state, now, cfg.retraining)
         if schedule is not None and champion is not None:
             # The fixed rule replaces the triggers; storm control's "same data after a failed challenger" still
             # applies (the same data would give the same challenger).
-            due = schedule(key) and failed_data_version != state.latest_data_version
+            due = schedule(key) and failed_data_through != state.latest_partition
             decision = Decision(
                 due,
                 None,

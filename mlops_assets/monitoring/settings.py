@@ -85,7 +85,7 @@ class RetrainingConfig(_Section):
     performance_window: int = Field(default=3, ge=1)
     performance_min_rows: int = Field(default=100, ge=1)
     # Storm control: no automatic retrain within `cooldown_days` of the previous one, at most
-    # `max_retrains_per_window` retrains in any `window_days`, and never again on the data version a challenger
+    # `max_retrains_per_window` retrains in any `window_days`, and never again on the data (newest partition) a challenger
     # already failed on (until new data arrives). A manual request bypasses the cooldown and the cap only.
     cooldown_days: float = Field(default=90.0, ge=0)
     max_retrains_per_window: int = Field(default=2, ge=1)

@@ -10,7 +10,7 @@ Plain module (no Dagster). Three users share it so that they run the same code:
 * ``mlops-assets replay`` calls :func:`assess_partition` on each partition and builds its ``PolicyState`` from its
   own simulated history, with a simulated clock.
 
-A *data version* here is the newest partition key a retrain would see (:func:`data_version`): new data is a new
+The *data through* a model is the newest partition key its training could see (:func:`newest_partition`): new data is a new
 partition. (Rewriting an old partition in place does not count as new data for storm control.)
 """
 
@@ -42,12 +42,12 @@ if TYPE_CHECKING:
 # Extra columns of the reference profile, beside the model's feature columns.
 PREDICTION_COLUMN = "__prediction__"
 PROFILE_ARTIFACT = "reference_profile"  # <name>.json with the model version's MLflow run
-TAG_DATA_VERSION = "mlops.data_version"  # registry tag: the newest partition the version's training could see
+TAG_DATA_THROUGH = "mlops.data_through"  # registry tag: the newest partition the version's training could see
 TAG_TRAINED_AT = "mlops.trained_at"  # ISO UTC time the version was trained
 
 
-def data_version(partition_keys: Iterable[str]) -> str | None:
-    """The data version a retrain on these partitions would see: the newest key (``None`` for no data)."""
+def newest_partition(partition_keys: Iterable[str]) -> str | None:
+    """The newest partition a retrain on these partitions would see (``None`` for no data)."""
     keys = list(partition_keys)
     return max(keys) if keys else None
 
@@ -290,10 +290,10 @@ class RegistryFacts:
 
     champion_version: str | None
     champion_trained_at: datetime | None
-    champion_data_version: str | None
+    champion_data_through: str | None
     champion_metric: float | None
     retrain_times: list[datetime]
-    last_failed_challenger_data_version: str | None
+    failed_challenger_data_through: str | None
     run_ids: list[str] = field(default_factory=list)  # Dagster runs that registered a version
 
     def to_dict(self) -> dict[str, Any]:
@@ -308,8 +308,8 @@ def _ms(ts: int | None) -> datetime | None:
 
 
 def registry_facts(registry: ModelRegistry, metric: str = "roc_auc") -> RegistryFacts:
-    """Champion, its training time and data version, its holdout ``metric``, every version's training time
-    (a retrain, successful or not), and the data version of the newest challenger that failed its gates."""
+    """Champion, its training time and the newest partition it saw, its holdout ``metric``, every version's training time
+    (a retrain, successful or not), and the newest partition of the newest challenger that failed its gates."""
     from mlops_assets.registry.model_registry import TAG_DAGSTER_RUN_ID
 
     versions = sorted(
@@ -324,15 +324,15 @@ def registry_facts(registry: ModelRegistry, metric: str = "roc_auc") -> Registry
             break
         record = registry.latest_gate_results(mv.version)
         if record is not None and not all(r.get("passed") for r in record.results):
-            failed = (mv.tags or {}).get(TAG_DATA_VERSION)
+            failed = (mv.tags or {}).get(TAG_DATA_THROUGH)
             break
     return RegistryFacts(
         champion_version=champion.version if champion else None,
         champion_trained_at=_trained_at(champ_mv) if champ_mv is not None else None,
-        champion_data_version=(champ_mv.tags or {}).get(TAG_DATA_VERSION) if champ_mv is not None else None,
+        champion_data_through=(champ_mv.tags or {}).get(TAG_DATA_THROUGH) if champ_mv is not None else None,
         champion_metric=champion.metrics.get(f"holdout_{metric}") if champion else None,
         retrain_times=retrain_times,
-        last_failed_challenger_data_version=failed,
+        failed_challenger_data_through=failed,
         run_ids=[r for r in ((mv.tags or {}).get(TAG_DAGSTER_RUN_ID) for mv in versions) if r],
     )
 
@@ -374,7 +374,7 @@ def policy_state(
     facts: RegistryFacts,
     log_entries: Iterable[LogEntry],
     *,
-    latest_data_version: str | None,
+    latest_partition: str | None,
     live: Sequence[PerformanceObservation] = (),
     extra_retrain_times: Sequence[datetime] = (),
     manual_request: str | None = None,
@@ -385,13 +385,13 @@ def policy_state(
     return PolicyState(
         champion_version=facts.champion_version,
         champion_trained_at=facts.champion_trained_at,
-        champion_data_version=facts.champion_data_version,
+        champion_data_through=facts.champion_data_through,
         champion_metric=facts.champion_metric,
-        latest_data_version=latest_data_version,
+        latest_partition=latest_partition,
         drift_history=[e.drift_observation() for e in entries],
         performance=merge_performance([e.performance_observation() for e in entries], live),
         retrain_times=sorted([*facts.retrain_times, *extra_retrain_times]),
-        last_failed_challenger_data_version=facts.last_failed_challenger_data_version,
+        failed_challenger_data_through=facts.failed_challenger_data_through,
         manual_request=manual_request,
     )
 
@@ -412,11 +412,11 @@ def current_decision(
     from mlops_assets.monitoring.policy import decide_retrain
 
     facts = registry_facts(registry, cfg.retraining.performance_metric)
-    latest = data_version(offline_store(cfg, storage).partitions())
+    latest = newest_partition(offline_store(cfg, storage).partitions())
     state = policy_state(
         facts,
         MonitoringLog.from_storage(cfg.model.name, storage).entries(),
-        latest_data_version=latest,
+        latest_partition=latest,
         live=live_observations(cfg, facts.champion_version, storage.prediction_log_url),
         extra_retrain_times=extra_retrain_times,
         manual_request=manual_request,

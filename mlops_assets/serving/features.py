@@ -140,7 +140,7 @@ class _EventCache:
             self._conn.close()
             self._conn = None
 
-    def _data_version(self) -> int:
+    def _commit_counter(self) -> int:
         if self._conn is None:
             self._conn = self.store._read.raw_connection()  # autocommit: each PRAGMA sees the latest commit
         cur = self._conn.cursor()
@@ -183,7 +183,7 @@ class _EventCache:
     def events(self, keys: list[str], lo: int, hi: int) -> Events | None:
         """Stored events of ``keys`` in ``[lo, hi)`` (ns), as :meth:`OnlineStore.events` returns them; None when
         the caller must ask the store (not cached, or ``lo`` before the horizon: the store words that error)."""
-        version = self._data_version()
+        version = self._commit_counter()
         if version != self._version:
             self._version = None  # a failed reload is retried by the next batch
             self._reload()

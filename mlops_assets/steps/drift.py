@@ -78,7 +78,7 @@ def assess_drift(
     from mlops_assets.monitoring.profile import Profile
     from mlops_assets.monitoring.state import (
         PROFILE_ARTIFACT,
-        TAG_DATA_VERSION,
+        TAG_DATA_THROUGH,
         MonitoringLog,
         assess_partition,
     )
@@ -93,7 +93,7 @@ def assess_drift(
         return DriftOutcome(
             champion.version, skipped=f"champion version {champion.version} has no reference profile ({err})"
         )
-    seen = champion.tags.get(TAG_DATA_VERSION) or ""
+    seen = champion.tags.get(TAG_DATA_THROUGH) or ""
     offline = offline_store(cfg, storage)
     stored = offline.partitions()
     rng = partition_range

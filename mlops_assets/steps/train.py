@@ -123,14 +123,14 @@ class TrainOutcome:
 def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
     """Which partitions hold labeled rows (two columns read), the windows over them (:func:`plan_windows`), and
     then whole rows for those windows only."""
-    from mlops_assets.monitoring.state import data_version
+    from mlops_assets.monitoring.state import newest_partition
 
     progress.step("trained_model", "reading the offline store")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
     labels = store.read(columns=[ts_col, label])
     if labels.empty:
         raise TrainingDataError("the offline store is empty: materialize features first")
-    newest = data_version(row_keys(labels[ts_col], cfg.partitions.freq).unique())
+    newest = newest_partition(row_keys(labels[ts_col], cfg.partitions.freq).unique())
     split, refit_keys = plan_windows(cfg, labels[ts_col], labels[label])
     del labels
     frame = store.read(sorted({*split.train, *split.validation, *split.holdout, *refit_keys}))
@@ -140,13 +140,13 @@ def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
 def training_data_from_frame(cfg: MlopsConfig, frame: pd.DataFrame) -> TrainingData:
     """:class:`TrainingData` from feature rows already in memory (the same windows as :func:`load_training_data`;
     rows outside them are dropped): for callers that hold the data, such as tests and notebooks."""
-    from mlops_assets.monitoring.state import data_version
+    from mlops_assets.monitoring.state import newest_partition
 
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
     keys = row_keys(frame[ts_col], cfg.partitions.freq)
     split, refit_keys = plan_windows(cfg, frame[ts_col], frame[label])
     rows = frame[keys.isin({*split.train, *split.validation, *split.holdout, *refit_keys})]
-    return _training_data(cfg, rows, split, refit_keys, data_version(keys.unique()))
+    return _training_data(cfg, rows, split, refit_keys, newest_partition(keys.unique()))
 
 
 def plan_windows(cfg: MlopsConfig, timestamps: pd.Series, labels: pd.Series) -> tuple[Split, list[str]]:
@@ -518,7 +518,7 @@ def register_challenger(
             **(
                 {}
                 if data.newest_partition is None
-                else {monitoring_state.TAG_DATA_VERSION: data.newest_partition}
+                else {monitoring_state.TAG_DATA_THROUGH: data.newest_partition}
             ),
             monitoring_state.TAG_TRAINED_AT: datetime.now(UTC).isoformat(),
             **({} if fingerprint is None else {TAG_TRAINING_FINGERPRINT: fingerprint}),
