@@ -239,6 +239,8 @@ def _plain(value: Any) -> Any:
 
 def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry) -> dict[str, Any]:
     """The report JSON of INTERFACE.md, read from ``registry`` (``cfg``'s model's)."""
+    from mlops_assets.registry.tags import champion_fit
+
     champ = registry.champion()
     history = registry.history()
     retrains = []
@@ -264,7 +266,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry)
                 "model_name": champ.model_name,
                 "version": champ.version,
                 "metrics": _champion_metrics(champ.metrics),
-                **_champion_window_and_threshold(champ.tags),
+                **champion_fit(champ.tags),
             }
             if champ
             else None
@@ -275,20 +277,6 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry)
         ],
         "retrains": retrains,
         "unchanged_champion_version": outcome.unchanged_champion_version,
-    }
-
-
-def _champion_window_and_threshold(tags: dict[str, str]) -> dict[str, Any]:
-    """What the champion was fitted on and its decision threshold, from its version tags (None when the version
-    predates them)."""
-    from mlops_assets.steps.train import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDOW
-
-    window = tags.get(TAG_TRAINED_WINDOW)
-    start, _, end = window.partition("..") if window else (None, None, None)
-    threshold = tags.get(TAG_DECISION_THRESHOLD)
-    return {
-        "trained_window": {"start": start, "end": end} if window else None,
-        "threshold": float(threshold) if threshold else None,
     }
 
 

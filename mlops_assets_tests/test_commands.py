@@ -263,3 +263,29 @@ def test_rollback_command_without_a_tracking_database_uses_mlflow(tmp_path):
     assert proc.returncode == 1
     assert "no previous champion to roll back to (and no champion at all)" in proc.stderr
     assert "mlflow" in _imported(proc.stderr)
+
+
+def test_champion_fit_reads_window_threshold_and_age_from_tags():
+    from datetime import UTC, datetime
+
+    from mlops_assets.registry.tags import champion_fit
+
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    fit = champion_fit(
+        {
+            "mlops.trained_window": "1995-10..1998-09",
+            "mlops.decision_threshold": "0.238",
+            "mlops.trained_at": "2026-11-30T00:00:00+00:00",
+        },
+        now,
+    )
+    assert fit["trained_window"] == {"start": "1995-10", "end": "1998-09"} and fit["threshold"] == 0.238
+    assert fit["age_days"] == 2.0
+    assert fit["data_age_days"] == (now - datetime(1998, 9, 1, tzinfo=UTC)).days
+    assert champion_fit({}, now) == {
+        "trained_window": None,
+        "threshold": None,
+        "trained_at": None,
+        "age_days": None,
+        "data_age_days": None,
+    }

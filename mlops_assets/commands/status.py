@@ -70,10 +70,12 @@ class StatusReport:
 
 def registry_status(registry: ModelRegistry, history_limit: int | None = 20) -> dict[str, Any]:
     """Champion, aliases, the newest ``history_limit`` deployments (oldest first) and the latest gate results."""
+    from mlops_assets.registry.tags import champion_fit
+
     champ = registry.champion()
     gates = registry.latest_gate_results()
     return {
-        "champion": champ.to_dict() if champ else None,
+        "champion": champ.to_dict() | champion_fit(champ.tags) if champ else None,
         "aliases": registry.aliases(),
         "deployments": [d.to_dict() for d in registry.history(limit=history_limit)],
         "latest_gate_results": gates.to_dict() if gates else None,
@@ -130,6 +132,14 @@ def render_text(report: StatusReport) -> str:
         lines.append("champion: none (no model has been deployed)")
     else:
         lines.append(f"champion: version {champ['version']} ({_format_metrics(champ['metrics'])})")
+        window = champ.get("trained_window")
+        if window:
+            age = champ.get("data_age_days")
+            lines.append(
+                f"  fitted on {window['start']}..{window['end']}"
+                + (f" (data {age:.0f} days old)" if age is not None else "")
+                + (f", threshold {champ['threshold']:.3g}" if champ.get("threshold") is not None else "")
+            )
     others = {a: v for a, v in report.aliases.items() if a != "champion"}
     if others:
         lines.append("aliases: " + ", ".join(f"{a} -> {v}" for a, v in sorted(others.items())))

@@ -31,6 +31,7 @@ from mlops_assets.monitoring.drift import DriftReport, detect_drift
 from mlops_assets.monitoring.performance import champion_metric
 from mlops_assets.monitoring.policy import Decision, DriftObservation, PerformanceObservation, PolicyState
 from mlops_assets.monitoring.profile import Profile, build_profile
+from mlops_assets.registry.tags import TAG_TRAINED_AT
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 PREDICTION_COLUMN = "__prediction__"
 PROFILE_ARTIFACT = "reference_profile"  # <name>.json with the model version's MLflow run
 TAG_DATA_THROUGH = "mlops.data_through"  # registry tag: the newest partition the version's training could see
-TAG_TRAINED_AT = "mlops.trained_at"  # ISO UTC time the version was trained
 
 
 def newest_partition(partition_keys: Iterable[str]) -> str | None:

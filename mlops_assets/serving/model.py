@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlops_assets.registry.tags import TAG_DECISION_THRESHOLD
 from mlops_assets.serving.validation import InputSchema
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mlops_assets.serving")
 
 TAG_FEATURE_VERSION = "mlops.feature_version"  # as written by ModelRegistry.register
-TAG_DECISION_THRESHOLD = "mlops.decision_threshold"  # as written by steps.train.register_challenger
 
 
 class ModelRefusedError(RuntimeError):

@@ -25,6 +25,7 @@ from mlops_assets.catalogue import GateResult
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.partitions import key_window, row_keys
 from mlops_assets.lineage import content_version
+from mlops_assets.registry.tags import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDOW
 
 if TYPE_CHECKING:
     from mlops_assets.features.offline import OfflineStore
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
     from mlops_assets.training.threshold import ThresholdChoice
 
 PARTITION = "__partition__"
-# Version tags: the partitions the registered model was fitted on ("first..last") and its decision threshold.
-TAG_TRAINED_WINDOW = "mlops.trained_window"
-TAG_DECISION_THRESHOLD = "mlops.decision_threshold"
 # What a version was trained from: the rows of its windows, the feature definitions and the training recipe. A run
 # whose fingerprint equals the champion's has nothing new to learn (see :func:`train_and_gate`).
 TAG_TRAINING_FINGERPRINT = "mlops.training_fingerprint"
