@@ -74,13 +74,19 @@ def test_sql_source_cannot_write_on_postgresql(events_db, tmp_path, query):
     assert count() == 2
 
 
-@pytest.mark.parametrize("query", [q for q in WRITES if not q.startswith("SET")])
-def test_sql_source_cannot_write_on_sqlite(tmp_path, query):
+def _two_row_sqlite(tmp_path):
+    """A SQLite source database with one two-row table."""
     db = tmp_path / "src.db"
     with sqlite3.connect(db) as conn:
         conn.execute("CREATE TABLE events (ts text, x real, y int)")
         conn.execute("INSERT INTO events VALUES ('2020-01-01', 1.0, 0), ('2020-02-01', 2.0, 1)")
     conn.close()
+    return db
+
+
+@pytest.mark.parametrize("query", [q for q in WRITES if not q.startswith("SET")])
+def test_sql_source_cannot_write_on_sqlite(tmp_path, query):
+    db = _two_row_sqlite(tmp_path)
     with pytest.raises(SourceError, match="dataset.query failed"):
         read_source(_sql_config(tmp_path, f"sqlite:///{db}", query))
     with sqlite3.connect(db) as conn:
@@ -105,11 +111,7 @@ def test_sql_probes_cannot_write_on_postgresql(events_db, tmp_path, query, probe
 @pytest.mark.parametrize("probe", PROBES)
 @pytest.mark.parametrize("query", [q for q in WRITES if not q.startswith("SET")])
 def test_sql_probes_cannot_write_on_sqlite(tmp_path, query, probe):
-    db = tmp_path / "src.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE events (ts text, x real, y int)")
-        conn.execute("INSERT INTO events VALUES ('2020-01-01', 1.0, 0), ('2020-02-01', 2.0, 1)")
-    conn.close()
+    db = _two_row_sqlite(tmp_path)
     with pytest.raises(SourceError, match="dataset.query failed"):
         getattr(open_source(_sql_config(tmp_path, f"sqlite:///{db}", query)), probe)()
     with sqlite3.connect(db) as conn:
