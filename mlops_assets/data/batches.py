@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
@@ -144,6 +145,14 @@ def check_verdict(key: str, raw: pd.DataFrame) -> None:
 def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split an annotated raw partition into (validated rows, quarantined rows); refuse a blocked partition."""
     check_verdict(key, raw)
+    clean, quarantined, _ = split_validated(cfg, raw)
+    return clean, quarantined
+
+
+def split_validated(cfg: MlopsConfig, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(validated rows, quarantined rows, which raw rows were held) of annotated raw rows whose verdicts were
+    checked: a row at a time, so rows of several partitions split at once give each partition's split as
+    consecutive slices."""
     held = (
         raw[QUARANTINE_COLUMN].notna()
         if QUARANTINE_COLUMN in raw.columns
@@ -154,4 +163,4 @@ def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[
         if kind == NUMERIC:
             clean[col] = clean[col].astype("float64")
     quarantined = raw.loc[held].drop(columns=[BLOCKED_COLUMN], errors="ignore")
-    return clean.reset_index(drop=True), quarantined.reset_index(drop=True)
+    return clean.reset_index(drop=True), quarantined.reset_index(drop=True), held.to_numpy()

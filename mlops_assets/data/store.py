@@ -2,15 +2,28 @@
 
 A partition is one file, written to a temporary name and renamed into place, so a crash mid-write never leaves a
 half-written partition and rematerializing a partition replaces it whole.
+
+Files are written and read through pyarrow directly: the same files and frames as ``DataFrame.to_parquet`` and
+``pd.read_parquet`` (pandas metadata and ``attrs`` included), without pandas' per-call path handling, which a run
+over hundreds of partitions otherwise pays once per file. A backfill writes a group of partitions from one frame
+(:meth:`PartitionStore.write_slices`), converting it to Arrow once where that gives the same files.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_ATTRS_KEY = b"PANDAS_ATTRS"  # where pandas keeps DataFrame.attrs in a Parquet file
 
 
 class PartitionStore:
@@ -23,17 +36,25 @@ class PartitionStore:
         return self.root / f"{key}.parquet"
 
     def write(self, key: str, frame: pd.DataFrame) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_table(to_arrow(frame), target, prefix=f".{key}.")
         return target
+
+    def write_slices(self, frame: pd.DataFrame, parts: Sequence[tuple[str, int]]) -> None:
+        """Write consecutive row slices of ``frame`` as partitions: ``parts`` is (key, rows) in row order.
+
+        Each file is the one :meth:`write` would write for that slice (with a fresh index).
+        """
+        if sum(n for _, n in parts) != len(frame):
+            raise ValueError(f"slices of {sum(n for _, n in parts)} rows for a frame of {len(frame)}")
+        table = to_arrow(frame) if slices_convert_alike(frame) else None
+        start = 0
+        for key, n in parts:
+            if table is not None:
+                write_table(table.slice(start, n), self.path(key), prefix=f".{key}.")
+            else:
+                self.write(key, frame.iloc[start : start + n].reset_index(drop=True))
+            start += n
 
     def keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -58,14 +79,97 @@ class PartitionStore:
         if not paths:
             return pd.DataFrame()
         if len(paths) == 1:
-            return pd.read_parquet(paths[0], columns=columns)
+            return read_parquet(paths[0], columns)
         return _read_many(paths, columns)
+
+    def read_joined(self, keys: list[str]) -> tuple[pd.DataFrame, list[int]] | None:
+        """The partitions' rows as one frame and each partition's row count, when that frame's consecutive slices
+        are exactly the frames :meth:`read` gives one key at a time (the files share one schema); else None."""
+        tables = [read_table(self.path(k), None) for k in keys]
+        joined = join_alike(tables)
+        if joined is None:
+            return None
+        return table_to_pandas(joined), [t.num_rows for t in tables]
 
     def row_count(self, key: str) -> int:
         """Rows of a stored partition, from the Parquet footer."""
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(self.path(key)).metadata.num_rows
+
+
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """The Arrow table ``frame.to_parquet(index=False)`` writes: no index, pandas metadata, ``attrs`` kept."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if frame.attrs:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _ATTRS_KEY: json.dumps(frame.attrs).encode()}
+        )
+    return table
+
+
+def slices_convert_alike(frame: pd.DataFrame) -> bool:
+    """Whether a slice of ``to_arrow(frame)`` is exactly ``to_arrow`` of the frame's slice.
+
+    True when no column holds Python objects or categories: their Arrow type and pandas metadata are inferred
+    from the values (a text column that is all missing in one slice becomes a null column there).
+    """
+    return not any(
+        pd.api.types.is_object_dtype(t) or isinstance(t, pd.CategoricalDtype) for t in frame.dtypes
+    )
+
+
+def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:
+    """Write ``table`` to ``target`` through a temporary file renamed into place."""
+    import pyarrow.parquet as pq
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_table(path: Path, columns: list[str] | None) -> pa.Table:
+    """One file as Arrow, as ``pd.read_parquet`` reads it (the file's reader directly: no dataset discovery)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read(columns=columns, use_pandas_metadata=True)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The frame ``pd.read_parquet(path, columns=columns)`` returns."""
+    return table_to_pandas(read_table(path, columns))
+
+
+def join_alike(tables: list[pa.Table]) -> pa.Table | None:
+    """The tables joined, when converting the join to pandas gives the frames converted one by one and
+    concatenated: one schema (metadata included) and no dictionary (categorical) columns. Else None."""
+    import pyarrow as pa
+
+    if not tables:
+        return None
+    schema = tables[0].schema
+    if any(pa.types.is_dictionary(f.type) for f in schema):
+        return None
+    if any(not t.schema.equals(schema, check_metadata=True) for t in tables[1:]):
+        return None
+    return pa.concat_tables(tables)
+
+
+def table_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """The frame ``pd.read_parquet`` makes of a table read from a file (``attrs`` restored)."""
+    frame = table.to_pandas()
+    metadata = table.schema.metadata or {}
+    if _ATTRS_KEY in metadata:
+        frame.attrs = json.loads(metadata[_ATTRS_KEY])
+    return frame
 
 
 def _read_many(paths: list[Path], columns: list[str] | None) -> pd.DataFrame:
@@ -77,9 +181,8 @@ def _read_many(paths: list[Path], columns: list[str] | None) -> pd.DataFrame:
     pandas' own type widening.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p, columns=columns) for p in paths]
+    tables = [read_table(p, columns) for p in paths]
     try:
         joined = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
