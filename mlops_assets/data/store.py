@@ -6,7 +6,8 @@ half-written partition and rematerializing a partition replaces it whole.
 Files are written and read through pyarrow directly: the same files and frames as ``DataFrame.to_parquet`` and
 ``pd.read_parquet`` (pandas metadata and ``attrs`` included), without pandas' per-call path handling, which a run
 over hundreds of partitions otherwise pays once per file. A backfill writes a group of partitions from one frame
-(:meth:`PartitionStore.write_slices`), converting it to Arrow once where that gives the same files.
+(:meth:`PartitionStore.write_slices`), converting it to Arrow once where that gives the same files, and reads a
+group as runs of files that share a schema (:meth:`PartitionStore.read_runs`), converting each run once.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,14 +83,27 @@ class PartitionStore:
             return read_parquet(paths[0], columns)
         return _read_many(paths, columns)
 
-    def read_joined(self, keys: list[str]) -> tuple[pd.DataFrame, list[int]] | None:
-        """The partitions' rows as one frame and each partition's row count, when that frame's consecutive slices
-        are exactly the frames :meth:`read` gives one key at a time (the files share one schema); else None."""
-        tables = [read_table(self.path(k), None) for k in keys]
-        joined = join_alike(tables)
-        if joined is None:
-            return None
-        return table_to_pandas(joined), [t.num_rows for t in tables]
+    def read_runs(self, keys: list[str]) -> Iterator[tuple[list[str], pd.DataFrame, list[int]]]:
+        """The partitions ``keys`` in runs of consecutive keys whose files share a schema: each run's keys, its rows
+        as one frame and each partition's row count. Each partition's slice of a run's frame is exactly the frame
+        :meth:`read` gives for that key alone."""
+        run: list[str] = []
+        tables: list[pa.Table] = []
+        for key in keys:
+            table = read_table(self.path(key), None)
+            if tables and join_alike([tables[0], table]) is None:
+                yield self._joined(run, tables)
+                run, tables = [], []
+            run.append(key)
+            tables.append(table)
+        if run:
+            yield self._joined(run, tables)
+
+    @staticmethod
+    def _joined(run: list[str], tables: list[pa.Table]) -> tuple[list[str], pd.DataFrame, list[int]]:
+        joined = join_alike(tables) if len(tables) > 1 else tables[0]
+        assert joined is not None  # a run holds tables that join alike
+        return run, table_to_pandas(joined), [t.num_rows for t in tables]
 
     def row_count(self, key: str) -> int:
         """Rows of a stored partition, from the Parquet footer."""

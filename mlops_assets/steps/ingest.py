@@ -30,7 +30,6 @@ from mlops_assets.data.batches import (
     split_validated,
     stored_labels,
     validate_partitions,
-    validated_partition,
 )
 from mlops_assets.data.schema import DataSpec, infer_spec, merge_gates
 from mlops_assets.data.source_state import record_ingestion, source_identity
@@ -237,39 +236,21 @@ def publish_validated(cfg: MlopsConfig, stores: Stores, keys: list[str]) -> Vali
     versions: dict[str, str] = {}
     rows = held = 0
     for group in group_keys(keys, sizes, cfg.partitions.rows_per_batch):
-        # Split and hashed as one frame: per-partition pandas work costs milliseconds a call, hundreds of times.
-        joined = stores.raw.read_joined(group)
-        if joined is None:
-            # Files of different schemas (written by different ingestions): each partition read on its own, so
-            # its frame keeps its own dtypes.
-            for key in group:
-                n_clean, n_held = _publish_partition(cfg, stores, key, versions)
-                rows, held = rows + n_clean, held + n_held
-            continue
-        raw, counts = joined
-        clean, quarantined, held_rows = split_validated(cfg, raw)
-        bounds = np.cumsum([0, *counts])
-        held_counts = [int(held_rows[a:b].sum()) for a, b in itertools.pairwise(bounds)]
-        clean_counts = [n - h for n, h in zip(counts, held_counts, strict=True)]
-        stores.validated.write_slices(clean, list(zip(group, clean_counts, strict=True)))
-        versions.update(zip(group, content_versions(clean, clean_counts), strict=True))
-        start = 0
-        for key, n in zip(group, held_counts, strict=True):
-            if n:
-                stores.quarantine.write(key, quarantined.iloc[start : start + n].reset_index(drop=True))
-                start += n
-        rows += len(clean)
-        held += len(quarantined)
+        # Split and hashed a run of partitions at a time: per-partition pandas work costs milliseconds a call,
+        # hundreds of times. A run is the group's consecutive partitions whose files share a schema (a partition
+        # with quarantined rows has a text column where the others have an empty one: a run of its own).
+        for run, raw, counts in stores.raw.read_runs(group):
+            clean, quarantined, held_rows = split_validated(cfg, raw)
+            bounds = np.cumsum([0, *counts])
+            held_counts = [int(held_rows[a:b].sum()) for a, b in itertools.pairwise(bounds)]
+            clean_counts = [n - h for n, h in zip(counts, held_counts, strict=True)]
+            stores.validated.write_slices(clean, list(zip(run, clean_counts, strict=True)))
+            versions.update(zip(run, content_versions(clean, clean_counts), strict=True))
+            start = 0
+            for key, n in zip(run, held_counts, strict=True):
+                if n:
+                    stores.quarantine.write(key, quarantined.iloc[start : start + n].reset_index(drop=True))
+                    start += n
+            rows += len(clean)
+            held += len(quarantined)
     return ValidatedOutcome(list(keys), rows, held, versions)
-
-
-def _publish_partition(
-    cfg: MlopsConfig, stores: Stores, key: str, versions: dict[str, str]
-) -> tuple[int, int]:
-    """One partition's validated and quarantined rows written, its version recorded; (rows kept, rows held)."""
-    clean, quarantined = validated_partition(cfg, key, stores.raw.read([key]))
-    stores.validated.write(key, clean)
-    versions[key] = content_version(clean)
-    if len(quarantined):
-        stores.quarantine.write(key, quarantined)
-    return len(clean), len(quarantined)
