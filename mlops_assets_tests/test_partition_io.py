@@ -44,9 +44,19 @@ def test_content_versions_equal_each_slice_hashed_alone(numeric):
     assert content_versions(numeric.iloc[:0], [0, 0]) == [content_version(numeric.iloc[:0])] * 2
 
 
-@pytest.mark.parametrize("with_text", [False, True])
-def test_write_slices_writes_the_files_of_one_write_per_slice(tmp_path, numeric, with_text):
-    frame = numeric.assign(note=[None] * 20 + ["a"] * 30) if with_text else numeric
+@pytest.mark.parametrize("extra", ["none", "text", "text_then_empty", "category", "decimal"])
+def test_write_slices_writes_the_files_of_one_write_per_slice(tmp_path, numeric, extra):
+    from decimal import Decimal
+
+    columns = {
+        "none": {},
+        # Text missing from the first slice: converted alone that slice would be a null column.
+        "text": {"note": [None] * 20 + ["a"] * 30},
+        "text_then_empty": {"note": ["a"] * 20 + [None] * 30, "why": [None] * 45 + ["b"] * 5},
+        "category": {"note": pd.Categorical(["x"] * 20 + ["y"] * 30)},
+        "decimal": {"amount": [Decimal("1.5")] * 20 + [Decimal("12.125")] * 30},  # precision from the values
+    }[extra]
+    frame = numeric.assign(**columns)
     frame.attrs["source"] = "test"
     sizes = [20, 0, 30]
     grouped, single = PartitionStore(tmp_path / "grouped"), PartitionStore(tmp_path / "single")
@@ -59,7 +69,8 @@ def test_write_slices_writes_the_files_of_one_write_per_slice(tmp_path, numeric,
         assert single.path(key).read_bytes() == grouped.path(key).read_bytes()
         back = grouped.read([key])
         pd.testing.assert_frame_equal(back, pd.read_parquet(grouped.path(key)))
-        pd.testing.assert_frame_equal(back, part)
+        if extra != "category":  # pandas itself reads an empty slice's categories back empty
+            pd.testing.assert_frame_equal(back, part)
         assert back.attrs == {"source": "test"}
     with pytest.raises(ValueError, match="slices of 40 rows"):
         grouped.write_slices(frame, [("a", 40)])

@@ -12,6 +12,7 @@ group as runs of files that share a schema (:meth:`PartitionStore.read_runs`), c
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
@@ -46,16 +47,8 @@ class PartitionStore:
 
         Each file is the one :meth:`write` would write for that slice (with a fresh index).
         """
-        if sum(n for _, n in parts) != len(frame):
-            raise ValueError(f"slices of {sum(n for _, n in parts)} rows for a frame of {len(frame)}")
-        table = to_arrow(frame) if slices_convert_alike(frame) else None
-        start = 0
-        for key, n in parts:
-            if table is not None:
-                write_table(table.slice(start, n), self.path(key), prefix=f".{key}.")
-            else:
-                self.write(key, frame.iloc[start : start + n].reset_index(drop=True))
-            start += n
+        for (key, _), table in zip(parts, arrow_slices(frame, [n for _, n in parts]), strict=True):
+            write_table(table, self.path(key), prefix=f".{key}.")
 
     def keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -124,15 +117,43 @@ def to_arrow(frame: pd.DataFrame) -> pa.Table:
     return table
 
 
-def slices_convert_alike(frame: pd.DataFrame) -> bool:
-    """Whether a slice of ``to_arrow(frame)`` is exactly ``to_arrow`` of the frame's slice.
+def arrow_slices(frame: pd.DataFrame, sizes: Sequence[int]) -> Iterator[pa.Table]:
+    """``to_arrow`` of each consecutive slice of ``frame`` (``sizes`` rows each, with a fresh index), converting
+    runs of slices at once where that gives the same tables.
 
-    True when no column holds Python objects or categories: their Arrow type and pandas metadata are inferred
-    from the values (a text column that is all missing in one slice becomes a null column there).
+    A column of numbers, booleans or times converts to the same Arrow type whatever its rows, so such a frame is
+    converted once and sliced. A column of Python objects converts to a type inferred from its values (text, or
+    null when every value is missing), so slices are converted together only in runs whose object columns infer
+    alike, as text or as all missing; any other object column (decimals, whose precision depends on the values,
+    mixed values) or a categorical column converts each slice alone.
     """
-    return not any(
-        pd.api.types.is_object_dtype(t) or isinstance(t, pd.CategoricalDtype) for t in frame.dtypes
-    )
+    if sum(sizes) != len(frame):
+        raise ValueError(f"slices of {sum(sizes)} rows for a frame of {len(frame)}")
+    bounds = [0, *itertools.accumulate(sizes)]
+    if any(isinstance(t, pd.CategoricalDtype) for t in frame.dtypes):
+        for a, b in itertools.pairwise(bounds):
+            yield to_arrow(frame.iloc[a:b].reset_index(drop=True))
+        return
+    objects = [frame[c].to_numpy() for c, t in frame.dtypes.items() if pd.api.types.is_object_dtype(t)]
+    kinds = [
+        tuple(pd.api.types.infer_dtype(values[a:b], skipna=True) for values in objects)
+        for a, b in itertools.pairwise(bounds)
+    ]
+    i = 0
+    while i < len(sizes):
+        j = i + 1
+        if all(k in _ALIKE for k in kinds[i]):
+            while j < len(sizes) and kinds[j] == kinds[i]:
+                j += 1
+        run = frame.iloc[bounds[i] : bounds[j]].reset_index(drop=True)
+        table = to_arrow(run)
+        for a, b in itertools.pairwise(bounds[i : j + 1]):
+            yield table.slice(a - bounds[i], b - a)
+        i = j
+
+
+# What pandas infers for an object column whose Arrow type is then fixed: text, or no value at all (null).
+_ALIKE = {"string", "empty"}
 
 
 def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:

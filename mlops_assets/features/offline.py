@@ -18,9 +18,9 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_assets.data.store import (
+    arrow_slices,
     join_alike,
     read_table,
-    slices_convert_alike,
     table_to_pandas,
     to_arrow,
     write_table,
@@ -103,22 +103,21 @@ class OfflineStore:
 
     def write_partitions(self, frame: pd.DataFrame, parts: Sequence[tuple[str, int]]) -> None:
         """Store consecutive row slices of ``frame`` as partitions (``parts``: key and rows, in row order), each as
-        :meth:`write_partition` would; locally the frame is converted to Arrow once when that gives the same files."""
+        :meth:`write_partition` would; locally converted to Arrow in runs of slices where that gives the same files
+        (:func:`~mlops_assets.data.store.arrow_slices`)."""
         if sum(n for _, n in parts) != len(frame):
             raise ValueError(f"slices of {sum(n for _, n in parts)} rows for a frame of {len(frame)}")
-        if self._engine is None and slices_convert_alike(frame):
-            reserved = {PARTITION_COLUMN, ROW_COLUMN} & set(frame.columns)
-            if reserved:
-                raise OfflineStoreError(f"columns {sorted(reserved)} are reserved by the offline store")
-            table, start = to_arrow(frame), 0
+        if self._engine is not None:
+            start = 0
             for key, n in parts:
-                write_table(table.slice(start, n), self._path(key))
+                self.write_partition(key, frame.iloc[start : start + n])
                 start += n
             return
-        start = 0
-        for key, n in parts:
-            self.write_partition(key, frame.iloc[start : start + n])
-            start += n
+        reserved = {PARTITION_COLUMN, ROW_COLUMN} & set(frame.columns)
+        if reserved:
+            raise OfflineStoreError(f"columns {sorted(reserved)} are reserved by the offline store")
+        for (key, _), table in zip(parts, arrow_slices(frame, [n for _, n in parts]), strict=True):
+            write_table(table, self._path(key))
 
     def delete_partition(self, partition_key: str) -> None:
         """Remove a partition (no error when it is absent)."""
