@@ -24,12 +24,13 @@ from mlops_assets.data.batches import (
     QUARANTINE_COLUMN,
     BlockedPartitionError,
     Stores,
+    annotate_partitions,
     check_verdict,
     choose_reference,
     labels_in,
     split_validated,
+    staged_versions,
     stored_labels,
-    validate_partitions,
 )
 from mlops_assets.data.schema import DataSpec, infer_spec, merge_gates
 from mlops_assets.data.source_state import record_ingestion, source_identity
@@ -146,13 +147,14 @@ def ingest(
         rows = quarantined = 0
         for group in group_keys(present, staging.rows, budget) or [[]]:
             batch = {k: staging.read(k) for k in group} or {keys[0]: template}
-            validation, annotated = validate_partitions(cfg, batch, spec)
+            validation, annotated, written = annotate_partitions(cfg, batch, spec)
             parts.append(validation.gates)
-            for key in group:
-                versions[key] = content_version(batch[key])
-                stores.raw.write(key, annotated[key])
-                quarantined += int(annotated[key][QUARANTINE_COLUMN].notna().sum())
-                rows += len(batch[key])
+            assert [key for key, _ in written] == group  # a staged partition holds its own rows only
+            # Written and hashed as slices of one frame: a group of partitions costs a few conversions, not one each.
+            stores.raw.write_slices(annotated, written)
+            versions.update(staged_versions(batch, annotated, written))
+            quarantined += int(annotated[QUARANTINE_COLUMN].notna().sum())
+            rows += sum(len(batch[key]) for key in group)
         merged = merge_gates(parts)
     if empty:
         # A partition with no rows at all: the source lost data for that period.
