@@ -1,4 +1,5 @@
-"""Partition files written and read a group at a time are the files and frames of one partition at a time."""
+"""Partition files written and read a group at a time are the files and frames of one partition at a time; training
+reads the offline store once where once suffices."""
 
 import numpy as np
 import pandas as pd
@@ -130,3 +131,39 @@ def test_publish_validated_in_groups_stores_what_one_partition_at_a_time_stores(
         assert outcome.partition_versions[key] == content_version(clean)
         if len(quarantined):
             pd.testing.assert_frame_equal(pd.read_parquet(stores.quarantine.path(key)), quarantined)
+
+
+@pytest.mark.parametrize("window", [None, 12])
+def test_training_reads_the_offline_store_once_without_a_window_and_gets_the_same_data(
+    tmp_path, rainfall, window
+):
+    from mlops_assets.config import parse_config
+    from mlops_assets.steps.train import PARTITION, load_training_data, training_data_from_frame
+
+    cfg = parse_config(
+        {
+            "dataset": {"source": "unused.csv", "timestamp_column": "date", "label_column": "rain"},
+            "model": {"name": "t", "train_window_partitions": window},
+        }
+    )
+    rows = rainfall[rainfall["date"] < pd.Timestamp("1955-01-01", tz="UTC")].reset_index(drop=True)
+    rows.loc[rows.index[-40:], "rain"] = np.nan  # the newest weeks not labeled yet: the last month is dropped
+
+    class CountingStore(OfflineStore):
+        reads: list = []
+
+        def read(self, partition_keys=None, *, columns=None):
+            self.reads.append(columns)
+            return super().read(partition_keys, columns=columns)
+
+    store = CountingStore(tmp_path)
+    for key, part in split_by_partition(rows, "date", "month").items():
+        store.write_partition(key, part)
+    data = load_training_data(cfg, store)
+    assert store.reads == ([None] if window is None else [["date", "rain"], None])
+    expected = training_data_from_frame(cfg, OfflineStore(tmp_path).read())
+    assert "1954-12" not in set(data.frame[PARTITION])
+    pd.testing.assert_frame_equal(data.frame, expected.frame.reset_index(drop=True))
+    assert (data.split, data.refit_window) == (expected.split, expected.refit_window)
+    assert data.newest_partition == expected.newest_partition == "1954-12"
+    assert (data.numeric, data.categorical) == (expected.numeric, expected.categorical)

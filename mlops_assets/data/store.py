@@ -84,7 +84,7 @@ class PartitionStore:
         tables: list[pa.Table] = []
         for key in keys:
             table = read_table(self.path(key), None)
-            if tables and join_alike([tables[0], table]) is None:
+            if tables and not joins_alike(tables[0].schema, table.schema):
                 yield self._joined(run, tables)
                 run, tables = [], []
             run.append(key)
@@ -185,17 +185,22 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 
 def join_alike(tables: list[pa.Table]) -> pa.Table | None:
     """The tables joined, when converting the join to pandas gives the frames converted one by one and
-    concatenated: one schema (metadata included) and no dictionary (categorical) columns. Else None."""
+    concatenated (see :func:`joins_alike`); else None."""
     import pyarrow as pa
 
-    if not tables:
-        return None
-    schema = tables[0].schema
-    if any(pa.types.is_dictionary(f.type) for f in schema):
-        return None
-    if any(not t.schema.equals(schema, check_metadata=True) for t in tables[1:]):
+    if not tables or any(not joins_alike(tables[0].schema, t.schema) for t in tables):
         return None
     return pa.concat_tables(tables)
+
+
+def joins_alike(first: pa.Schema, other: pa.Schema) -> bool:
+    """Whether tables of these schemas join into a table whose pandas frame is their frames concatenated: one
+    schema, metadata included, and no dictionary (categorical) columns, whose categories pandas would not unify."""
+    import pyarrow as pa
+
+    if any(pa.types.is_dictionary(f.type) for f in first):
+        return False
+    return first is other or first.equals(other, check_metadata=True)
 
 
 def table_to_pandas(table: pa.Table) -> pd.DataFrame:
