@@ -3,6 +3,7 @@ reads the offline store once where once suffices."""
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from mlops_assets.config import load_config
@@ -113,13 +114,17 @@ def test_publish_validated_in_groups_stores_what_one_partition_at_a_time_stores(
     for key, frame in annotated.items():
         stores.raw.write(key, frame)
     keys = sorted(annotated)
-    # Months without quarantined rows are read as one frame; the quarantined row gives its month's file a text
-    # column where the others have an empty one: a run of its own.
-    runs = [
-        run for run, _, _ in stores.raw.read_runs(["1950-03", "1950-04", "1950-05", "1950-06", "1950-07"])
-    ]
-    assert runs == [["1950-03", "1950-04"], ["1950-05"], ["1950-06", "1950-07"]]
-    assert annotated["1950-05"][QUARANTINE_COLUMN].notna().sum() == 1
+    # The quarantined row gives its month's file a text column where the others have an empty (null) one: the
+    # months still read as one frame, each month's slice the frame it reads as alone.
+    months = ["1950-03", "1950-04", "1950-05", "1950-06", "1950-07"]
+    kinds = {
+        str(pq.read_schema(stores.raw.path(k)).field(QUARANTINE_COLUMN).type) for k in ("1950-04", "1950-05")
+    }
+    assert kinds == {"null", "string"}
+    ((run, frame, counts),) = stores.raw.read_runs(months)
+    assert run == months and sum(counts) == len(frame)
+    for key, part in zip(months, slices(frame, counts), strict=True):
+        pd.testing.assert_frame_equal(part, stores.raw.read([key]))
 
     outcome = publish_validated(cfg, stores, keys)
 
@@ -167,3 +172,17 @@ def test_training_reads_the_offline_store_once_without_a_window_and_gets_the_sam
     assert (data.split, data.refit_window) == (expected.split, expected.refit_window)
     assert data.newest_partition == expected.newest_partition == "1954-12"
     assert (data.numeric, data.categorical) == (expected.numeric, expected.categorical)
+
+
+def test_read_runs_break_where_a_column_changes_type(tmp_path, numeric):
+    store = PartitionStore(tmp_path)
+    store.write("a", numeric.iloc[:10])
+    store.write("b", numeric.iloc[10:20])
+    store.write("c", numeric.iloc[20:30].assign(x="text"))  # numbers in a and b, text in c
+    store.write("d", numeric.iloc[30:].assign(note=pd.Categorical(["u"] * 20)))  # categories: alone
+    store.write("e", numeric.iloc[30:].assign(note=pd.Categorical(["u"] * 20)))
+    runs = list(store.read_runs(["a", "b", "c", "d", "e"]))
+    assert [run for run, _, _ in runs] == [["a", "b"], ["c"], ["d"], ["e"]]
+    for run, frame, counts in runs:
+        for key, part in zip(run, slices(frame, counts), strict=True):
+            pd.testing.assert_frame_equal(part, store.read([key]))

@@ -7,7 +7,7 @@ Files are written and read through pyarrow directly: the same files and frames a
 ``pd.read_parquet`` (pandas metadata and ``attrs`` included), without pandas' per-call path handling, which a run
 over hundreds of partitions otherwise pays once per file. A backfill writes a group of partitions from one frame
 (:meth:`PartitionStore.write_slices`), converting it to Arrow once where that gives the same files, and reads a
-group as runs of files that share a schema (:meth:`PartitionStore.read_runs`), converting each run once.
+group as runs of files whose schemas join alike (:meth:`PartitionStore.read_runs`), converting each run once.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class PartitionStore:
         return _read_many(paths, columns)
 
     def read_runs(self, keys: list[str]) -> Iterator[tuple[list[str], pd.DataFrame, list[int]]]:
-        """The partitions ``keys`` in runs of consecutive keys whose files share a schema: each run's keys, its rows
+        """The partitions ``keys`` in runs of consecutive keys whose files join alike: each run's keys, its rows
         as one frame and each partition's row count. Each partition's slice of a run's frame is exactly the frame
         :meth:`read` gives for that key alone."""
         run: list[str] = []
@@ -190,17 +190,50 @@ def join_alike(tables: list[pa.Table]) -> pa.Table | None:
 
     if not tables or any(not joins_alike(tables[0].schema, t.schema) for t in tables):
         return None
-    return pa.concat_tables(tables)
+    if all(t.schema.equals(tables[0].schema) for t in tables):
+        return pa.concat_tables(tables)
+    return pa.concat_tables(tables, promote_options="permissive")  # null columns joined to text ones
 
 
 def joins_alike(first: pa.Schema, other: pa.Schema) -> bool:
-    """Whether tables of these schemas join into a table whose pandas frame is their frames concatenated: one
-    schema, metadata included, and no dictionary (categorical) columns, whose categories pandas would not unify."""
+    """Whether tables of these schemas join into a table whose pandas frame is their frames concatenated.
+
+    They must have one schema, metadata included, with one exception: a column may be text in one and null (no
+    value at all) in the other, as an annotation column is in partitions with and without quarantined rows;
+    pandas makes an object column of either, and of their join. No dictionary (categorical) columns, whose
+    categories pandas would not unify.
+    """
     import pyarrow as pa
 
     if any(pa.types.is_dictionary(f.type) for f in first):
         return False
-    return first is other or first.equals(other, check_metadata=True)
+    if first is other or first.equals(other, check_metadata=True):
+        return True
+    if first.names != other.names:
+        return False
+    loose = set()
+    for f, o in zip(first, other, strict=True):
+        if f.equals(o, check_metadata=True):
+            continue
+        kinds = {_text_or_null(f.type), _text_or_null(o.type)}
+        if kinds != {"text", "null"} or not (f.nullable and o.nullable) or f.metadata or o.metadata:
+            return False
+        loose.add(f.name)
+    return _metadata_except(first, loose) == _metadata_except(other, loose)
+
+
+def _text_or_null(t: pa.DataType) -> str | None:
+    import pyarrow as pa
+
+    return "text" if pa.types.is_string(t) else "null" if pa.types.is_null(t) else None
+
+
+def _metadata_except(schema: pa.Schema, columns: set[str]) -> dict:
+    """The schema's metadata with the pandas descriptions of ``columns`` left out."""
+    metadata = dict(schema.metadata or {})
+    described = json.loads(metadata.pop(b"pandas", b"{}"))
+    described["columns"] = [c for c in described.get("columns", []) if c.get("name") not in columns]
+    return {**metadata, b"pandas": described}
 
 
 def table_to_pandas(table: pa.Table) -> pd.DataFrame:
