@@ -5,11 +5,13 @@ Plain functions used by the Dagster data assets (and usable without Dagster).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
@@ -23,6 +25,7 @@ from mlops_assets.data.schema import (
     validate_batch,
 )
 from mlops_assets.data.store import PartitionStore
+from mlops_assets.lineage import content_version, content_versions
 
 BLOCKED_COLUMN = "__blocked__"
 QUARANTINE_COLUMN = "__quarantine__"
@@ -107,6 +110,21 @@ def validate_partitions(
     An annotated partition keeps every raw row and gains ``__blocked__`` (why the partition may not go downstream,
     or null) and ``__quarantine__`` (why a row is held back, or null).
     """
+    result, annotated, parts = annotate_partitions(cfg, batch, spec)
+    bounds = [0, *itertools.accumulate(n for _, n in parts)]
+    slices = itertools.pairwise(bounds)
+    return result, {
+        key: annotated.iloc[a:b].reset_index(drop=True)
+        for (key, _), (a, b) in zip(parts, slices, strict=True)
+    }
+
+
+def annotate_partitions(
+    cfg: MlopsConfig, batch: dict[str, pd.DataFrame], spec: DataSpec
+) -> tuple[BatchValidation, pd.DataFrame, list[tuple[str, int]]]:
+    """:func:`validate_partitions` with the annotated partitions as one frame: their rows in partition key order
+    (each partition's rows in batch order) and each partition's (key, rows), so a caller can write and hash the
+    partitions as slices of one frame."""
     frame = pd.concat(list(batch.values()), ignore_index=True) if batch else pd.DataFrame()
     result = validate_batch(frame, spec)
     blocked: dict[str, list[str]] = {}
@@ -120,14 +138,35 @@ def validate_partitions(
     reasons = pd.Series(None, index=frame.index, dtype=object)
     if len(result.quarantined):
         reasons.loc[result.quarantined.index] = result.quarantined["quarantine_reason"].to_numpy()
-    annotated: dict[str, pd.DataFrame] = {}
-    for group, idx in frame.groupby(keys, sort=True).groups.items():
-        part_key = str(group)  # partition keys are strings (row_keys)
-        part = frame.loc[idx].copy()
-        part[BLOCKED_COLUMN] = ", ".join(blocked[part_key]) if part_key in blocked else None
-        part[QUARANTINE_COLUMN] = reasons.loc[idx].to_numpy()
-        annotated[part_key] = part.reset_index(drop=True)
-    return result, annotated
+    # Rows by partition key, stable: a partition's rows keep their order (rows without a key are dropped, as a
+    # group-by drops them).
+    codes, uniques = pd.factorize(keys, sort=True)
+    order = np.argsort(codes, kind="stable")
+    order = order[codes[order] >= 0]
+    part_keys = [str(k) for k in uniques]  # partition keys are strings (row_keys)
+    why = np.array([", ".join(blocked[k]) if k in blocked else None for k in part_keys], dtype=object)
+    annotated = frame.iloc[order].reset_index(drop=True)
+    annotated[BLOCKED_COLUMN] = why[codes[order]]
+    annotated[QUARANTINE_COLUMN] = reasons.to_numpy()[order]
+    sizes = np.bincount(codes[codes >= 0], minlength=len(part_keys))
+    return result, annotated, [(k, int(n)) for k, n in zip(part_keys, sizes, strict=True)]
+
+
+def staged_versions(
+    batch: dict[str, pd.DataFrame], annotated: pd.DataFrame, parts: list[tuple[str, int]]
+) -> dict[str, str]:
+    """The content version of each partition of ``batch`` as staged (before annotation), for the partitions
+    ``parts`` of :func:`annotate_partitions`: hashed as slices of the annotated frame when every partition has the
+    same dtypes (their join then keeps them), else partition by partition."""
+    frames = list(batch.values())
+    if not frames:
+        return {}
+    dtypes = frames[0].dtypes
+    alike = all(f.dtypes.equals(dtypes) for f in frames)
+    if not alike or any(isinstance(t, pd.CategoricalDtype) for t in dtypes):
+        return {key: content_version(batch[key]) for key, _ in parts}
+    staged = annotated[list(frames[0].columns)]
+    return dict(zip([k for k, _ in parts], content_versions(staged, [n for _, n in parts]), strict=True))
 
 
 def check_verdict(key: str, raw: pd.DataFrame) -> None:
@@ -144,6 +183,14 @@ def check_verdict(key: str, raw: pd.DataFrame) -> None:
 def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split an annotated raw partition into (validated rows, quarantined rows); refuse a blocked partition."""
     check_verdict(key, raw)
+    clean, quarantined, _ = split_validated(cfg, raw)
+    return clean, quarantined
+
+
+def split_validated(cfg: MlopsConfig, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(validated rows, quarantined rows, which raw rows were held) of annotated raw rows whose verdicts were
+    checked: a row at a time, so rows of several partitions split at once give each partition's split as
+    consecutive slices."""
     held = (
         raw[QUARANTINE_COLUMN].notna()
         if QUARANTINE_COLUMN in raw.columns
@@ -154,4 +201,4 @@ def validated_partition(cfg: MlopsConfig, key: str, raw: pd.DataFrame) -> tuple[
         if kind == NUMERIC:
             clean[col] = clean[col].astype("float64")
     quarantined = raw.loc[held].drop(columns=[BLOCKED_COLUMN], errors="ignore")
-    return clean.reset_index(drop=True), quarantined.reset_index(drop=True)
+    return clean.reset_index(drop=True), quarantined.reset_index(drop=True), held.to_numpy()

@@ -2,15 +2,30 @@
 
 A partition is one file, written to a temporary name and renamed into place, so a crash mid-write never leaves a
 half-written partition and rematerializing a partition replaces it whole.
+
+Files are written and read through pyarrow directly: the same files and frames as ``DataFrame.to_parquet`` and
+``pd.read_parquet`` (pandas metadata and ``attrs`` included), without pandas' per-call path handling, which a run
+over hundreds of partitions otherwise pays once per file. A backfill writes a group of partitions from one frame
+(:meth:`PartitionStore.write_slices`), converting it to Arrow once where that gives the same files, and reads a
+group as runs of files whose schemas join alike (:meth:`PartitionStore.read_runs`), converting each run once.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_ATTRS_KEY = b"PANDAS_ATTRS"  # where pandas keeps DataFrame.attrs in a Parquet file
 
 
 class PartitionStore:
@@ -23,17 +38,17 @@ class PartitionStore:
         return self.root / f"{key}.parquet"
 
     def write(self, key: str, frame: pd.DataFrame) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
         target = self.path(key)
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_table(to_arrow(frame), target, prefix=f".{key}.")
         return target
+
+    def write_slices(self, frame: pd.DataFrame, parts: Sequence[tuple[str, int]]) -> None:
+        """Write consecutive row slices of ``frame`` as partitions: ``parts`` is (key, rows) in row order.
+
+        Each file is the one :meth:`write` would write for that slice (with a fresh index).
+        """
+        for (key, _), table in zip(parts, arrow_slices(frame, [n for _, n in parts]), strict=True):
+            write_table(table, self.path(key), prefix=f".{key}.")
 
     def keys(self) -> list[str]:
         if not self.root.is_dir():
@@ -58,14 +73,176 @@ class PartitionStore:
         if not paths:
             return pd.DataFrame()
         if len(paths) == 1:
-            return pd.read_parquet(paths[0], columns=columns)
+            return read_parquet(paths[0], columns)
         return _read_many(paths, columns)
+
+    def read_runs(self, keys: list[str]) -> Iterator[tuple[list[str], pd.DataFrame, list[int]]]:
+        """The partitions ``keys`` in runs of consecutive keys whose files join alike: each run's keys, its rows
+        as one frame and each partition's row count. Each partition's slice of a run's frame is exactly the frame
+        :meth:`read` gives for that key alone."""
+        run: list[str] = []
+        tables: list[pa.Table] = []
+        for key in keys:
+            table = read_table(self.path(key), None)
+            if tables and not joins_alike(tables[0].schema, table.schema):
+                yield self._joined(run, tables)
+                run, tables = [], []
+            run.append(key)
+            tables.append(table)
+        if run:
+            yield self._joined(run, tables)
+
+    @staticmethod
+    def _joined(run: list[str], tables: list[pa.Table]) -> tuple[list[str], pd.DataFrame, list[int]]:
+        joined = join_alike(tables) if len(tables) > 1 else tables[0]
+        assert joined is not None  # a run holds tables that join alike
+        return run, table_to_pandas(joined), [t.num_rows for t in tables]
 
     def row_count(self, key: str) -> int:
         """Rows of a stored partition, from the Parquet footer."""
         import pyarrow.parquet as pq
 
         return pq.ParquetFile(self.path(key)).metadata.num_rows
+
+
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """The Arrow table ``frame.to_parquet(index=False)`` writes: no index, pandas metadata, ``attrs`` kept."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if frame.attrs:
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), _ATTRS_KEY: json.dumps(frame.attrs).encode()}
+        )
+    return table
+
+
+def arrow_slices(frame: pd.DataFrame, sizes: Sequence[int]) -> Iterator[pa.Table]:
+    """``to_arrow`` of each consecutive slice of ``frame`` (``sizes`` rows each, with a fresh index), converting
+    runs of slices at once where that gives the same tables.
+
+    A column of numbers, booleans or times converts to the same Arrow type whatever its rows, so such a frame is
+    converted once and sliced. A column of Python objects converts to a type inferred from its values (text, or
+    null when every value is missing), so slices are converted together only in runs whose object columns infer
+    alike, as text or as all missing; any other object column (decimals, whose precision depends on the values,
+    mixed values) or a categorical column converts each slice alone.
+    """
+    if sum(sizes) != len(frame):
+        raise ValueError(f"slices of {sum(sizes)} rows for a frame of {len(frame)}")
+    bounds = [0, *itertools.accumulate(sizes)]
+    if any(isinstance(t, pd.CategoricalDtype) for t in frame.dtypes):
+        for a, b in itertools.pairwise(bounds):
+            yield to_arrow(frame.iloc[a:b].reset_index(drop=True))
+        return
+    objects = [frame[c].to_numpy() for c, t in frame.dtypes.items() if pd.api.types.is_object_dtype(t)]
+    kinds = [
+        tuple(pd.api.types.infer_dtype(values[a:b], skipna=True) for values in objects)
+        for a, b in itertools.pairwise(bounds)
+    ]
+    i = 0
+    while i < len(sizes):
+        j = i + 1
+        if all(k in _ALIKE for k in kinds[i]):
+            while j < len(sizes) and kinds[j] == kinds[i]:
+                j += 1
+        run = frame.iloc[bounds[i] : bounds[j]].reset_index(drop=True)
+        table = to_arrow(run)
+        for a, b in itertools.pairwise(bounds[i : j + 1]):
+            yield table.slice(a - bounds[i], b - a)
+        i = j
+
+
+# What pandas infers for an object column whose Arrow type is then fixed: text, or no value at all (null).
+_ALIKE = {"string", "empty"}
+
+
+def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:
+    """Write ``table`` to ``target`` through a temporary file renamed into place."""
+    import pyarrow.parquet as pq
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_table(path: Path, columns: list[str] | None) -> pa.Table:
+    """One file as Arrow, as ``pd.read_parquet`` reads it (the file's reader directly: no dataset discovery)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).read(columns=columns, use_pandas_metadata=True)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The frame ``pd.read_parquet(path, columns=columns)`` returns."""
+    return table_to_pandas(read_table(path, columns))
+
+
+def join_alike(tables: list[pa.Table]) -> pa.Table | None:
+    """The tables joined, when converting the join to pandas gives the frames converted one by one and
+    concatenated (see :func:`joins_alike`); else None."""
+    import pyarrow as pa
+
+    if not tables or any(not joins_alike(tables[0].schema, t.schema) for t in tables):
+        return None
+    if all(t.schema.equals(tables[0].schema) for t in tables):
+        return pa.concat_tables(tables)
+    return pa.concat_tables(tables, promote_options="permissive")  # null columns joined to text ones
+
+
+def joins_alike(first: pa.Schema, other: pa.Schema) -> bool:
+    """Whether tables of these schemas join into a table whose pandas frame is their frames concatenated.
+
+    They must have one schema, metadata included, with one exception: a column may be text in one and null (no
+    value at all) in the other, as an annotation column is in partitions with and without quarantined rows;
+    pandas makes an object column of either, and of their join. No dictionary (categorical) columns, whose
+    categories pandas would not unify.
+    """
+    import pyarrow as pa
+
+    if any(pa.types.is_dictionary(f.type) for f in first):
+        return False
+    if first is other or first.equals(other, check_metadata=True):
+        return True
+    if first.names != other.names:
+        return False
+    loose = set()
+    for f, o in zip(first, other, strict=True):
+        if f.equals(o, check_metadata=True):
+            continue
+        kinds = {_text_or_null(f.type), _text_or_null(o.type)}
+        if kinds != {"text", "null"} or not (f.nullable and o.nullable) or f.metadata or o.metadata:
+            return False
+        loose.add(f.name)
+    return _metadata_except(first, loose) == _metadata_except(other, loose)
+
+
+def _text_or_null(t: pa.DataType) -> str | None:
+    import pyarrow as pa
+
+    return "text" if pa.types.is_string(t) else "null" if pa.types.is_null(t) else None
+
+
+def _metadata_except(schema: pa.Schema, columns: set[str]) -> dict:
+    """The schema's metadata with the pandas descriptions of ``columns`` left out."""
+    metadata = dict(schema.metadata or {})
+    described = json.loads(metadata.pop(b"pandas", b"{}"))
+    described["columns"] = [c for c in described.get("columns", []) if c.get("name") not in columns]
+    return {**metadata, b"pandas": described}
+
+
+def table_to_pandas(table: pa.Table) -> pd.DataFrame:
+    """The frame ``pd.read_parquet`` makes of a table read from a file (``attrs`` restored)."""
+    frame = table.to_pandas()
+    metadata = table.schema.metadata or {}
+    if _ATTRS_KEY in metadata:
+        frame.attrs = json.loads(metadata[_ATTRS_KEY])
+    return frame
 
 
 def _read_many(paths: list[Path], columns: list[str] | None) -> pd.DataFrame:
@@ -77,9 +254,8 @@ def _read_many(paths: list[Path], columns: list[str] | None) -> pd.DataFrame:
     pandas' own type widening.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p, columns=columns) for p in paths]
+    tables = [read_table(p, columns) for p in paths]
     try:
         joined = pa.concat_tables(tables, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
 
 from mlops_assets import progress
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.batches import Stores
-from mlops_assets.data.partitions import key_window, split_by_partition
+from mlops_assets.data.partitions import key_window, row_keys, split_by_partition
 from mlops_assets.data.staging import group_keys
-from mlops_assets.lineage import combined_version, content_version
+from mlops_assets.lineage import combined_version, content_version, content_versions
 from mlops_assets.storage import Storage
+
+if TYPE_CHECKING:
+    from mlops_assets.features.offline import OfflineStore
 
 
 class FeaturesError(RuntimeError):
@@ -61,11 +66,7 @@ def build_features(cfg: MlopsConfig, stores: Stores, storage: Storage, keys: lis
         since = start - reach_back
         reach = [k for k, (_, end) in windows.items() if since < end <= start]
         computed = compute_features(cfg, events, stored.read(reach) if reach else None)
-        parts = split_by_partition(computed, ts_col, freq)
-        for key in group:
-            part = parts.get(key, computed.iloc[:0])
-            offline.write_partition(key, part)
-            versions[key] = content_version(part)
+        _write_group(offline, computed, group, ts_col, freq, versions)
         rows += len(computed)
         columns = list(computed.columns)
         if len(events):
@@ -87,3 +88,32 @@ def build_features(cfg: MlopsConfig, stores: Stores, storage: Storage, keys: lis
         online=json.loads(json.dumps(counts, default=str)),
         partition_versions=versions,
     )
+
+
+def _write_group(
+    offline: OfflineStore,
+    computed: pd.DataFrame,
+    group: list[str],
+    ts_col: str,
+    freq: str,
+    versions: dict[str, str],
+) -> None:
+    """Write each partition of ``group`` (its rows of ``computed``, none for a partition without rows) to the
+    offline store and record its content version.
+
+    Rows in time order (as features are computed) hold each partition as one run of rows: the frame is then
+    written and hashed as consecutive slices, not split into a frame per partition.
+    """
+    keys = row_keys(computed[ts_col], freq) if len(computed) else pd.Series([], dtype=object)
+    counts = keys.value_counts(sort=False)
+    in_order = keys.is_monotonic_increasing and set(counts.index) <= set(group)
+    if not in_order:
+        parts = split_by_partition(computed, ts_col, freq)
+        for key in group:
+            part = parts.get(key, computed.iloc[:0])
+            offline.write_partition(key, part)
+            versions[key] = content_version(part)
+        return
+    sizes = [int(counts.get(key, 0)) for key in group]
+    offline.write_partitions(computed, list(zip(group, sizes, strict=True)))
+    versions.update(zip(group, content_versions(computed, sizes), strict=True))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from mlops_assets import progress
 from mlops_assets.catalogue import GateResult, data_gate
 from mlops_assets.config import MlopsConfig
@@ -22,18 +24,19 @@ from mlops_assets.data.batches import (
     QUARANTINE_COLUMN,
     BlockedPartitionError,
     Stores,
+    annotate_partitions,
     check_verdict,
     choose_reference,
     labels_in,
+    split_validated,
+    staged_versions,
     stored_labels,
-    validate_partitions,
-    validated_partition,
 )
 from mlops_assets.data.schema import DataSpec, infer_spec, merge_gates
 from mlops_assets.data.source_state import record_ingestion, source_identity
 from mlops_assets.data.sources import TimeRange, describe_source, iter_source, open_source
 from mlops_assets.data.staging import Staging, group_keys
-from mlops_assets.lineage import combined_version, content_version
+from mlops_assets.lineage import combined_version, content_version, content_versions
 
 if TYPE_CHECKING:
     from mlops_assets.registry.model_registry import ModelRegistry
@@ -144,13 +147,14 @@ def ingest(
         rows = quarantined = 0
         for group in group_keys(present, staging.rows, budget) or [[]]:
             batch = {k: staging.read(k) for k in group} or {keys[0]: template}
-            validation, annotated = validate_partitions(cfg, batch, spec)
+            validation, annotated, written = annotate_partitions(cfg, batch, spec)
             parts.append(validation.gates)
-            for key in group:
-                versions[key] = content_version(batch[key])
-                stores.raw.write(key, annotated[key])
-                quarantined += int(annotated[key][QUARANTINE_COLUMN].notna().sum())
-                rows += len(batch[key])
+            assert [key for key, _ in written] == group  # a staged partition holds its own rows only
+            # Written and hashed as slices of one frame: a group of partitions costs a few conversions, not one each.
+            stores.raw.write_slices(annotated, written)
+            versions.update(staged_versions(batch, annotated, written))
+            quarantined += int(annotated[QUARANTINE_COLUMN].notna().sum())
+            rows += sum(len(batch[key]) for key in group)
         merged = merge_gates(parts)
     if empty:
         # A partition with no rows at all: the source lost data for that period.
@@ -215,7 +219,8 @@ class ValidatedOutcome:
 
 
 def publish_validated(cfg: MlopsConfig, stores: Stores, keys: list[str]) -> ValidatedOutcome:
-    """The raw rows of ``keys`` that passed, quarantined rows moved aside, one partition in memory at a time.
+    """The raw rows of ``keys`` that passed, quarantined rows moved aside, a group of partitions
+    (``partitions.rows_per_batch`` rows) in memory at a time.
 
     Every verdict is read first (one column per file), so a blocked partition refuses the call before anything is
     written: the validated store is never left half-updated.
@@ -224,19 +229,30 @@ def publish_validated(cfg: MlopsConfig, stores: Stores, keys: list[str]) -> Vali
     for key in keys:
         if not stores.raw.exists(key):
             raise BlockedPartitionError(f"partition {key}: raw_data has not been materialized")
+    sizes = {key: stores.raw.row_count(key) for key in keys}
     # Every verdict column in one read; only when something is wrong, partition by partition to name it.
     verdicts = stores.raw.read(keys, columns=[BLOCKED_COLUMN])
-    if verdicts[BLOCKED_COLUMN].notna().any() or any(stores.raw.row_count(k) == 0 for k in keys):
+    if verdicts[BLOCKED_COLUMN].notna().any() or not all(sizes.values()):
         for key in keys:
             check_verdict(key, stores.raw.read([key], columns=[BLOCKED_COLUMN]))
     versions: dict[str, str] = {}
     rows = held = 0
-    for key in keys:
-        clean, quarantined = validated_partition(cfg, key, stores.raw.read([key]))
-        stores.validated.write(key, clean)
-        versions[key] = content_version(clean)
-        rows += len(clean)
-        if len(quarantined):
-            stores.quarantine.write(key, quarantined)
+    for group in group_keys(keys, sizes, cfg.partitions.rows_per_batch):
+        # Split and hashed a run of partitions at a time: per-partition pandas work costs milliseconds a call,
+        # hundreds of times. A run is the group's consecutive partitions whose files share a schema (a partition
+        # with quarantined rows has a text column where the others have an empty one: a run of its own).
+        for run, raw, counts in stores.raw.read_runs(group):
+            clean, quarantined, held_rows = split_validated(cfg, raw)
+            bounds = np.cumsum([0, *counts])
+            held_counts = [int(held_rows[a:b].sum()) for a, b in itertools.pairwise(bounds)]
+            clean_counts = [n - h for n, h in zip(counts, held_counts, strict=True)]
+            stores.validated.write_slices(clean, list(zip(run, clean_counts, strict=True)))
+            versions.update(zip(run, content_versions(clean, clean_counts), strict=True))
+            start = 0
+            for key, n in zip(run, held_counts, strict=True):
+                if n:
+                    stores.quarantine.write(key, quarantined.iloc[start : start + n].reset_index(drop=True))
+                    start += n
+            rows += len(clean)
             held += len(quarantined)
     return ValidatedOutcome(list(keys), rows, held, versions)

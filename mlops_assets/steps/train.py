@@ -120,11 +120,24 @@ class TrainOutcome:
 
 def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
     """Which partitions hold labeled rows (two columns read), the windows over them (:func:`plan_windows`), and
-    then whole rows for those windows only."""
+    then whole rows for those windows only; without a training window (``model.train_window_partitions`` null),
+    whole rows read once."""
     from mlops_assets.monitoring.state import newest_partition
 
     progress.step("trained_model", "reading the offline store")
     ts_col, label = cfg.dataset.timestamp_column, cfg.dataset.label_column
+    if cfg.model.train_window_partitions is None:
+        # No training window: the windows span every labeled partition, so one read of whole rows serves both the
+        # plan and the training (a second read would fetch nearly the whole store again).
+        frame = store.read()
+        if frame.empty:
+            raise TrainingDataError("the offline store is empty: materialize features first")
+        keys = row_keys(frame[ts_col], cfg.partitions.freq)
+        split, refit_keys = plan_windows(cfg, frame[ts_col], frame[label])
+        wanted = keys.isin({*split.train, *split.validation, *split.holdout, *refit_keys}).to_numpy()
+        if not wanted.all():
+            frame = frame[wanted].reset_index(drop=True)
+        return _training_data(cfg, frame, split, refit_keys, newest_partition(keys.unique()))
     labels = store.read(columns=[ts_col, label])
     if labels.empty:
         raise TrainingDataError("the offline store is empty: materialize features first")
