@@ -5,8 +5,9 @@ Sources grow in three ways, each noticed as cheaply as the source allows:
 * new files in a folder or glob, or a file rewritten in place: the files' names, sizes and modification times are
   compared (no byte read); only the new or changed files' time ranges are read, and their partitions are due;
 * new rows in a SQL table: a watermark on the timestamp column (one ``min/max/count`` aggregate); the partitions
-  from the watermark's own period (it may have been partial) to the new newest row are due; rows changed below the
-  watermark (the count moved, the newest row did not) make every partition due;
+  from the oldest row past the watermark (its period, which is the watermark's own when that was partial) to the
+  new newest row are due; rows changed below the watermark (the count moved, the newest row did not) make every
+  partition due;
 * a file whose timestamps come from the row order: new rows extend the range past the last recorded end.
 
 The state to remember is plain JSON (a sensor cursor).
@@ -75,14 +76,20 @@ def detect_arrivals(
     fingerprint = source.fingerprint()
     state = {"watermark": rng.end.isoformat(), "fingerprint": fingerprint}
     if previous is None or previous.get("watermark") is None:
+        state["stored_watermark"] = source.watermark()
         return Arrivals(keys_between(rng.start, rng.end, freq), "first look at the source", state)
     if fingerprint == previous.get("fingerprint"):
+        state["stored_watermark"] = previous.get("stored_watermark")
         return Arrivals([], "no new rows", state)
+    state["stored_watermark"] = source.watermark()
     watermark = pd.Timestamp(previous["watermark"])
     if rng.end > watermark:
-        return Arrivals(
-            keys_between(watermark, rng.end, freq), f"rows newer than {watermark.isoformat()}", state
-        )
+        # The rows past the watermark decide where the due range starts: the watermark's own period only when
+        # rows were added to it (it was partial), so a complete period is not ingested again.
+        stored = previous.get("stored_watermark")
+        newer = source.time_range_after(stored) if stored is not None else None
+        start = newer.start if newer is not None else watermark
+        return Arrivals(keys_between(start, rng.end, freq), f"rows newer than {watermark.isoformat()}", state)
     return Arrivals(
         keys_between(rng.start, rng.end, freq),
         "rows changed at or below the watermark: every partition",
@@ -98,4 +105,8 @@ def _state(source: Any) -> dict[str, Any]:
             files[str(path)] = [st.st_size, st.st_mtime_ns]
         return {"files": files}
     rng = source.time_range()
-    return {"watermark": rng.end.isoformat(), "fingerprint": source.fingerprint()}
+    return {
+        "watermark": rng.end.isoformat(),
+        "fingerprint": source.fingerprint(),
+        "stored_watermark": source.watermark(),
+    }

@@ -164,6 +164,33 @@ class SqlSource(BaseSource):
         same_zone = zone_lo is None or row[2] == row[3] == zone_lo.group(0)
         return bool(same_width and same_zone)
 
+    def watermark(self) -> dict[str, Any]:
+        """The newest timestamp as the database stores it, JSON-able for a sensor cursor (a datetime as ISO text,
+        flagged), for :meth:`time_range_after`."""
+        with self._connection() as conn:
+            hi = self._aggregate(conn)[1]
+        if hasattr(hi, "isoformat"):
+            return {"value": hi.isoformat(), "datetime": True}
+        return {"value": hi, "datetime": False}
+
+    def time_range_after(self, watermark: dict[str, Any]) -> TimeRange | None:
+        """The time range of the rows newer than ``watermark`` (what :meth:`watermark` returned earlier), compared
+        by the database in the column's own type; None when there are none. One aggregate row."""
+        import datetime as dt
+
+        import sqlalchemy as sa
+
+        ts = self.cfg.dataset.timestamp_column
+        sub = self._subquery(ts)
+        bound = watermark["value"]
+        if watermark["datetime"]:
+            bound = dt.datetime.fromisoformat(bound)
+        with self._connection() as conn:
+            lo, hi = conn.execute(
+                sa.select(sa.func.min(sub.c[ts]), sa.func.max(sub.c[ts])).where(sub.c[ts] > bound)
+            ).one()
+        return None if lo is None else stamps_range([lo, hi], self.cfg, ORIGIN)
+
     def fingerprint(self) -> str:
         """The source, the query and the database's min/max timestamp and row count: one aggregate row."""
         with self._connection() as conn:
