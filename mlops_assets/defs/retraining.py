@@ -110,7 +110,7 @@ def build_retraining_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions
         ),
         make_sensor(
             "performance",
-            cfg.retraining.sensor_interval_seconds,
+            cfg.retraining.performance_interval_seconds,
             "Requests a retrain when the champion's metric on newly labeled data (new partitions of the offline "
             "store and the live prediction log) falls below the configured threshold or drop. Evaluates when "
             "new results or new labels arrive.",
