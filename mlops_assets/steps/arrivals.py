@@ -25,6 +25,7 @@ from mlops_assets.config import MlopsConfig
 from mlops_assets.data.partitions import keys_between
 from mlops_assets.data.sources import open_source
 from mlops_assets.data.sources.files import FileSource
+from mlops_assets.data.sources.sql import SqlSource
 
 
 @dataclass
@@ -45,6 +46,8 @@ def detect_arrivals(
     says the source has not changed since it was ingested.
     """
     source = open_source(cfg)
+    if not isinstance(source, (FileSource, SqlSource)):
+        raise TypeError(f"no way to watch {source.describe()} for new data")
     freq = cfg.partitions.freq
     if previous is None and recorded_fingerprint is not None and recorded_fingerprint == source.fingerprint():
         state = _state(source)
@@ -97,7 +100,7 @@ def detect_arrivals(
     )
 
 
-def _state(source: Any) -> dict[str, Any]:
+def _state(source: FileSource | SqlSource) -> dict[str, Any]:
     if isinstance(source, FileSource):
         files = {}
         for path in source.files:
