@@ -287,6 +287,11 @@ def assert_loop(
         blocked = loop.failed_checks(run, "trained_model")
         assert blocked, f"the drift retrain crashed rather than being gated:\n{loop.stack.log('code_server')}"
         assert registry.champion().version == "1" and call("/health")["model_version"] == "1"
+        # The challenger is on record with the gates that blocked it (what `status` and `history` show).
+        record = registry.latest_gate_results("2")
+        assert record is not None and record.run_id == run.run_id, record
+        failed = {f"trained_model_passes_{g['gate']}" for g in record.results if not g["passed"]}
+        assert failed == set(blocked), (failed, blocked)
         # Known gap: the release gates judge the retraining recipe on the newest partitions (the holdout) with a
         # model fitted before the validation and holdout windows, so right after a drift they judge a model that
         # has seen no drifted data on a mostly drifted holdout (ROC AUC ~0.49 here) and block it; the refit that
