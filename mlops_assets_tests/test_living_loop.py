@@ -148,21 +148,22 @@ class Loop:
 
     def settle(self, after_run: dg.DagsterRun, timeout: float = 150) -> list[dg.DagsterRun]:
         """Wait until the drift and performance sensors have looked at what ``after_run`` produced and any
-        retrain they requested has finished; returns the retrain runs that finished meanwhile."""
-        end = self.instance.get_run_record_by_id(after_run.run_id).end_time
-        before = {r.run_id for r in self.runs(retrain_job_name(self.cfg))}
+        retrain they requested has finished; returns the retrain runs requested since ``after_run`` was."""
+        record = self.instance.get_run_record_by_id(after_run.run_id)
         for trigger in ("drift", "performance"):
             wait_for(
-                lambda t=trigger: self.sensor_ticked_after(t, end),
+                lambda t=trigger: self.sensor_ticked_after(t, record.end_time),
                 timeout,
                 f"the {trigger} sensor's first tick after run {after_run.run_id}",
                 interval=0.5,
             )
-        new = []
-        for run in self.runs(retrain_job_name(self.cfg)):
-            if run.status in IN_FLIGHT or run.run_id not in before:
-                new.append(self.stack.wait_run(self.instance, run.run_id, timeout=timeout))
-        return new
+        # The drift check writes its result before its run ends: a retrain may be requested while it still runs.
+        since = record.create_timestamp
+        return [
+            self.stack.wait_run(self.instance, run.run_id, timeout=timeout)
+            for run in self.runs(retrain_job_name(self.cfg))
+            if self.instance.get_run_record_by_id(run.run_id).create_timestamp > since
+        ]
 
     def materializations(self, asset: str, month: str) -> int:
         key = dg.AssetKey([self.cfg.model.name, asset])
