@@ -74,17 +74,14 @@ def detect_arrivals(
             return Arrivals(keys_between(start, rng.end, freq), f"changed: {names}", state)
         rng = FileSource(cfg, changed).time_range()
         return Arrivals(keys_between(rng.start, rng.end, freq), f"new or changed file(s): {names}", state)
-    # A database: a watermark on the timestamp column.
-    rng = source.time_range()
-    fingerprint = source.fingerprint()
-    state = {"watermark": rng.end.isoformat(), "fingerprint": fingerprint}
+    # A database: a watermark on the timestamp column, from one aggregate (range and fingerprint read separately
+    # could straddle a commit and call new rows a change below the watermark).
+    rng, fingerprint, stored_now = source.snapshot()
+    state = {"watermark": rng.end.isoformat(), "fingerprint": fingerprint, "stored_watermark": stored_now}
     if previous is None or previous.get("watermark") is None:
-        state["stored_watermark"] = source.watermark()
         return Arrivals(keys_between(rng.start, rng.end, freq), "first look at the source", state)
     if fingerprint == previous.get("fingerprint"):
-        state["stored_watermark"] = previous.get("stored_watermark")
         return Arrivals([], "no new rows", state)
-    state["stored_watermark"] = source.watermark()
     watermark = pd.Timestamp(previous["watermark"])
     if rng.end > watermark:
         # The rows past the watermark decide where the due range starts: the watermark's own period only when
@@ -107,9 +104,5 @@ def _state(source: FileSource | SqlSource) -> dict[str, Any]:
             st = path.stat()
             files[str(path)] = [st.st_size, st.st_mtime_ns]
         return {"files": files}
-    rng = source.time_range()
-    return {
-        "watermark": rng.end.isoformat(),
-        "fingerprint": source.fingerprint(),
-        "stored_watermark": source.watermark(),
-    }
+    rng, fingerprint, stored = source.snapshot()
+    return {"watermark": rng.end.isoformat(), "fingerprint": fingerprint, "stored_watermark": stored}
