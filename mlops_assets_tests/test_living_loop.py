@@ -8,6 +8,9 @@ each month once, the drift check flags the drifted months, the drift sensor retr
 running service answers with the new champion. A corrupt month in the middle is blocked by raw_data's gate and the
 loop goes on with the next good month.
 
+Today the drift retrain is blocked by the release gates (see ``assert_loop`` and the README's "living loop"): the
+tests then end as expected failures naming the gates, after every assertion up to the retrain's verdict has held.
+
 The helpers (``LoopConfig``, ``Loop``) are shared with benchmarks/bench_loop.py.
 """
 
