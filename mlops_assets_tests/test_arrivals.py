@@ -70,7 +70,15 @@ def test_rows_appended_to_a_table_are_due_from_the_watermark(tmp_path, rainfall)
     with sqlite3.connect(db) as conn:
         frame.iloc[50:].to_sql("weather", conn, index=False, if_exists="append")
     # The watermark's own month (it was partial) and the new one.
-    assert detect_arrivals(cfg, first.state).keys == ["1980-02", "1980-03"]
+    second = detect_arrivals(cfg, first.state)
+    assert second.keys == ["1980-02", "1980-03"]
+    # Rows of a new month only: the complete months before it are not due again.
+    april = rainfall[(rainfall["date"] >= "1980-04-01") & (rainfall["date"] < "1980-05-01")]
+    with sqlite3.connect(db) as conn:
+        april.assign(date=april["date"].dt.strftime("%Y-%m-%d")).to_sql(
+            "weather", conn, index=False, if_exists="append"
+        )
+    assert detect_arrivals(cfg, second.state).keys == ["1980-04"]
 
 
 def test_periods_stay_in_time_order_when_history_arrives_late():

@@ -103,21 +103,21 @@ def build_retraining_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions
     sensors = [
         make_sensor(
             "drift",
-            60,
+            cfg.retraining.sensor_interval_seconds,
             "Requests a retrain when the drift check's results for the live champion satisfy the drift policy "
             "(persistence over consecutive partitions, or one strong signal). Evaluates when new drift results "
             "arrive (cursor: monitoring log lines seen).",
         ),
         make_sensor(
             "performance",
-            60,
+            cfg.retraining.performance_interval_seconds,
             "Requests a retrain when the champion's metric on newly labeled data (new partitions of the offline "
             "store and the live prediction log) falls below the configured threshold or drop. Evaluates when "
             "new results or new labels arrive.",
         ),
         make_sensor(
             "freshness",
-            3600,
+            cfg.retraining.freshness_interval_seconds,
             "Requests a retrain when the champion is older than retraining.max_model_age_days.",
         ),
     ]

@@ -90,6 +90,13 @@ class RetrainingConfig(_Section):
     cooldown_days: float = Field(default=90.0, ge=0)
     max_retrains_per_window: int = Field(default=2, ge=1)
     window_days: float = Field(default=365.0, gt=0)
+    # How often the daemon evaluates the retraining sensors (seconds). The drift sensor's evaluation with no new
+    # check result reads one small log and stops, so it looks often: it bounds how long a drifted batch waits for
+    # its retrain (new data -> new champion in about a minute). The performance sensor also sums the labels in the
+    # prediction log on every look, the freshness sensor waits for days: they look less often.
+    sensor_interval_seconds: int = Field(default=15, ge=1)
+    performance_interval_seconds: int = Field(default=60, ge=1)
+    freshness_interval_seconds: int = Field(default=3600, ge=1)
 
     @model_validator(mode="after")
     def _lower_is_worse(self) -> RetrainingConfig:

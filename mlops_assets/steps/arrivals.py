@@ -5,8 +5,9 @@ Sources grow in three ways, each noticed as cheaply as the source allows:
 * new files in a folder or glob, or a file rewritten in place: the files' names, sizes and modification times are
   compared (no byte read); only the new or changed files' time ranges are read, and their partitions are due;
 * new rows in a SQL table: a watermark on the timestamp column (one ``min/max/count`` aggregate); the partitions
-  from the watermark's own period (it may have been partial) to the new newest row are due; rows changed below the
-  watermark (the count moved, the newest row did not) make every partition due;
+  from the oldest row past the watermark (its period, which is the watermark's own when that was partial) to the
+  new newest row are due; rows changed below the watermark (the count moved, the newest row did not) make every
+  partition due;
 * a file whose timestamps come from the row order: new rows extend the range past the last recorded end.
 
 The state to remember is plain JSON (a sensor cursor).
@@ -24,6 +25,7 @@ from mlops_assets.config import MlopsConfig
 from mlops_assets.data.partitions import keys_between
 from mlops_assets.data.sources import open_source
 from mlops_assets.data.sources.files import FileSource
+from mlops_assets.data.sources.sql import SqlSource
 
 
 @dataclass
@@ -44,6 +46,8 @@ def detect_arrivals(
     says the source has not changed since it was ingested.
     """
     source = open_source(cfg)
+    if not isinstance(source, (FileSource, SqlSource)):
+        raise TypeError(f"no way to watch {source.describe()} for new data")
     freq = cfg.partitions.freq
     if previous is None and recorded_fingerprint is not None and recorded_fingerprint == source.fingerprint():
         state = _state(source)
@@ -70,19 +74,22 @@ def detect_arrivals(
             return Arrivals(keys_between(start, rng.end, freq), f"changed: {names}", state)
         rng = FileSource(cfg, changed).time_range()
         return Arrivals(keys_between(rng.start, rng.end, freq), f"new or changed file(s): {names}", state)
-    # A database: a watermark on the timestamp column.
-    rng = source.time_range()
-    fingerprint = source.fingerprint()
-    state = {"watermark": rng.end.isoformat(), "fingerprint": fingerprint}
+    # A database: a watermark on the timestamp column, from one aggregate (range and fingerprint read separately
+    # could straddle a commit and call new rows a change below the watermark).
+    rng, fingerprint, stored_now = source.snapshot()
+    state = {"watermark": rng.end.isoformat(), "fingerprint": fingerprint, "stored_watermark": stored_now}
     if previous is None or previous.get("watermark") is None:
         return Arrivals(keys_between(rng.start, rng.end, freq), "first look at the source", state)
     if fingerprint == previous.get("fingerprint"):
         return Arrivals([], "no new rows", state)
     watermark = pd.Timestamp(previous["watermark"])
     if rng.end > watermark:
-        return Arrivals(
-            keys_between(watermark, rng.end, freq), f"rows newer than {watermark.isoformat()}", state
-        )
+        # The rows past the watermark decide where the due range starts: the watermark's own period only when
+        # rows were added to it (it was partial), so a complete period is not ingested again.
+        stored = previous.get("stored_watermark")
+        newer = source.time_range_after(stored) if stored is not None else None
+        start = newer.start if newer is not None else watermark
+        return Arrivals(keys_between(start, rng.end, freq), f"rows newer than {watermark.isoformat()}", state)
     return Arrivals(
         keys_between(rng.start, rng.end, freq),
         "rows changed at or below the watermark: every partition",
@@ -90,12 +97,12 @@ def detect_arrivals(
     )
 
 
-def _state(source: Any) -> dict[str, Any]:
+def _state(source: FileSource | SqlSource) -> dict[str, Any]:
     if isinstance(source, FileSource):
         files = {}
         for path in source.files:
             st = path.stat()
             files[str(path)] = [st.st_size, st.st_mtime_ns]
         return {"files": files}
-    rng = source.time_range()
-    return {"watermark": rng.end.isoformat(), "fingerprint": source.fingerprint()}
+    rng, fingerprint, stored = source.snapshot()
+    return {"watermark": rng.end.isoformat(), "fingerprint": fingerprint, "stored_watermark": stored}

@@ -164,6 +164,47 @@ class SqlSource(BaseSource):
         same_zone = zone_lo is None or row[2] == row[3] == zone_lo.group(0)
         return bool(same_width and same_zone)
 
+    def snapshot(self) -> tuple[TimeRange, str, dict[str, Any]]:
+        """Time range, :meth:`fingerprint` and the newest timestamp as stored (JSON-able: a datetime as flagged ISO
+        text, for :meth:`time_range_after`) from one aggregate, so all three describe the same state of a table that
+        is being appended to (separate queries can straddle a commit)."""
+        with self._connection() as conn:
+            lo, hi, n = self._aggregate(conn)
+            if n == 0:
+                raise SourceError(f"dataset.source {self.describe()!r}: the source holds no rows")
+            if lo is None or hi is None:
+                raise SourceError(
+                    f"{ORIGIN}: timestamp column {self.cfg.dataset.timestamp_column!r} has missing values"
+                )
+            sortable = not isinstance(lo, str) or self._text_sorts_as_time(conn, lo, str(hi))
+        rng = stamps_range([lo, hi], self.cfg, ORIGIN) if sortable else self._scan_time_range()
+        token = [self.describe(), self.query, str(lo), str(hi), n]
+        fingerprint = hashlib.sha256(json.dumps(token).encode()).hexdigest()
+        stored = (
+            {"value": hi.isoformat(), "datetime": True}
+            if hasattr(hi, "isoformat")
+            else {"value": hi, "datetime": False}
+        )
+        return rng, fingerprint, stored
+
+    def time_range_after(self, watermark: dict[str, Any]) -> TimeRange | None:
+        """The time range of the rows newer than ``watermark`` (the third item :meth:`snapshot` returned earlier), compared
+        by the database in the column's own type; None when there are none. One aggregate row."""
+        import datetime as dt
+
+        import sqlalchemy as sa
+
+        ts = self.cfg.dataset.timestamp_column
+        sub = self._subquery(ts)
+        bound = watermark["value"]
+        if watermark["datetime"]:
+            bound = dt.datetime.fromisoformat(bound)
+        with self._connection() as conn:
+            lo, hi = conn.execute(
+                sa.select(sa.func.min(sub.c[ts]), sa.func.max(sub.c[ts])).where(sub.c[ts] > bound)
+            ).one()
+        return None if lo is None else stamps_range([lo, hi], self.cfg, ORIGIN)
+
     def fingerprint(self) -> str:
         """The source, the query and the database's min/max timestamp and row count: one aggregate row."""
         with self._connection() as conn:
