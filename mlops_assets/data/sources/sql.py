@@ -124,19 +124,24 @@ class SqlSource(BaseSource):
         ).one()
         return lo, hi, int(n)
 
+    def _nonempty_aggregate(self, conn) -> tuple[Any, Any, int]:
+        """The aggregate row, refusing an empty source or missing timestamps (naming which)."""
+        lo, hi, n = self._aggregate(conn)
+        if n == 0:
+            raise SourceError(f"dataset.source {self.describe()!r}: the source holds no rows")
+        if lo is None or hi is None:
+            raise SourceError(
+                f"{ORIGIN}: timestamp column {self.cfg.dataset.timestamp_column!r} has missing values"
+            )
+        return lo, hi, n
+
     def _row_count(self) -> int:
         with self._connection() as conn:
             return self._aggregate(conn)[2]
 
     def _stored_time_range(self) -> TimeRange:
         with self._connection() as conn:
-            lo, hi, n = self._aggregate(conn)
-            if n == 0:
-                raise SourceError(f"dataset.source {self.describe()!r}: the source holds no rows")
-            if lo is None or hi is None:
-                raise SourceError(
-                    f"{ORIGIN}: timestamp column {self.cfg.dataset.timestamp_column!r} has missing values"
-                )
+            lo, hi, n = self._nonempty_aggregate(conn)
             if not isinstance(lo, str) or self._text_sorts_as_time(conn, lo, str(hi)):
                 return stamps_range([lo, hi], self.cfg, ORIGIN)
         # Text the database cannot order as time (a custom format, mixed widths or zones): the column alone.
@@ -169,13 +174,7 @@ class SqlSource(BaseSource):
         text, for :meth:`time_range_after`) from one aggregate, so all three describe the same state of a table that
         is being appended to (separate queries can straddle a commit)."""
         with self._connection() as conn:
-            lo, hi, n = self._aggregate(conn)
-            if n == 0:
-                raise SourceError(f"dataset.source {self.describe()!r}: the source holds no rows")
-            if lo is None or hi is None:
-                raise SourceError(
-                    f"{ORIGIN}: timestamp column {self.cfg.dataset.timestamp_column!r} has missing values"
-                )
+            lo, hi, n = self._nonempty_aggregate(conn)
             sortable = not isinstance(lo, str) or self._text_sorts_as_time(conn, lo, str(hi))
         rng = stamps_range([lo, hi], self.cfg, ORIGIN) if sortable else self._scan_time_range()
         token = [self.describe(), self.query, str(lo), str(hi), n]
