@@ -81,6 +81,7 @@ def run(work: Path, first_month: str, initial_end: str, n_months: int) -> int:
     from mlops_assets.defs.model_assets import REASON_TAG
     from mlops_assets.defs.retraining import retrain_job_name
     from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.storage import storage_from_env
     from mlops_assets_tests.test_living_loop import (
         Loop,
         loop_config,
@@ -96,7 +97,7 @@ def run(work: Path, first_month: str, initial_end: str, n_months: int) -> int:
         write_month(folder, rainfall, month)
     config = loop_config(work, {"source": "months/*.csv"}, name="bench_loop", fast=False)
     cfg = load_config(config)
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     env = dict(os.environ, MLOPS_CONFIG=str(config))
     t_start = time.monotonic()
     with dg.DagsterInstance.get() as instance, production_stack(work, env, webserver=False) as stack:

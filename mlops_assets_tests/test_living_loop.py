@@ -332,10 +332,11 @@ def live_loop(tmp_path: Path, production, config: Path, arrive, months: list[str
     """Start the stack on ``config``, wait for the first champion, serve it, then let the months arrive."""
     from mlops_assets.config import load_config
     from mlops_assets.registry.model_registry import ModelRegistry
+    from mlops_assets.storage import storage_from_env
 
     _, instance, start = production
     cfg = load_config(config)
-    registry = ModelRegistry(cfg.model.name)
+    registry = ModelRegistry(cfg.model.name, storage_from_env())
     loop = Loop(cfg, instance, start(config, webserver=False))
     first_champion(loop, registry)
     with serving(config, dict(os.environ, OMP_NUM_THREADS="1"), tmp_path) as call:
