@@ -1,8 +1,8 @@
 """Source rows sorted into partitions in one streaming pass, whatever the source's order, in bounded memory.
 
 A backfill reads its source once, batch by batch. Each batch's rows go to their partition: held in memory while the
-whole read fits in one batch (the common small case), else spilled as Parquet pieces under a scratch folder, one
-folder per partition. Afterwards a partition is read back whole, rows in source order then sorted by time (stable),
+whole read fits in one batch (the common small case), else spilled as uncompressed Arrow IPC pieces (scratch data
+read back once: no encoding to pay for) under a scratch folder, one folder per partition. Afterwards a partition is read back whole, rows in source order then sorted by time (stable),
 exactly as sorting the entire source would order them.
 """
 
@@ -66,11 +66,19 @@ class Staging:
         if key not in self.rows:
             raise KeyError(f"no staged rows for partition {key!r}")
         if self._spilled:
-            folder = self._folder(key)
-            parts = [pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))]
+            import pyarrow as pa
+            import pyarrow.feather as feather
+
+            pieces = [feather.read_table(p) for p in sorted(self._folder(key).glob("*.arrow"))]
+            try:
+                frame = pa.concat_tables(pieces).to_pandas() if len(pieces) > 1 else pieces[0].to_pandas()
+            except pa.ArrowInvalid:
+                # Batches whose columns Arrow cannot join (a column all empty in one, numbers in another): joined
+                # the pandas way, as before.
+                frame = pd.concat([p.to_pandas() for p in pieces], ignore_index=True)
         else:
             parts = self._memory[key]
-        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         return frame.sort_values(self.timestamp_column, kind="stable").reset_index(drop=True)
 
     def close(self) -> None:
@@ -92,7 +100,11 @@ class Staging:
         folder.mkdir(parents=True, exist_ok=True)
         n = self._pieces[key]
         self._pieces[key] = n + 1
-        part.reset_index(drop=True).to_parquet(folder / f"{n:08d}.parquet", index=False)
+        import pyarrow as pa
+        import pyarrow.feather as feather
+
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        feather.write_feather(table, folder / f"{n:08d}.arrow", compression="uncompressed")
 
 
 def group_keys(keys: list[str], rows: dict[str, int], budget: int) -> list[list[str]]:
