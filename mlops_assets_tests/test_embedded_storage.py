@@ -37,8 +37,14 @@ PARTITIONS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="202
     check_specs=[dg.AssetCheckSpec("rows_present", asset="daily", blocking=True)],
 )
 def daily(context: dg.AssetExecutionContext):
+    # The check's verdict and its metadata are what the storage must write and give back.
+    covered = len(context.partition_keys)
     yield dg.MaterializeResult()
-    yield dg.AssetCheckResult(check_name="rows_present", passed=True)
+    yield dg.AssetCheckResult(
+        check_name="rows_present",
+        passed=covered == len(PARTITIONS.get_partition_keys()),
+        metadata={"partitions_covered": covered},
+    )
 
 
 def run(instance, run_id=None):
@@ -86,7 +92,10 @@ def test_the_embedded_instance_writes_files_dagsters_own_storage_reads(home, job
     record = plain.get_latest_asset_check_execution_by_key(
         [dg.AssetCheckKey(dg.AssetKey("daily"), "rows_present")]
     )
-    assert next(iter(record.values())).status.value == "SUCCEEDED"
+    stored = next(iter(record.values()))
+    assert stored.status.value == "SUCCEEDED"
+    evaluation = stored.event.dagster_event.event_specific_data
+    assert evaluation.metadata["partitions_covered"].value == 31
 
 
 def test_connections_are_kept_between_events(home, job_module):
