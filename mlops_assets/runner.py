@@ -28,9 +28,6 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 # MLflow draws a progress bar for every artifact it reads; the CLI has its own.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
-
 
 @dataclass
 class RunOutcome:
@@ -141,6 +138,8 @@ def execute(
     else:
         first, last = keys[0], keys[-1]
     add_periods(instance, period_partitions(cfg), keys)
+    from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
+
     tags = {RANGE_START: first, RANGE_END: last}
     if reason:
         tags[REASON_TAG] = reason

@@ -11,12 +11,14 @@ import json
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.sources import SourceError
 
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
+# The run tags of a single-run backfill over a partition range (Dagster's own names).
+RANGE_START = ASSET_PARTITION_RANGE_START_TAG
+RANGE_END = ASSET_PARTITION_RANGE_END_TAG
 ARRIVAL_TAG = "mlops/arrival"
 
 

@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import dagster as dg
+from dagster._core.storage.tags import PARTITION_NAME_TAG
 
 from mlops_assets.config import MlopsConfig
+from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
 from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.monitoring.replay import DRIFT_CHECK
 
@@ -42,11 +44,10 @@ def sensor_name(cfg: MlopsConfig, trigger: str) -> str:
 
 def _run_partitions(tags: Mapping[str, str]) -> tuple[str, str] | None:
     """The partition range a run materialized, from its tags (single-run backfill or one partition)."""
-    start = tags.get("dagster/asset_partition_range_start")
-    end = tags.get("dagster/asset_partition_range_end")
+    start, end = tags.get(RANGE_START), tags.get(RANGE_END)
     if start and end:
         return start, end
-    key = tags.get("dagster/partition")
+    key = tags.get(PARTITION_NAME_TAG)
     return (key, key) if key else None
 
 
