@@ -99,10 +99,6 @@ def detect_arrivals(
 
 def _state(source: FileSource | SqlSource) -> dict[str, Any]:
     if isinstance(source, FileSource):
-        files = {}
-        for path in source.files:
-            st = path.stat()
-            files[str(path)] = [st.st_size, st.st_mtime_ns]
-        return {"files": files}
+        return {"files": source.listing()}
     rng, fingerprint, stored = source.snapshot()
     return {"watermark": rng.end.isoformat(), "fingerprint": fingerprint, "stored_watermark": stored}

@@ -259,10 +259,15 @@ class FileSource(BaseSource):
         path, fmt = self.files[0], self._formats[0]
         return self._output_columns(self._read(path, lambda: fmt.columns(path)))
 
-    def fingerprint(self) -> str:
-        """Names, sizes and modification times of the files: no byte of data read."""
-        listing = []
+    def listing(self) -> dict[str, list[int]]:
+        """Each file's size and modification time (ns), by path: no byte of data read."""
+        out = {}
         for path in self.files:
             st = self._read(path, path.stat)
-            listing.append([str(path), st.st_size, st.st_mtime_ns])
-        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+            out[str(path)] = [st.st_size, st.st_mtime_ns]
+        return out
+
+    def fingerprint(self) -> str:
+        """A hash of the :meth:`listing`."""
+        rows = [[path, *stat] for path, stat in self.listing().items()]
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
