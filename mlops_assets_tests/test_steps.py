@@ -163,3 +163,34 @@ def test_definitions_load_with_the_source_gone_after_ingestion(slice_setup, tmp_
     after = build_model_defs(cfg).resolve_asset_graph()
     assert {k.name for k in after.asset_check_keys} == {k.name for k in before.asset_check_keys}
     assert "raw_data_values_plausible" in {k.name for k in after.asset_check_keys}
+
+
+def test_the_plain_packages_and_the_steps_load_without_dagster():
+    """The wall the README's code layout promises: only defs/ (and the run and check-report commands that execute
+    it) import Dagster."""
+    import subprocess
+    import sys
+
+    plain = [
+        "mlops_assets.steps.ingest",
+        "mlops_assets.steps.features",
+        "mlops_assets.steps.train",
+        "mlops_assets.steps.promote",
+        "mlops_assets.steps.drift",
+        "mlops_assets.steps.arrivals",
+        "mlops_assets.catalogue",
+        "mlops_assets.data.sources",
+        "mlops_assets.data.source_state",
+        "mlops_assets.features.engine",
+        "mlops_assets.features.online",
+        "mlops_assets.monitoring.state",
+        "mlops_assets.monitoring.replay",
+        "mlops_assets.registry.model_registry",
+        "mlops_assets.serving.service",
+        "mlops_assets.commands.rollback",
+        "mlops_assets.commands.status",
+        "mlops_assets.feature_store",
+    ]
+    code = f"import importlib, sys\nfor m in {plain!r}: importlib.import_module(m)\nprint('dagster' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
