@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from child_memory import RSS_MIB
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -46,11 +47,7 @@ CHILD = textwrap.dedent(
     import json, os, resource, sys, threading, time
     from pathlib import Path
 
-    def rss_mib():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc/self/status")
+    {rss_mib}
 
     current = {"step": "startup"}
     peaks, first_seen = {}, {}
@@ -90,7 +87,7 @@ CHILD = textwrap.dedent(
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }))
     """
-)
+).replace("{rss_mib}", RSS_MIB)
 
 
 def synthetic(path: Path, rows: int, seed: int = 0) -> None:

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from child_memory import RSS_MIB
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,11 +49,7 @@ CHILD = textwrap.dedent(
 
     import pandas as pd
 
-    def rss_mib():
-        for line in open("/proc/self/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS in /proc/self/status")
+    {rss_mib}
 
     what, config, data, scratch = sys.argv[1:5]
     from mlops_assets.catalogue import DatasetShape, data_gates
@@ -87,7 +84,9 @@ CHILD = textwrap.dedent(
         gates = result.gates.values()
     elif what == "ingest":
         keys = ["2024-01"]
-        outcome = ingest(cfg, stores, keys, gate_names=names, scratch=Path(scratch) / "spill")
+        outcome = ingest(
+        cfg, stores, keys, gate_names=names, scratch=Path(scratch) / "spill", home=Path(scratch) / "home"
+    )
         gates = outcome.gates
     else:
         key = cfg.dataset.unique_key
@@ -103,7 +102,7 @@ CHILD = textwrap.dedent(
     print(json.dumps({"seconds": round(seconds, 2), "peak_mib": round(peak[0] - base, 1), "failed": failed},
                      default=str))
     """
-)
+).replace("{rss_mib}", RSS_MIB)
 
 
 def events(rows: int, dup: float, case: str, seed: int = 0) -> pd.DataFrame:
