@@ -154,8 +154,8 @@ RELEASE_GATES: tuple[GateSpec, ...] = (
     GateSpec(
         "refit_agrees",
         RELEASE,
-        "The refit on the newest data passes sanity, latency and robustness and makes the evaluated model's "
-        "decisions on the holdout.",
+        "The refit on the newest data passes sanity, latency and robustness and makes the decisions of the "
+        "newest model the gates judged (the backtest's last fold) on the holdout.",
         applies=lambda cfg: cfg.model.refit,
     ),
     GateSpec(

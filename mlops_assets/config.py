@@ -143,6 +143,11 @@ class ModelConfig(_Section):
     # After the release gates pass, fit the same recipe again on the training window moved forward to end at the
     # newest labeled partition: that refit is what gets registered and deployed.
     refit: bool = True
+    # With refit on, the gates judge the recipe as it is deployed: the holdout is cut into this many folds (runs of
+    # partitions), each predicted by the recipe fitted on the training window ending right before it (a
+    # rolling-origin backtest). A model judged six months behind its holdout cannot be judged after a drift; a model
+    # one fold behind can. Each fold costs one more fit.
+    backtest_folds: int = Field(default=3, ge=1)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
     random_state: int = 0
 

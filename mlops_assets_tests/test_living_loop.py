@@ -8,8 +8,9 @@ each month once, the drift check flags the drifted months, the drift sensor retr
 running service answers with the new champion. A corrupt month in the middle is blocked by raw_data's gate and the
 loop goes on with the next good month.
 
-Today the drift retrain is blocked by the release gates (see ``assert_loop`` and the README's "living loop"): the
-tests then end as expected failures naming the gates, after every assertion up to the retrain's verdict has held.
+The drift retrain must pass the release gates: they judge the recipe by a rolling-origin backtest over the holdout,
+each fold predicted by the recipe fitted right before it, and judge a floor the old champion misses too by beating
+that champion on the same unseen rows (``gates.floors.champion_below_floor``).
 
 The helpers (``LoopConfig``, ``Loop``) are shared with benchmarks/bench_loop.py.
 """
@@ -92,10 +93,6 @@ def loop_config(folder: Path, dataset: dict, *, name: str = "loop", fast: bool =
         "gates": {
             # A loaded 2-core machine: a healthy model's p95 can exceed the production default (see conftest).
             "latency": {"p95_single_row_ms": 2000, "batch_1000_rows_ms": 20000},
-            # The refit of the first model (its window ends 6 months after the evaluated one) ranks
-            # the evaluated model's decisions at ROC AUC 0.795 on the holdout, under the default 0.8; shuffled
-            # labels score at most 0.67 (gates.refit's docstring), so 0.75 still tells a broken refit apart.
-            "refit": {"min_decision_auc": 0.75},
         },
     }
     if fast:
@@ -290,17 +287,13 @@ def assert_loop(
     if run.status == dg.DagsterRunStatus.FAILURE:
         blocked = loop.failed_checks(run, "trained_model")
         assert blocked, f"the drift retrain crashed rather than being gated:\n{loop.stack.log('code_server')}"
-        assert registry.champion().version == "1" and call("/health")["model_version"] == "1"
-        # The challenger is on record with the gates that blocked it (what `status` and `history` show).
         record = registry.latest_gate_results("2")
-        assert record is not None and record.run_id == run.run_id, record
-        failed = {f"trained_model_passes_{g['gate']}" for g in record.results if not g["passed"]}
-        assert failed == set(blocked), (failed, blocked)
-        # Known gap: the release gates judge the retraining recipe on the newest partitions (the holdout) with a
-        # model fitted before the validation and holdout windows, so right after a drift they judge a model that
-        # has seen no drifted data on a mostly drifted holdout (ROC AUC ~0.49 here) and block it; the refit that
-        # did learn the drifted months is then not deployed.
-        pytest.xfail(f"the drift retrain after {month} was blocked by the release gates: {blocked}")
+        failed = (
+            []
+            if record is None
+            else [f"{g['gate']}: {g['message']}" for g in record.results if not g["passed"]]
+        )
+        pytest.fail(f"the drift retrain after {month} was blocked by the release gates: {failed}")
     assert run.status == dg.DagsterRunStatus.SUCCESS
     # Through the gates to champion, fitted on a window that includes the drifted month(s).
     history = registry.history()

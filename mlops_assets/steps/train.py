@@ -13,6 +13,7 @@ champion is never older than its data. Each registered version records the windo
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from mlops_assets.features.offline import OfflineStore
     from mlops_assets.monitoring.profile import Profile
     from mlops_assets.registry.model_registry import ModelRegistry
-    from mlops_assets.training.pipeline import Split, TrainedModel
+    from mlops_assets.training.pipeline import Backtest, Split, TrainedModel
     from mlops_assets.training.threshold import ThresholdChoice
 
 PARTITION = "__partition__"
@@ -81,6 +82,8 @@ class Challenger:
     refit: TrainedModel | None = (
         None  # the same recipe on the refit window, when model.refit and the gates passed
     )
+    # With model.refit: what the gates judged, per holdout fold (see :func:`backtest`)
+    backtest: list[dict[str, str]] | None = None
 
     @property
     def passed(self) -> bool:
@@ -229,10 +232,13 @@ def train_challenger(
     """Fit on the training window, choose the decision threshold on the validation window, evaluate every
     release gate on the holdout (beside ``champion`` when it is comparable), and, when ``model.refit`` is on and
     the gates pass, refit on the refit window and gate that refit (``refit_agrees``). The reference profile for
-    the drift checks is the deployed model's training window."""
+    the drift checks is the deployed model's training window.
+
+    With ``model.refit`` the gates judge the recipe as it is deployed, through :func:`backtest`: each holdout fold
+    predicted by the recipe fitted right before it. Without it they judge the evaluated model, which is deployed."""
     from mlops_assets.catalogue import release_gates
-    from mlops_assets.training.gates import evaluate_gates
-    from mlops_assets.training.pipeline import binary_labels, evaluate
+    from mlops_assets.training.gates import evaluate_gates, floors_beside_champion
+    from mlops_assets.training.pipeline import Backtest, binary_labels, evaluate
     from mlops_assets.training.plots import release_plots
 
     label = cfg.dataset.label_column
@@ -240,14 +246,18 @@ def train_challenger(
     progress.step("trained_model", f"fitting on {len(data.split.train)} partition(s)")
     model, profile = fit_with_profile(cfg, frame, data.split, data.numeric, data.categorical)
     threshold = decision_threshold(cfg, model, frame)
-    holdout = frame[frame[PARTITION].isin(model.split.holdout) & frame[label].notna()]
+    # Positions as the index: the backtest routes each holdout row to its fold by it.
+    holdout = frame[frame[PARTITION].isin(model.split.holdout) & frame[label].notna()].reset_index(drop=True)
     X_hold = holdout[model.feature_columns]
     y_bin = binary_labels(holdout[label], cfg.dataset.positive_label)
+    # What the gates judge: with refit on, the recipe as it is deployed (a rolling-origin backtest over the
+    # holdout); with refit off, the evaluated model itself, which is what gets deployed.
+    judged: Any = backtest(cfg, data, model, holdout) if cfg.model.refit else model.pipeline
     champion_model = champion.model if champion is not None and champion.comparable else None
     champion_version = champion.version if champion is not None and champion_model is not None else None
     progress.step("trained_model", "release gates")
     results = evaluate_gates(
-        model.pipeline,
+        judged,
         X_hold,
         pd.Series(y_bin),
         cfg.gates,
@@ -258,6 +268,7 @@ def train_challenger(
         expected_schema=model.feature_columns,
         positive_label=1,
         threshold=threshold.value,
+        artifact=judged.folds[-1].model.pipeline if isinstance(judged, Backtest) else None,
     )
     if champion is not None and not champion.comparable:
         # A champion built on other feature definitions cannot score this holdout: the no-regression gate says so
@@ -281,23 +292,42 @@ def train_challenger(
         unseen = (holdout[PARTITION] > champion.trained_through).to_numpy()
         if not unseen.all():
             results = [
-                _no_regression_on_unseen(cfg, model, champion, X_hold, y_bin, unseen, threshold.value)
+                _no_regression_on_unseen(cfg, judged, champion, X_hold, y_bin, unseen, threshold.value)
                 if r.gate == "no_regression"
                 else r
                 for r in results
             ]
+    if champion is not None and champion_model is not None and unseen.any():
+        # A floor the champion is below too, on rows it has never seen: judged against the champion there.
+        results = [
+            floors_beside_champion(
+                r,
+                judged,
+                champion_model,
+                X_hold[unseen],
+                y_bin[unseen],
+                cfg.gates.floors,
+                cfg.gates.regression,
+                threshold=threshold.value,
+                champion_threshold=champion.threshold if champion.threshold is not None else 0.5,
+                champion_version=champion.version,
+            )
+            if r.gate == "metric_floors"
+            else r
+            for r in results
+        ]
     if not unseen.all():
         champion_model = None  # no plot or metrics beside a champion judged on its own training rows
     refit = None
     if cfg.model.refit:
         refit, profile, refit_result = refit_and_gate(
-            cfg, data, model, results, X_hold, threshold=threshold.value, profile=profile
+            cfg, data, model, results, X_hold, threshold=threshold.value, profile=profile, judged=judged
         )
         order = [g.name for g in release_gates(cfg)]
         results = sorted([*results, refit_result], key=lambda r: order.index(r.gate))
     plots = (
         release_plots(
-            model.pipeline,
+            judged,
             X_hold,
             y_bin,
             threshold=threshold.value,
@@ -309,7 +339,7 @@ def train_challenger(
     )
     metrics = {
         k: v
-        for k, v in evaluate(model.pipeline, X_hold, y_bin, threshold=threshold.value).items()
+        for k, v in evaluate(judged, X_hold, y_bin, threshold=threshold.value).items()
         if isinstance(v, int | float)
     }
     champion_metrics = None
@@ -331,12 +361,43 @@ def train_challenger(
         champion_metrics=champion_metrics,
         threshold=threshold,
         refit=refit,
+        backtest=judged.describe() if isinstance(judged, Backtest) else None,
     )
+
+
+def backtest(cfg: MlopsConfig, data: TrainingData, model: TrainedModel, holdout: pd.DataFrame) -> Backtest:
+    """The recipe fitted once per fold of the holdout (``model.backtest_folds``) on the training window ending
+    right before the fold; ``holdout`` is indexed ``0..n-1``. A fold whose window holds one class keeps the previous
+    fold's model (the first fold: the evaluated ``model``)."""
+    from mlops_assets.training.pipeline import (
+        Backtest,
+        BacktestFold,
+        Split,
+        TrainingError,
+        backtest_folds,
+        fit,
+        refit_window,
+    )
+
+    frame = data.frame
+    labeled = frame[frame[cfg.dataset.label_column].notna()]
+    keys = sorted(labeled[PARTITION].unique())
+    folds: list[BacktestFold] = []
+    previous = model
+    for i, fold in enumerate(backtest_folds(model.split.holdout, cfg.model.backtest_folds)):
+        progress.step("trained_model", f"backtest fold {i + 1}: fitting up to the partition before {fold[0]}")
+        window = refit_window([k for k in keys if k < fold[0]], cfg)
+        # One class in this window: the previous fold's model predicts this fold too.
+        with contextlib.suppress(TrainingError):
+            previous = fit(cfg, frame, PARTITION, data.numeric, data.categorical, split=Split(window, [], []))
+        folds.append(BacktestFold(fold, previous))
+    fold_of = {k: i for i, f in enumerate(folds) for k in f.holdout}
+    return Backtest(folds, holdout[PARTITION].map(fold_of).to_numpy())
 
 
 def _no_regression_on_unseen(
     cfg: MlopsConfig,
-    model: TrainedModel,
+    model: Any,
     champion: ChampionForComparison,
     X_hold: pd.DataFrame,
     y_bin: np.ndarray,
@@ -351,7 +412,7 @@ def _no_regression_on_unseen(
     note = {"champion_trained_through": champion.trained_through, "unseen_rows": int(unseen.sum())}
     if len(np.unique(y_bin[unseen])) == 2:
         r = no_regression_gate(
-            model.pipeline,
+            model,
             champion.model,
             X_hold[unseen],
             y_bin[unseen],
@@ -406,16 +467,18 @@ def refit_and_gate(
     *,
     threshold: float,
     profile: Profile,
+    judged: Any | None = None,
 ) -> tuple[TrainedModel | None, Profile, GateResult]:
     """Refit the recipe on ``data.refit_window`` once every gate in ``results`` passed, and judge the refit:
-    sanity, latency and robustness on the holdout, and agreement with the evaluated ``model`` there.
+    sanity, latency and robustness on the holdout, and agreement there with the newest model the gates judged (the
+    newest fold of ``judged``, a backtest; the evaluated ``model`` when not given).
 
     Returns the refit (None when the evaluated model was blocked), the profile of the model to deploy, and the
     ``refit_agrees`` result.
     """
     from mlops_assets.catalogue import GateResult
     from mlops_assets.training.gates import latency_gate, refit_agrees_gate, robustness_gate, sanity_gate
-    from mlops_assets.training.pipeline import Split
+    from mlops_assets.training.pipeline import Backtest, Split
 
     blocked = [r.gate for r in results if not r.passed]
     if blocked:
@@ -443,9 +506,18 @@ def refit_and_gate(
         latency_gate(refit.pipeline, X_hold, g.latency),
         robustness_gate(refit.pipeline, X_hold, g.robustness, threshold=threshold),
     ]
+    # The refit is compared with the newest model the gates judged: the same recipe, one fold less of data.
+    reference = judged.folds[-1].model if isinstance(judged, Backtest) else model
     result = refit_agrees_gate(
-        model.pipeline, refit.pipeline, X_hold, g.refit, threshold=threshold, refit_checks=checks
+        reference.pipeline,
+        refit.pipeline,
+        X_hold,
+        g.refit,
+        threshold=threshold,
+        refit_checks=checks,
+        reference="the backtest's newest model" if isinstance(judged, Backtest) else "the evaluated model",
     )
+    result.details["reference_window"] = f"{reference.split.train[0]}..{reference.split.train[-1]}"
     result.details["refit_window"] = f"{keys[0]}..{keys[-1]}"
     return refit, refit_profile, result
 

@@ -47,6 +47,11 @@ class MetricFloors(_Section):
     f1: float | None = Field(default=None, ge=0, le=1)
     precision: float | None = Field(default=None, ge=0, le=1)
     recall: float | None = Field(default=None, ge=0, le=1)
+    # When the champion itself is below a floor on the same holdout rows it has never seen (the world changed under
+    # it, e.g. right after a drift), blocking every challenger keeps serving a model known to be below the floor.
+    # ``beat_champion``: a challenger below that floor passes it when it beats the champion there by
+    # ``gates.regression.tolerance`` and is above no skill (ROC AUC 0.5, PR AUC the prevalence). ``block``: never.
+    champion_below_floor: Literal["beat_champion", "block"] = "beat_champion"
 
 
 def _roc_auc_only() -> list[MetricName]:
@@ -94,8 +99,9 @@ class RobustnessConfig(_Section):
 
 
 class RefitConfig(_Section):
-    """The refit (``model.refit``) must make the evaluated model's decisions: ranking the holdout rows the
-    evaluated model calls positive above those it calls negative, with a ROC AUC of at least ``min_decision_auc``.
+    """The refit (``model.refit``) must make the decisions of the newest model the gates judged (the backtest's
+    last fold, the same recipe fitted one fold earlier): ranking the holdout rows that model calls positive above
+    those it calls negative, with a ROC AUC of at least ``min_decision_auc``.
 
     Not label agreement, which on rare outcomes is high whatever the refit does (a refit on shuffled labels agrees
     on 0.989 of the rare-flight-delay holdout), and not rank correlation, which the many near-zero probabilities of a

@@ -114,7 +114,7 @@ def _floors(metrics: Mapping[str, float], floors: MetricFloors) -> dict[str, tup
         prevalence = float(metrics.get("prevalence", float("nan")))
         # An undefined prevalence leaves nothing to be relative to: the floor cannot be met (nan comparisons fail).
         out["pr_auc"] = ("pr_auc_lift", prevalence + floors.pr_auc_lift * (1 - prevalence))
-    absolute = floors.model_dump(exclude={"roc_auc_lift", "pr_auc_lift"})
+    absolute = floors.model_dump(exclude={"roc_auc_lift", "pr_auc_lift", "champion_below_floor"})
     for name, value in absolute.items():
         if value is None:
             continue
@@ -161,6 +161,92 @@ def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> Ga
         threshold=0.0,
         message=message,
         details={"metrics": per_metric, "prevalence": metrics.get("prevalence")},
+    )
+
+
+def floors_beside_champion(
+    result: GateResult,
+    challenger: Any,
+    champion: Any,
+    X: pd.DataFrame,
+    y: pd.Series | np.ndarray,
+    floors: MetricFloors,
+    regression: RegressionConfig,
+    *,
+    threshold: float,
+    champion_threshold: float,
+    champion_version: str,
+    positive_label: Any = 1,
+) -> GateResult:
+    """``result`` (a failed ``metric_floors``) judged again beside the champion, on rows (``X``, ``y``) the champion
+    was never fitted on (``gates.floors.champion_below_floor``).
+
+    A floor the champion is below there too is met when the challenger beats the champion by
+    ``regression.tolerance`` and is above no skill; a floor the champion meets must be met as usual. ``value`` is
+    the smallest margin over the floors, each measured against the bar it was judged by.
+    """
+    if result.passed or floors.champion_below_floor == "block":
+        return result
+    y = np.asarray(y)
+    if len(np.unique(_labels(y, positive_label))) < 2:
+        return result
+    ours = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=threshold)
+    theirs = compute_metrics(champion, X, y, positive_label=positive_label, threshold=champion_threshold)
+    no_skill = {"roc_auc": 0.5, "pr_auc": float(ours.get("prevalence", float("nan")))}
+    per_metric: dict[str, Any] = {}
+    failures, margins, beside = [], [], []
+    for name, (source, floor) in _floors(ours, floors).items():
+        mine, champion_value = ours.get(name), theirs.get(name)
+        base = float("nan") if champion_value is None else float(champion_value)
+        if mine is None or np.isnan(mine):
+            failures.append(f"{name} undefined")
+            continue
+        bar, judged_by = floor, f"gates.floors.{source}"
+        beside_champion = bool(mine < floor and base < floor)  # False when the champion's value is undefined
+        if beside_champion:
+            bar = max(base + regression.tolerance, no_skill.get(name, -np.inf))
+            judged_by = f"champion version {champion_version} ({base:.4f}) + {regression.tolerance}"
+        ok = bool(mine >= bar and (name not in no_skill or mine > no_skill[name]))
+        if beside_champion:
+            beside.append(
+                f"{name} {mine:.4f} is below the floor {floor:.4f}, which champion version {champion_version} is "
+                f"below too on these rows ({base:.4f}): judged against it, {mine:.4f} "
+                + (">=" if ok else "<")
+                + f" {bar:.4f}"
+                + (
+                    f" (the higher of the champion + {regression.tolerance} and no skill, {no_skill[name]:.4f})"
+                    if name in no_skill
+                    else f" (the champion + {regression.tolerance})"
+                )
+            )
+        elif not ok:
+            failures.append(f"{name}={mine:.4f} < {bar:.4f} ({judged_by})")
+        margins.append(mine - bar)
+        per_metric[name] = {
+            "value": float(mine),
+            "floor": round(float(floor), 6),
+            "champion": None if np.isnan(base) else base,
+            "bar": round(float(bar), 6),
+            "judged_by": judged_by,
+            "passed": ok,
+        }
+    if not beside:
+        return result  # the champion meets the floors the challenger misses: a plain failure stands
+    passed = all(m["passed"] for m in per_metric.values()) and not failures
+    message = "; ".join(beside) + ("" if passed else "; below floor: " + ", ".join(failures))
+    return GateResult(
+        gate="metric_floors",
+        passed=passed,
+        value=float(min(margins)) if margins else None,
+        threshold=0.0,
+        message=message,
+        details={
+            "metrics": per_metric,
+            "prevalence": ours.get("prevalence"),
+            "rows": len(y),
+            "champion_version": champion_version,
+            "on_full_holdout": result.to_dict(),
+        },
     )
 
 
@@ -543,10 +629,13 @@ def evaluate_gates(
     expected_schema: Mapping[str, str] | Sequence[str] | None = None,
     positive_label: Any = 1,
     threshold: float | None = None,
+    artifact: Any | None = None,
 ) -> list[GateResult]:
     """Every configured gate on one holdout, in a fixed order; fairness only when it is configured.
 
     ``threshold`` is the challenger's decision threshold (``gates.decision_threshold`` when not given, else 0.5).
+    ``artifact`` is the one fitted model whose prediction latency is timed, when ``challenger`` predicts through
+    several (a backtest's folds); default ``challenger``.
     """
     t = threshold if threshold is not None else gates.decision_threshold or 0.5
     metrics = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=t)
@@ -564,7 +653,13 @@ def evaluate_gates(
             threshold=t,
             champion_version=champion_version,
         ),
-        latency_gate(challenger, X, gates.latency, champion=champion, champion_version=champion_version),
+        latency_gate(
+            artifact if artifact is not None else challenger,
+            X,
+            gates.latency,
+            champion=champion,
+            champion_version=champion_version,
+        ),
         robustness_gate(challenger, X, gates.robustness, positive_label=positive_label, threshold=t),
     ]
     if fairness.enabled:
@@ -587,9 +682,11 @@ def refit_agrees_gate(
     threshold: float,
     refit_checks: Sequence[GateResult] = (),
     positive_label: Any = 1,
+    reference: str = "the evaluated model",
 ) -> GateResult:
-    """The refit (the same recipe fitted on a window ending at the newest labeled partition) makes the evaluated
-    model's decisions on the holdout, and passed its own sanity, latency and robustness checks (``refit_checks``).
+    """The refit (the same recipe fitted on a window ending at the newest labeled partition) makes the decisions of
+    ``evaluated`` (described by ``reference``: the model the gates judged, or the newest of a backtest's models) on
+    the holdout, and passed its own sanity, latency and robustness checks (``refit_checks``).
 
     ``value`` is the ROC AUC of the refit's probabilities against the evaluated model's decisions at ``threshold``
     (1: the refit ranks every row the evaluated model calls positive above every row it calls negative; 0.5: no
@@ -613,17 +710,15 @@ def refit_agrees_gate(
     constant = np.ptp(ours) == 0 or np.ptp(theirs) == 0
     problems = []
     if not measurable:
-        problems.append(
-            "the evaluated model gives every holdout row the same probability: nothing to agree on"
-        )
+        problems.append(f"{reference} gives every holdout row the same probability: nothing to agree on")
     elif decision_auc < cfg.min_decision_auc:
         problems.append(
-            f"the refit does not make the evaluated model's decisions: ROC AUC {decision_auc:.3f} against them "
+            f"the refit does not make the decisions of {reference}: ROC AUC {decision_auc:.3f} against them "
             f"< {cfg.min_decision_auc}"
         )
     problems += [f"the refit fails {r.gate}: {r.message}" for r in refit_checks if not r.passed]
     ok_message = (
-        f"the refit makes the evaluated model's decisions (ROC AUC {decision_auc:.3f} against them) and passes "
+        f"the refit makes the decisions of {reference} (ROC AUC {decision_auc:.3f} against them) and passes "
         + ", ".join(r.gate for r in refit_checks)
     )
     return GateResult(

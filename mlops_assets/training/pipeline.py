@@ -171,6 +171,67 @@ class TrainedModel:
         return self.metrics.get("holdout", {})
 
 
+@dataclass
+class BacktestFold:
+    holdout: list[str]  # the holdout partitions this fold predicts
+    model: TrainedModel  # the recipe fitted on the training window ending right before them
+
+
+class Backtest:
+    """The training recipe judged as it is deployed (a rolling-origin backtest): each fold of the holdout is
+    predicted by the recipe fitted on the training window that ends right before the fold, so the gates measure a
+    model as fresh, relative to the rows it predicts, as the refit that gets deployed.
+
+    It predicts like a fitted classifier on the holdout's rows, routed to their fold by the row's position (the
+    holdout frame's index is ``0..n-1``); any other row (a latency probe's copy, a perturbed row with another index)
+    goes to the newest fold's model.
+    """
+
+    def __init__(self, folds: list[BacktestFold], fold_of_row: np.ndarray) -> None:
+        if not folds:
+            raise ValueError("a backtest needs at least one fold")
+        self.folds = folds
+        self.fold_of_row = np.asarray(fold_of_row, dtype=np.int64)
+        self.classes_ = folds[-1].model.pipeline.classes_
+
+    def _fold_positions(self, X: pd.DataFrame) -> np.ndarray:
+        newest = len(self.folds) - 1
+        index = X.index.to_numpy()
+        if not pd.api.types.is_integer_dtype(index.dtype):
+            return np.full(len(X), newest)
+        inside = (index >= 0) & (index < len(self.fold_of_row))
+        return np.where(inside, self.fold_of_row[np.clip(index, 0, len(self.fold_of_row) - 1)], newest)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        positions = self._fold_positions(X)
+        out = np.empty((len(X), len(self.classes_)), dtype=float)
+        for i, fold in enumerate(self.folds):
+            rows = positions == i
+            if rows.any():
+                out[rows] = fold.model.pipeline.predict_proba(X[rows])
+        return out
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def describe(self) -> list[dict[str, str]]:
+        """Per fold: the partitions predicted and the window the model that predicted them was fitted on."""
+        return [
+            {
+                "holdout": f"{f.holdout[0]}..{f.holdout[-1]}",
+                "fitted": f"{f.model.split.train[0]}..{f.model.split.train[-1]}",
+            }
+            for f in self.folds
+        ]
+
+
+def backtest_folds(holdout: list[str], folds: int) -> list[list[str]]:
+    """``holdout`` (in time order) cut into at most ``folds`` contiguous runs of partitions, as even as can be."""
+    n = min(folds, len(holdout))
+    bounds = np.linspace(0, len(holdout), n + 1).round().astype(int)
+    return [holdout[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+
+
 def fit(
     cfg: MlopsConfig,
     frame: pd.DataFrame,
