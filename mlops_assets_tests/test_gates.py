@@ -32,6 +32,7 @@ from mlops_assets.training.gates import (
     compute_metrics,
     evaluate_gates,
     fairness_gate,
+    floors_beside_champion,
     latency_gate,
     metric_floors_gate,
     no_regression_gate,
@@ -139,6 +140,55 @@ def test_floors_treat_undefined_metric_as_failed_and_skip_switched_off_ones():
     assert not r.passed
     assert set(r.details["metrics"]) == {"roc_auc", "f1"}
     assert r.details["metrics"]["f1"]["passed"] is True
+
+
+class SignFlipped(BaseEstimator, ClassifierMixin):
+    """A model reading one column with its sign flipped, as after an instrument change: worse than it was."""
+
+    def __init__(self, inner=None, column: str = "maximum temperature"):
+        self.inner = inner
+        self.column = column
+
+    @property
+    def classes_(self):
+        return self.inner.classes_
+
+    def predict_proba(self, X):
+        return self.inner.predict_proba(X.assign(**{self.column: -X[self.column]}))
+
+
+def test_a_floor_the_champion_misses_too_is_judged_against_the_champion():
+    """After a drift every model may be below the floors on the newest rows: a challenger that beats the champion
+    there (by the regression tolerance, above no skill) passes; one that does not, or a shuffled one, is blocked."""
+    Xh, yh = holdout()
+    floors, regression = GatesConfig().floors, RegressionConfig()
+    stale = OneFeature(models()["weak"])  # the champion the world moved away from
+    degraded = SignFlipped(models()["good"])  # below the floors, better than the stale champion
+    auc = {n: compute_metrics(m, Xh, yh)["roc_auc"] for n, m in [("stale", stale), ("degraded", degraded)]}
+    assert auc["stale"] < 0.5 < auc["degraded"] < 0.6, auc  # the setting: both below the 0.6 floor
+
+    def judge(challenger, champion, floors=floors):
+        plain = metric_floors_gate(compute_metrics(challenger, Xh, yh, threshold=0.5), floors)
+        assert not plain.passed
+        return floors_beside_champion(
+            plain, challenger, champion, Xh, yh, floors, regression,
+            threshold=0.5, champion_threshold=0.5, champion_version="1",
+        )  # fmt: skip
+
+    beside = judge(degraded, stale)
+    assert beside.passed, beside.message
+    roc = beside.details["metrics"]["roc_auc"]
+    assert roc["champion"] == pytest.approx(auc["stale"]) and roc["bar"] == pytest.approx(0.5)
+    assert "which champion version 1 is below too" in beside.message
+    # Shuffled labels beat the stale champion's ROC AUC but not no skill: blocked.
+    shuffled = judge(models()["shuffled"], stale)
+    assert not shuffled.passed and shuffled.details["metrics"]["roc_auc"]["passed"] is False
+    # Not better than the champion by the tolerance: blocked.
+    assert not judge(degraded, degraded).passed
+    # A champion that meets the floors: the plain failure stands.
+    assert judge(degraded, models()["good"]).message.startswith("below floor")
+    # Switched off: the floors block whatever the champion scores.
+    assert not judge(degraded, stale, floors.model_copy(update={"champion_below_floor": "block"})).passed
 
 
 # ------------------------------------------------------------------------------------------------ regression

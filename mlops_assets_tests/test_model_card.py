@@ -93,13 +93,19 @@ def test_model_card_shows_the_fitted_window_its_age_the_refit_and_the_threshold(
         metrics={"roc_auc": 0.8, "pr_auc": 0.6},
         data_window="1995-10..1998-09",
         window_end=datetime(1998, 10, 1, tzinfo=UTC),
-        evaluated_window="1995-04..1998-03",
+        backtest=[
+            {"holdout": "1998-07..1998-07", "fitted": "1995-07..1998-06"},
+            {"holdout": "1998-08..1998-08", "fitted": "1995-08..1998-07"},
+        ],
         holdout_window="1998-07..1998-09",
         threshold="0.2384 (best F1, chosen on the validation window)",
         created_at=datetime(1998, 10, 11, tzinfo=UTC),
     )
     assert "- Data window: 1995-10..1998-09 (data up to 1998-10-01, 10 days old at creation)" in card
-    assert "judged the same recipe fitted on 1995-04..1998-03" in card
+    assert (
+        "rolling-origin backtest over the holdout (1998-07..1998-07 predicted by the recipe fitted on "
+        "1995-07..1998-06; 1998-08..1998-08 predicted by the recipe fitted on 1995-08..1998-07)" in card
+    )
     assert "- Holdout window: 1998-07..1998-09" in card
     assert "## Decision threshold" in card and "at least 0.2384 (best F1" in card
     assert card.index("| roc_auc |") < card.index("| pr_auc |")

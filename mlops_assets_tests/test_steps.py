@@ -110,12 +110,21 @@ def test_train_gate_promote_then_assess_drift(slice_setup, tmp_path):
     assert registry.latest_gate_results("1").results[0]["gate"] == "sanity"
     deployed = promote(registry, trained.version, reason=None, run_id="test-run")
     assert (deployed.version, deployed.reason, deployed.previous_version) == ("1", "initial", None)
-    # The gates judged the recipe fitted before the validation and holdout windows; the champion is its refit on
-    # the 36 months up to the newest labeled one, and records that window and its decision threshold.
+    # The threshold was chosen by the recipe fitted before the validation and holdout windows; the champion is the
+    # recipe's refit on the 36 months up to the newest labeled one, and records that window and its threshold.
     tags = registry.champion().tags
     assert trained.split["train"]["last"] == keys[29] and trained.split["holdout"]["last"] == keys[35]
     assert tags[TAG_TRAINED_WINDOW] == tags[TAG_DATA_WINDOW] == f"{keys[0]}..{keys[35]}"
     assert tags["mlops.evaluated_window"] == f"{keys[0]}..{keys[29]}"
+    # The gates judged the recipe by a backtest: each holdout month predicted by the recipe fitted right before it.
+    assert (
+        f"{keys[33]}..{keys[33]} predicted by the recipe fitted on {keys[0]}..{keys[32]}"
+        in trained.model_card
+    )
+    assert (
+        f"{keys[35]}..{keys[35]} predicted by the recipe fitted on {keys[0]}..{keys[34]}"
+        in trained.model_card
+    )
     assert 0 < float(tags[TAG_DECISION_THRESHOLD]) < 1
     assert f"Data window: {keys[0]}..{keys[35]} (data up to 1952-01-01" in trained.model_card
     assert "## Decision threshold" in trained.model_card

@@ -608,7 +608,8 @@ def register_challenger(
         },
         json_artifacts={
             monitoring_state.PROFILE_ARTIFACT: challenger.profile.to_dict(),
-            "split": model.split.to_dict() | {"refit": _window(challenger.refit)},
+            "split": model.split.to_dict()
+            | {"refit": _window(challenger.refit), "backtest": challenger.backtest},
             "gates": [r.to_dict() for r in challenger.gates],
             "feature_columns": {"numeric": data.numeric, "categorical": data.categorical},
             "threshold": None if threshold is None else threshold.to_dict(),
@@ -625,9 +626,7 @@ def register_challenger(
         gate_results=challenger.gates,
         data_window=f"{start}..{end}",
         window_end=key_window(end, cfg.partitions.freq)[1].to_pydatetime(),
-        evaluated_window=f"{model.split.train[0]}..{model.split.train[-1]}"
-        if challenger.refit is not None
-        else None,
+        backtest=challenger.backtest if challenger.refit is not None else None,
         holdout_window=f"{model.split.holdout[0]}..{model.split.holdout[-1]}",
         threshold=None if threshold is None else threshold.describe(),
         partition_count=len(train_keys),

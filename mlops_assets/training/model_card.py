@@ -34,7 +34,7 @@ def render_model_card(
     gate_results: Sequence[Any] = (),
     data_window: str | None = None,
     window_end: datetime | None = None,
-    evaluated_window: str | None = None,
+    backtest: Sequence[Mapping[str, str]] | None = None,
     holdout_window: str | None = None,
     threshold: str | None = None,
     partition_count: int | None = None,
@@ -50,8 +50,9 @@ def render_model_card(
     are its scores on the same holdout when known (otherwise the column says so).
 
     ``data_window`` is what this model was fitted on and ``window_end`` the (exclusive) end of its newest partition,
-    from which the card states the data's age; ``evaluated_window`` is set for a refit (the gates judged the same
-    recipe fitted on that earlier window); ``threshold`` describes the decision threshold.
+    from which the card states the data's age; ``backtest`` is set for a refit (the gates judged the same recipe
+    by a rolling-origin backtest: per fold, the holdout partitions and the window the recipe was fitted on to predict
+    them); ``threshold`` describes the decision threshold.
     """
     created_dt = created_at or datetime.now(UTC)
     created = created_dt.isoformat(timespec="seconds")
@@ -66,10 +67,11 @@ def render_model_card(
             f" (data up to {end.date().isoformat()}, {age} day{'s' if age != 1 else ''} old at creation)"
         )
     lines.append(f"- Data window: {window}")
-    if evaluated_window:
+    if backtest:
+        folds = "; ".join(f"{f['holdout']} predicted by the recipe fitted on {f['fitted']}" for f in backtest)
         lines.append(
-            f"- Refit: the release gates judged the same recipe fitted on {evaluated_window}; this model is "
-            "that recipe refit on the newest data"
+            "- Refit: the release gates judged the same recipe by a rolling-origin backtest over the holdout "
+            f"({folds}); this model is that recipe refit on the newest data"
         )
     if holdout_window:
         lines.append(f"- Holdout window: {holdout_window}")
