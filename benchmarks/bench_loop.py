@@ -8,8 +8,7 @@ everything else on SQLite under a temporary MLOPS_HOME. A folder of monthly CSV 
 data holds 1959-07..1963-03 (``--first``, ``--initial-end``); once the first champion serves, one month's file lands
 at a time, each after the previous one was ingested and the sensors looked at it, until a drift retrain is promoted.
 By default this crosses the 1963 instrument change (the station's visibility readings), which the drift policy acts
-on; the early-1980s drift (``--first 1978-01 --initial-end 1981-08``) is acted on too, but its retrain is blocked by
-the release gates (see the README's "living loop"). The month whose ingestion leads to a promoted drift retrain is
+on; the early-1980s drift (``--first 1978-01 --initial-end 1981-08``) is acted on too. The month whose ingestion leads to a promoted drift retrain is
 the one measured, stage by stage from the moment its file landed:
 
     noticed        the new-data sensor requested the ingest run
@@ -20,8 +19,8 @@ the one measured, stage by stage from the moment its file landed:
 
 Settings changed from the defaults (``loop_config`` in mlops_assets_tests/test_living_loop.py), none of them an
 interval: storm control's cooldown is off (90 days of wall-clock time by default: the first model is minutes old when
-the drift arrives), and the latency and refit-agreement gates are those of the end-to-end tests (a shared 2-core
-machine; see the comments there).
+the drift arrives), and the latency gate's limits are those of the end-to-end tests (a shared 2-core machine; see
+the comment there).
 
     python benchmarks/bench_loop.py [--keep DIR]
 """
