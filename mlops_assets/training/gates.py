@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -124,43 +125,85 @@ def _floors(metrics: Mapping[str, float], floors: MetricFloors) -> dict[str, tup
     return out
 
 
-def metric_floors_gate(metrics: Mapping[str, float], floors: MetricFloors) -> GateResult:
+@dataclass(frozen=True)
+class ChampionBeside:
+    """The champion's metrics on the same rows, for floors it misses too (``gates.floors.champion_below_floor``)."""
+
+    version: str
+    metrics: Mapping[str, float | None]
+    tolerance: float  # gates.regression.tolerance: how much the challenger must beat it by
+
+
+def metric_floors_gate(
+    metrics: Mapping[str, float], floors: MetricFloors, champion: ChampionBeside | None = None
+) -> GateResult:
     """Every configured metric floor holds on the holdout.
 
-    ``value`` is the smallest margin ``metric - floor`` over the configured floors (``threshold`` 0); a metric
+    ``value`` is the smallest margin ``metric - bar`` over the configured floors (``threshold`` 0); a metric
     that is missing or undefined (NaN) fails its floor. Relative floors (``roc_auc_lift``, ``pr_auc_lift``) are
     resolved against this holdout's no-skill baseline; ``details`` shows the resolved floor of each metric.
+
+    With ``champion`` (its metrics on the same rows, which it was never fitted on), a floor that both miss is judged
+    against the champion instead: the bar is the champion's value plus its ``tolerance``, and never at or below no
+    skill (ROC AUC 0.5, PR AUC the prevalence).
     """
     configured = _floors(metrics, floors)
     if not configured:
         raise GateError("metric floors gate called with every floor switched off (gates.floors all null)")
+    no_skill = {"roc_auc": 0.5, "pr_auc": float(metrics.get("prevalence", float("nan")))}
     per_metric: dict[str, Any] = {}
-    failures = []
-    margins = []
+    failures, beside, margins = [], [], []
     for name, (source, floor) in configured.items():
         value = metrics.get(name)
         defined = value is not None and not np.isnan(value) and not np.isnan(floor)
-        ok = bool(defined and value is not None and value >= floor)
+        bar, judged_by, judged_beside = floor, f"gates.floors.{source}", False
+        entry: dict[str, Any] = {}
+        if champion is not None and defined and value is not None and value < floor:
+            theirs = champion.metrics.get(name)
+            base = float("nan") if theirs is None else float(theirs)
+            entry["champion"] = None if np.isnan(base) else base
+            if base < floor:  # False when the champion's value is undefined
+                bar = max(base + champion.tolerance, no_skill.get(name, -np.inf))
+                judged_by = f"champion version {champion.version} ({base:.4f}) + {champion.tolerance}"
+                judged_beside = True
+        ok = bool(defined and value is not None and value >= bar)
+        if judged_beside and name in no_skill:
+            ok = ok and value is not None and value > no_skill[name]
         per_metric[name] = {
             "value": None if value is None else float(value),
             "floor": None if np.isnan(floor) else round(float(floor), 6),
             "floor_key": f"gates.floors.{source}",
-            "passed": bool(ok),
+            "passed": ok,
+            **entry,
+            **({"bar": round(float(bar), 6), "judged_by": judged_by} if judged_beside else {}),
         }
         if defined and value is not None:
-            margins.append(value - floor)
-        if not ok:
-            shown = value if value is None else round(float(value), 4)
+            margins.append(value - bar)
+        shown = value if value is None else round(float(value), 4)
+        if judged_beside and champion is not None:
+            against = (
+                f"the higher of the champion + {champion.tolerance} and no skill, {no_skill[name]:.4f}"
+                if name in no_skill
+                else f"the champion + {champion.tolerance}"
+            )
+            beside.append(
+                f"{name} {shown} is below the floor {floor:.4f}, which champion version {champion.version} is "
+                f"below too on these rows ({entry['champion']:.4f}): judged against it, {shown} "
+                f"{'>=' if ok else '<'} {bar:.4f} ({against})"
+            )
+        elif not ok:
             failures.append(f"{name}={shown} < {round(float(floor), 4)} ({source})")
     margin = float(min(margins)) if margins else None
-    message = "all metric floors hold" if not failures else "below floor: " + ", ".join(failures)
+    plain = "all metric floors hold" if not failures else "below floor: " + ", ".join(failures)
+    message = "; ".join(beside) + ("" if not failures else "; " + plain) if beside else plain
     return GateResult(
         gate="metric_floors",
-        passed=not failures,
+        passed=all(m["passed"] for m in per_metric.values()),
         value=margin,
         threshold=0.0,
         message=message,
-        details={"metrics": per_metric, "prevalence": metrics.get("prevalence")},
+        details={"metrics": per_metric, "prevalence": metrics.get("prevalence")}
+        | ({} if champion is None else {"champion_version": champion.version}),
     )
 
 
@@ -178,13 +221,10 @@ def floors_beside_champion(
     champion_version: str,
     positive_label: Any = 1,
 ) -> GateResult:
-    """``result`` (a failed ``metric_floors``) judged again beside the champion, on rows (``X``, ``y``) the champion
-    was never fitted on (``gates.floors.champion_below_floor``).
-
-    A floor the champion is below there too is met when the challenger beats the champion by
-    ``regression.tolerance`` and is above no skill; a floor the champion meets must be met as usual. ``value`` is
-    the smallest margin over the floors, each measured against the bar it was judged by.
-    """
+    """``result`` (``metric_floors`` on the whole holdout) judged again beside the champion, on rows (``X``, ``y``)
+    the champion was never fitted on, when it failed and ``gates.floors.champion_below_floor`` is
+    ``beat_champion``: see :func:`metric_floors_gate`. ``result`` stands when the champion meets every floor the
+    challenger misses there."""
     if result.passed or floors.champion_below_floor == "block":
         return result
     y = np.asarray(y)
@@ -192,62 +232,11 @@ def floors_beside_champion(
         return result
     ours = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=threshold)
     theirs = compute_metrics(champion, X, y, positive_label=positive_label, threshold=champion_threshold)
-    no_skill = {"roc_auc": 0.5, "pr_auc": float(ours.get("prevalence", float("nan")))}
-    per_metric: dict[str, Any] = {}
-    failures, margins, beside = [], [], []
-    for name, (source, floor) in _floors(ours, floors).items():
-        mine, champion_value = ours.get(name), theirs.get(name)
-        base = float("nan") if champion_value is None else float(champion_value)
-        if mine is None or np.isnan(mine):
-            failures.append(f"{name} undefined")
-            continue
-        bar, judged_by = floor, f"gates.floors.{source}"
-        beside_champion = bool(mine < floor and base < floor)  # False when the champion's value is undefined
-        if beside_champion:
-            bar = max(base + regression.tolerance, no_skill.get(name, -np.inf))
-            judged_by = f"champion version {champion_version} ({base:.4f}) + {regression.tolerance}"
-        ok = bool(mine >= bar and (name not in no_skill or mine > no_skill[name]))
-        if beside_champion:
-            beside.append(
-                f"{name} {mine:.4f} is below the floor {floor:.4f}, which champion version {champion_version} is "
-                f"below too on these rows ({base:.4f}): judged against it, {mine:.4f} "
-                + (">=" if ok else "<")
-                + f" {bar:.4f}"
-                + (
-                    f" (the higher of the champion + {regression.tolerance} and no skill, {no_skill[name]:.4f})"
-                    if name in no_skill
-                    else f" (the champion + {regression.tolerance})"
-                )
-            )
-        elif not ok:
-            failures.append(f"{name}={mine:.4f} < {bar:.4f} ({judged_by})")
-        margins.append(mine - bar)
-        per_metric[name] = {
-            "value": float(mine),
-            "floor": round(float(floor), 6),
-            "champion": None if np.isnan(base) else base,
-            "bar": round(float(bar), 6),
-            "judged_by": judged_by,
-            "passed": ok,
-        }
-    if not beside:
-        return result  # the champion meets the floors the challenger misses: a plain failure stands
-    passed = all(m["passed"] for m in per_metric.values()) and not failures
-    message = "; ".join(beside) + ("" if passed else "; below floor: " + ", ".join(failures))
-    return GateResult(
-        gate="metric_floors",
-        passed=passed,
-        value=float(min(margins)) if margins else None,
-        threshold=0.0,
-        message=message,
-        details={
-            "metrics": per_metric,
-            "prevalence": ours.get("prevalence"),
-            "rows": len(y),
-            "champion_version": champion_version,
-            "on_full_holdout": result.to_dict(),
-        },
-    )
+    beside = metric_floors_gate(ours, floors, ChampionBeside(champion_version, theirs, regression.tolerance))
+    if not any("bar" in m for m in beside.details["metrics"].values()):
+        return result  # the champion meets the floors the challenger misses: the plain failure stands
+    beside.details |= {"rows": len(y), "on_full_holdout": result.to_dict()}
+    return beside
 
 
 def no_regression_gate(
