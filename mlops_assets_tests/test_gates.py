@@ -68,8 +68,8 @@ def holdout() -> tuple[pd.DataFrame, pd.Series]:
     return X.iloc[HOLDOUT_START:], y.iloc[HOLDOUT_START:]
 
 
-class OneFeature(BaseEstimator, ClassifierMixin):
-    """Wraps a model fitted on one column so it can score the full frame (a worse challenger)."""
+class Viewed(BaseEstimator, ClassifierMixin):
+    """A fitted model scoring a view of the frame (``_view``): a worse challenger made from a good one."""
 
     def __init__(self, inner=None, column: str = "visibility"):
         self.inner = inner
@@ -79,11 +79,21 @@ class OneFeature(BaseEstimator, ClassifierMixin):
     def classes_(self):
         return self.inner.classes_
 
+    def _view(self, X):
+        raise NotImplementedError
+
     def predict_proba(self, X):
-        return self.inner.predict_proba(X[[self.column]])
+        return self.inner.predict_proba(self._view(X))
 
     def predict(self, X):
-        return self.inner.predict(X[[self.column]])
+        return self.inner.predict(self._view(X))
+
+
+class OneFeature(Viewed):
+    """Wraps a model fitted on one column so it can score the full frame (a worse challenger)."""
+
+    def _view(self, X):
+        return X[[self.column]]
 
 
 class Sleep(BaseEstimator, TransformerMixin):
@@ -142,19 +152,14 @@ def test_floors_treat_undefined_metric_as_failed_and_skip_switched_off_ones():
     assert r.details["metrics"]["f1"]["passed"] is True
 
 
-class SignFlipped(BaseEstimator, ClassifierMixin):
+class SignFlipped(Viewed):
     """A model reading one column with its sign flipped, as after an instrument change: worse than it was."""
 
     def __init__(self, inner=None, column: str = "maximum temperature"):
-        self.inner = inner
-        self.column = column
+        super().__init__(inner, column)
 
-    @property
-    def classes_(self):
-        return self.inner.classes_
-
-    def predict_proba(self, X):
-        return self.inner.predict_proba(X.assign(**{self.column: -X[self.column]}))
+    def _view(self, X):
+        return X.assign(**{self.column: -X[self.column]})
 
 
 def test_a_floor_the_champion_misses_too_is_judged_against_the_champion():

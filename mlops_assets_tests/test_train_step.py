@@ -22,7 +22,9 @@ from sklearn.metrics import precision_recall_curve
 
 from mlops_assets.config import parse_config
 from mlops_assets.steps.train import (
+    PARTITION,
     TrainingWaitingError,
+    backtest,
     decision_threshold,
     fit_with_profile,
     train_challenger,
@@ -30,7 +32,7 @@ from mlops_assets.steps.train import (
 )
 from mlops_assets.training.gate_settings import RefitConfig
 from mlops_assets.training.gates import latency_gate, refit_agrees_gate, robustness_gate, sanity_gate
-from mlops_assets.training.pipeline import Split, binary_labels, refit_window, time_split
+from mlops_assets.training.pipeline import Split, backtest_folds, binary_labels, refit_window, time_split
 from mlops_assets.training.threshold import choose_threshold
 
 
@@ -358,3 +360,38 @@ def test_the_trained_model_asset_waits_with_a_message_not_a_traceback(rainfall_s
     assert outcome.error.startswith("waits__trained_model: waiting: 6 labeled partition(s)"), outcome.error
     assert "Traceback" not in outcome.error
     assert ModelRegistry(cfg.model.name, storage_from_env()).champion() is None
+
+
+def test_the_backtest_predicts_each_holdout_fold_with_the_recipe_fitted_right_before_it():
+    """Each fold's model is fitted on the training window ending at the partition before the fold; every holdout
+    row is predicted by its own fold's model, and a row from elsewhere (another index) by the newest fold's."""
+    frame = rainfall()[lambda d: d["ts"] < pd.Timestamp("1960-01-01", tz="UTC")]
+    cfg = config("rain", model={"train_window_partitions": 24, "holdout_partitions": 6, "backtest_folds": 3})
+    data = training_data_from_frame(cfg, frame)
+    model, _ = fit_with_profile(cfg, data.frame, data.split, data.numeric, data.categorical)
+    assert backtest_folds(model.split.holdout, 3) == [
+        ["1959-07", "1959-08"],
+        ["1959-09", "1959-10"],
+        ["1959-11", "1959-12"],
+    ]
+    assert backtest_folds(["a", "b"], 3) == [["a"], ["b"]]  # never an empty fold
+    holdout = data.frame[data.frame[PARTITION].isin(model.split.holdout)].reset_index(drop=True)
+    judged = backtest(cfg, data, model, holdout)
+
+    keys = sorted(data.frame[PARTITION].unique())
+    for fold in judged.folds:
+        fitted = fold.model.split.train
+        assert fitted[-1] == keys[keys.index(fold.holdout[0]) - 1], (fold.holdout, fitted)
+        assert len(fitted) == 24  # the configured training window, counted back from the fold
+    assert judged.newest is judged.folds[-1].model
+    X = holdout[model.feature_columns]
+    proba = judged.predict_proba(X)
+    for fold in judged.folds:
+        rows = holdout[PARTITION].isin(fold.holdout).to_numpy()
+        np.testing.assert_allclose(proba[rows], fold.model.pipeline.predict_proba(X[rows]))
+    # A row whose index is outside the holdout's positions (a latency probe's copy) goes to the newest fold.
+    first = X.iloc[[0]].set_axis([10**6])
+    np.testing.assert_allclose(judged.predict_proba(first), judged.newest.pipeline.predict_proba(first))
+    assert not np.allclose(
+        judged.predict_proba(X.iloc[[0]]), judged.newest.pipeline.predict_proba(X.iloc[[0]])
+    )

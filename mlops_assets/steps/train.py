@@ -268,7 +268,7 @@ def train_challenger(
         expected_schema=model.feature_columns,
         positive_label=1,
         threshold=threshold.value,
-        artifact=judged.folds[-1].model.pipeline if isinstance(judged, Backtest) else None,
+        artifact=judged.newest.pipeline if isinstance(judged, Backtest) else None,
     )
     if champion is not None and not champion.comparable:
         # A champion built on other feature definitions cannot score this holdout: the no-regression gate says so
@@ -507,7 +507,7 @@ def refit_and_gate(
         robustness_gate(refit.pipeline, X_hold, g.robustness, threshold=threshold),
     ]
     # The refit is compared with the newest model the gates judged: the same recipe, one fold less of data.
-    reference = judged.folds[-1].model if isinstance(judged, Backtest) else model
+    reference = judged.newest if isinstance(judged, Backtest) else model
     result = refit_agrees_gate(
         reference.pipeline,
         refit.pipeline,

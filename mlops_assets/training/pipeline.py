@@ -194,6 +194,11 @@ class Backtest:
         self.fold_of_row = np.asarray(fold_of_row, dtype=np.int64)
         self.classes_ = folds[-1].model.pipeline.classes_
 
+    @property
+    def newest(self) -> TrainedModel:
+        """The newest fold's model: the one fitted nearest to the refit, so the one the refit is compared with."""
+        return self.folds[-1].model
+
     def _fold_positions(self, X: pd.DataFrame) -> np.ndarray:
         newest = len(self.folds) - 1
         index = X.index.to_numpy()
