@@ -5,11 +5,12 @@ daemon's default intervals (new data and drift every 15 s, performance every 60 
 The living loop as a user runs it: the embedded default instance (the root dagster.yaml: SQLite storage, queued
 runs), a code server and ``dagster-daemon`` as processes, ``mlops-assets serve`` on the champion, MLflow and
 everything else on SQLite under a temporary MLOPS_HOME. A folder of monthly CSV files cut from the bundled rainfall
-data holds 1959-07..1963-03 (``--first``, ``--initial-end``); once the first champion serves, one month's file lands
+data holds 1978-01..1981-08 (``--first``, ``--initial-end``); once the first champion serves, one month's file lands
 at a time, each after the previous one was ingested and the sensors looked at it, until a drift retrain is promoted.
-By default this crosses the 1963 instrument change (the station's visibility readings), which the drift policy acts
-on; the early-1980s drift (``--first 1978-01 --initial-end 1981-08``) is acted on too. The month whose ingestion leads to a promoted drift retrain is
-the one measured, stage by stage from the moment its file landed:
+By default this crosses the early-1980s drift (December 1981: the dew point loses its seasonal cycle). The 1963
+instrument change (``--first 1959-07 --initial-end 1963-03``) is acted on too, but its drift retrain is blocked by
+``no_regression`` (then the time to the gates' verdict is printed). The month whose ingestion leads to a promoted
+drift retrain is the one measured, stage by stage from the moment its file landed:
 
     noticed        the new-data sensor requested the ingest run
     ingested       the ingest run (raw, validated, features, drift check) finished
@@ -44,8 +45,8 @@ def main() -> int:
     parser.add_argument(
         "--keep", default=None, help="work in this folder and keep it (default: a temporary one)"
     )
-    parser.add_argument("--first", default="1959-07", help="first month of the source at start")
-    parser.add_argument("--initial-end", default="1963-03", help="last month of the source at start")
+    parser.add_argument("--first", default="1978-01", help="first month of the source at start")
+    parser.add_argument("--initial-end", default="1981-08", help="last month of the source at start")
     parser.add_argument("--months", type=int, default=6, help="months to add at most, one at a time")
     args = parser.parse_args()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_loop_"))
@@ -112,7 +113,10 @@ def run(work: Path, first_month: str, initial_end: str, n_months: int) -> int:
 
             def watch() -> None:
                 while not stop.wait(0.1):
-                    version = call("/health")["model_version"]
+                    try:
+                        version = call("/health")["model_version"]
+                    except OSError:  # the service is stopping (the run is over) or restarting
+                        continue
                     if version != "1":
                         switched.setdefault(version, time.time())
 
@@ -170,6 +174,7 @@ def run(work: Path, first_month: str, initial_end: str, n_months: int) -> int:
                     f"  {'total (target <= 60 s)':42s} {total:6.1f} s  {'met' if total <= 60 else 'MISSED'}"
                 )
                 return 0
+            stop.set()
     print("no drift retrain was promoted: the stages after the gates were not measured")
     return 1
 
