@@ -145,3 +145,11 @@ def pg_database():
             )
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}"')
         admin.dispose()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Modules with tests that start real Dagster processes (``integration``: minutes, mostly waiting on sensor
+    ticks) run first, each module's tests in their order: a parallel run (``make test``: pytest-xdist, one module
+    per worker) starts its longest modules at once instead of ending on them."""
+    long_modules = {item.module.__name__ for item in items if item.get_closest_marker("integration")}
+    items.sort(key=lambda item: item.module.__name__ not in long_modules)

@@ -359,25 +359,3 @@ def test_new_monthly_files_flow_to_a_fresh_champion_with_nobody_touching_it(tmp_
         write_month(folder, rainfall, month, corrupt_visibility if month == corrupt else None)
 
     live_loop(tmp_path, production, config, arrive, ARRIVING, rainfall, corrupt=corrupt)
-
-
-@pytest.mark.postgres
-@pytest.mark.integration
-@pytest.mark.slow
-def test_rows_appended_to_a_postgresql_table_flow_to_a_fresh_champion(
-    tmp_path, rainfall, production, pg_database
-):
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(pg_database, poolclass=sa.pool.NullPool)
-
-    def append(first: str, last: str) -> None:
-        # A real table's timestamp column (not text); rows land in one transaction, as a loader commits them.
-        rows = month_rows(rainfall, first, last)
-        rows = rows.assign(date=pd.to_datetime(rows["date"]))
-        with engine.begin() as conn:
-            rows.to_sql("weather", conn, index=False, if_exists="append")
-
-    append(FIRST, INITIAL_END)
-    config = loop_config(tmp_path, {"source": pg_database, "query": "SELECT * FROM weather"})
-    live_loop(tmp_path, production, config, lambda m: append(m, m), ARRIVING[1:], rainfall)
