@@ -174,7 +174,18 @@ def execute(
     # The console logger prints every event (one per partition and asset); the progress bar and the summary
     # say what matters, and the UI keeps the full event log.
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    result = resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=quiet)
+    # Dagster's execution engine also warns through Python logging, outside the run's loggers (e.g. a blocking
+    # check without a result when training had nothing new to learn): quiet it with the console logger.
+    engine_log = logging.getLogger("dagster._core.execution")
+    engine_level = engine_log.level
+    if logging.getLevelName(log_level) > logging.WARNING:
+        engine_log.setLevel(log_level)
+    try:
+        result = resolved.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False, run_config=quiet
+        )
+    finally:
+        engine_log.setLevel(engine_level)
     outcome = RunOutcome(
         status="ok",
         run_id=result.run_id,

@@ -93,6 +93,16 @@ def test_the_example_runs_and_says_where_everything_went(example):
     assert "ERROR" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_second_run_on_unchanged_data_is_quiet_too(example):
+    """The second `make run` a newcomer types: nothing to retrain, and none of the engine's warnings about the
+    release checks that therefore have no result."""
+    assert example["proc"].returncode == 0, example["proc"].stderr[-3000:]
+    proc, _ = _cli(["run", "--config", str(EXAMPLE / "mlops.yaml")], example["env"], example["work"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training: unchanged data and recipe since champion version 1" in proc.stdout
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("run: ")] == []
+
+
 def test_metrics_are_numbers_and_link_to_mlflow(example, monkeypatch):
     assert example["proc"].returncode == 0, example["proc"].stderr[-3000:]
     # The run's own instance (its event log places its files by DAGSTER_HOME).
