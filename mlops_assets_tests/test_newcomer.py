@@ -322,6 +322,7 @@ def test_a_blocked_run_reads_as_a_summary_and_status_says_blocked(example, tmp_p
         and "2013-06" in dtypes[0]
         and "columns humid" in dtypes[0]
     )
+    assert f"blocked rows {example['home'] / 'nyc_weather' / 'raw_data'}" in " ".join(out.split())
     assert "champion: nyc_weather version 1" in out  # the champion stays
     noise = proc.stdout + proc.stderr
     assert "ERROR" not in noise and "Traceback" not in noise and "{'" not in noise

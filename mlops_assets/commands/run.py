@@ -168,6 +168,17 @@ def where_things_are(
     if report_path:
         lines.append(("report", str(Path(report_path).resolve())))
     lines.append(("state", f"{home} (MLOPS_HOME)"))
+    blocked = {c["asset"] for c in report["checks"] if c["blocking"] and not c["passed"]}
+    if "raw_data" in blocked:
+        lines.append(
+            (
+                "blocked rows",
+                f"{home / cfg.model.name / 'raw_data'} (each partition as read, with its verdict in "
+                "__blocked__); samples of failing rows: the raw_data checks in the Dagster UI",
+            )
+        )
+    if "trained_model" in blocked:
+        lines.append(("gate details", "the trained_model checks in the Dagster UI; the model card in MLflow"))
     # The environment a later command needs to find this run's config and state.
     config = "" if config_file.resolve() == _bundled_config() else f"MLOPS_CONFIG={config_file.resolve()} "
     default_home = home == Path(".mlops").absolute()
