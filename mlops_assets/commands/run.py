@@ -128,9 +128,7 @@ def print_summary(report: dict[str, Any], where: list[tuple[str, str]] | None = 
     print(f"status: {report['status']}  ({report['partitions']} partitions, {report['seconds']} s)")
     if report["error"]:
         print(f"error: {report['error']}")
-        print(
-            "  (--verbose prints Dagster's log with the stack trace; the run's events are in the Dagster UI)"
-        )
+        print("  (--verbose prints Dagster's log; every event of the run is in the Dagster UI)")
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
     for c in blocking:
         print(f"  BLOCKED {describe_check(c)}")
