@@ -295,6 +295,11 @@ def test_commands_without_state_say_so_and_create_nothing(tmp_path):
         assert len(lines) == 1 and "no state yet" in lines[0], (command, lines)
         assert "run `mlops-assets run` first" in lines[0]
         assert not home.exists(), command
+    # Nor does a run whose source cannot be ingested.
+    config = _missing_file(tmp_path)
+    proc, _ = _cli(["run", "--config", str(config)], env, tmp_path)
+    assert proc.returncode == 2 and "file not found" in proc.stderr
+    assert not home.exists()
 
 
 def test_a_blocked_run_reads_as_a_summary_and_status_says_blocked(example, tmp_path):
