@@ -34,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         cmds[name] = p
     cmds["run"].add_argument("--report", default=None, help="write the report JSON here")
-    cmds["run"].add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmds["run"].add_argument(
+        "--no-progress", action="store_true", help="no progress (a bar on a terminal, plain lines otherwise)"
+    )
+    cmds["run"].add_argument(
+        "--verbose", action="store_true", help="print Dagster's own log (events, stack traces) on stderr"
+    )
     cmds["run"].add_argument(
         "--force",
         action="store_true",
@@ -55,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     module, _ = COMMANDS[args.command]
+    from mlops_assets.commands.context import NoStateError
     from mlops_assets.config import ConfigError
 
     try:
@@ -63,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mlops-assets {args.command}: configuration error: {err}", file=sys.stderr)
         return 2
+    except NoStateError as err:
+        print(f"mlops-assets {args.command}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -307,7 +307,37 @@ def load_config(path: str | os.PathLike[str] | None = None) -> MlopsConfig:
 @functools.lru_cache(maxsize=64)
 def _load(p: Path, resolved: Path, _mtime_ns: int, _size: int) -> MlopsConfig:
     try:
-        data = yaml.safe_load(resolved.read_text())
+        text = resolved.read_text(encoding="utf-8-sig")
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not a UTF-8 text file ({err.reason}): save it as UTF-8") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    _keep_label_spelling(text, data)
     return parse_config(data, origin=p, source_dir=resolved.parent)
+
+
+# The words YAML 1.1 reads as booleans besides true/false: ``positive_label: YES`` means the label "YES".
+_YAML_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _keep_label_spelling(text: str, data: Any) -> None:
+    """Keep ``dataset.positive_label`` as written when YAML 1.1 turned a word such as ``YES``, ``no``, ``on`` or
+    ``off`` into a boolean: a label column holds "YES"/"NO" far more often than booleans, and the user wrote the
+    label's own spelling. ``true``/``false`` stay booleans (a boolean label column)."""
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), dict):
+        return
+    if not isinstance(data["dataset"].get("positive_label"), bool):
+        return
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    for key, section in root.value if isinstance(root, yaml.MappingNode) else []:
+        if key.value != "dataset" or not isinstance(section, yaml.MappingNode):
+            continue
+        for k, v in section.value:
+            if (
+                k.value == "positive_label"
+                and isinstance(v, yaml.ScalarNode)
+                and v.style is None
+                and v.value.lower() in _YAML_BOOL_WORDS
+            ):
+                data["dataset"]["positive_label"] = v.value

@@ -29,6 +29,17 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+# The check metadata a report keeps (the instance keeps all of it).
+SUMMARY_METADATA = (
+    "measured",
+    "threshold",
+    "failing_partitions",
+    "failing_partition_count",
+    "failing_columns",
+    "message",
+)
+
+
 @dataclass
 class RunOutcome:
     status: str  # ok | blocked | failed
@@ -110,8 +121,12 @@ def execute(
     selection: list[str] | None = None,
     instance=None,
     force: bool = False,
+    log_level: str = "WARNING",
 ) -> RunOutcome:
-    """Materialize the graph (or ``selection``, asset names) over a partition range in this process."""
+    """Materialize the graph (or ``selection``, asset names) over a partition range in this process.
+
+    ``log_level``: what Dagster's console logger prints (``CRITICAL``: nothing but a crash of Dagster itself; a
+    blocked gate and a failed step are in the outcome, and the full event log stays in the instance)."""
     import dagster as dg
 
     # Dagster flags the APIs we rely on (single-run backfills, data versions, dagster-mlflow) as beta on every
@@ -158,8 +173,19 @@ def execute(
         resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(job.name)
     # The console logger prints every event (one per partition and asset); the progress bar and the summary
     # say what matters, and the UI keeps the full event log.
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=quiet)
+    quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    # Dagster's execution engine also warns through Python logging, outside the run's loggers (e.g. a blocking
+    # check without a result when training had nothing new to learn): quiet it with the console logger.
+    engine_log = logging.getLogger("dagster._core.execution")
+    engine_level = engine_log.level
+    if logging.getLevelName(log_level) > logging.WARNING:
+        engine_log.setLevel(log_level)
+    try:
+        result = resolved.execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False, run_config=quiet
+        )
+    finally:
+        engine_log.setLevel(engine_level)
     outcome = RunOutcome(
         status="ok",
         run_id=result.run_id,
@@ -178,11 +204,11 @@ def execute(
                     "passed": bool(ev.passed),
                     "severity": ev.severity.value if ev.severity else "ERROR",
                     "blocking": bool(ev.blocking),
+                    "description": getattr(ev, "description", None),
                     "metadata": {
                         k: _plain(v)
                         for k, v in ev.metadata.items()
-                        if k in ("measured", "threshold", "failing_partitions", "failing_columns", "message")
-                        and _plain(v) not in ([], None)
+                        if k in SUMMARY_METADATA and _plain(v) not in ([], None)
                     },
                 }
             )
@@ -264,6 +290,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry)
             {
                 "model_name": champ.model_name,
                 "version": champ.version,
+                "run_id": champ.run_id,
                 "metrics": _champion_metrics(champ.metrics),
                 **champion_fit(champ.tags),
             }

@@ -23,6 +23,9 @@ class Storage:
     deployment_history_url: str = ""
     # Offline feature store on a database (a PostgreSQL table); empty = Parquet under $MLOPS_HOME/offline_store.
     offline_store_url: str = ""
+    # Base URL of an MLflow UI on the tracking store (e.g. http://127.0.0.1:5000): Dagster metadata then links to
+    # the MLflow run and model version. Empty: no links (a URL nobody serves is worse than none).
+    mlflow_ui_url: str = ""
 
     @property
     def offline_store(self) -> Path:
@@ -35,6 +38,17 @@ class Storage:
     @property
     def deployments(self) -> Path:
         return self.home / "deployments"
+
+    def missing_state(self) -> str | None:
+        """Why there is nothing stored here yet (no run has written to this storage), or None.
+
+        Only what can be known without creating anything: a SQLite MLflow store whose file does not exist. A
+        database server is assumed to hold state (asking would need a connection, and a reader of a production
+        store is not the place to decide)."""
+        db = sqlite_file(self.mlflow_tracking_uri)
+        if db is not None and not db.exists():
+            return f"no state yet in {self.home} (MLOPS_HOME): no MLflow store at {db}"
+        return None
 
     def ensure(self) -> Storage:
         """Create the local folders (never the working tree)."""
@@ -62,4 +76,14 @@ def storage_from_env(env: dict[str, str] | None = None) -> Storage:
         prediction_log_url=predictions,
         deployment_history_url=history,
         offline_store_url=env.get("MLOPS_OFFLINE_STORE_URL") or "",
+        mlflow_ui_url=(env.get("MLOPS_MLFLOW_UI_URL") or "").rstrip("/"),
     )
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL (None for other URLs and in-memory databases)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    path = url[len(prefix) :].split("?", 1)[0]
+    return Path(path) if path and path != ":memory:" else None

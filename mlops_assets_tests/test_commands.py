@@ -256,13 +256,14 @@ def test_rollback_command_in_a_subprocess_imports_no_heavy_package(cfg, storage)
     assert reg.client.get_model_version_by_alias(reg.model_name, CHAMPION).version == int(v1)
 
 
-def test_rollback_command_without_a_tracking_database_uses_mlflow(tmp_path):
-    """A fresh MLOPS_HOME: no database for the light path; MLflow's client creates it and the command says
-    there is nothing to roll back."""
+def test_rollback_command_without_any_state_says_so_and_creates_nothing(tmp_path):
+    """A fresh MLOPS_HOME: nothing has run there, so the command says what to run instead of creating an empty
+    MLflow store to report an empty registry from."""
     proc = _cli(["rollback"], tmp_path / "fresh")
     assert proc.returncode == 1
-    assert "no previous champion to roll back to (and no champion at all)" in proc.stderr
-    assert "mlflow" in _imported(proc.stderr)
+    assert "no state yet" in proc.stderr and "run `mlops-assets run` first" in proc.stderr
+    assert "mlflow" not in _imported(proc.stderr)
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_champion_fit_reads_window_threshold_and_age_from_tags():

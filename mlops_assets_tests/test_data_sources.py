@@ -96,7 +96,7 @@ def test_timestamp_format(tmp_path):
         (
             "pd.DataFrame({'ts': ['2020-01-01', 'yesterday'], 'y': [1, 0]})",
             {},
-            "does not parse (first bad value: 'yesterday')",
+            "does not parse as ISO 8601 dates (first bad value: 'yesterday'): set dataset.timestamp_format",
         ),
         ("pd.DataFrame({'t': ['2020-01-01'], 'y': [1]})", {}, "timestamp column 'ts' not found"),
         ("pd.DataFrame({'ts': [], 'y': []})", {}, "holds no rows"),

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlops_assets.commands.context import load_context
+from mlops_assets.commands.context import load_context, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.storage import Storage
 
@@ -40,6 +40,7 @@ def main(args: argparse.Namespace) -> int:
     from mlops_assets.reports import render_junit, render_markdown, render_text
 
     ctx = load_context(args.config)
+    require_state(ctx.storage, dagster=True)
     rows = check_report(ctx.cfg, ctx.storage, config_file=ctx.config_file)
     if args.junit:
         _write(args.junit, render_junit(rows, suite=f"asset checks: {ctx.cfg.model.name}"))

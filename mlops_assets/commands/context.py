@@ -46,3 +46,26 @@ def load_context(config: str | os.PathLike[str] | None) -> CommandContext:
     exit code 2)."""
     path = config_path(config)
     return CommandContext(cfg=load_config(path), config_file=path, storage=storage_from_env())
+
+
+class NoStateError(Exception):
+    """A command that reads stored state found none: nothing has run with this storage yet."""
+
+
+def require_state(storage: Storage, *, dagster: bool = False) -> None:
+    """Refuse to go on where nothing has run yet, rather than create an empty store and report on it.
+
+    ``dagster``: the command reads the Dagster instance (``DAGSTER_HOME``) rather than the MLflow store."""
+    if dagster:
+        missing = (
+            None
+            if (storage.dagster_home / "dagster.yaml").exists()
+            else f"no state yet: no Dagster instance at {storage.dagster_home} (DAGSTER_HOME)"
+        )
+    else:
+        missing = storage.missing_state()
+    if missing:
+        raise NoStateError(
+            f"{missing}; run `mlops-assets run` first (with the same MLOPS_HOME), or set MLOPS_HOME to the folder "
+            "your runs used"
+        )

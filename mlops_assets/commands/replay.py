@@ -54,7 +54,7 @@ def replay(cfg: MlopsConfig, *, progress: bool | None = None) -> ReplayResult:
 
     from mlops_assets.monitoring.replay import replay as run_replay
 
-    terminal = sys.stderr.isatty()
+    terminal = sys.stderr.isatty() and sys.stdout.isatty()
     if progress is False or not terminal:
         tick = plain_progress(sys.stderr) if progress is not False else None
         return run_replay(cfg, progress=tick)
@@ -77,9 +77,11 @@ def _fmt(value: float | None) -> str:
 def main(args: argparse.Namespace) -> int:
     """Write ``--report`` / ``--plot`` and print the summary and every retrain (promoted, or the gate that blocked
     it)."""
+    from mlops_assets.data.preflight import check_source
     from mlops_assets.monitoring.replay import plot
 
     ctx = load_context(args.config)
+    check_source(ctx.cfg, None, ctx.config_file)  # the replay keeps no state
     result = replay(ctx.cfg)
     report = result.report()
     if args.report:

@@ -13,7 +13,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 
-from mlops_assets.commands.context import load_context, open_registry
+from mlops_assets.commands.context import load_context, open_registry, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
 from mlops_assets.storage import Storage
@@ -58,6 +58,7 @@ def rollback(
 def main(args: argparse.Namespace) -> int:
     """Exit 0 with one line on stdout, or 1 with the reason on stderr."""
     ctx = load_context(args.config)
+    require_state(ctx.storage)
     try:
         outcome = rollback(ctx.cfg, ctx.storage, to=args.to, reason=args.reason or "rollback")
     except RegistryError as err:

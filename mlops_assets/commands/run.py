@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mlops_assets.commands.context import load_context, open_registry
 from mlops_assets.config import MlopsConfig
@@ -46,6 +47,24 @@ class Progress:
         self.bar.close()
 
 
+class PlainProgress:
+    """Progress as plain lines (``run: 12 s trained_model: release gates``), one per step the graph reports: for
+    logs and CI, where a redrawn bar shows nothing until it ends."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.t0 = time.perf_counter()
+
+    def __call__(self, name: str, detail: str) -> None:
+        elapsed = time.perf_counter() - self.t0
+        self.stream.write(f"run: {elapsed:4.0f} s  {name}" + (f": {detail}" if detail else "") + "\n")
+        self.stream.flush()
+
+    def close(self, outcome: RunOutcome) -> None:
+        self.stream.write(f"run: {time.perf_counter() - self.t0:4.0f} s  done ({outcome.status})\n")
+        self.stream.flush()
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What ``run`` did (``outcome``) and the report JSON built from it (INTERFACE.md, "Report JSON")."""
@@ -59,35 +78,63 @@ def run(
     storage: Storage,
     *,
     config_file: str | Path,
-    progress: bool = False,
+    progress: bool | None = False,
     force: bool = False,
+    verbose: bool = False,
 ) -> RunResult:
-    """Materialize the graph over all partitions in this process, then build the report from the registry.
+    """Check the source, materialize the graph over all partitions in this process, then build the report from
+    the registry and record the outcome for ``status``.
 
-    A blocking gate is a result (``status == "blocked"``), not an exception. On unchanged data and recipe nothing
-    is trained or promoted unless ``force``."""
+    The source is checked before anything is stored: a source that cannot be ingested (or another dataset under
+    this model name) raises :class:`~mlops_assets.data.sources.SourceError` and leaves the storage as it was. A
+    blocking gate is a result (``status == "blocked"``), not an exception. On unchanged data and recipe nothing
+    is trained or promoted unless ``force``. ``progress``: a bar (True), plain lines (None), nothing (False);
+    ``verbose``: Dagster's own log on stderr."""
+    from mlops_assets.data.preflight import check_source
+
+    check_source(cfg, storage.home, config_file)
+
     from mlops_assets import progress as step_progress
+    from mlops_assets.last_run import record_last_run
     from mlops_assets.runner import build_report, execute
 
-    bar = Progress(enabled=progress)
+    bar: Progress | PlainProgress = (
+        PlainProgress(sys.stderr) if progress is None else Progress(enabled=progress)
+    )
     step_progress.install(bar)
     try:
-        outcome = execute(cfg, config_file=str(config_file), storage=storage.ensure(), force=force)
+        outcome = execute(
+            cfg,
+            config_file=str(config_file),
+            storage=storage.ensure(),
+            force=force,
+            log_level="INFO" if verbose else "CRITICAL",
+        )
     finally:
         step_progress.install(None)
     bar.close(outcome)
-    return RunResult(outcome, build_report(cfg, outcome, registry=open_registry(cfg, storage)))
+    report = build_report(cfg, outcome, registry=open_registry(cfg, storage))
+    record_last_run(storage.home, cfg.model.name, report)
+    return RunResult(outcome, report)
 
 
-def print_summary(report: dict[str, Any]) -> None:
-    """Status, failed checks and the champion, for a person at a terminal."""
+def print_summary(report: dict[str, Any], where: list[tuple[str, str]] | None = None) -> None:
+    """Status, what blocked or failed (one line a check), the champion, then where everything went and what to
+    run next: for a person at a terminal."""
+    from mlops_assets.last_run import describe_check
+
     failed = [c for c in report["checks"] if not c["passed"]]
+    blocking = [c for c in failed if c["blocking"]]
     print(f"status: {report['status']}  ({report['partitions']} partitions, {report['seconds']} s)")
     if report["error"]:
         print(f"error: {report['error']}")
+        print("  (--verbose prints Dagster's log; every event of the run is in the Dagster UI)")
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+    for c in blocking:
+        print(f"  BLOCKED {describe_check(c)}")
     for c in failed:
-        print(f"  FAILED {c['asset']}.{c['check']} {c['metadata']}")
+        if not c["blocking"]:
+            print(f"  {c['severity']} (not blocking) {describe_check(c)}")
     if report.get("unchanged_champion_version"):
         print(
             f"training: unchanged data and recipe since champion version {report['unchanged_champion_version']}"
@@ -102,20 +149,106 @@ def print_summary(report: dict[str, Any]) -> None:
         print(f"champion: {champ['model_name']} version {champ['version']} ({shown})")
     else:
         print("champion: none")
+    for title, text in where or []:
+        print(f"{title}:" if not text else f"  {title:<12} {text}")
+
+
+def where_things_are(
+    cfg: MlopsConfig, storage: Storage, result: RunResult, *, report_path: str | None, config_file: Path
+) -> list[tuple[str, str]]:
+    """Where the run's results went and the commands that open them, as (title, text) lines: a title with empty
+    text starts a group."""
+    from mlops_assets.storage import sqlite_file
+
+    report = result.report
+    home = storage.home
+    lines: list[tuple[str, str]] = [("where things are", "")]
+    if report_path:
+        lines.append(("report", str(Path(report_path).resolve())))
+    lines.append(("state", f"{home} (MLOPS_HOME)"))
+    blocked = {c["asset"] for c in report["checks"] if c["blocking"] and not c["passed"]}
+    if "raw_data" in blocked:
+        lines.append(
+            (
+                "blocked rows",
+                f"{home / cfg.model.name / 'raw_data'} (each partition as read, with its verdict in "
+                "__blocked__); samples of failing rows: the raw_data checks in the Dagster UI",
+            )
+        )
+    if "trained_model" in blocked:
+        lines.append(("gate details", "the trained_model checks in the Dagster UI; the model card in MLflow"))
+    # The environment a later command needs to find this run's config and state.
+    config = "" if config_file.resolve() == _bundled_config() else f"MLOPS_CONFIG={config_file.resolve()} "
+    default_home = home == Path(".mlops").absolute()
+    if not default_home:
+        config += f"MLOPS_HOME={home} "
+    if default_home and Path("Makefile").is_file():
+        dagster = f"{config}make dev  (dagster dev on this state, http://127.0.0.1:3000)"
+    else:
+        dagster = (
+            f"{config}DAGSTER_HOME={storage.dagster_home} dagster dev -m mlops_assets.definitions  "
+            "(http://127.0.0.1:3000)"
+        )
+    lines.append(("Dagster UI", dagster))
+    tracking = storage.mlflow_tracking_uri
+    db = sqlite_file(tracking)
+    shown = storage.mlflow_tracking_uri if db is None else f"sqlite:///{db.resolve()}"
+    lines.append(
+        ("MLflow UI", f"mlflow ui --backend-store-uri {shown}  (experiment mlops_assets/{cfg.model.name})")
+    )
+    card = _model_card(cfg, storage, report)
+    if card:
+        lines.append(("model card", card))
+    plots = home / cfg.model.name / "monitoring" / "plots"
+    if plots.is_dir() and any(plots.iterdir()):
+        lines.append(("drift plots", str(plots)))
+    lines.append(("next", ""))
+    if report["champion"]:
+        lines.append(("serve", f"{config}mlops-assets serve   (the champion over HTTP on 127.0.0.1:8000)"))
+    lines.append(("status", f"{config}mlops-assets status  (champion, history, this run's gates)"))
+    return lines
+
+
+def _bundled_config() -> Path:
+    from mlops_assets.config import BUNDLED_CONFIG
+
+    return BUNDLED_CONFIG.resolve()
+
+
+def _model_card(cfg: MlopsConfig, storage: Storage, report: dict[str, Any]) -> str | None:
+    """The champion's model card as a local file when the artifacts are local, else its artifact URI."""
+    champ = report["champion"]
+    if not champ or not champ.get("run_id"):
+        return None
+    registry = open_registry(cfg, storage)
+    uri = registry.client.get_run(champ["run_id"]).info.artifact_uri
+    target = f"{uri.rstrip('/')}/model_cards/v{champ['version']}.md"
+    if target.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        path = Path(unquote(urlparse(target).path))
+        return str(path) if path.exists() else None
+    return target
 
 
 def main(args: argparse.Namespace) -> int:
     """Exit 0 when the pipeline ran (``ok`` or ``blocked``), 1 when it failed."""
     ctx = load_context(args.config)
+    # A bar on a terminal; plain lines where the output goes to a log (CI) and a bar would show nothing.
+    progress = False if args.no_progress else (True if sys.stderr.isatty() and sys.stdout.isatty() else None)
     result = run(
         ctx.cfg,
         ctx.storage,
         config_file=ctx.config_file,
-        progress=not args.no_progress,
+        progress=progress,
         force=getattr(args, "force", False),
+        verbose=getattr(args, "verbose", False),
     )
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(result.report, indent=2, default=str))
-    print_summary(result.report)
+    where = where_things_are(
+        ctx.cfg, ctx.storage, result, report_path=args.report, config_file=ctx.config_file
+    )
+    print_summary(result.report, where)
     return 1 if result.outcome.status == "failed" else 0

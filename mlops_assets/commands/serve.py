@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from mlops_assets.commands.context import load_context
+from mlops_assets.commands.context import load_context, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.storage import Storage
 
@@ -31,5 +31,6 @@ def serve(cfg: MlopsConfig, storage: Storage, *, host: str = "127.0.0.1", port: 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ctx = load_context(args.config)
+    require_state(ctx.storage)
     serve(ctx.cfg, ctx.storage, host=args.host or "127.0.0.1", port=int(args.port or 8000))
     return 0

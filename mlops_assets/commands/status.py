@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.commands.context import load_context, open_registry
+from mlops_assets.commands.context import load_context, open_registry, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
 from mlops_assets.storage import Storage
@@ -56,10 +56,13 @@ class StatusReport:
     deployments: list[dict[str, Any]]
     latest_gate_results: dict[str, Any] | None
     triggers: TriggerReport | None
+    # How the last `mlops-assets run` ended (mlops_assets.last_run), data gates included; None before any.
+    last_run: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name,
+            "last_run": self.last_run,
             "champion": self.champion,
             "aliases": self.aliases,
             "deployments": self.deployments,
@@ -111,12 +114,15 @@ def status(
     """The status of ``cfg``'s model; ``triggers=False`` leaves out the trigger evaluation (registry calls only).
 
     Raises :class:`~mlops_assets.registry.errors.RegistryError` when the registry cannot be read."""
+    from mlops_assets.last_run import read_last_run
+
     registry = open_registry(cfg, storage)
     reg = registry_status(registry, history_limit)
     return StatusReport(
         model_name=cfg.model.name,
         **reg,
         triggers=trigger_report(cfg, storage, registry, now) if triggers else None,
+        last_run=read_last_run(storage.home, cfg.model.name),
     )
 
 
@@ -127,7 +133,7 @@ def _format_metrics(metrics: dict[str, float]) -> str:
 def render_text(report: StatusReport) -> str:
     """The human-readable status."""
     champ = report.champion
-    lines = [f"model: {report.model_name}"]
+    lines = [f"model: {report.model_name}", *_last_run_lines(report.last_run)]
     if champ is None:
         lines.append("champion: none (no model has been deployed)")
     else:
@@ -163,6 +169,25 @@ def render_text(report: StatusReport) -> str:
     return "\n".join(lines)
 
 
+def _last_run_lines(last: dict[str, Any] | None) -> list[str]:
+    """How the last ``mlops-assets run`` ended: its status and every check that failed (data gates included)."""
+    from mlops_assets.last_run import describe_check
+
+    if last is None:
+        return ["last run: none recorded (mlops-assets run records one)"]
+    failed = last.get("failed_checks") or []
+    lines = [
+        f"last run: {str(last['status']).upper()} at {last['finished_at']} ({last.get('partitions')} partitions, "
+        f"{last.get('checks_passed', 0)} checks passed, {len(failed)} failed)"
+    ]
+    if last.get("error"):
+        lines.append(f"  error: {last['error']}")
+    for c in failed:
+        mark = "BLOCKED" if c.get("blocking") else f"{c.get('severity', 'WARN')} (not blocking)"
+        lines.append(f"  {mark} {describe_check(c)}")
+    return lines
+
+
 def _trigger_line(t: TriggerReport) -> str:
     if t.would_retrain:
         return f"triggers now: would retrain ({t.reason}): {t.detail}"
@@ -174,6 +199,7 @@ def _trigger_line(t: TriggerReport) -> str:
 def main(args: argparse.Namespace) -> int:
     """Print the status (``--json`` for machines); exit 1 with the reason on stderr if the registry fails."""
     ctx = load_context(args.config)
+    require_state(ctx.storage)
     try:
         report = status(ctx.cfg, ctx.storage)
     except RegistryError as err:

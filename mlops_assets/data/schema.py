@@ -40,6 +40,7 @@ from pandera.errors import SchemaErrors
 
 from mlops_assets.catalogue import DatasetShape, GateResult, data_gate, data_gates
 from mlops_assets.config import MlopsConfig
+from mlops_assets.data.labels import positive_label_problem
 from mlops_assets.data.partitions import row_keys
 
 PARTITION_COLUMN = "__partition__"
@@ -271,7 +272,10 @@ def label_classes(
             f"found {ref[:10]}"
         )
     if len(ref) == 2 and _match(positive, ref) is None:
-        raise ValueError(f"dataset.positive_label {positive!r} is not one of the labels {ref}")
+        raise ValueError(
+            positive_label_problem(positive, ref)
+            or f"dataset.positive_label {positive!r} is not one of the labels {ref}"
+        )
     classes = ref if _match(positive, ref) is not None else [*ref, _plain(positive)]
     if len(classes) < 2:
         new = [v for v in _distinct(seen) if _match(v, classes) is None]

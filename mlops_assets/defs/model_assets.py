@@ -3,6 +3,8 @@
 Thin wiring over :mod:`mlops_assets.steps`: each asset calls its step and translates the outcome.
 """
 
+import math
+
 import dagster as dg
 
 from mlops_assets.catalogue import release_gates
@@ -16,6 +18,20 @@ PROMOTION_POOL = "mlops_promotion"
 FORCE_TAG = "mlops/force"
 # Observation metadata of a trained_model that had nothing new to learn: the champion version that stays.
 UNCHANGED_KEY = "unchanged_champion_version"
+
+
+def metric_metadata(metrics: dict[str, float]) -> dict[str, dg.MetadataValue]:
+    """Holdout metrics as numeric metadata, ``holdout_<metric>``: floats the UI charts over materializations; the
+    row count as an integer; a metric that could not be computed (None, NaN) is left out rather than shown as 0."""
+    out: dict[str, dg.MetadataValue] = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            continue
+        if name == "n":
+            out["holdout_rows"] = dg.MetadataValue.int(int(value))
+        else:
+            out[f"holdout_{name}"] = dg.MetadataValue.float(float(value))
+    return out
 
 
 def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str]):
@@ -121,6 +137,11 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 },
             )
             return
+        links = (
+            project.registry().ui_links(project.storage.mlflow_ui_url, outcome.mlflow_run_id, outcome.version)
+            if project.storage.mlflow_ui_url
+            else {}
+        )
         yield dg.Output(
             {
                 "version": outcome.version,
@@ -133,7 +154,9 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
             metadata={
                 "version": outcome.version,
                 "mlflow_run_id": outcome.mlflow_run_id,
-                "holdout_metrics": dg.MetadataValue.json(outcome.metrics),
+                **{k: dg.MetadataValue.url(v) for k, v in links.items()},
+                # One float per metric: the UI plots each across materializations (a JSON blob it cannot).
+                **metric_metadata(outcome.metrics),
                 "split": dg.MetadataValue.json(outcome.split),
                 "feature_code_version": outcome.feature_version,
                 "training_data_version": outcome.training_data_version,
@@ -175,12 +198,21 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
             )
         except PromotionRefused as err:
             raise dg.Failure(str(err)) from None
+        base = project.storage.mlflow_ui_url
+        link = (
+            project.registry().ui_links(base, trained_model["run_id"], outcome.version)[
+                "mlflow_model_version"
+            ]
+            if base and trained_model.get("run_id")
+            else None
+        )
         return dg.Output(
             {"version": outcome.version, "reason": outcome.reason, "at": outcome.deployed_at},
             metadata={
                 "champion_version": outcome.version,
                 "reason": outcome.reason,
                 "previous": str(outcome.previous_version),
+                **({"mlflow_model_version": dg.MetadataValue.url(link)} if link else {}),
             },
         )
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 from mlops_assets.registry.errors import (
     ArtifactIntegrityError,
@@ -371,6 +371,15 @@ class ModelRegistry:
         with self._scratch() as tmp:
             path = self.client.download_artifacts(mv.run_id, f"{name}.json", str(tmp))
             return json.loads(Path(path).read_text())
+
+    def ui_links(self, base_url: str, run_id: str, version: str | int) -> dict[str, str]:
+        """Links into the MLflow UI served at ``base_url`` (no trailing slash): the run and the model version."""
+        experiment = self.client.get_run(run_id).info.experiment_id
+        name = quote(self.model_name, safe="")
+        return {
+            "mlflow_run": f"{base_url}/#/experiments/{experiment}/runs/{run_id}",
+            "mlflow_model_version": f"{base_url}/#/models/{name}/versions/{version}",
+        }
 
     def set_model_card(self, version: str | int, markdown: str) -> None:
         """Store the model card with the version: as its MLflow description and as ``model_card.md``."""

@@ -104,8 +104,21 @@ def normalize_timestamps(
         frame.insert(0, col, stamps.astype(pd.DatetimeTZDtype("ns", "UTC")))
         return frame
     if col not in frame.columns:
-        raise SourceError(f"{origin}: timestamp column {col!r} not found (columns: {list(frame.columns)})")
+        raise SourceError(
+            f"{origin}: timestamp column {col!r} not found (columns: {list(frame.columns)}): set "
+            "dataset.timestamp_column to the column that holds each row's time"
+        )
     values = frame[col]
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and values.notna().any():
+        # Numbers would parse as nanoseconds since 1970 without a word: Excel's day numbers (45292 is 2024-01-01)
+        # and epoch seconds among them.
+        first = values.dropna().iloc[0]
+        raise SourceError(
+            f"{origin}: timestamp column {col!r} holds numbers (first: {_plain_number(first)}), not dates "
+            "(a spreadsheet's day numbers?): save the column as dates such as 2024-01-31 or 2024-01-31 13:45, "
+            "or as text and set dataset.timestamp_format"
+        )
     try:
         if pd.api.types.is_datetime64_any_dtype(values):
             ts = values
@@ -113,13 +126,21 @@ def normalize_timestamps(
             ts = pd.to_datetime(values, format=ds.timestamp_format, utc=True)
         else:
             ts = pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, OverflowError):
+        # pandas' own message advises passing `format=` to pandas; the user's lever is the config key.
         bad = _first_unparseable(values, ds.timestamp_format)
-        raise SourceError(
-            f"{origin}: timestamp column {col!r} does not parse"
-            + (f" (first bad value: {bad!r})" if bad is not None else "")
-            + f": {err}"
-        ) from None
+        shown = f" (first bad value: {bad!r})" if bad is not None else ""
+        if ds.timestamp_format:
+            advice = (
+                f"does not match dataset.timestamp_format {ds.timestamp_format!r}{shown}: correct the format "
+                "(strptime codes, e.g. '%d/%m/%Y %H:%M')"
+            )
+        else:
+            advice = (
+                f"does not parse as ISO 8601 dates{shown}: set dataset.timestamp_format to the column's "
+                "strptime format, e.g. '%d/%m/%Y %H:%M'"
+            )
+        raise SourceError(f"{origin}: timestamp column {col!r} {advice}") from None
     ts = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
     if ts.isna().any():
         n = int(ts.isna().sum())
@@ -132,10 +153,14 @@ def normalize_timestamps(
 def _first_unparseable(values: pd.Series, fmt: str | None) -> object:
     for v in values.dropna().head(10_000):
         try:
-            pd.to_datetime(v, format=fmt, utc=True) if fmt else pd.Timestamp(v)
-        except (ValueError, TypeError):
+            pd.to_datetime(v, format=fmt or "ISO8601", utc=True)
+        except (ValueError, TypeError, OverflowError):
             return v
     return None
+
+
+def _plain_number(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def stamps_range(values: Sequence[object], cfg: MlopsConfig, origin: str) -> TimeRange:
@@ -236,10 +261,14 @@ class BaseSource:
                 continue
             if col == ds.label_column:
                 raise SourceError(
-                    f"{origin}: label column {col!r} not found (columns: {list(frame.columns)})"
+                    f"{origin}: label column {col!r} not found (columns: {list(frame.columns)}): set "
+                    "dataset.label_column to the column that holds the outcome"
                 )
             if col in ds.entity_columns:
-                raise SourceError(f"{origin}: entity column {col!r} not found")
+                raise SourceError(
+                    f"{origin}: entity column {col!r} not found (columns: {list(frame.columns)}): correct "
+                    "dataset.entity_columns"
+                )
             raise SourceError(f"{origin}: column {col!r} not found (columns: {list(frame.columns)})")
         if wanted is not None:
             frame = frame[wanted]

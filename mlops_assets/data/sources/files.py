@@ -48,7 +48,9 @@ def resolve_files(cfg: MlopsConfig) -> list[Path]:
         return files
     path = Path(src)
     if not path.exists():
-        raise SourceError(f"dataset.source {src!r}: file not found")
+        raise SourceError(
+            f"dataset.source {src!r}: file not found (a relative path is read from the config file's folder)"
+        )
     if path.is_dir():
         raise SourceError(
             f"dataset.source {src!r}: is a directory; give a file or a glob such as {src}/*.parquet"
@@ -56,8 +58,14 @@ def resolve_files(cfg: MlopsConfig) -> list[Path]:
     return [path]
 
 
+# UTF-8, with or without the byte-order mark spreadsheets write ("CSV UTF-8"): with plain utf-8 the mark would
+# stay glued to the first column's name.
+CSV_ENCODING = "utf-8-sig"
+
+
 class CsvReader:
-    """CSV, plain or gzip-compressed; a leading ``Unnamed: 0`` column is a writer's row index, not data."""
+    """CSV, plain or gzip-compressed, UTF-8 (a byte-order mark allowed); a leading ``Unnamed: 0`` column is a
+    writer's row index, not data."""
 
     @staticmethod
     def _strip_row_index(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,21 +75,23 @@ class CsvReader:
 
     def frames(self, path: Path, batch_rows: int | None, columns: list[str] | None) -> Iterator[pd.DataFrame]:
         if batch_rows is None:
-            yield self._strip_row_index(pd.read_csv(path, usecols=columns))
+            yield self._strip_row_index(pd.read_csv(path, usecols=columns, encoding=CSV_ENCODING))
             return
-        with pd.read_csv(path, usecols=columns, chunksize=batch_rows) as reader:
+        with pd.read_csv(path, usecols=columns, chunksize=batch_rows, encoding=CSV_ENCODING) as reader:
             for frame in reader:
                 yield self._strip_row_index(frame).reset_index(drop=True)
 
     def head(self, path: Path, rows: int) -> pd.DataFrame:
-        return self._strip_row_index(pd.read_csv(path, nrows=rows))
+        return self._strip_row_index(pd.read_csv(path, nrows=rows, encoding=CSV_ENCODING))
 
     def columns(self, path: Path) -> list[str]:
-        return [str(c) for c in self._strip_row_index(pd.read_csv(path, nrows=0)).columns]
+        return [
+            str(c) for c in self._strip_row_index(pd.read_csv(path, nrows=0, encoding=CSV_ENCODING)).columns
+        ]
 
     def row_count(self, path: Path) -> int:
         # Through the parser, one column: quoted newlines and compression counted right, memory bounded.
-        with pd.read_csv(path, usecols=[0], chunksize=SCAN_ROWS) as reader:
+        with pd.read_csv(path, usecols=[0], chunksize=SCAN_ROWS, encoding=CSV_ENCODING) as reader:
             return sum(len(chunk) for chunk in reader)
 
     def statistics_range(self, path: Path, column: str) -> tuple[object, object] | None:
@@ -187,6 +197,15 @@ class FileSource(BaseSource):
     def _read(self, path: Path, what):
         try:
             return what()
+        except UnicodeDecodeError as err:
+            raise SourceError(
+                f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at position {err.start}): "
+                "save it as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+            ) from None
+        except pd.errors.EmptyDataError:
+            raise SourceError(
+                f"{path}: the file is empty: export it again with a header row and data rows"
+            ) from None
         except (OSError, ValueError) as err:
             raise SourceError(f"{path}: cannot read: {err}") from None
 
@@ -215,7 +234,15 @@ class FileSource(BaseSource):
         for col in columns:
             if col not in present:
                 what = "timestamp column" if col == ts else "column"
-                raise SourceError(f"{path}: {what} {col!r} not found (columns: {present})")
+                key = (
+                    "timestamp_column"
+                    if col == ts
+                    else "label_column"
+                    if col == self.cfg.dataset.label_column
+                    else None
+                )
+                todo = f": correct dataset.{key}" if key else ""
+                raise SourceError(f"{path}: {what} {col!r} not found (columns: {present}){todo}")
 
     def _raw_head(self, rows: int) -> tuple[str, pd.DataFrame]:
         path, fmt = self.files[0], self._formats[0]
