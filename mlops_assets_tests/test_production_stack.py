@@ -206,7 +206,9 @@ def production_stack(
 
         def serving():
             assert stack.alive("code_server"), f"code server exited:\n{stack.log('code_server')}"
-            with socket.socket() as probe:  # Dagster's health check prints every refused connection: look first
+            with (
+                socket.socket() as probe
+            ):  # Dagster's health check prints every refused connection: look first
                 if probe.connect_ex(("127.0.0.1", stack.grpc_port)) != 0:
                     return False
             with contextlib.suppress(Exception):
