@@ -176,6 +176,33 @@ BAD_BODIES = [
         "rows[0].temperature",
     ),
     ("too many rows", {"rows": [_good_row()] * 501}, 413, "rows"),
+    # Values the engine cannot represent (datetime64[ns] holds 1677-09-21..2262-04-11): refused before batching.
+    ("timestamp past datetime64[ns]", {"rows": [_with(date="2262-04-12T00:00:00")]}, 422, "rows[0].date"),
+    ("timestamp that would wrap", {"rows": [_with(date="2583-04-09T00:00:00")]}, 422, "rows[0].date"),
+    ("timestamp before datetime64[ns]", {"rows": [_with(date="1600-01-01")]}, 422, "rows[0].date"),
+    (
+        "as_of past datetime64[ns]",
+        {"entities": [{}], "as_of": "9999-12-31T00:00:00"},
+        422,
+        "as_of",
+    ),
+    (
+        "400-digit integer",
+        json.dumps({"rows": [_with(temperature=1)]})
+        .replace('"temperature": 1', '"temperature": ' + "9" * 400)
+        .encode(),
+        422,
+        "rows[0].temperature",
+    ),
+    (
+        "5000-digit integer",
+        json.dumps({"rows": [_with(temperature=1)]})
+        .replace('"temperature": 1', '"temperature": ' + "9" * 5000)
+        .encode(),
+        400,
+        "body",
+    ),
+    ("deep nesting", b'{"rows": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", 400, "body"),
     (
         "row older than the online store keeps",
         {"rows": [_with(date="1960-01-01T00:00:00+00:00")]},
@@ -358,3 +385,85 @@ def test_predictions_use_the_champions_recorded_decision_threshold(tmp_path):
     np.testing.assert_array_equal(np.array(body["probabilities"]), proba)
     assert body["predictions"] == (proba >= threshold).astype(int).tolist()
     assert body["predictions"] != (proba >= 0.5).astype(int).tolist()
+
+
+def test_poison_rows_in_concurrent_good_traffic_fail_alone(live):
+    """Rows that used to overflow inside a shared batch (timestamps past datetime64[ns], numbers beyond a double,
+    deep nesting) mixed into concurrent good traffic: every good request 200, every poison one a 4xx naming the
+    field."""
+    _, client, _, _ = live
+    good = [{"rows": [r]} for r in _rows(40)]
+    poison = [
+        ({"rows": [_with(date="2262-04-12T00:00:00")]}, "rows[0].date"),
+        ({"rows": [_with(date="1600-01-01T00:00:00")]}, "rows[0].date"),
+        (
+            json.dumps({"rows": [_with(temperature=1)]}).replace(
+                '"temperature": 1', '"temperature": ' + "9" * 400
+            ),
+            "rows[0].temperature",
+        ),
+        ('{"rows": ' + "[" * 5000 + "]" * 5000 + "}", "body"),
+    ] * 4
+    bodies = [(json.dumps(b), None) for b in good]
+    for i, p in enumerate(poison):  # interleaved
+        bodies.insert(2 * i + 1, (p[0] if isinstance(p[0], str) else json.dumps(p[0]), p[1]))
+
+    def send(b):
+        return client.post("/predict", content=b[0], headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(send, bodies))
+    for (_, field), r in zip(bodies, responses, strict=True):
+        if field is None:
+            assert r.status_code == 200, r.text
+        else:
+            assert 400 <= r.status_code < 500 and r.json()["field"] == field, r.text
+
+
+def test_a_batch_that_fails_is_split_so_only_the_offending_request_fails(live, monkeypatch):
+    """A request that passes validation but makes the model call raise (standing in for any error the checks
+    missed) fails alone with a 500 counted in /metrics; the requests batched with it are answered."""
+    _, client, service, _ = live
+    marker = -12345.0
+    real = service._predict_jobs
+    mixed_batches = []
+
+    def predict_jobs(model, requests):
+        poisoned = [any(v == marker for v in r.columns["temperature"]) for r in requests]
+        if any(poisoned):
+            mixed_batches.append(len(requests) > 1)
+            raise OverflowError("stand-in for an engine failure")
+        return real(model, requests)
+
+    monkeypatch.setattr(service, "_predict_jobs", predict_jobs)
+
+    def count_500() -> int:
+        line = 'mlops_requests_total{endpoint="/predict",method="POST",status="500"} '
+        return sum(
+            int(ln.split()[-1]) for ln in client.get("/metrics").text.splitlines() if ln.startswith(line)
+        )
+
+    before = count_500()
+    bodies = [{"rows": [r]} for r in _rows(60)]
+    bad_at = set(range(3, 60, 6))
+    for i in bad_at:
+        bodies[i] = {"rows": [_with(temperature=marker)]}
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(lambda b: client.post("/predict", json=b), bodies))
+    for i, r in enumerate(responses):
+        assert r.status_code == (500 if i in bad_at else 200), (i, r.text)
+    assert any(mixed_batches), "no failing request shared a batch: the test did not exercise the split"
+    assert count_500() - before == len(bad_at)
+
+
+def test_predict_and_feedback_accept_json_bodies_only(live):
+    _, client, _, _ = live
+    body = json.dumps({"rows": _rows(1)})
+    for path in ("/predict", "/feedback"):
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+            headers = {"content-type": ctype} if ctype else {}
+            r = client.post(path, content=body, headers=headers)
+            assert r.status_code == 415, (path, ctype, r.text)
+            assert r.json()["field"] == "content-type"
+    r = client.post("/predict", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert r.status_code == 200

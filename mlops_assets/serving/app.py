@@ -52,6 +52,22 @@ def _error(err: RequestError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
 
 
+def _check_json_content_type(value: str | None) -> None:
+    """Refuse (415) a body not declared as JSON: ``text/plain`` and form bodies are what a browser sends across
+    sites without asking the service first (a "simple" cross-site request)."""
+    media = (value or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        shown = repr(value) if value else "none"
+        raise InputError("content-type", f"{shown}; send the body as application/json", 415)
+
+
+def _internal_error(where: str, err: BaseException) -> tuple[int, bytes]:
+    log.error("%s failed: %s", where, err, exc_info=err)
+    return 500, _json(
+        {"error": f"internal error ({type(err).__name__}); the service logged it", "field": None}
+    )
+
+
 class _Disconnected(Exception):
     """The client went away before its request body was complete."""
 
@@ -88,6 +104,8 @@ async def _predict_response(service: PredictionService, body: bytes) -> tuple[in
         return err.status, _json(err.to_dict())
     except NoModelError as err:
         return 503, _json({"error": f"no model is served: {err}", "field": None})
+    except Exception as err:  # answered and counted as a 500 rather than dropped by the server
+        return _internal_error("POST /predict", err)
 
 
 _JSON_HEADER = (b"content-type", b"application/json")
@@ -123,6 +141,7 @@ def create_app(
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
         try:
+            _check_json_content_type(request.headers.get("content-type"))
             body = await _read_body(request, limit)
         except InputError as err:
             status, payload = err.status, _json(err.to_dict())
@@ -135,6 +154,11 @@ def create_app(
     async def predict_asgi(scope: dict, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
         try:
+            content_type = None
+            for name, value in scope["headers"]:
+                if name == b"content-type":
+                    content_type = value.decode("latin-1")
+            _check_json_content_type(content_type)
             body = await _receive_body(scope, receive, limit)
         except InputError as err:
             status, payload = err.status, _json(err.to_dict())
@@ -154,17 +178,22 @@ def create_app(
 
     async def feedback(request: Request) -> Response:
         t0 = time.perf_counter()
+        resp: Response
         try:
+            _check_json_content_type(request.headers.get("content-type"))
             body = await _read_body(request, limit)
             ids, labels = parse_feedback(body, service.options.limits)
             n = await asyncio.get_running_loop().run_in_executor(None, service.feedback, ids, labels)
-            resp: Response = JSONResponse({"labeled": n})
+            resp = JSONResponse({"labeled": n})
         except InputError as err:
             resp = _error(err)
         except UnknownPredictionError as err:
             resp = JSONResponse(
                 {"error": str(err), "field": "ids", "unknown_ids": err.ids[:100]}, status_code=404
             )
+        except Exception as err:
+            status, payload = _internal_error("POST /feedback", err)
+            resp = Response(payload, status_code=status, media_type="application/json")
         metrics.observe_request("/feedback", "POST", resp.status_code, time.perf_counter() - t0)
         return resp
 

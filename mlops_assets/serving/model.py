@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.registry.tags import TAG_DECISION_THRESHOLD
-from mlops_assets.serving.validation import InputSchema
+from mlops_assets.serving.validation import EARLIEST, InputSchema
 
 if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
@@ -120,8 +120,14 @@ def build_served_model(cfg: MlopsConfig, loaded: LoadedModel, window_feature_nam
         )
     from mlops_assets.features import feature_registry
 
-    sources = {d.source for d in feature_registry(cfg)}
+    defs = feature_registry(cfg)
+    sources = {d.source for d in defs}
+    # The engine reads back a window (and a TTL) from each event time: the earliest accepted time leaves room for
+    # the longest of them inside datetime64[ns].
+    reach = max((pd.Timedelta(d.window) + pd.Timedelta(d.ttl) for d in defs), default=pd.Timedelta(0))
+    earliest = max(EARLIEST, (pd.Timestamp.min + reach).ceil("D").tz_localize("UTC").to_pydatetime())
     schema = InputSchema(
+        earliest=earliest,
         timestamp=ds.timestamp_column,
         entities=tuple(ds.entity_columns),
         numeric=tuple(c for c in raw if c in numeric),

@@ -203,20 +203,30 @@ class PredictionService:
         out: Sequence[bytes | RequestError]
         try:
             out = self._predict_jobs(model, [jobs[i].payload.request for i in ok])
-        except RequestError:
+        except Exception as err:
             if len(ok) == 1:
-                raise
-            # One bad request must not fail its neighbours: redo them one by one.
-            redone: list[bytes | RequestError] = []
-            for i in ok:
-                try:
-                    redone.extend(self._predict_jobs(model, [jobs[i].payload.request]))
-                except RequestError as err:
-                    redone.append(err)
-            out = redone
+                out = [self._request_error(err)]
+            else:
+                # One bad request must not fail its neighbours: redo them one by one, so that only the request
+                # that fails alone gets an error.
+                redone: list[bytes | RequestError] = []
+                for i in ok:
+                    try:
+                        redone.extend(self._predict_jobs(model, [jobs[i].payload.request]))
+                    except Exception as one:
+                        redone.append(self._request_error(one))
+                out = redone
         for i, res in zip(ok, out, strict=True):
             results[i] = res
         return results
+
+    @staticmethod
+    def _request_error(err: Exception) -> RequestError:
+        """A request's own failure: its 4xx as raised, anything else a 500 (logged: a bug, or a store down)."""
+        if isinstance(err, RequestError):
+            return err
+        log.error("a /predict request failed on its own: %s", err, exc_info=err)
+        return RequestError("body", f"internal error ({type(err).__name__}); the service logged it", 500)
 
     def _inputs(
         self, model: ServedModel, requests: list[RowsRequest | EntitiesRequest]

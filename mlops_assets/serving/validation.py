@@ -3,11 +3,15 @@
 Validation is plain Python on the decoded JSON (no pandas per request: a frame is built once per batch), so a
 single-row request costs microseconds here. Accepted values:
 
-- the timestamp column and ``as_of``: ISO 8601 strings (naive ones are taken as UTC);
-- entity keys: strings or integers;
+- the timestamp column and ``as_of``: ISO 8601 strings (naive ones are taken as UTC) inside the range the feature
+  engine represents (pandas' ``datetime64[ns]``: 1677-09-21 to 2262-04-11, less the longest window before the
+  event), so that no value can overflow inside a batch it shares with other requests;
+- entity keys: strings without NUL characters, or integers that fit in 64 bits;
 - numeric model inputs: JSON numbers (``null`` = missing, which the model handles); ``NaN``/``Infinity`` and
   numbers too large for a double are refused;
-- categorical model inputs: strings (or ``null``);
+- categorical model inputs: strings without NUL characters (or ``null``);
+- the JSON itself: nesting deeper than the interpreter's recursion limit and integers of more than 4,300 digits
+  are refused as invalid JSON (400).
 - ``dataset.drop_columns`` and window-feature source columns that are not model inputs may be present (a raw
   event carries them) and are ignored; the label is refused (labels go to ``/feedback``); anything else is an
   unknown column.
@@ -42,6 +46,12 @@ class InputError(RequestError, ValueError):
         super().__init__(field, message, status)
 
 
+# The feature engine computes in datetime64[ns]: times outside pandas' range wrap around or overflow.
+EARLIEST = datetime(1677, 9, 22, tzinfo=UTC)
+LATEST = datetime(2262, 4, 11, tzinfo=UTC)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 @dataclass(frozen=True)
 class Limits:
     """Request limits (the defaults suit single events and small batches)."""
@@ -60,6 +70,9 @@ class InputSchema:
     categorical: tuple[str, ...]
     label: str
     ignored: frozenset[str] = field(default_factory=frozenset)
+    # Event times the engine can compute with: a window reaches back from the event (see build_served_model).
+    earliest: datetime = EARLIEST
+    latest: datetime = LATEST
 
     @property
     def required(self) -> tuple[str, ...]:
@@ -104,18 +117,27 @@ def decode_json(body: bytes) -> Any:
         raise InputError("body", "empty request body; expected a JSON object", 400)
     try:
         return json.loads(body, parse_constant=_nonfinite)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        # ValueError includes integers of more than 4,300 digits (Python's int-parsing limit); RecursionError is
+        # nesting deeper than the interpreter's recursion limit (~1,000 levels), met in microseconds.
         raise InputError("body", f"not valid JSON ({err})", 400) from None
 
 
-def parse_time(value: Any, where: str) -> datetime:
+def parse_time(value: Any, where: str, earliest: datetime = EARLIEST, latest: datetime = LATEST) -> datetime:
     if not isinstance(value, str):
         raise InputError(where, f"expected an ISO 8601 time string, got {_kind(value)}")
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(where, f"{value!r} is not an ISO 8601 time") from None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+    if not earliest <= dt < latest:
+        raise InputError(
+            where,
+            f"{value!r} is outside the times the service can compute features for "
+            f"({earliest:%Y-%m-%d} to {latest:%Y-%m-%d})",
+        )
+    return dt
 
 
 def _kind(v: Any) -> str:
@@ -135,10 +157,17 @@ def _kind(v: Any) -> str:
 
 
 def _entity_value(v: Any, where: str) -> str | int:
-    if isinstance(v, bool) or not isinstance(v, str | int):
+    if isinstance(v, str):
+        if "\x00" in v:
+            raise InputError(where, "entity key contains a NUL character")
+        return v
+    if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, float) and math.isfinite(v) and v == int(v):
-            return int(v)
-        raise InputError(where, f"expected a string or integer entity key, got {_kind(v)}")
+            v = int(v)
+        else:
+            raise InputError(where, f"expected a string or integer entity key, got {_kind(v)}")
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise InputError(where, "integer entity key does not fit in 64 bits")
     return v
 
 
@@ -147,14 +176,21 @@ def _number(v: Any, where: str) -> float:
         return math.nan
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise InputError(where, f"expected a number, got {_kind(v)}")
-    f = float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an integer literal beyond a double's range
+        raise InputError(where, "number too large for a double") from None
     if not math.isfinite(f):
         raise InputError(where, f"expected a finite number, got {v!r}")
     return f
 
 
 def _category(v: Any, where: str) -> str | None:
-    if v is None or isinstance(v, str):
+    if v is None:
+        return v
+    if isinstance(v, str):
+        if "\x00" in v:
+            raise InputError(where, "contains a NUL character")
         return v
     raise InputError(where, f"expected a string, got {_kind(v)}")
 
@@ -203,7 +239,7 @@ def _parse_rows(rows: Any, schema: InputSchema, limits: Limits) -> RowsRequest:
         missing = [c for c in schema.required if c not in row]
         if missing:
             raise InputError(f"{where}.{missing[0]}", "missing column")
-        ts = parse_time(row[schema.timestamp], f"{where}.{schema.timestamp}")
+        ts = parse_time(row[schema.timestamp], f"{where}.{schema.timestamp}", schema.earliest, schema.latest)
         times.append(ts)
         cols[schema.timestamp].append(ts)
         for c in schema.entities:
@@ -219,7 +255,7 @@ def _parse_entities(doc: dict, schema: InputSchema, limits: Limits) -> EntitiesR
     entities = _check_list(doc["entities"], "entities", limits)
     if "as_of" not in doc:
         raise InputError("as_of", "missing: entity requests read features as of this time")
-    as_of = parse_time(doc["as_of"], "as_of")
+    as_of = parse_time(doc["as_of"], "as_of", schema.earliest, schema.latest)
     out = []
     for i, ent in enumerate(entities):
         where = f"entities[{i}]"
@@ -258,9 +294,11 @@ def parse_feedback(body: bytes, limits: Limits) -> tuple[list[str], list[int]]:
     for i, v in enumerate(ids):
         if not isinstance(v, str) or not v:
             raise InputError(f"ids[{i}]", f"expected a prediction id string, got {_kind(v)}")
-    if len(set(ids)) != len(ids):
-        dup = next(v for i, v in enumerate(ids) if v in ids[:i])
-        raise InputError("ids", f"id {dup!r} appears twice")
+    seen: set[str] = set()
+    for v in ids:  # linear: a list scan per id stalled the event loop for seconds on 10,000 ids
+        if v in seen:
+            raise InputError("ids", f"id {v!r} appears twice")
+        seen.add(v)
     out = []
     for i, v in enumerate(labels):
         if isinstance(v, bool):
