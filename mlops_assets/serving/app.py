@@ -25,7 +25,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from mlops_assets.serving.prediction_log import UnknownPredictionError
+from mlops_assets.serving.prediction_log import (
+    FutureLabelError,
+    LabelConflictError,
+    PredictionLogError,
+    UnknownPredictionError,
+)
 from mlops_assets.serving.service import NoModelError, PredictionService
 from mlops_assets.serving.validation import InputError, RequestError, parse_feedback
 
@@ -191,6 +196,16 @@ def create_app(
             resp = JSONResponse(
                 {"error": str(err), "field": "ids", "unknown_ids": err.ids[:100]}, status_code=404
             )
+        except LabelConflictError as err:
+            resp = JSONResponse(
+                {"error": str(err), "field": "ids", "labeled_ids": err.ids[:100]}, status_code=409
+            )
+        except FutureLabelError as err:
+            resp = JSONResponse(
+                {"error": str(err), "field": "ids", "future_ids": err.ids[:100]}, status_code=422
+            )
+        except PredictionLogError as err:  # the database is away; the predictions are kept, retry later
+            resp = JSONResponse({"error": str(err), "field": None}, status_code=503)
         except Exception as err:
             status, payload = _internal_error("POST /feedback", err)
             resp = Response(payload, status_code=status, media_type="application/json")
@@ -200,7 +215,7 @@ def create_app(
     async def health(request: Request) -> Response:
         t0 = time.perf_counter()
         h = service.health()
-        resp = JSONResponse(h, status_code=200 if h["status"] == "ok" else 503)
+        resp = JSONResponse(h, status_code=503 if h["status"] == "unavailable" else 200)
         metrics.observe_request("/health", "GET", resp.status_code, time.perf_counter() - t0)
         return resp
 

@@ -7,17 +7,30 @@ inputs (JSON), the predicted class and the positive-class probability, and the l
 SQLite by default (``$MLOPS_HOME/predictions.db``), PostgreSQL in production (``MLOPS_PREDICTION_LOG_URL``).
 Writes never happen on the request path: :meth:`PredictionLog.submit` only appends to an in-memory queue, and a
 writer thread inserts what has accumulated in one transaction (``executemany``) every ``flush_interval`` seconds or
-as soon as ``batch_size`` records are waiting. A write error stops the writer and is raised by the next
-:meth:`submit`, :meth:`flush` or :meth:`close`, never swallowed.
+as soon as ``batch_size`` records are waiting.
+
+The database may be away for a while (a lock held, a server restarted): a batch that cannot be written within
+``write_timeout`` is spilled to a JSON-lines file in ``spill_dir`` (fsynced, then renamed into place), later batches
+go straight to files while the outage lasts, and every ``retry_interval`` seconds the writer replays the files,
+oldest first, each in one transaction (an insert that skips ids already stored, so a batch whose commit succeeded
+but was not acknowledged is not doubled); a replayed file is deleted only after its commit. Files left when the
+process stops are replayed by the next :class:`PredictionLog` on the same directory. Meanwhile :meth:`status` says
+"degraded" with the reason, and :meth:`flush` (and so feedback) waits or raises :class:`PredictionLogError` naming
+what is kept where. Nothing submitted is dropped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime as _datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -26,6 +39,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("mlops_assets.serving")
 
 metadata = sa.MetaData()
 
@@ -58,6 +73,24 @@ class UnknownPredictionError(LookupError):
         super().__init__(f"no logged prediction with id: {shown}")
 
 
+class LabelConflictError(LookupError):
+    """Feedback for ids that already have a label (labels are written once)."""
+
+    def __init__(self, ids: Sequence[str]):
+        self.ids = list(ids)
+        shown = ", ".join(self.ids[:10]) + (" ..." if len(self.ids) > 10 else "")
+        super().__init__(f"already labeled (labels are written once): {shown}")
+
+
+class FutureLabelError(ValueError):
+    """Feedback for predictions whose event time is still in the future."""
+
+    def __init__(self, ids: Sequence[str], now: datetime):
+        self.ids = list(ids)
+        shown = ", ".join(self.ids[:10]) + (" ..." if len(self.ids) > 10 else "")
+        super().__init__(f"the event of these predictions is after {now:%Y-%m-%dT%H:%M:%SZ}: {shown}")
+
+
 @dataclass(frozen=True)
 class PredictionRecord:
     """One logged prediction (``label`` is None until feedback arrives)."""
@@ -73,13 +106,12 @@ class PredictionRecord:
     label: int | None = None
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine for ``url``; plain ``postgresql://`` URLs use psycopg 3 (SQLAlchemy 2.1's default)."""
+def make_engine(url: str, timeout: float = 30.0) -> sa.Engine:
+    """An engine for ``url``; plain ``postgresql://`` URLs use psycopg 3 (SQLAlchemy 2.1's default). ``timeout``:
+    how long a statement waits for a lock (SQLite) or a connection (PostgreSQL) before it fails."""
     if url.startswith("sqlite:///"):
-        from pathlib import Path
-
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": timeout})
 
         @sa.event.listens_for(engine, "connect")
         def _wal(
@@ -88,44 +120,99 @@ def make_engine(url: str) -> sa.Engine:
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_timeout=timeout, connect_args={"connect_timeout": max(1, int(timeout))}
+    )
+
+
+def default_spill_dir(url: str) -> Path:
+    """Where records wait while the database at ``url`` is away: beside a SQLite file; required otherwise."""
+    if url.startswith("sqlite:///"):
+        db = Path(url[len("sqlite:///") :])
+        return db.with_name(db.name + ".spill")
+    raise ValueError(
+        f"prediction log {url!r}: give spill_dir, a local directory for records the database refuses"
+    )
+
+
+def _short(err: BaseException) -> str:
+    # The first line only: SQLAlchemy appends the statement and its parameters (the logged inputs).
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
 class PredictionLog:
-    """Batched, off-request-path writer and reader of the ``predictions`` table at ``url``."""
+    """Batched, off-request-path writer and reader of the ``predictions`` table at ``url`` (see the module
+    docstring for what happens while the database is away)."""
 
-    def __init__(self, url: str, *, batch_size: int = 2000, flush_interval: float = 0.2):
+    SPILL_PREFIX = "predictions-"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        batch_size: int = 2000,
+        flush_interval: float = 0.2,
+        spill_dir: str | Path | None = None,
+        write_timeout: float = 5.0,
+        retry_interval: float = 1.0,
+    ):
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, timeout=write_timeout)
         metadata.create_all(self.engine)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
+        self.spill_dir = Path(spill_dir) if spill_dir is not None else default_spill_dir(url)
+        self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._pending: list[dict[str, Any]] = []
         self._cond = threading.Condition()
-        self._written = 0  # records committed
+        self._written = 0  # records submitted here and committed (directly or replayed)
         self._submitted = 0
-        self._error: BaseException | None = None
+        self._replayed = 0  # records committed from spill files (this process's and earlier ones')
+        self._error: BaseException | None = None  # the latest write failure, until a write succeeds again
+        self._writing_since: float | None = None  # monotonic start of the write in progress
+        self._next_retry = 0.0
+        # Spill files waiting, oldest first: path -> records submitted by this process in it (0 for files an
+        # earlier process left).
+        self._spills: dict[Path, int] = {
+            p: 0 for p in sorted(self.spill_dir.glob(f"{self.SPILL_PREFIX}*.jsonl"), key=_spill_order)
+        }
         self._closed = False
+        self._labels_lock = threading.Lock()
         # Inserts go to the driver as tuples, converted by the columns' own SQLAlchemy bind processors: what
         # ``conn.execute(predictions.insert(), dicts)`` stores, at a third of its cost (the writer shares the
         # GIL with the request path).
         dialect = self.engine.dialect
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
         names = [c.name for c in predictions.columns]
-        self._insert_sql = (
-            f"INSERT INTO {predictions.name} ({', '.join(names)}) VALUES ({', '.join([mark] * len(names))})"
-        )
+        cols, marks = ", ".join(names), ", ".join([mark] * len(names))
+        self._insert_sql = f"INSERT INTO {predictions.name} ({cols}) VALUES ({marks})"
+        # Replays skip ids already stored: a spilled batch may have been committed by an attempt whose answer
+        # was lost.
+        if dialect.name == "sqlite":
+            self._replay_sql = f"INSERT OR IGNORE INTO {predictions.name} ({cols}) VALUES ({marks})"
+        elif dialect.name == "postgresql":
+            self._replay_sql = self._insert_sql + " ON CONFLICT (id) DO NOTHING"
+        else:
+            self._replay_sql = self._insert_sql
         self._columns = [
             (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in predictions.columns
         ]
+        if self._spills:
+            log.warning(
+                "prediction log %s: %d spilled file(s) in %s from an earlier run; replaying them",
+                self._where(),
+                len(self._spills),
+                self.spill_dir,
+            )
         self._writer = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
         self._writer.start()
 
     # ------------------------------------------------------------------------------------ writing
     def submit(self, records: Sequence[dict[str, Any]]) -> None:
         """Queue records (dicts with the table's columns; ``inputs`` JSON text, a dict, or ``(columns, values,
-        entity keys)``); returns at once."""
-        self._raise_if_failed()
+        entity keys)``); returns at once, whether or not the database is there."""
         if not records:
             return
         with self._cond:
@@ -143,90 +230,194 @@ class PredictionLog:
                     self._cond.wait(self.flush_interval)
                 batch, self._pending = self._pending, []
                 closing = self._closed
+            if self._spills and (closing or time.monotonic() >= self._next_retry):
+                self._replay()
             if batch:
-                try:
-                    rows = self._rows(batch)  # serialized here, not on the request path
-                    with self.engine.begin() as conn:
-                        conn.exec_driver_sql(self._insert_sql, rows)
-                except BaseException as err:  # kept and re-raised to the caller of submit/flush/close
-                    with self._cond:
-                        self._error = err
-                        self._cond.notify_all()
-                    return
-                with self._cond:
-                    self._written += len(batch)
-                    self._cond.notify_all()
+                self._write(batch)
             elif closing:
                 return
             if not closing:
                 # Let records accumulate into one transaction instead of one insert per request.
                 time.sleep(self.flush_interval if len(batch) < self.batch_size else 0)
 
-    def _rows(self, batch: list[dict[str, Any]]) -> list[tuple]:
+    def _write(self, batch: list[dict[str, Any]]) -> None:
         for r in batch:
-            r["inputs"] = _inputs_json(r["inputs"])
+            r["inputs"] = _inputs_json(r["inputs"])  # serialized here, not on the request path
+        if not self._spills:  # while files wait, the database is known to be away: do not stall on it again
+            self._writing_since = time.monotonic()
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(self._insert_sql, self._rows(batch))
+            except Exception as err:
+                self._failed(err)
+            else:
+                self._recovered()
+                with self._cond:
+                    self._written += len(batch)
+                    self._cond.notify_all()
+                return
+            finally:
+                self._writing_since = None
+        try:
+            self._spill(batch)
+        except OSError as err:  # the disk refuses too: keep the records in memory, first in line
+            self._failed(err)
+            with self._cond:
+                self._pending[:0] = batch
+            time.sleep(self.retry_interval)
+
+    def _spill(self, batch: list[dict[str, Any]]) -> None:
+        name = f"{self.SPILL_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        path, tmp = self.spill_dir / name, self.spill_dir / (name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in batch:
+                f.write(json.dumps({k: _to_json(v) for k, v in r.items()}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # only complete files are ever replayed
+        self._spills[path] = len(batch)
+
+    def _replay(self) -> None:
+        for path, own in list(self._spills.items()):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    batch = [_from_json(json.loads(line)) for line in f if line.strip()]
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(self._replay_sql, self._rows(batch))
+            except Exception as err:
+                self._failed(err)
+                return
+            path.unlink()
+            del self._spills[path]
+            with self._cond:
+                self._written += own
+                self._replayed += len(batch)
+                self._cond.notify_all()
+        self._recovered()
+
+    def _failed(self, err: BaseException) -> None:
+        if self._error is None:
+            log.warning(
+                "prediction log %s: writing failed (%s); records are kept in %s and retried every %.1f s",
+                self._where(),
+                _short(err),
+                self.spill_dir,
+                self.retry_interval,
+            )
+        self._error = err
+        self._next_retry = time.monotonic() + self.retry_interval
+
+    def _recovered(self) -> None:
+        if self._error is not None and not self._spills:
+            log.warning("prediction log %s: writing again; every kept record is stored", self._where())
+            self._error = None
+
+    def _rows(self, batch: list[dict[str, Any]]) -> list[tuple]:
         cols = [[r.get(name) for r in batch] for name, _ in self._columns]
         for (_, proc), values in zip(self._columns, cols, strict=True):
             if proc is not None:
                 values[:] = [None if v is None else proc(v) for v in values]
         return list(zip(*cols, strict=True))
 
+    def status(self) -> dict[str, Any]:
+        """``{"status": "ok"}``, or ``"degraded"`` with why while records wait (a failed write, spilled files, or
+        a write blocked for longer than its interval allows)."""
+        spilled = len(self._spills)
+        err = self._error
+        since = self._writing_since
+        blocked = since is not None and time.monotonic() - since > 1.0 + 2 * self.flush_interval
+        if err is None and not spilled and not blocked:
+            return {"status": "ok"}
+        out: dict[str, Any] = {
+            "status": "degraded",
+            "spilled_files": spilled,
+            "spill_dir": str(self.spill_dir),
+        }
+        if err is not None:
+            out["error"] = _short(err)
+        elif since is not None:  # blocked
+            out["error"] = f"a write has been waiting for the database for {time.monotonic() - since:.1f} s"
+        return out
+
     def flush(self, timeout: float = 30.0) -> None:
-        """Block until everything submitted so far is committed."""
+        """Block until everything submitted so far is committed; :class:`PredictionLogError` after ``timeout``
+        (the records stay queued or spilled, and are written when the database is back)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._submitted
             self._cond.notify_all()
-            while self._written < target and self._error is None:
+            while self._written < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    why = f" ({_short(self._error)})" if self._error is not None else ""
                     raise PredictionLogError(
-                        f"prediction log {self._where()}: {target - self._written} record(s) not written "
-                        f"after {timeout:.0f} s"
+                        f"prediction log {self._where()}: {target - self._written} record(s) not written after "
+                        f"{timeout:g} s{why}; they are kept (in memory or in {self.spill_dir}) and written when "
+                        "the database is back"
                     )
                 self._cond.wait(min(left, 0.05))
-        self._raise_if_failed()
 
     def close(self) -> None:
-        """Write what is pending and stop the writer."""
+        """Write what is pending and stop the writer; what the database refuses stays in the spill directory for
+        the next start."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         self._writer.join(timeout=60)
-        self._raise_if_failed()
+        if self._spills:
+            log.warning(
+                "prediction log %s: %d file(s) of records kept in %s; they are replayed at the next start",
+                self._where(),
+                len(self._spills),
+                self.spill_dir,
+            )
         self.engine.dispose()
-
-    def _raise_if_failed(self) -> None:
-        if self._error is not None:
-            raise PredictionLogError(
-                f"prediction log {self._where()}: writing failed: {self._error}"
-            ) from self._error
 
     def _where(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     # ------------------------------------------------------------------------------------ feedback
-    def attach_labels(self, ids: Sequence[str], labels: Sequence[int]) -> int:
-        """Set the label of each logged prediction; raises :class:`UnknownPredictionError` (and changes nothing)
-        when an id was never logged. Returns the number of predictions labeled."""
+    def attach_labels(
+        self, ids: Sequence[str], labels: Sequence[int], *, wait: float = 10.0, now: datetime | None = None
+    ) -> int:
+        """Set the label of each logged prediction, all or nothing. Refused (nothing changes) when an id was never
+        logged (:class:`UnknownPredictionError`), already has a label (:class:`LabelConflictError`: labels are
+        written once) or describes an event after ``now`` (:class:`FutureLabelError`: an outcome cannot be known
+        before its event). Waits up to ``wait`` seconds for predictions still queued or spilled;
+        :class:`PredictionLogError` when the database is away. Returns the number of predictions labeled."""
         if len(ids) != len(labels):
             raise ValueError(f"{len(ids)} ids but {len(labels)} labels")
-        self.flush()  # feedback may follow its prediction faster than the writer's interval
-        now = _utcnow()
-        with self.engine.begin() as conn:
-            known: set[str] = set()
-            for chunk in _chunks(list(ids), 500):
-                rows = conn.execute(sa.select(predictions.c.id).where(predictions.c.id.in_(chunk)))
-                known.update(r[0] for r in rows)
-            missing = [i for i in ids if i not in known]
-            if missing:
-                raise UnknownPredictionError(missing)
-            stmt = (
-                predictions.update()
-                .where(predictions.c.id == sa.bindparam("pid"))
-                .values(label=sa.bindparam("plabel"), labeled_at=now)
-            )
-            conn.execute(stmt, [{"pid": i, "plabel": int(lab)} for i, lab in zip(ids, labels, strict=True)])
+        self.flush(timeout=wait)  # feedback may follow its prediction faster than the writer's interval
+        now = now or _utcnow()
+        c = predictions.c
+        try:
+            # One writer of labels at a time in this process: the checks and the update see the same rows.
+            with self._labels_lock, self.engine.begin() as conn:
+                known: dict[str, tuple[int | None, datetime]] = {}
+                for chunk in _chunks(list(ids), 500):
+                    rows = conn.execute(sa.select(c.id, c.label, c.event_time).where(c.id.in_(chunk)))
+                    known.update((r[0], (r[1], r[2])) for r in rows)
+                missing = [i for i in ids if i not in known]
+                if missing:
+                    raise UnknownPredictionError(missing)
+                labeled = [i for i in ids if known[i][0] is not None]
+                if labeled:
+                    raise LabelConflictError(labeled)
+                future = [i for i in ids if known[i][1] is not None and _aware(known[i][1]) > now]  # type: ignore[operator]
+                if future:
+                    raise FutureLabelError(future, now)
+                stmt = (
+                    predictions.update()
+                    .where(c.id == sa.bindparam("pid"), c.label.is_(None))
+                    .values(label=sa.bindparam("plabel"), labeled_at=now)
+                )
+                conn.execute(
+                    stmt, [{"pid": i, "plabel": int(lab)} for i, lab in zip(ids, labels, strict=True)]
+                )
+        except sa.exc.DBAPIError as err:
+            raise PredictionLogError(
+                f"prediction log {self._where()}: labels not stored ({_short(err)})"
+            ) from err
         return len(ids)
 
     # ------------------------------------------------------------------------------------ reading
@@ -275,6 +466,18 @@ def _inputs_json(inputs: Any) -> str:
         doc = dict(inputs)
     clean = {k: (None if isinstance(v, float) and v != v else v) for k, v in doc.items()}
     return json.dumps(clean, allow_nan=False)
+
+
+def _to_json(v: Any) -> Any:
+    return {"$dt": v.isoformat()} if isinstance(v, _datetime) else v
+
+
+def _from_json(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: _datetime.fromisoformat(v["$dt"]) if isinstance(v, dict) else v for k, v in record.items()}
+
+
+def _spill_order(path: Path) -> str:
+    return path.name  # names start with a zero-padded time
 
 
 def _utcnow() -> datetime:

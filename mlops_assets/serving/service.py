@@ -61,6 +61,10 @@ class ServiceOptions:
     poll_interval: float = 2.0  # seconds between looks at the champion alias
     log_batch_size: int = 2000
     log_flush_interval: float = 0.2
+    # How long a prediction-log write may wait for the database before its records are spilled to a local file,
+    # and how often the spilled files are retried (see PredictionLog).
+    log_write_timeout: float = 5.0
+    log_retry_interval: float = 1.0
     # OpenMP threads of one model call. One: a batch of a few hundred rows gains nothing from more, and on a
     # busy machine OpenMP's thread team costs milliseconds per call (measured: 10 ms vs 0.4 ms per call).
     predict_threads: int = 1
@@ -103,6 +107,9 @@ class PredictionService:
             self.storage.prediction_log_url,
             batch_size=self.options.log_batch_size,
             flush_interval=self.options.log_flush_interval,
+            spill_dir=self.storage.home / "prediction_log_spill",
+            write_timeout=self.options.log_write_timeout,
+            retry_interval=self.options.log_retry_interval,
         )
         self.batcher = MicroBatcher(
             self.process,
@@ -336,7 +343,12 @@ class PredictionService:
         model = self.slot.current
         if model is None:
             return {"status": "unavailable", "model_version": None, "reason": self.slot.refusal}
-        out = {"status": "ok", "model_version": model.version, "model_name": model.model_name}
+        out: dict[str, Any] = {"status": "ok", "model_version": model.version, "model_name": model.model_name}
         if self.slot.refusal:
             out["warning"] = self.slot.refusal
+        log_status = self.prediction_log.status()
+        if log_status["status"] != "ok":
+            # Still answering, so still healthy enough to take traffic; but predictions wait to be stored.
+            out["status"] = "degraded"
+            out["prediction_log"] = log_status
         return out
