@@ -6,8 +6,9 @@ default parameters, the bundled rainfall data and its window features) is traine
 registered through ``mlops_assets.registry`` and made champion; the online store holds the events the last 300 days
 need. Then both servers run as their own processes on 127.0.0.1:
 
-- ours: ``mlops-assets serve`` — requests carry one *raw* event row; the service completes its 48 window features
-  from the online store as of the row's timestamp, predicts, logs the prediction;
+- ours: ``mlops-assets serve`` with authentication on (a token in ``MLOPS_SERVE_TOKENS``, checked on every
+  request) — requests carry one *raw* event row; the service completes its 48 window features from the online
+  store as of the row's timestamp, predicts, logs the prediction;
 - the peer: ``mlflow models serve -m models:/mlops_model@champion --env-manager local`` — requests carry the
   already-computed model inputs (``dataframe_split``): the peer does strictly less work per request.
 
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -158,10 +160,16 @@ def start_servers(setup: dict, env: dict) -> tuple[dict, list[subprocess.Popen]]
 
 
 # ---------------------------------------------------------------------------------------------- the client
+# Our service's token for this run (admin: /predict and /metrics). Sent to the peer too, which ignores it, so the
+# client's bytes and cost are the same for both servers.
+TOKEN = secrets.token_urlsafe(32)
+AUTH_HEADER = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def http_request(port: int, path: str, body: bytes) -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
@@ -227,7 +235,7 @@ def check_same_model(ports: dict, setup: dict) -> None:
             req = urllib.request.Request(
                 f"http://127.0.0.1:{ports[name]}{path}",
                 data=setup[name][k],
-                headers={"Content-Type": "application/json"},
+                headers={"Content-Type": "application/json", **AUTH_HEADER},
             )
             with urllib.request.urlopen(req, timeout=30) as r:
                 body = json.loads(r.read())
@@ -253,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             MLOPS_HOME=str(home),
             MLFLOW_TRACKING_URI=setup["storage"].mlflow_tracking_uri,
             MLOPS_CONFIG=str(setup["config"]),
+            MLOPS_SERVE_TOKENS=f"admin:{TOKEN}",
             # The peer runs `uvicorn` from PATH: the one in this environment.
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
@@ -288,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{o['p99_ms']:7.2f} | {p['throughput']:10.1f} {p['p50_ms']:7.2f} {p['p95_ms']:7.2f} "
                 f"{p['p99_ms']:7.2f} | {ratio:5.1f}x"
             )
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['ours']}/metrics", timeout=10) as r:
+        metrics = urllib.request.Request(f"http://127.0.0.1:{ports['ours']}/metrics", headers=AUTH_HEADER)
+        with urllib.request.urlopen(metrics, timeout=10) as r:
             text = r.read().decode()
         batches = [
             ln

@@ -51,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmds["check-report"].add_argument("--markdown", default=None, help="write Markdown here")
     cmds["serve"].add_argument("--host", default="127.0.0.1")
     cmds["serve"].add_argument("--port", type=int, default=8000)
+    cmds["serve"].add_argument(
+        "--insecure-local",
+        action="store_true",
+        help="no authentication (loopback addresses only); otherwise tokens come from MLOPS_SERVE_TOKENS, "
+        "or are generated and printed once",
+    )
+    cmds["serve"].add_argument(
+        "--tls-cert", "--certfile", dest="tls_cert", default=None, help="PEM certificate: serve HTTPS"
+    )
+    cmds["serve"].add_argument("--tls-key", "--keyfile", dest="tls_key", default=None, help="PEM private key")
     cmds["rollback"].add_argument("--to", default=None, help="registered model version to make champion")
     cmds["rollback"].add_argument("--reason", default="rollback", help=argparse.SUPPRESS)
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")

@@ -189,7 +189,15 @@ def serving(config: Path, env: dict[str, str], workdir: Path) -> Iterator[Callab
     port = free_port()
     log = open(workdir / "serve.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(BIN / "mlops-assets"), "serve", "--config", str(config), "--port", str(port)],
+        [
+            str(BIN / "mlops-assets"),
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--insecure-local",
+        ],
         env=env,
         cwd=workdir,
         stdout=log,

@@ -13,6 +13,7 @@ import pytest
 
 from mlops_assets.monitoring.performance_log import live_performance
 from mlops_assets.serving.app import create_app
+from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets.serving.validation import Limits
 from mlops_assets_tests.test_serving_support import (
@@ -25,6 +26,13 @@ from mlops_assets_tests.test_serving_support import (
     storage_for,
     trained,
 )
+
+# The module's service requires tokens, as `mlops-assets serve` does; its client sends the admin one.
+TOKENS = {
+    "predict": "predict-token-3a7e9c1f0b5d",
+    "feedback": "feedback-token-8c2d4e6f1a3b",
+    "admin": "admin-token-5f1e2d3c4b6a",
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,12 @@ def live(tmp_path_factory):
         log_retry_interval=0.2,
     )
     service = PredictionService(trained().cfg, storage, options)
-    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    auth = Auth.parse(",".join(f"{scope}:{token}" for scope, token in TOKENS.items()))
+    headers = {"authorization": f"Bearer {TOKENS['admin']}"}
+    with (
+        LiveServer(create_app(service, auth=auth)) as server,
+        httpx.Client(base_url=server.url, timeout=30, headers=headers) as client,
+    ):
         yield server, client, service, version
 
 
@@ -345,7 +358,10 @@ def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
     service = PredictionService(cfg, storage, ServiceOptions())
     days = feats["date"].tail(40).tolist()
     expected = pipeline.predict_proba(feats[columns].tail(40))[:, 1]
-    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        LiveServer(create_app(service, auth=Auth.insecure())) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         got = []
         for day in days:
             r = client.post("/predict", json={"entities": [{}], "as_of": day.isoformat()})
@@ -383,7 +399,10 @@ def test_predictions_use_the_champions_recorded_decision_threshold(tmp_path):
     )
     reg.promote(rv.version, reason="manual")
     service = PredictionService(t.cfg, storage, ServiceOptions())
-    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        LiveServer(create_app(service, auth=Auth.insecure())) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         r = client.post("/predict", json={"rows": row_json(rows, "date")})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -526,3 +545,51 @@ def test_feedback_is_written_once_and_never_for_future_events(live):
     refused = client.post("/feedback", json={"ids": [b, f], "labels": [1, 1]})
     assert refused.status_code == 422 and refused.json()["future_ids"] == [f], refused.text
     assert [x.label for x in service.prediction_log.records([b, f])] == [None, None]
+
+
+def test_no_token_is_401_and_a_token_without_the_scope_403(live):
+    server, _, _, _ = live
+    body = json.dumps({"rows": _rows(1)})
+    json_header = {"content-type": "application/json"}
+    with httpx.Client(base_url=server.url, timeout=30, headers=json_header) as anon:
+
+        def call(method: str, path: str, token: str | None = None) -> httpx.Response:
+            headers = {} if token is None else {"authorization": token}
+            content = body if method == "POST" else None
+            return anon.request(method, path, content=content, headers=headers)
+
+        for method, path in (("POST", "/predict"), ("POST", "/feedback"), ("GET", "/metrics")):
+            for token in (None, "Bearer nope", f"Basic {TOKENS['admin']}", "Bearer"):
+                r = call(method, path, token)
+                assert r.status_code == 401, (path, token, r.text)
+                assert r.json()["field"] == "authorization"
+                assert r.headers["www-authenticate"].startswith("Bearer")
+        bearer = {scope: f"Bearer {token}" for scope, token in TOKENS.items()}
+        assert call("POST", "/feedback", bearer["predict"]).status_code == 403
+        assert call("POST", "/predict", bearer["feedback"]).status_code == 403
+        assert call("GET", "/metrics", bearer["predict"]).status_code == 403
+        assert call("GET", "/metrics", bearer["feedback"]).status_code == 403
+        assert call("POST", "/predict", bearer["predict"]).status_code == 200
+        r = anon.post(
+            "/feedback", json={"ids": ["nope"], "labels": [1]}, headers={"authorization": bearer["feedback"]}
+        )
+        assert r.status_code == 404  # authorized; the id is unknown
+        assert call("GET", "/metrics", bearer["admin"]).status_code == 200
+        assert anon.get("/health").status_code == 200  # open: load balancers probe it
+
+
+def test_tokens_never_appear_in_logs_or_metrics(live, caplog):
+    import logging
+
+    server, client, _, _ = live
+    caplog.set_level(logging.DEBUG)
+    with httpx.Client(base_url=server.url, timeout=30) as anon:
+        for token in [*TOKENS.values(), "a-wrong-token-9d8c7b"]:
+            anon.post(
+                "/feedback", json={"ids": ["x"], "labels": [1]}, headers={"authorization": f"Bearer {token}"}
+            )
+            anon.post("/predict", content=b"{", headers={"authorization": f"Bearer {token}"})
+    text = client.get("/metrics").text
+    assert 'endpoint="/feedback",method="POST",status="403"' in text
+    for token in [*TOKENS.values(), "a-wrong-token-9d8c7b"]:
+        assert token not in caplog.text and token not in text

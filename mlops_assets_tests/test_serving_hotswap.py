@@ -15,6 +15,7 @@ import pytest
 
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.serving.app import create_app
+from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
@@ -63,7 +64,7 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
                 i += 7
 
     caplog.set_level(logging.INFO, logger="mlops_assets.serving")
-    with LiveServer(create_app(service)) as server:
+    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(client_loop, w) for w in range(8)]
             _wait_for(lambda: len(results) > 100)
@@ -117,7 +118,10 @@ def test_no_champion_is_503_until_one_is_promoted(tmp_path):
     cfg = trained().cfg
     service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
     payload = row_json(scored_rows().tail(1), cfg.dataset.timestamp_column)
-    with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+    with (
+        LiveServer(create_app(service, auth=Auth.insecure())) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
         assert client.get("/health").status_code == 503
         r = client.post("/predict", json={"rows": payload})
         assert r.status_code == 503 and "champion" in r.json()["error"]
@@ -142,7 +146,8 @@ def test_serving_never_imports_dagster(module):
 
 
 def test_cli_serve_starts_on_loopback(tmp_path):
-    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, answers /health, stops on SIGTERM."""
+    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, answers /health, generates and
+    requires tokens when none are configured, stops on SIGTERM."""
     import os
     import signal
     import socket
@@ -159,6 +164,7 @@ def test_cli_serve_starts_on_loopback(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, MLOPS_HOME=str(storage.home))
+    env.pop("MLOPS_SERVE_TOKENS", None)
     cli = Path(sys.executable).parent / "mlops-assets"
     proc = subprocess.Popen(
         [str(cli), "serve", "--config", str(write_config(tmp_path)), "--port", str(port)],
@@ -182,6 +188,21 @@ def test_cli_serve_starts_on_loopback(tmp_path):
             "model_version": v,
             "model_name": "mlops_model",
         }
+        # No MLOPS_SERVE_TOKENS: tokens were generated, printed once at start, and are required.
+        tokens: dict[str, str] = {}
+        while len(tokens) < 3:
+            line = proc.stdout.readline().decode()
+            assert line, "the generated tokens were not printed"
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("predict", "feedback", "admin"):
+                tokens[parts[0]] = parts[1]
+        body = {"rows": row_json(scored_rows().tail(1), "date")}
+        url = f"http://127.0.0.1:{port}/predict"
+        assert httpx.post(url, json=body, timeout=10).status_code == 401
+        wrong = {"authorization": f"Bearer {tokens['feedback']}"}
+        assert httpx.post(url, json=body, headers=wrong, timeout=10).status_code == 403
+        right = {"authorization": f"Bearer {tokens['predict']}"}
+        assert httpx.post(url, json=body, headers=right, timeout=10).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is a clean exit here.

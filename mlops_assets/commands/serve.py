@@ -1,36 +1,103 @@
-"""``mlops-assets serve [--host 127.0.0.1] [--port 8000]``: the HTTP prediction service on the champion, until
-interrupted. The service itself is :mod:`mlops_assets.serving` (no Dagster)."""
+"""``mlops-assets serve [--host 127.0.0.1] [--port 8000] [--insecure-local] [--tls-cert F --tls-key F]``: the HTTP
+prediction service on the champion, until interrupted. The service itself is :mod:`mlops_assets.serving` (no
+Dagster).
+
+Tokens come from ``MLOPS_SERVE_TOKENS`` (:mod:`mlops_assets.serving.auth`); without it, random tokens are generated,
+printed once and required. ``--insecure-local`` turns authentication off, on a loopback address only."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops_assets.commands.context import load_context, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.storage import Storage
 
+if TYPE_CHECKING:
+    from mlops_assets.serving.auth import Auth
 
-def serve(cfg: MlopsConfig, storage: Storage, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``cfg``'s champion on ``host:port`` until interrupted."""
+
+def service_auth(host: str, insecure_local: bool, env: Mapping[str, str]) -> Auth:
+    """What the service requires: ``--insecure-local`` (loopback only) turns it off; else the tokens of
+    ``MLOPS_SERVE_TOKENS``, or random ones printed once."""
+    from mlops_assets.serving.auth import Auth, check_insecure_host
+
+    if insecure_local:
+        check_insecure_host(host)
+        return Auth.insecure()
+    auth = Auth.from_env(env)
+    if auth.generated:
+        print(auth.announce(), flush=True)  # once, on the console, never through logging
+    return auth
+
+
+def serve(
+    cfg: MlopsConfig,
+    storage: Storage,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    auth: Auth,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> None:
+    """Serve ``cfg``'s champion on ``host:port`` until interrupted, requiring ``auth``; HTTPS with ``tls_cert``
+    and ``tls_key`` (PEM files)."""
     import uvicorn
 
     from mlops_assets.serving.app import create_app
     from mlops_assets.serving.server import SWITCH_INTERVAL, http_protocol
     from mlops_assets.serving.service import PredictionService
 
-    app = create_app(PredictionService(cfg, storage=storage), freeze_gc=True)
+    app = create_app(PredictionService(cfg, storage=storage), auth=auth, freeze_gc=True)
     # The event loop shares the GIL with the prediction-log writer and the champion watcher; with the default
     # 5 ms switch interval each hand-over can stall requests for up to 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
     # One worker process: request batching needs the requests in one place; httptools + uvloop when present.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, http=http_protocol())
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=http_protocol(),
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from mlops_assets.serving.auth import AuthConfigError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    host = args.host or "127.0.0.1"
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("mlops-assets serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    for flag, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path and not Path(path).is_file():
+            print(f"mlops-assets serve: {flag} {path}: no such file", file=sys.stderr)
+            return 2
+    try:
+        auth = service_auth(host, args.insecure_local, os.environ)
+    except AuthConfigError as err:
+        print(f"mlops-assets serve: {err}", file=sys.stderr)
+        return 2
     ctx = load_context(args.config)
     require_state(ctx.storage)
-    serve(ctx.cfg, ctx.storage, host=args.host or "127.0.0.1", port=int(args.port or 8000))
+    serve(
+        ctx.cfg,
+        ctx.storage,
+        host=host,
+        port=int(args.port or 8000),
+        auth=auth,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
     return 0

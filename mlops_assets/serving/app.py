@@ -1,5 +1,7 @@
 """The ASGI app: ``POST /predict``, ``POST /feedback``, ``GET /health``, ``GET /metrics`` (see INTERFACE.md).
 
+Every endpoint but ``/health`` needs a bearer token with its scope (:mod:`.auth`), checked before the body is read.
+
 Handlers stay thin: read the body under a size cap, validate, hand the request to the service (which batches
 it), and time it for ``/metrics``. No middleware on the hot path: each handler records its own latency.
 
@@ -25,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from mlops_assets.serving.auth import Auth, Denied
 from mlops_assets.serving.prediction_log import (
     FutureLabelError,
     LabelConflictError,
@@ -64,6 +67,18 @@ def _check_json_content_type(value: str | None) -> None:
     if media != "application/json":
         shown = repr(value) if value else "none"
         raise InputError("content-type", f"{shown}; send the body as application/json", 415)
+
+
+def _denied(denied: Denied) -> tuple[int, bytes]:
+    return denied.status, _json({"error": denied.message, "field": "authorization"})
+
+
+def _header(request: Request, name: str) -> bytes | None:
+    value = request.headers.get(name)
+    return None if value is None else value.encode("latin-1")
+
+
+_WWW_AUTHENTICATE = (b"www-authenticate", b'Bearer realm="mlops-assets"')
 
 
 def _internal_error(where: str, err: BaseException) -> tuple[int, bytes]:
@@ -135,13 +150,33 @@ class ServiceApp(Starlette):
 
 
 def create_app(
-    service: PredictionService, *, manage_service: bool = True, freeze_gc: bool = False
+    service: PredictionService, *, auth: Auth, manage_service: bool = True, freeze_gc: bool = False
 ) -> ServiceApp:
-    """The app around ``service``. With ``manage_service`` the app's lifespan starts and closes it; with
-    ``freeze_gc`` (what ``mlops-assets serve`` does: it owns the process) start-up objects are frozen out of the
-    cyclic garbage collector."""
+    """The app around ``service``, requiring ``auth``'s tokens (:meth:`Auth.insecure` for none). With
+    ``manage_service`` the app's lifespan starts and closes it; with ``freeze_gc`` (what ``mlops-assets serve``
+    does: it owns the process) start-up objects are frozen out of the cyclic garbage collector."""
     metrics = service.metrics
     limit = service.options.limits.max_body_bytes
+
+    def guarded(
+        endpoint: str, method: str, scope: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """``handler`` behind the token check (refusals are counted like any response)."""
+        if not auth.enabled:
+            return handler
+
+        async def checked(request: Request) -> Response:
+            denied = auth.check(_header(request, "authorization"), scope)
+            if denied is None:
+                return await handler(request)
+            status, payload = _denied(denied)
+            resp = Response(payload, status_code=status, media_type="application/json")
+            if status == 401:
+                resp.headers["www-authenticate"] = _WWW_AUTHENTICATE[1].decode()
+            metrics.observe_request(endpoint, method, status, 0.0)
+            return resp
+
+        return checked
 
     async def predict(request: Request) -> Response:
         t0 = time.perf_counter()
@@ -158,26 +193,28 @@ def create_app(
 
     async def predict_asgi(scope: dict, receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
+        content_type = authorization = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value
+        denied = auth.check(authorization, "predict")  # before reading the body
         try:
-            content_type = None
-            for name, value in scope["headers"]:
-                if name == b"content-type":
-                    content_type = value.decode("latin-1")
-            _check_json_content_type(content_type)
-            body = await _receive_body(scope, receive, limit)
+            if denied is not None:
+                status, payload = _denied(denied)
+            else:
+                _check_json_content_type(content_type)
+                body = await _receive_body(scope, receive, limit)
+                status, payload = await _predict_response(service, body)
         except InputError as err:
             status, payload = err.status, _json(err.to_dict())
         except _Disconnected:
             return  # nobody to answer
-        else:
-            status, payload = await _predict_response(service, body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-length", str(len(payload)).encode()), _JSON_HEADER],
-            }
-        )
+        headers = [(b"content-length", str(len(payload)).encode()), _JSON_HEADER]
+        if status == 401:
+            headers.append(_WWW_AUTHENTICATE)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         metrics.observe_request("/predict", "POST", status, time.perf_counter() - t0)
 
@@ -244,10 +281,10 @@ def create_app(
 
     app = ServiceApp(
         routes=[
-            Route("/predict", predict, methods=["POST"]),
-            Route("/feedback", feedback, methods=["POST"]),
+            Route("/predict", guarded("/predict", "POST", "predict", predict), methods=["POST"]),
+            Route("/feedback", guarded("/feedback", "POST", "feedback", feedback), methods=["POST"]),
             Route("/health", health, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/metrics", guarded("/metrics", "GET", "admin", metrics_endpoint), methods=["GET"]),
         ],
         lifespan=lifespan,
     )

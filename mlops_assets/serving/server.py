@@ -63,12 +63,20 @@ def http_protocol() -> Any:
     return OneWriteHttpToolsProtocol
 
 
-def build_app(config: str | None = None, options: Any = None):
-    """The ASGI app for ``config`` (a path to ``mlops.yaml``, or None for ``$MLOPS_CONFIG`` / the bundled one)."""
+def build_app(config: str | None = None, options: Any = None, auth: Any = None):
+    """The ASGI app for ``config`` (a path to ``mlops.yaml``, or None for ``$MLOPS_CONFIG`` / the bundled one),
+    requiring ``auth`` (default: the tokens of ``MLOPS_SERVE_TOKENS``, which must be set)."""
+    import os
+
     from mlops_assets.config import load_config
     from mlops_assets.serving.app import create_app
+    from mlops_assets.serving.auth import ENV_VAR, Auth, AuthConfigError
     from mlops_assets.serving.service import PredictionService
     from mlops_assets.storage import storage_from_env
 
+    if auth is None:
+        if not os.environ.get(ENV_VAR, "").strip():
+            raise AuthConfigError(f"{ENV_VAR} is not set: give the tokens the app requires, or pass auth=")
+        auth = Auth.from_env(os.environ)
     cfg = load_config(config)
-    return create_app(PredictionService(cfg, storage_from_env(), options=options), freeze_gc=True)
+    return create_app(PredictionService(cfg, storage_from_env(), options=options), auth=auth, freeze_gc=True)

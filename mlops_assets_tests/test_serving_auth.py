@@ -1,0 +1,56 @@
+"""Tokens of the prediction service without a server: parsing MLOPS_SERVE_TOKENS, scopes, generated tokens,
+--insecure-local on loopback only (the HTTP behaviour: test_serving_api.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlops_assets.cli import main
+from mlops_assets.commands.serve import service_auth
+from mlops_assets.serving.auth import Auth, AuthConfigError, check_insecure_host
+
+
+def test_tokens_grant_their_scopes_and_admin_grants_all():
+    auth = Auth.parse(" predict:p1 , feedback:f1,admin:a1,feedback:p1")
+    assert auth.check(b"Bearer p1", "predict") is None
+    assert auth.check(b"bearer p1", "feedback") is None  # the same token listed under two scopes
+    assert auth.check(b"Bearer f1", "predict").status == 403
+    assert auth.check(b"Bearer f1", "admin").status == 403
+    assert all(auth.check(b"Bearer a1", s) is None for s in ("predict", "feedback", "admin"))
+    assert auth.check(None, "predict").status == 401
+    assert auth.check(b"Bearer p1x", "predict").status == 401
+    assert auth.check(b"Bearer \xff\xfe", "predict").status == 401  # bytes that are no token: no crash
+    assert Auth.insecure().check(None, "admin") is None
+
+
+@pytest.mark.parametrize("text", ["predict", "reader:tok-secret-1", "predict:", "predict:has space", " , "])
+def test_bad_token_settings_are_refused_without_echoing_a_token(text):
+    with pytest.raises(AuthConfigError, match="MLOPS_SERVE_TOKENS") as info:
+        Auth.parse(text)
+    assert "tok-secret-1" not in str(info.value) and "has space" not in str(info.value)
+
+
+def test_without_tokens_serve_generates_them_prints_them_once_and_requires_them(capsys):
+    auth = service_auth("127.0.0.1", False, {})
+    out = capsys.readouterr().out
+    assert auth.enabled and len(auth.tokens) == 3
+    for scope, token in auth.tokens:
+        assert out.count(token.decode()) == 1
+        assert auth.check(b"Bearer " + token, scope) is None
+    assert auth.check(None, "predict").status == 401
+    assert service_auth("127.0.0.1", False, {}).tokens != auth.tokens  # random per start
+    configured = service_auth("127.0.0.1", False, {"MLOPS_SERVE_TOKENS": "predict:abc"})
+    assert capsys.readouterr().out.count("abc") == 0 and not configured.generated
+
+
+def test_insecure_local_only_on_loopback(capsys):
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        check_insecure_host(host)
+        assert not service_auth(host, True, {"MLOPS_SERVE_TOKENS": "predict:abc"}).enabled
+    for host in ("0.0.0.0", "10.1.2.3", "::", "example.com"):
+        with pytest.raises(AuthConfigError, match="loopback"):
+            check_insecure_host(host)
+    # The command refuses before loading anything.
+    assert main(["serve", "--insecure-local", "--host", "10.1.2.3"]) == 2
+    assert "loopback" in capsys.readouterr().err
+    assert main(["serve", "--tls-cert", "/nonexistent.pem"]) == 2
