@@ -14,6 +14,7 @@ import pytest
 from mlops_assets.monitoring.performance_log import live_performance
 from mlops_assets.serving.app import create_app
 from mlops_assets.serving.auth import Auth
+from mlops_assets.serving.server import http_protocol
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets.serving.validation import Limits
 from mlops_assets_tests.test_serving_support import (
@@ -42,7 +43,7 @@ def live(tmp_path_factory):
     materialize_online(storage)
     version = register(storage, 25)
     options = ServiceOptions(
-        limits=Limits(max_rows=500, max_body_bytes=200_000),
+        limits=Limits(max_rows=500, max_body_bytes=200_000, body_seconds=1.0),
         poll_interval=0.2,
         log_write_timeout=0.5,
         log_retry_interval=0.2,
@@ -51,7 +52,8 @@ def live(tmp_path_factory):
     auth = Auth.parse(",".join(f"{scope}:{token}" for scope, token in TOKENS.items()))
     headers = {"authorization": f"Bearer {TOKENS['admin']}"}
     with (
-        LiveServer(create_app(service, auth=auth)) as server,
+        # The protocol `mlops-assets serve` runs, with a short header timeout for the slow-client test.
+        LiveServer(create_app(service, auth=auth), http=http_protocol(header_timeout=1.0)) as server,
         httpx.Client(base_url=server.url, timeout=30, headers=headers) as client,
     ):
         yield server, client, service, version
@@ -593,3 +595,36 @@ def test_tokens_never_appear_in_logs_or_metrics(live, caplog):
     assert 'endpoint="/feedback",method="POST",status="403"' in text
     for token in [*TOKENS.values(), "a-wrong-token-9d8c7b"]:
         assert token not in caplog.text and token not in text
+
+
+def test_slow_clients_are_cut_off_and_do_not_hold_the_service(live):
+    """Sockets that connect and send nothing, or trickle their headers, are closed after the header timeout (1 s
+    here); a body that does not arrive within its timeout gets 408; meanwhile other clients are answered."""
+    import socket
+    import time
+
+    server, client, _, _ = live
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    partial = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    for s in partial:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+    body = json.dumps({"rows": _rows(1)}).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {TOKENS['predict']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    slow_body = socket.create_connection(("127.0.0.1", server.port))
+    slow_body.sendall(head + body[:10])
+    t0 = time.monotonic()
+    assert client.post("/predict", json={"rows": _rows(1)}).status_code == 200
+    for s in [*idle, *partial, slow_body]:
+        s.settimeout(10)
+    try:
+        assert slow_body.recv(100).startswith(b"HTTP/1.1 408"), "the stalled body was not answered 408"
+        for s in [*idle, *partial]:
+            assert s.recv(100) == b"", "a slow socket was answered instead of closed"
+        assert time.monotonic() - t0 < 8  # closed by the 1 s timeouts, not by the client's own 10 s
+    finally:
+        for s in [*idle, *partial, slow_body]:
+            s.close()
+    assert client.post("/predict", json={"rows": _rows(1)}).status_code == 200

@@ -129,9 +129,10 @@ def row_json(rows: pd.DataFrame, ts_col: str) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------------- a live server
 class LiveServer:
-    """uvicorn serving ``app`` on a free 127.0.0.1 port, in a thread of the test process."""
+    """uvicorn serving ``app`` on a free 127.0.0.1 port, in a thread of the test process (``http``: uvicorn's
+    protocol setting, e.g. ``mlops-assets serve``'s own :func:`~mlops_assets.serving.server.http_protocol`)."""
 
-    def __init__(self, app):
+    def __init__(self, app, http: object = "auto"):
         import uvicorn
 
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -139,7 +140,7 @@ class LiveServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", http=http)  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -35,24 +35,34 @@ from mlops_assets.serving.prediction_log import (
     UnknownPredictionError,
 )
 from mlops_assets.serving.service import NoModelError, PredictionService
-from mlops_assets.serving.validation import InputError, RequestError, parse_feedback
+from mlops_assets.serving.validation import InputError, Limits, RequestError, parse_feedback
 
 log = logging.getLogger("mlops_assets.serving")
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it exceeds ``limit`` bytes (declared or actually sent)."""
+def _body_timeout(seconds: float) -> InputError:
+    return InputError("body", f"not received within {seconds:g} s", 408)
+
+
+async def _read_body(request: Request, limits: Limits) -> bytes:
+    """The body, refused with 413 as soon as it exceeds ``limits.max_body_bytes`` (declared or actually sent), and
+    with 408 when it takes longer than ``limits.body_seconds`` to arrive."""
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise InputError("body", f"{int(declared)} bytes; at most {limit} per request", 413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InputError("body", f"more than {limit} bytes; at most {limit} per request", 413)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(limits.body_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise InputError("body", f"more than {limit} bytes; at most {limit} per request", 413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _body_timeout(limits.body_seconds) from None
     return b"".join(chunks)
 
 
@@ -92,23 +102,29 @@ class _Disconnected(Exception):
     """The client went away before its request body was complete."""
 
 
-async def _receive_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: int) -> bytes:
+async def _receive_body(scope: dict, receive: Callable[[], Awaitable[dict]], limits: Limits) -> bytes:
     """:func:`_read_body` for a plain ASGI request."""
+    limit = limits.max_body_bytes
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise InputError("body", f"{int(value)} bytes; at most {limit} per request", 413)
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise InputError("body", f"more than {limit} bytes; at most {limit} per request", 413)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        # asyncio.timeout: one timer handle, no task (wait_for would add one per request on the hot path).
+        async with asyncio.timeout(limits.body_seconds):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise InputError("body", f"more than {limit} bytes; at most {limit} per request", 413)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        raise _body_timeout(limits.body_seconds) from None
 
 
 def _json(content: Any) -> bytes:
@@ -156,7 +172,7 @@ def create_app(
     ``manage_service`` the app's lifespan starts and closes it; with ``freeze_gc`` (what ``mlops-assets serve``
     does: it owns the process) start-up objects are frozen out of the cyclic garbage collector."""
     metrics = service.metrics
-    limit = service.options.limits.max_body_bytes
+    limits = service.options.limits
 
     def guarded(
         endpoint: str, method: str, scope: str, handler: Callable[[Request], Awaitable[Response]]
@@ -182,7 +198,7 @@ def create_app(
         t0 = time.perf_counter()
         try:
             _check_json_content_type(request.headers.get("content-type"))
-            body = await _read_body(request, limit)
+            body = await _read_body(request, limits)
         except InputError as err:
             status, payload = err.status, _json(err.to_dict())
         else:
@@ -205,7 +221,7 @@ def create_app(
                 status, payload = _denied(denied)
             else:
                 _check_json_content_type(content_type)
-                body = await _receive_body(scope, receive, limit)
+                body = await _receive_body(scope, receive, limits)
                 status, payload = await _predict_response(service, body)
         except InputError as err:
             status, payload = err.status, _json(err.to_dict())
@@ -223,8 +239,8 @@ def create_app(
         resp: Response
         try:
             _check_json_content_type(request.headers.get("content-type"))
-            body = await _read_body(request, limit)
-            ids, labels = parse_feedback(body, service.options.limits)
+            body = await _read_body(request, limits)
+            ids, labels = parse_feedback(body, limits)
             n = await asyncio.get_running_loop().run_in_executor(None, service.feedback, ids, labels)
             resp = JSONResponse({"labeled": n})
         except InputError as err:

@@ -7,6 +7,9 @@ import importlib.util
 from typing import Any
 
 SWITCH_INTERVAL = 0.0005
+# Seconds a client may take from connecting (or from the first byte of its next request) to the end of the request's
+# headers; uvicorn itself has no such limit, so sockets that connect and trickle (or send nothing) are held forever.
+HEADER_TIMEOUT = 10.0
 
 
 class _OneWriteTransport:
@@ -50,15 +53,46 @@ class _OneWriteTransport:
         return getattr(self._transport, name)
 
 
-def http_protocol() -> Any:
-    """uvicorn's httptools protocol with :class:`_OneWriteTransport` ("auto" when httptools is not installed)."""
+def http_protocol(header_timeout: float = HEADER_TIMEOUT) -> Any:
+    """uvicorn's httptools protocol with :class:`_OneWriteTransport` and a header timeout: a connection whose
+    request headers are not complete ``header_timeout`` seconds after it opened (or after its request began) is
+    closed. ("auto", without either, when httptools is not installed.)"""
     if importlib.util.find_spec("httptools") is None:
         return "auto"
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class OneWriteHttpToolsProtocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(_OneWriteTransport(transport))  # type: ignore[arg-type]
+            self._start_header_timer()
+
+        def _start_header_timer(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._header_timed_out)
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _header_timed_out(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._start_header_timer()
+
+        def on_headers_complete(self) -> None:
+            self._stop_header_timer()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
 
     return OneWriteHttpToolsProtocol
 

@@ -58,6 +58,7 @@ class Limits:
 
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20
+    body_seconds: float = 10.0  # from the end of the headers to the end of the body (408 after)
 
 
 @dataclass(frozen=True)
