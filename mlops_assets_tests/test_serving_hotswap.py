@@ -145,12 +145,50 @@ def test_serving_never_imports_dagster(module):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key (PEM files), valid for a day."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
 def test_cli_serve_starts_on_loopback(tmp_path):
-    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, answers /health, generates and
-    requires tokens when none are configured, stops on SIGTERM."""
+    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, serves HTTPS with --tls-cert and
+    --tls-key, generates and requires tokens when none are configured, stops on SIGTERM."""
     import os
     import signal
     import socket
+    import ssl
     import subprocess
     import sys
     from pathlib import Path
@@ -166,8 +204,11 @@ def test_cli_serve_starts_on_loopback(tmp_path):
     env = dict(os.environ, MLOPS_HOME=str(storage.home))
     env.pop("MLOPS_SERVE_TOKENS", None)
     cli = Path(sys.executable).parent / "mlops-assets"
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.create_default_context(cafile=str(cert))
+    args = ["serve", "--config", str(write_config(tmp_path)), "--port", str(port)]
     proc = subprocess.Popen(
-        [str(cli), "serve", "--config", str(write_config(tmp_path)), "--port", str(port)],
+        [str(cli), *args, "--tls-cert", str(cert), "--tls-key", str(key)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -177,7 +218,7 @@ def test_cli_serve_starts_on_loopback(tmp_path):
         while True:
             assert proc.poll() is None, proc.stdout.read().decode()
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                r = httpx.get(f"https://127.0.0.1:{port}/health", timeout=2, verify=tls)
                 break
             except httpx.TransportError:
                 if time.monotonic() > deadline:
@@ -197,12 +238,15 @@ def test_cli_serve_starts_on_loopback(tmp_path):
             if len(parts) == 2 and parts[0] in ("predict", "feedback", "admin"):
                 tokens[parts[0]] = parts[1]
         body = {"rows": row_json(scored_rows().tail(1), "date")}
-        url = f"http://127.0.0.1:{port}/predict"
-        assert httpx.post(url, json=body, timeout=10).status_code == 401
-        wrong = {"authorization": f"Bearer {tokens['feedback']}"}
-        assert httpx.post(url, json=body, headers=wrong, timeout=10).status_code == 403
-        right = {"authorization": f"Bearer {tokens['predict']}"}
-        assert httpx.post(url, json=body, headers=right, timeout=10).status_code == 200
+        url = f"https://127.0.0.1:{port}/predict"
+        with httpx.Client(verify=tls, timeout=10) as client:
+            assert client.post(url, json=body).status_code == 401
+            wrong = {"authorization": f"Bearer {tokens['feedback']}"}
+            assert client.post(url, json=body, headers=wrong).status_code == 403
+            right = {"authorization": f"Bearer {tokens['predict']}"}
+            assert client.post(url, json=body, headers=right).status_code == 200
+        with pytest.raises(httpx.TransportError):  # plain HTTP is not spoken on the TLS port
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
     finally:
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is a clean exit here.

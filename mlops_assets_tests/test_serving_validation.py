@@ -67,3 +67,9 @@ def test_feedback_duplicate_detection_is_linear():
         parse_feedback(json.dumps({"ids": dup, "labels": [0] * 10_000}).encode(), Limits())
     # Quadratic took ~2 s for 10,000 ids; linear is milliseconds (a wide margin for a loaded machine).
     assert time.perf_counter() - t0 < 0.5
+
+
+def test_feedback_ids_with_nul_are_refused():
+    with pytest.raises(InputError) as info:
+        parse_feedback(json.dumps({"ids": ["a", "b\x00"], "labels": [0, 1]}).encode(), Limits())
+    assert info.value.field == "ids[1]" and info.value.status == 422

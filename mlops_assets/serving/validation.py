@@ -295,6 +295,8 @@ def parse_feedback(body: bytes, limits: Limits) -> tuple[list[str], list[int]]:
     for i, v in enumerate(ids):
         if not isinstance(v, str) or not v:
             raise InputError(f"ids[{i}]", f"expected a prediction id string, got {_kind(v)}")
+        if "\x00" in v:  # PostgreSQL refuses NUL in text: it would read as the database being away
+            raise InputError(f"ids[{i}]", "contains a NUL character")
     seen: set[str] = set()
     for v in ids:  # linear: a list scan per id stalled the event loop for seconds on 10,000 ids
         if v in seen:
