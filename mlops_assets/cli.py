@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-cert", "--certfile", dest="tls_cert", default=None, help="PEM certificate: serve HTTPS"
     )
     cmds["serve"].add_argument("--tls-key", "--keyfile", dest="tls_key", default=None, help="PEM private key")
+    cmds["serve"].add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        help="a name clients use for this service (repeatable); requests with another Host header get 421 "
+        "(default: any with tokens; localhost, 127.0.0.1, ::1 with --insecure-local)",
+    )
     cmds["rollback"].add_argument("--to", default=None, help="registered model version to make champion")
     cmds["rollback"].add_argument("--reason", default="rollback", help=argparse.SUPPRESS)
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")

@@ -406,6 +406,12 @@ def test_predictions_use_the_champions_recorded_decision_threshold(tmp_path):
         httpx.Client(base_url=server.url, timeout=30) as client,
     ):
         r = client.post("/predict", json={"rows": row_json(rows, "date")})
+        # Without tokens the service answers loopback names only: a page whose DNS name was rebound to
+        # 127.0.0.1 cannot reach it from a browser.
+        for host in ("evil.example", "evil.example:8000"):
+            rebound = client.get("/health", headers={"host": host})
+            assert rebound.status_code == 421 and rebound.json()["field"] == "host"
+        assert client.get("/health", headers={"host": "localhost:8000"}).status_code == 200
     assert r.status_code == 200, r.text
     body = r.json()
     np.testing.assert_array_equal(np.array(body["probabilities"]), proba)

@@ -54,3 +54,11 @@ def test_insecure_local_only_on_loopback(capsys):
     assert main(["serve", "--insecure-local", "--host", "10.1.2.3"]) == 2
     assert "loopback" in capsys.readouterr().err
     assert main(["serve", "--tls-cert", "/nonexistent.pem"]) == 2
+
+
+def test_host_names_are_read_without_their_port():
+    from mlops_assets.serving.app import _host_name
+
+    assert _host_name("127.0.0.1:8000") == "127.0.0.1"
+    assert _host_name("[::1]:8000") == "::1" and _host_name("[::1]") == "::1"
+    assert _host_name("LocalHost") == "localhost"

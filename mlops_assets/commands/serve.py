@@ -46,16 +46,19 @@ def serve(
     auth: Auth,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> None:
     """Serve ``cfg``'s champion on ``host:port`` until interrupted, requiring ``auth``; HTTPS with ``tls_cert``
-    and ``tls_key`` (PEM files)."""
+    and ``tls_key`` (PEM files); only requests naming one of ``allowed_hosts`` in their Host header (default: any
+    with tokens, loopback names without)."""
     import uvicorn
 
     from mlops_assets.serving.app import create_app
     from mlops_assets.serving.server import SWITCH_INTERVAL, http_protocol
     from mlops_assets.serving.service import PredictionService
 
-    app = create_app(PredictionService(cfg, storage=storage), auth=auth, freeze_gc=True)
+    hosts = frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None
+    app = create_app(PredictionService(cfg, storage=storage), auth=auth, allowed_hosts=hosts, freeze_gc=True)
     # The event loop shares the GIL with the prediction-log writer and the champion watcher; with the default
     # 5 ms switch interval each hand-over can stall requests for up to 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -99,5 +102,6 @@ def main(args: argparse.Namespace) -> int:
         auth=auth,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        allowed_hosts=args.allowed_host,
     )
     return 0

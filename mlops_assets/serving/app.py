@@ -151,8 +151,20 @@ class ServiceApp(Starlette):
     """Starlette, with ``POST /predict`` answered without it (see the module docstring)."""
 
     predict_asgi: Callable[[dict, Any, Any], Awaitable[None]] | None = None
+    allowed_hosts: frozenset[str] | None = None  # Host header names accepted (None: any)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.allowed_hosts is not None and scope["type"] == "http" and not self._host_allowed(scope):
+            payload = _json({"error": "this Host is not served here", "field": "host"})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 421,
+                    "headers": [(b"content-length", str(len(payload)).encode()), _JSON_HEADER],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+            return
         if (
             self.predict_asgi is not None
             and scope["type"] == "http"
@@ -164,13 +176,40 @@ class ServiceApp(Starlette):
             return
         await super().__call__(scope, receive, send)
 
+    def _host_allowed(self, scope: dict) -> bool:
+        assert self.allowed_hosts is not None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                return _host_name(value.decode("latin-1")) in self.allowed_hosts
+        return False
+
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(value: str) -> str:
+    """The name of a Host header, without its port: "[::1]:8000" -> "::1", "Example.org:80" -> "example.org"."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[1:end] if end > 0 else value
+    return value.rsplit(":", 1)[0]
+
 
 def create_app(
-    service: PredictionService, *, auth: Auth, manage_service: bool = True, freeze_gc: bool = False
+    service: PredictionService,
+    *,
+    auth: Auth,
+    allowed_hosts: frozenset[str] | None = None,
+    manage_service: bool = True,
+    freeze_gc: bool = False,
 ) -> ServiceApp:
-    """The app around ``service``, requiring ``auth``'s tokens (:meth:`Auth.insecure` for none). With
-    ``manage_service`` the app's lifespan starts and closes it; with ``freeze_gc`` (what ``mlops-assets serve``
-    does: it owns the process) start-up objects are frozen out of the cyclic garbage collector."""
+    """The app around ``service``, requiring ``auth``'s tokens (:meth:`Auth.insecure` for none). Requests whose
+    ``Host`` header (without its port) is not in ``allowed_hosts`` get 421 (None: any; without tokens, default
+    :data:`LOOPBACK_HOSTS`, so that a web page cannot reach an unauthenticated local service through a DNS name
+    rebound to 127.0.0.1). With ``manage_service`` the app's lifespan starts and closes it; with ``freeze_gc``
+    (what ``mlops-assets serve`` does: it owns the process) start-up objects are frozen out of the cyclic garbage
+    collector."""
     metrics = service.metrics
     limits = service.options.limits
 
@@ -305,4 +344,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.predict_asgi = predict_asgi
+    app.allowed_hosts = allowed_hosts if allowed_hosts is not None or auth.enabled else LOOPBACK_HOSTS
     return app
