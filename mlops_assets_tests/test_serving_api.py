@@ -513,7 +513,7 @@ def test_prediction_log_outage_fails_no_request_and_loses_no_prediction(live):
     bodies = [{"rows": [r]} for r in _rows(30)]
     lock = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     lock.execute("BEGIN EXCLUSIVE")
-    ids, healths = [], []
+    ids, healths, scrapes = [], [], []
     try:
         t_end = time.monotonic() + 2.5
         with ThreadPoolExecutor(6) as pool:
@@ -522,9 +522,11 @@ def test_prediction_log_outage_fails_no_request_and_loses_no_prediction(live):
                     assert r.status_code == 200, r.text
                     ids += r.json()["ids"]
                 healths.append(client.get("/health").json())
+                scrapes.append(client.get("/metrics").text)
     finally:
         lock.execute("COMMIT")
         lock.close()
+    assert any("mlops_prediction_log_degraded 1" in m for m in scrapes)
     degraded = [h for h in healths if h["status"] == "degraded"]
     assert degraded and "locked" in degraded[-1]["prediction_log"]["error"], healths[-1]
     deadline = time.monotonic() + 20
@@ -533,6 +535,7 @@ def test_prediction_log_outage_fails_no_request_and_loses_no_prediction(live):
         time.sleep(0.05)
     service.prediction_log.flush()
     assert len(service.prediction_log.records(ids)) == len(ids) == len(set(ids))
+    assert "mlops_prediction_log_degraded 0" in client.get("/metrics").text
 
 
 def test_feedback_is_written_once_and_never_for_future_events(live):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -58,6 +60,8 @@ class ServiceMetrics:
         self.swaps = 0
         self.refused: dict[str, int] = defaultdict(int)
         self.model_version: str | None = None
+        # The prediction log's state, read at each scrape (set by the service).
+        self.prediction_log_status: Callable[[], dict[str, Any]] | None = None
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -128,4 +132,14 @@ class ServiceMetrics:
             ]
             if self.model_version is not None:
                 lines.append(f'mlops_model_info{{model="{m}",version="{_escape(self.model_version)}"}} 1')
+            if self.prediction_log_status is not None:
+                st = self.prediction_log_status()
+                lines += [
+                    "# HELP mlops_prediction_log_degraded 1 while predictions wait to be stored (database away).",
+                    "# TYPE mlops_prediction_log_degraded gauge",
+                    f"mlops_prediction_log_degraded {int(st['status'] != 'ok')}",
+                    "# HELP mlops_prediction_log_spilled_files Batches kept in local files until the database is back.",
+                    "# TYPE mlops_prediction_log_spilled_files gauge",
+                    f"mlops_prediction_log_spilled_files {st.get('spilled_files', 0)}",
+                ]
         return "\n".join(lines) + "\n"

@@ -111,6 +111,7 @@ class PredictionService:
             write_timeout=self.options.log_write_timeout,
             retry_interval=self.options.log_retry_interval,
         )
+        self.metrics.prediction_log_status = self.prediction_log.status
         self.batcher = MicroBatcher(
             self.process,
             max_rows=self.options.max_batch_rows,
