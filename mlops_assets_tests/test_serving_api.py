@@ -637,3 +637,13 @@ def test_slow_clients_are_cut_off_and_do_not_hold_the_service(live):
         for s in [*idle, *partial, slow_body]:
             s.close()
     assert client.post("/predict", json={"rows": _rows(1)}).status_code == 200
+
+
+@pytest.mark.parametrize("date", ["2262-04-10T23:59:59", "1677-11-22T00:00:00", "1677-11-21T00:00:00"])
+def test_the_edges_of_the_accepted_time_range_never_give_a_5xx(live, date):
+    """The last and first accepted instants compute (or are refused as the store's, 422), never overflow."""
+    _, client, _, _ = live
+    r = client.post("/predict", json={"rows": [_with(date=date)]})
+    assert r.status_code in (200, 422), r.text
+    if r.status_code == 422:
+        assert r.json()["field"] in ("rows[0].date", "rows[].date")
