@@ -76,7 +76,7 @@ def serve(
 
 
 def main(args: argparse.Namespace) -> int:
-    from mlops_assets.serving.auth import AuthConfigError
+    from mlops_assets.serving.auth import ENV_VAR, Auth, AuthConfigError, check_insecure_host
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or "127.0.0.1"
@@ -88,12 +88,16 @@ def main(args: argparse.Namespace) -> int:
             print(f"mlops-assets serve: {flag} {path}: no such file", file=sys.stderr)
             return 2
     try:
-        auth = service_auth(host, args.insecure_local, os.environ)
+        if args.insecure_local:
+            check_insecure_host(host)  # refused before anything is loaded
+        else:
+            Auth.from_env({ENV_VAR: os.environ.get(ENV_VAR, "")})  # a malformed setting, likewise
     except AuthConfigError as err:
         print(f"mlops-assets serve: {err}", file=sys.stderr)
         return 2
     ctx = load_context(args.config)
     require_state(ctx.storage)
+    auth = service_auth(host, args.insecure_local, os.environ)  # generated tokens are printed only now
     serve(
         ctx.cfg,
         ctx.storage,
