@@ -65,8 +65,8 @@ def test_feedback_duplicate_detection_is_linear():
     dup = [*ids[:9_999], "id5000"]
     with pytest.raises(InputError, match="'id5000' appears twice"):
         parse_feedback(json.dumps({"ids": dup, "labels": [0] * 10_000}).encode(), Limits())
-    # Quadratic took ~2 s for 10,000 ids; linear is milliseconds (a wide margin for a loaded machine).
-    assert time.perf_counter() - t0 < 0.5
+    # Quadratic took ~2 s for 10,000 ids on a quiet machine; linear is milliseconds (a wide margin for a loaded one).
+    assert time.perf_counter() - t0 < 1.0
 
 
 def test_feedback_ids_with_nul_are_refused():
