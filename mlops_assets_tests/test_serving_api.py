@@ -529,6 +529,7 @@ def test_prediction_log_outage_fails_no_request_and_loses_no_prediction(live):
     assert any("mlops_prediction_log_degraded 1" in m for m in scrapes)
     degraded = [h for h in healths if h["status"] == "degraded"]
     assert degraded and "locked" in degraded[-1]["prediction_log"]["error"], healths[-1]
+    assert "spill_dir" not in degraded[-1]["prediction_log"] and db not in json.dumps(degraded), degraded[-1]
     deadline = time.monotonic() + 20
     while client.get("/health").json()["status"] != "ok":
         assert time.monotonic() < deadline, client.get("/health").json()

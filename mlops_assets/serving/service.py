@@ -349,7 +349,26 @@ class PredictionService:
             out["warning"] = self.slot.refusal
         log_status = self.prediction_log.status()
         if log_status["status"] != "ok":
-            # Still answering, so still healthy enough to take traffic; but predictions wait to be stored.
+            # Still answering, so still healthy enough to take traffic; but predictions wait to be stored. /health
+            # needs no token: it says what kind of problem, never the database's address or the spill folder (the
+            # service log has both).
             out["status"] = "degraded"
-            out["prediction_log"] = log_status
+            out["prediction_log"] = {
+                "status": "degraded",
+                "spilled_files": log_status["spilled_files"],
+                "error": _public_reason(log_status.get("error")),
+            }
         return out
+
+
+def _public_reason(error: str | None) -> str:
+    """What an open endpoint may say about a prediction-log failure: whether the database was locked, unreachable
+    or refused the write, never its address or its own message."""
+    text = (error or "").lower()
+    if "locked" in text or "waiting for the database" in text:
+        return (
+            "the prediction log's database is locked or slow; predictions are kept and stored when it answers"
+        )
+    if error is None:
+        return "predictions wait in spill files to be stored"
+    return "the prediction log's database refused or could not take writes; predictions are kept and stored later"
