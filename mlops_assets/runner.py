@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -110,8 +111,13 @@ def execute(
     selection: list[str] | None = None,
     instance=None,
     force: bool = False,
+    run_id: str | None = None,
 ) -> RunOutcome:
-    """Materialize the graph (or ``selection``, asset names) over a partition range in this process."""
+    """Materialize the graph (or ``selection``, asset names) over a partition range in this process (as run
+    ``run_id`` when given).
+
+    Runs found without their process first (killed earlier: see :mod:`mlops_assets.defs.run_liveness`) are marked
+    failed and their concurrency slots freed, so a run killed during its promotion does not block this one."""
     import dagster as dg
 
     # Dagster flags the APIs we rely on (single-run backfills, data versions, dagster-mlflow) as beta on every
@@ -123,11 +129,13 @@ def execute(
     from mlops_assets.data.partitions import key_window, keys_between
     from mlops_assets.data.sources import source_time_range
     from mlops_assets.defs.factory import add_periods, build_model_defs, period_partitions, run_job_name
-    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, UNCHANGED_KEY
+    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, TRAIN_THROUGH_TAG, UNCHANGED_KEY
+    from mlops_assets.defs.run_liveness import HOST_TAG, reap_dead_runs
 
     t0 = time.perf_counter()
     defs = build_model_defs(cfg, config_path=config_file)
     instance = instance or instance_for(storage)
+    reap_dead_runs(instance, found_by=f"mlops-assets (pid {os.getpid()})")
     # The data's own periods (the run reads the source anyway), added as partitions where they are new.
     rng = source_time_range(cfg)
     keys = keys_between(rng.start, rng.end, cfg.partitions.freq)
@@ -140,7 +148,7 @@ def execute(
     add_periods(instance, period_partitions(cfg), keys)
     from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
 
-    tags = {RANGE_START: first, RANGE_END: last}
+    tags = {RANGE_START: first, RANGE_END: last, TRAIN_THROUGH_TAG: keys[-1], HOST_TAG: socket.gethostname()}
     if reason:
         tags[REASON_TAG] = reason
     if force:
@@ -159,7 +167,9 @@ def execute(
     # The console logger prints every event (one per partition and asset); the progress bar and the summary
     # say what matters, and the UI keeps the full event log.
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-    result = resolved.execute_in_process(instance=instance, tags=tags, raise_on_error=False, run_config=quiet)
+    result = resolved.execute_in_process(
+        instance=instance, tags=tags, raise_on_error=False, run_config=quiet, run_id=run_id
+    )
     outcome = RunOutcome(
         status="ok",
         run_id=result.run_id,
