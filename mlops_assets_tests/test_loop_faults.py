@@ -8,6 +8,7 @@ process (signals, kill -9, two runs at once) or in what a person reads (one-line
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -29,10 +30,12 @@ from mlops_assets.defs.model_assets import PROMOTION_POOL
 from mlops_assets.defs.resources import MlopsProject, RunHandoffIOManager
 from mlops_assets.defs.run_liveness import reap_dead_runs
 from mlops_assets.processes import process_alive
-from mlops_assets.registry.model_registry import CHAMPION, TAG_DAGSTER_RUN_ID, ModelRegistry
+from mlops_assets.registry import ArtifactIntegrityError
+from mlops_assets.registry.errors import ChampionChangedError
+from mlops_assets.registry.model_registry import CHAMPION, MODEL_FILE, TAG_DAGSTER_RUN_ID, ModelRegistry
 from mlops_assets.runner import instance_for
 from mlops_assets.storage import storage_from_env
-from mlops_assets_tests.test_production_stack import wait_for
+from mlops_assets_tests.test_production_stack import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -321,3 +324,119 @@ def test_offline_store_seen_until_a_partition_hides_newer_ones(tmp_path):
     assert view.partitions() == ["1974-11", "1974-12"]
     assert view.read()["x"].tolist() == [11, 12]
     assert store.until(None).partitions() == store.partitions() == ["1974-11", "1974-12", "1975-01"]
+
+
+# ------------------------------------------------------------------------------------------------ artifacts
+
+
+def _flip_a_byte(registry: ModelRegistry, version: str) -> Path:
+    source = registry.get_version(version).source
+    path = Path(source.removeprefix("file://")) / MODEL_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_rollback_refuses_a_tampered_artifact_and_leaves_the_champion(isolated_storage):
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    path = _flip_a_byte(registry, v1)
+
+    code, out, err = _finish(_cli("rollback"), 60)
+
+    assert code == 1 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"mlops-assets rollback: model 'mlops_model' version {v1}: artifact ")
+    assert f"has sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}, registered " in line
+    assert line.endswith(f"the model is refused; rollback refused, the champion stays version {v2}")
+    assert registry.aliases()[CHAMPION] == v2
+    assert [d.reason for d in registry.history()] == ["initial", "manual"]
+
+
+def test_promotion_refuses_a_tampered_artifact(isolated_storage):
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    _flip_a_byte(registry, v2)
+    with pytest.raises(
+        ArtifactIntegrityError, match=f"version {v2}: .*promotion refused, the champion stays version {v1}"
+    ):
+        registry.promote(v2, reason="manual")
+    assert registry.aliases()[CHAMPION] == v1 and len(registry.history()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ two rollbacks at once
+
+
+def test_a_rollback_whose_champion_changed_under_it_moves_nothing_and_says_so(isolated_storage):
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    first = registry.rollback(run_id="first", expected_champion=v2)
+    assert first.version == v1
+    with pytest.raises(ChampionChangedError) as err:
+        registry.rollback(run_id="second", expected_champion=v2)
+    message = str(err.value)
+    assert (
+        f"it was version {v2} when the rollback began, it is version {v1} since {first.deployed_at}"
+        in message
+    )
+    assert "(rollback, run first)" in message and "this rollback moved nothing" in message
+    assert registry.aliases()[CHAMPION] == v1
+    assert [d.run_id for d in registry.history()] == [None, None, "first"]
+
+
+@pytest.mark.postgres
+def test_two_rollback_commands_at_once_the_second_reports_the_change(
+    isolated_storage, pg_database, monkeypatch
+):
+    import psycopg
+
+    # The deployment history on PostgreSQL, whose lock table shows who waits for the promotion lock.
+    env = {"MLOPS_DEPLOYMENT_HISTORY_URL": pg_database}
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_HISTORY_URL", pg_database)
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    with psycopg.connect(pg_database, autocommit=True) as watcher:
+
+        def waiting() -> int:
+            return watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()[0]
+
+        # Both commands read champion v2, then wait for the promotion lock this test holds.
+        with registry.history_store.locked("mlops_model"):
+            procs = [_cli("rollback", env=env) for _ in range(2)]
+            wait_for(lambda: waiting() == 2, 60, "both rollbacks to wait for the promotion lock")
+    results = sorted((_finish(p, 60) for p in procs), key=lambda r: r[0])
+    (ok, ok_out, _), (refused, _, refused_err) = results
+    assert (ok, refused) == (0, 1), results
+    assert f"champion is now version {v1} (was version {v2})" in ok_out
+    [line] = refused_err.strip().splitlines()
+    assert f"it was version {v2} when the rollback began, it is version {v1} since" in line
+    assert "this rollback moved nothing" in line
+    assert registry.aliases()[CHAMPION] == v1
+    assert [d.reason for d in registry.history()] == ["initial", "manual", "rollback"]
+
+
+# ------------------------------------------------------------------------------------------------ unreachable registry
+
+
+def test_status_and_rollback_say_in_one_line_that_the_registry_database_is_unreachable(isolated_storage):
+    closed = f"postgresql://mlops:secret@127.0.0.1:{free_port()}/mlflow"
+    for setting, command in (
+        ("MLFLOW_TRACKING_URI", "status"),
+        ("MLFLOW_TRACKING_URI", "rollback"),
+        ("MLOPS_DEPLOYMENT_HISTORY_URL", "status"),
+    ):
+        started = time.monotonic()
+        code, out, err = _finish(_cli(command, env={setting: closed}), 60)
+        assert code == 1 and out == ""
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"mlops-assets {command}: ") and f"({setting}=" in line
+        assert "mlops:***@127.0.0.1" in line and "secret" not in line
+        assert "cannot be reached" in line and "Connection refused" in line
+        assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
