@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "HTTP prediction service on the champion"),
     "rollback": ("rollback", "move the champion back to the previous (or given) version"),
     "status": ("status", "champion, deployment history, latest checks, pending triggers"),
+    "repair": ("repair", "move unreadable stored partitions aside and rebuild them from the source"),
 }
 
 
@@ -50,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmds["rollback"].add_argument("--to", default=None, help="registered model version to make champion")
     cmds["rollback"].add_argument("--reason", default="rollback", help=argparse.SUPPRESS)
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")
+    cmds["repair"].add_argument(
+        "--partition",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="rebuild this partition too, readable or not (repeatable)",
+    )
+    cmds["repair"].add_argument(
+        "--dry-run", action="store_true", help="report the damaged files and what would be rebuilt"
+    )
     return parser
 
 

@@ -422,6 +422,72 @@ def test_two_rollback_commands_at_once_the_second_reports_the_change(
     assert [d.reason for d in registry.history()] == ["initial", "manual", "rollback"]
 
 
+# ------------------------------------------------------------------------------------------------ damaged partitions
+
+
+@pytest.mark.slow
+def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
+    rainfall_slice, isolated_storage
+):
+    from mlops_assets.data.batches import Stores
+    from mlops_assets.data.store import CorruptPartitionError
+    from mlops_assets.features.stores import offline_store
+    from mlops_assets.runner import execute
+    from mlops_assets.steps.repair import find_damaged
+
+    path, _ = rainfall_slice(years=1, name="damage")
+    cfg = load_config(path)
+    storage = storage_from_env().ensure()
+    data_steps = ["raw_data", "validated_data", "features"]
+    first = execute(cfg, config_file=str(path), storage=storage, selection=data_steps)
+    assert first.status == "ok", first.error
+    stores, offline = Stores.at(storage.home, "damage"), offline_store(cfg, storage)
+    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
+    emptied = stores.validated.path("1949-05")
+    emptied.write_bytes(b"")  # a 0-byte file, as a full disk leaves it
+    cut = offline.root / "1949-07.parquet"
+    cut.write_bytes(cut.read_bytes()[:300])  # a truncated one
+
+    with pytest.raises(CorruptPartitionError) as err:
+        stores.validated.read(["1949-05"])
+    assert str(err.value).startswith(
+        f"validated_data partition 1949-05: the stored file {emptied} cannot be read ("
+    )
+    assert str(err.value).endswith("`mlops-assets repair` moves it aside and rebuilds it from the source")
+    with pytest.raises(
+        CorruptPartitionError, match=r"features \(offline store damage_features\) partition 1949-07"
+    ):
+        offline.read()
+    # A run that reads the damaged partition names it.
+    blocked = execute(
+        cfg,
+        config_file=str(path),
+        storage=storage,
+        selection=["features"],
+        partition_keys=("1949-05", "1949-05"),
+    )
+    assert blocked.status == "failed"
+    assert f"validated_data partition 1949-05: the stored file {emptied} cannot be read" in blocked.error
+
+    code, out, err_text = _finish(_cli("repair", "--config", str(path)), 180)
+
+    assert code == 0, err_text[-3000:]
+    assert f"damaged: validated_data partition 1949-05: {emptied} (" in out
+    assert f"damaged: features (offline store damage_features) partition 1949-07: {cut} (" in out
+    assert "rebuilt raw_data, validated_data, features over 1949-05..1949-07 from the source" in out
+    kept = sorted(
+        p.relative_to(storage.home / "damage" / "damaged")
+        for p in (storage.home / "damage").rglob("damaged/*/*/*")
+    )
+    assert [p.parts[1:] for p in kept] == [
+        ("damage_features", "1949-07.parquet"),
+        ("validated_data", "1949-05.parquet"),
+    ]
+    assert find_damaged(cfg, storage) == []
+    pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+
+
 # ------------------------------------------------------------------------------------------------ unreachable registry
 
 

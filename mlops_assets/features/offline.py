@@ -19,6 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_assets.data.store import (
+    CorruptPartitionError,
     arrow_slices,
     join_alike,
     read_table,
@@ -202,11 +203,26 @@ class OfflineStore:
     def _read_files(self, keys: list[str], columns: list[str] | None) -> pd.DataFrame:
         """The partitions' files as one frame: joined as Arrow and converted once when the files share a schema
         (a millisecond a file saved on a read of hundreds); else each file converted, then concatenated."""
-        tables = [read_table(self._path(k), columns) for k in keys]
+        tables = [read_table(self._path(k), columns, asset=self.asset_label) for k in keys]
         joined = join_alike(tables) if len(tables) > 1 else tables[0]
         if joined is not None:
             return table_to_pandas(joined)
         return pd.concat([table_to_pandas(t) for t in tables], ignore_index=True)
+
+    @property
+    def asset_label(self) -> str:
+        """How errors name this store's partitions: the features asset, in this offline store."""
+        return f"features (offline store {self.name})"
+
+    def unreadable(self) -> list[CorruptPartitionError]:
+        """The stored partition files that cannot be read in full (none for a SQL store)."""
+        found = []
+        for key in self.partitions() if self._engine is None else []:
+            try:
+                read_table(self._path(key), None, asset=self.asset_label)
+            except CorruptPartitionError as err:
+                found.append(err)
+        return found
 
     def _path(self, partition_key: str) -> Path:
         assert self.root is not None
