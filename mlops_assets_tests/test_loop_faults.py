@@ -506,3 +506,25 @@ def test_status_and_rollback_say_in_one_line_that_the_registry_database_is_unrea
         assert "mlops:***@127.0.0.1" in line and "secret" not in line
         assert "cannot be reached" in line and "Connection refused" in line
         assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
+
+
+# ------------------------------------------------------------------------------------------------ one-class holdout
+
+
+def test_a_one_class_holdout_is_named_as_such_by_the_gates():
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_assets.training.gate_settings import MetricFloors, RegressionConfig
+    from mlops_assets.training.gates import compute_metrics, metric_floors_gate, no_regression_gate
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"x": rng.normal(size=80)})
+    model = LogisticRegression().fit(X, (X["x"] > 0).astype(int))
+    dry = np.zeros(20, dtype=int)  # a holdout without a single rainy day
+    regression = no_regression_gate(model, model, X.head(20), dry, RegressionConfig())
+    assert not regression.passed
+    assert "roc_auc is undefined: the holdout has one class only (every label negative)" in regression.message
+    assert "nan" not in regression.message
+    floors = metric_floors_gate(compute_metrics(model, X.head(20), dry), MetricFloors())
+    assert not floors.passed
+    assert "roc_auc is undefined: the holdout has one class only (every label negative)" in floors.message
