@@ -528,3 +528,24 @@ def test_a_one_class_holdout_is_named_as_such_by_the_gates():
     floors = metric_floors_gate(compute_metrics(model, X.head(20), dry), MetricFloors())
     assert not floors.passed
     assert "roc_auc is undefined: the holdout has one class only (every label negative)" in floors.message
+
+
+def test_infrastructure_errors_are_one_line_naming_the_file_or_the_database():
+    import errno
+    import sqlite3
+
+    from mlops_assets.cli import infrastructure_error
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/srv/mlops/offline_store/f/1982-01.parquet")
+    try:
+        try:
+            raise full
+        except OSError as err:
+            raise RuntimeError("writing the offline store failed") from err
+    except RuntimeError as wrapped:
+        assert infrastructure_error(wrapped) == (
+            "cannot write or read /srv/mlops/offline_store/f/1982-01.parquet: No space left on device"
+        )
+    locked = sqlite3.OperationalError("database is locked")
+    assert infrastructure_error(locked) == "a database cannot be reached or used: database is locked"
+    assert infrastructure_error(ValueError("a bug")) is None  # anything else keeps its traceback
