@@ -185,24 +185,6 @@ def test_a_killed_retrain_does_not_hold_the_sensor_and_a_live_one_does(tmp_path,
     assert busy.run_requests == [] and f"a retrain is in flight (run {live})" in busy.skip_message
 
 
-# A process that takes the promotion slot through Dagster's own claim (an op in the pool) and keeps it.
-HOLDER = """
-import sys, time
-import dagster as dg
-
-@dg.op(pool=sys.argv[1])
-def hold():
-    print("holding", flush=True)
-    time.sleep(600)
-
-@dg.job(executor_def=dg.in_process_executor)
-def slot_holder_job():
-    hold()
-
-slot_holder_job.execute_in_process(instance=dg.DagsterInstance.get())
-"""
-
-
 @pytest.mark.slow
 def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed_slot_holder_is_reaped(
     tmp_path, rainfall, isolated_storage
@@ -214,19 +196,25 @@ def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    config_a, _ = write_slice(tmp_path / "a", rainfall, years=2, name="twin")
-    config_b, _ = write_slice(tmp_path / "b", rainfall, years=3, name="twin")
+    config_a, _ = write_slice(
+        tmp_path / "a",
+        rainfall,
+        years=2,
+        name="twin",
+        mutate=lambda f: f[f["date"] < pd.Timestamp("1950-07-01", tz="UTC")],
+    )
+    config_b, _ = write_slice(tmp_path / "b", rainfall, years=2, name="twin")
     instance = instance_for(storage_from_env().ensure())  # the embedded default, as `run` makes it
 
     def pool():
         return instance.event_log_storage.get_concurrency_info(PROMOTION_POOL)
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, PROMOTION_POOL], stdout=subprocess.PIPE, text=True
-    )
+    # A run holding the promotion slot, whose process runs until the test kills it.
+    holder = subprocess.Popen(["sleep", "600"])
+    held = _started_run(instance, "slot_holder_job", holder.pid)
+    instance.event_log_storage.initialize_concurrency_limit_to_default(PROMOTION_POOL)
+    assert instance.event_log_storage.claim_concurrency_slot(PROMOTION_POOL, held, "hold").is_claimed
     try:
-        assert holder.stdout.readline().strip() == "holding"
-        [held] = pool().claimed_slots
         a = _cli("run", "--config", str(config_a), "--report", str(tmp_path / "a.json"), "--no-progress")
         [a_run] = wait_for(lambda: pool().pending_run_ids, 120, "run A to train and wait for the slot", 0.5)
         b = _cli("run", "--config", str(config_b), "--no-progress")
@@ -254,8 +242,8 @@ def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed
                 proc.kill()
                 proc.wait()
 
-    assert instance.get_run_by_id(held.run_id).status == dg.DagsterRunStatus.FAILURE
-    [failure] = instance.all_logs(held.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert instance.get_run_by_id(held).status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(held, of_type=dg.DagsterEventType.RUN_FAILURE)
     assert "is gone" in failure.message and "marked failed by mlops-assets run" in failure.message
     report = json.loads((tmp_path / "a.json").read_text())
     assert report["status"] == "ok" and report["run_id"] == a_run
@@ -268,8 +256,8 @@ def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed
     assert [(d.version, d.run_id) for d in registry.history()] == [(trained[a_run], a_run)]
     assert registry.aliases()[CHAMPION] == trained[a_run]
     # Each run trained on its own slice, as far as its source reaches.
-    assert registry.get_version(trained[a_run]).tags["mlops.data_window"].endswith("1950-12")
-    assert registry.get_version(trained[b_run]).tags["mlops.data_window"].endswith("1951-12")
+    assert registry.get_version(trained[a_run]).tags["mlops.data_window"].endswith("1950-06")
+    assert registry.get_version(trained[b_run]).tags["mlops.data_window"].endswith("1950-12")
 
 
 # ------------------------------------------------------------------------------------------------ run-scoped hand-off

@@ -110,7 +110,7 @@ def print_summary(report: dict[str, Any]) -> None:
 
 
 # How often the waiting process looks for runs killed since it started (one holding the promotion slot it waits for).
-REAP_INTERVAL_SECONDS = 5.0
+REAP_INTERVAL_SECONDS = 3.0
 # How long a stop waits for a champion move in progress (a few database writes) to be recorded.
 PROMOTION_GRACE_SECONDS = 120.0
 
