@@ -77,6 +77,12 @@ def _started_run(instance: dg.DagsterInstance, job_name: str, pid: int) -> str:
     return run_id
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _toy_versions(name: str, n: int) -> tuple[ModelRegistry, list[str]]:
     from sklearn.linear_model import LogisticRegression
 
@@ -217,9 +223,13 @@ def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed
     try:
         a = _cli("run", "--config", str(config_a), "--report", str(tmp_path / "a.json"), "--no-progress")
         [a_run] = wait_for(lambda: pool().pending_run_ids, 120, "run A to train and wait for the slot", 0.5)
+        cpu_before, wall_before = _cpu_seconds(a.pid), time.monotonic()
         b = _cli("run", "--config", str(config_b), "--no-progress")
         wait_for(lambda: len(pool().pending_run_ids) == 2, 120, "run B to train and wait for the slot", 0.5)
         [b_run] = pool().pending_run_ids - {a_run}
+        # Waiting for the slot is sleeping, not spinning (Dagster's in-process executor spun at 100% CPU).
+        waited = time.monotonic() - wall_before
+        assert _cpu_seconds(a.pid) - cpu_before < 0.2 * waited, (_cpu_seconds(a.pid) - cpu_before, waited)
 
         stopped_at = time.monotonic()
         b.send_signal(signal.SIGTERM)
