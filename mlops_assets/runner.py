@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import warnings
@@ -259,6 +260,9 @@ def _user_error(err) -> str:
     if err.cls_name == "Failure":
         # An asset's own dg.Failure ("waiting: ...") is the explanation, as written: no class names around it.
         return message.removeprefix("dagster._core.definitions.events.Failure: ")
+    # The message may begin with the class's dotted path already: named once.
+    if err.cls_name:
+        message = re.sub(rf"^[\w.]*\b{re.escape(err.cls_name)}: ", "", message)
     return f"{err.cls_name}: {message}".strip()
 
 

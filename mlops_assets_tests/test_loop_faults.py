@@ -465,7 +465,10 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
         partition_keys=("1949-05", "1949-05"),
     )
     assert blocked.status == "failed"
-    assert f"validated_data partition 1949-05: the stored file {emptied} cannot be read" in blocked.error
+    assert blocked.error.startswith(
+        f"damage__features: CorruptPartitionError: validated_data partition 1949-05: the stored file {emptied} "
+        "cannot be read ("
+    ), blocked.error
 
     code, out, err_text = _finish(_cli("repair", "--config", str(path)), 180)
 

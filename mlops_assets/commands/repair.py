@@ -84,7 +84,9 @@ def main(args: argparse.Namespace) -> int:
         return 0
     span = f"{out.partitions[0]}..{out.partitions[-1]}"
     if out.status == "dry run":
-        print(f"would rebuild {', '.join(REBUILT)} over {span} from the source ({len(out.partitions)} named)")
+        print(
+            f"would rebuild {', '.join(REBUILT)} over {span} from the source ({len(out.partitions)} partition(s) damaged or named)"
+        )
         return 0
     if out.status == "ok":
         print(f"rebuilt {', '.join(REBUILT)} over {span} from the source (run {out.run_id})")
