@@ -2,7 +2,8 @@
 deploy; a progress bar while it runs and a summary after.
 
 The work is :func:`mlops_assets.runner.execute` and :func:`mlops_assets.runner.build_report`; this module only
-drives them and presents the result.
+drives them, presents the result, and answers SIGINT/SIGTERM while the run executes
+(:func:`run_answering_signals`).
 """
 
 from __future__ import annotations
