@@ -7,6 +7,7 @@ command runs, so the light commands (``rollback``, ``status``) start fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "HTTP prediction service on the champion"),
     "rollback": ("rollback", "move the champion back to the previous (or given) version"),
     "status": ("status", "champion, deployment history, latest checks, pending triggers"),
+    "repair": ("repair", "move unreadable stored partitions aside and rebuild them from the source"),
 }
 
 
@@ -71,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     cmds["rollback"].add_argument("--to", default=None, help="registered model version to make champion")
     cmds["rollback"].add_argument("--reason", default="rollback", help=argparse.SUPPRESS)
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")
+    cmds["repair"].add_argument(
+        "--partition",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="rebuild this partition too, readable or not (repeatable)",
+    )
+    cmds["repair"].add_argument(
+        "--dry-run", action="store_true", help="report the damaged files and what would be rebuilt"
+    )
     return parser
 
 
@@ -91,6 +103,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        line = infrastructure_error(err)
+        if line is None:
+            raise
+        print(f"mlops-assets {args.command}: {line}", file=sys.stderr)
+        return 1
+
+
+# Infrastructure failures a user fixes outside the project (a full disk, a permission, a database down): one line
+# naming the file or the store and the cause, instead of a traceback through the stack that met it.
+_FILE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+_DATABASE_ERRORS = {
+    ("sqlite3", "OperationalError"),
+    ("psycopg", "OperationalError"),
+    ("psycopg.errors", "OperationalError"),
+    ("sqlalchemy.exc", "OperationalError"),
+}
+
+
+def infrastructure_error(err: BaseException) -> str | None:
+    """One line for an infrastructure error anywhere in ``err``'s chain (None for anything else)."""
+    from mlops_assets.registry.reachability import one_line
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _FILE_ERRNOS:
+            where = f"{seen.filename}: " if seen.filename else ""
+            return f"cannot write or read {where}{seen.strerror or seen}"
+        if any((c.__module__, c.__name__) in _DATABASE_ERRORS for c in type(seen).__mro__):
+            # SQLAlchemy's message carries the statement and a link after the driver's own words.
+            cause = one_line(str(getattr(seen, "orig", None) or seen).split("\n[SQL:")[0])
+            return f"a database cannot be reached or used: {cause}"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -111,6 +113,25 @@ def _fast_sqlite_event_log(dagster_home: Path) -> None:
         dbapi_conn.execute("PRAGMA synchronous=NORMAL")
 
 
+def _sleep_while_a_step_waits_for_a_slot() -> None:
+    """Make Dagster's executors sleep while a step waits for a concurrency slot (the promotion pool) instead of
+    spinning at 100% CPU.
+
+    ``InstanceConcurrencyContext.interval_to_next_pending_claim_check`` returns ``min(0, ...)``, which is never
+    positive, so the execution loop never sleeps between its checks of the claim (Dagster 1.13). Here it returns the
+    time left until the next check is due, as its name says; the checks themselves are unchanged."""
+    from dagster._core.execution.plan.instance_concurrency_context import InstanceConcurrencyContext
+
+    def interval_to_next_pending_claim_check(self) -> float:
+        now = time.time()
+        due = [
+            ready_at - now for key, ready_at in self._pending_timeouts.items() if key in self._pending_claims
+        ]
+        return max(0.0, min(due)) if due else 0.0
+
+    InstanceConcurrencyContext.interval_to_next_pending_claim_check = interval_to_next_pending_claim_check  # type: ignore[method-assign]
+
+
 def execute(
     cfg: MlopsConfig,
     *,
@@ -122,11 +143,16 @@ def execute(
     instance=None,
     force: bool = False,
     log_level: str = "WARNING",
+    run_id: str | None = None,
 ) -> RunOutcome:
-    """Materialize the graph (or ``selection``, asset names) over a partition range in this process.
+    """Materialize the graph (or ``selection``, asset names) over a partition range in this process (as run
+    ``run_id`` when given).
 
     ``log_level``: what Dagster's console logger prints (``CRITICAL``: nothing but a crash of Dagster itself; a
-    blocked gate and a failed step are in the outcome, and the full event log stays in the instance)."""
+    blocked gate and a failed step are in the outcome, and the full event log stays in the instance).
+
+    Runs found without their process first (killed earlier: see :mod:`mlops_assets.defs.run_liveness`) are marked
+    failed and their concurrency slots freed, so a run killed during its promotion does not block this one."""
     import dagster as dg
 
     # Dagster flags the APIs we rely on (single-run backfills, data versions, dagster-mlflow) as beta on every
@@ -138,11 +164,14 @@ def execute(
     from mlops_assets.data.partitions import key_window, keys_between
     from mlops_assets.data.sources import source_time_range
     from mlops_assets.defs.factory import add_periods, build_model_defs, period_partitions, run_job_name
-    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, UNCHANGED_KEY
+    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, TRAIN_THROUGH_TAG, UNCHANGED_KEY
+    from mlops_assets.defs.run_liveness import HOST_TAG, reap_dead_runs
 
+    _sleep_while_a_step_waits_for_a_slot()
     t0 = time.perf_counter()
     defs = build_model_defs(cfg, config_path=config_file)
     instance = instance or instance_for(storage)
+    reap_dead_runs(instance, found_by=f"mlops-assets (pid {os.getpid()})")
     # The data's own periods (the run reads the source anyway), added as partitions where they are new.
     rng = source_time_range(cfg)
     keys = keys_between(rng.start, rng.end, cfg.partitions.freq)
@@ -155,7 +184,7 @@ def execute(
     add_periods(instance, period_partitions(cfg), keys)
     from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
 
-    tags = {RANGE_START: first, RANGE_END: last}
+    tags = {RANGE_START: first, RANGE_END: last, TRAIN_THROUGH_TAG: keys[-1], HOST_TAG: socket.gethostname()}
     if reason:
         tags[REASON_TAG] = reason
     if force:
@@ -182,7 +211,7 @@ def execute(
         engine_log.setLevel(log_level)
     try:
         result = resolved.execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False, run_config=quiet
+            instance=instance, tags=tags, raise_on_error=False, run_config=quiet, run_id=run_id
         )
     finally:
         engine_log.setLevel(engine_level)
@@ -255,6 +284,9 @@ def _user_error(err) -> str:
     if err.cls_name == "Failure":
         # An asset's own dg.Failure ("waiting: ...") is the explanation, as written: no class names around it.
         return message.removeprefix("dagster._core.definitions.events.Failure: ")
+    # The message may begin with the class's dotted path already: named once.
+    if err.cls_name:
+        message = re.sub(rf"^[\w.]*\b{re.escape(err.cls_name)}: ", "", message)
     return f"{err.cls_name}: {message}".strip()
 
 

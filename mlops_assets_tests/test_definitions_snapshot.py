@@ -134,7 +134,7 @@ def test_checks_jobs_sensors_and_resources_exactly():
     arrivals = next(s for s in defs.sensors if s.name == "mlops_model_new_data_sensor")
     assert sorted(t.job_name for t in arrivals.targets) == ["mlops_model_ingest_job", "mlops_model_run_job"]
     assert not list(defs.schedules or [])
-    assert set(defs.resources or {}) == {"project", "partition_io", "mlflow"}
+    assert set(defs.resources or {}) == {"project", "partition_io", "run_handoff_io", "mlflow"}
 
 
 def _labels(cond) -> set[str]:

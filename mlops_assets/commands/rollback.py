@@ -3,8 +3,9 @@ the deployment history.
 
 Light on purpose: the config, the storage settings and the tracking database through
 :mod:`mlops_assets.registry.sql_aliases` -- no MLflow, pandas, scikit-learn or Dagster import when the database is
-one that module knows (else the MLflow client). A model is not loaded to move an alias; the target must carry the
-sha256 tag of a registration through mlops_assets (see :meth:`ModelRegistry.rollback`).
+one that module knows (else the MLflow client). A model is not loaded to move an alias, but the target's artifact
+is read and its sha256 compared with the one recorded at registration before anything moves (see
+:meth:`ModelRegistry.rollback`): a version that would not load where it is served never becomes champion.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from mlops_assets.commands.context import load_context, open_registry, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
+from mlops_assets.registry.reachability import check_reachable
 from mlops_assets.storage import Storage
 
 
@@ -44,8 +46,16 @@ def rollback(
 
     Raises :class:`~mlops_assets.registry.errors.RegistryError` (a subclass naming the cause) when there is
     nothing to roll back to, ``to`` is unknown or already champion, or the target was not registered through
-    mlops_assets."""
-    d = open_registry(cfg, storage, light=True).rollback(to=to, reason=reason)
+    mlops_assets.
+
+    The champion seen before waiting for the promotion lock must still be champion once it is held: of two
+    rollbacks at once, the second raises :class:`~mlops_assets.registry.errors.ChampionChangedError` (naming the
+    change) instead of undoing the first."""
+    from mlops_assets.registry.model_registry import CHAMPION
+
+    registry = open_registry(cfg, storage, light=True)
+    seen = registry.aliases().get(CHAMPION)
+    d = registry.rollback(to=to, reason=reason, expected_champion=seen)
     return RollbackOutcome(
         model_name=cfg.model.name,
         version=d.version,
@@ -60,6 +70,7 @@ def main(args: argparse.Namespace) -> int:
     ctx = load_context(args.config)
     require_state(ctx.storage)
     try:
+        check_reachable(ctx.storage)
         outcome = rollback(ctx.cfg, ctx.storage, to=args.to, reason=args.reason or "rollback")
     except RegistryError as err:
         print(f"mlops-assets rollback: {err}", file=sys.stderr)

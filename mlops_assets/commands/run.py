@@ -2,18 +2,20 @@
 deploy; a progress bar while it runs and a summary after.
 
 The work is :func:`mlops_assets.runner.execute` and :func:`mlops_assets.runner.build_report`; this module only
-drives them and presents the result.
+drives them, presents the result, and answers SIGINT/SIGTERM while the run executes
+(:func:`run_answering_signals`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from mlops_assets.commands.context import load_context, open_registry
 from mlops_assets.config import MlopsConfig
@@ -81,9 +83,10 @@ def run(
     progress: bool | None = False,
     force: bool = False,
     verbose: bool = False,
+    run_id: str | None = None,
 ) -> RunResult:
-    """Check the source, materialize the graph over all partitions in this process, then build the report from
-    the registry and record the outcome for ``status``.
+    """Check the source, materialize the graph over all partitions in this process (as Dagster run ``run_id``
+    when given), then build the report from the registry and record the outcome for ``status``.
 
     The source is checked before anything is stored: a source that cannot be ingested (or another dataset under
     this model name) raises :class:`~mlops_assets.data.sources.SourceError` and leaves the storage as it was. A
@@ -109,6 +112,7 @@ def run(
             storage=storage.ensure(),
             force=force,
             log_level="INFO" if verbose else "CRITICAL",
+            run_id=run_id,
         )
     finally:
         step_progress.install(None)
@@ -231,12 +235,170 @@ def _model_card(cfg: MlopsConfig, storage: Storage, report: dict[str, Any]) -> s
     return target
 
 
+# How often the waiting process looks for runs killed since it started (one holding the promotion slot it waits for).
+REAP_INTERVAL_SECONDS = 3.0
+# How long a stop waits for a champion move in progress (a few database writes) to be recorded.
+PROMOTION_GRACE_SECONDS = 120.0
+
+
+def run_answering_signals(
+    cfg: MlopsConfig,
+    storage: Storage,
+    *,
+    config_file: str | Path,
+    progress: bool | None,
+    force: bool,
+    verbose: bool = False,
+) -> RunResult:
+    """:func:`run`, stopped promptly by SIGINT or SIGTERM whatever it is doing.
+
+    Dagster defers interrupts to points between steps, and the in-process executor has none while a step waits
+    for a concurrency slot: such a run ignored SIGINT and SIGTERM for as long as the slot stayed taken. Here the run
+    executes in a worker thread (where Dagster installs no handlers) and this thread answers the signal: it lets a
+    champion move in progress finish, records the run as canceled, frees its concurrency slots, ends its MLflow run
+    and exits with 128 + the signal number. While waiting, it also marks runs killed since this one started as
+    failed and frees their slots (:func:`~mlops_assets.defs.run_liveness.reap_dead_runs`)."""
+    import signal
+    import threading
+    import time
+    import uuid
+
+    run_id = str(uuid.uuid4())
+    received: list[int] = []
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = run(
+                cfg,
+                storage,
+                config_file=config_file,
+                progress=progress,
+                force=force,
+                verbose=verbose,
+                run_id=run_id,
+            )
+        except BaseException as err:  # handed to the main thread, raised there
+            box["error"] = err
+
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in stop_signals}
+    worker = threading.Thread(target=work, name="mlops-assets-run", daemon=True)
+    try:
+        worker.start()
+        watch = None
+        next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
+        while worker.is_alive():
+            worker.join(0.2)
+            if received:
+                _stop(received[0], run_id, cfg, storage)
+            if worker.is_alive() and time.monotonic() >= next_reap:
+                from mlops_assets.defs.run_liveness import reap_dead_runs
+
+                watch = watch or _instance(storage)
+                if watch is not None:
+                    reap_dead_runs(watch, found_by=f"mlops-assets run (pid {os.getpid()})")
+                next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _instance(storage: Storage):
+    """A Dagster instance of this thread's own on ``storage`` (the worker thread keeps its connections); None
+    before the run has set the instance up."""
+    import dagster as dg
+
+    if not storage.dagster_home.joinpath("dagster.yaml").is_file():
+        return None
+    return dg.DagsterInstance.from_config(str(storage.dagster_home))
+
+
+def _stop(signum: int, run_id: str, cfg: MlopsConfig, storage: Storage) -> NoReturn:
+    """Record run ``run_id`` as canceled, free its slots, end its MLflow run and exit with 128 + ``signum``."""
+    import signal
+
+    from dagster._core.storage.dagster_run import FINISHED_STATUSES
+
+    from mlops_assets.steps.promote import PROMOTING
+
+    name = signal.Signals(signum).name
+    print(f"\nmlops-assets run: {name} received, stopping run {run_id}", file=sys.stderr, flush=True)
+    try:
+        # Never exit between moving the champion's aliases and recording the move: wait for a promotion underway.
+        PROMOTING.acquire(timeout=PROMOTION_GRACE_SECONDS)
+        done = []
+        instance = _instance(storage)
+        dagster_run = instance.get_run_by_id(run_id) if instance is not None else None
+        if instance is not None and dagster_run is not None:
+            if dagster_run.status not in FINISHED_STATUSES:
+                instance.report_run_canceled(
+                    dagster_run, message=f"stopped by {name} (mlops-assets run, pid {os.getpid()})"
+                )
+                done.append("recorded as canceled")
+            if instance.event_log_storage.supports_global_concurrency_limits:
+                _hold_back_claims(instance.event_log_storage)
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+                done.append("its concurrency slots freed")
+        if "mlflow" in sys.modules:
+            done += _end_mlflow_runs(cfg, storage, run_id)
+        champion = open_registry(cfg, storage, light=True).aliases().get("champion")
+        print(
+            f"mlops-assets run: run {run_id} stopped by {name}"
+            + (f" ({', '.join(done)})" if done else " before it started")
+            + f"; champion: {'version ' + champion if champion else 'none'}",
+            file=sys.stderr,
+            flush=True,
+        )
+    except Exception as err:  # stopping anyway: say what could not be cleaned up
+        print(f"mlops-assets run: stopping run {run_id} incompletely: {err}", file=sys.stderr, flush=True)
+    finally:
+        sys.stdout.flush()
+        # The worker thread cannot be stopped from outside; what it shares with the stores is recorded above.
+        os._exit(128 + signum)
+
+
+def _hold_back_claims(storage: Any) -> None:
+    """Keep the worker thread from claiming (or queueing for) a concurrency slot again before the process exits: a
+    step waiting for a slot asks again every few seconds, and would queue the canceled run anew right after its
+    slots were freed. The storage class is patched for this process only, which is about to exit; a call already
+    under way gets a moment to finish first."""
+    import threading
+    import time
+
+    def wait_for_exit(*_args: Any, **_kwargs: Any) -> None:
+        threading.Event().wait()
+
+    for method in ("claim_concurrency_slot", "check_concurrency_claim"):
+        setattr(type(storage), method, wait_for_exit)
+    time.sleep(0.5)
+
+
+def _end_mlflow_runs(cfg: MlopsConfig, storage: Storage, run_id: str) -> list[str]:
+    """End the MLflow runs dagster-mlflow opened for Dagster run ``run_id`` as KILLED (left RUNNING otherwise)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=storage.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name(open_registry(cfg, storage).experiment_name)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.dagster_run_id = '{run_id}' and attributes.status = 'RUNNING'"
+    )
+    for r in runs:
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return [f"MLflow run {r.info.run_id} ended as KILLED" for r in runs]
+
+
 def main(args: argparse.Namespace) -> int:
-    """Exit 0 when the pipeline ran (``ok`` or ``blocked``), 1 when it failed."""
+    """Exit 0 when the pipeline ran (``ok`` or ``blocked``), 1 when it failed, 128 + N when stopped by signal N."""
     ctx = load_context(args.config)
     # A bar on a terminal; plain lines where the output goes to a log (CI) and a bar would show nothing.
     progress = False if args.no_progress else (True if sys.stderr.isatty() and sys.stdout.isatty() else None)
-    result = run(
+    result = run_answering_signals(
         ctx.cfg,
         ctx.storage,
         config_file=ctx.config_file,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_assets.commands.context import load_context, open_registry, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
+from mlops_assets.registry.reachability import check_reachable
 from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
@@ -201,6 +202,7 @@ def main(args: argparse.Namespace) -> int:
     ctx = load_context(args.config)
     require_state(ctx.storage)
     try:
+        check_reachable(ctx.storage)
         report = status(ctx.cfg, ctx.storage)
     except RegistryError as err:
         print(f"mlops-assets status: {err}", file=sys.stderr)

@@ -17,8 +17,10 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 import pandas as pd
 
@@ -26,6 +28,18 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 _ATTRS_KEY = b"PANDAS_ATTRS"  # where pandas keeps DataFrame.attrs in a Parquet file
+REPAIR_HINT = "`mlops-assets repair` moves it aside and rebuilds it from the source"
+
+
+class CorruptPartitionError(RuntimeError):
+    """A stored partition file that cannot be read (empty, truncated, overwritten): names the asset, the
+    partition and the file."""
+
+    def __init__(self, asset: str, partition: str, path: Path, cause: str):
+        self.asset, self.partition, self.path, self.cause = asset, partition, Path(path), cause
+        super().__init__(
+            f"{asset} partition {partition}: the stored file {path} cannot be read ({cause}); {REPAIR_HINT}"
+        )
 
 
 class PartitionStore:
@@ -102,7 +116,21 @@ class PartitionStore:
         """Rows of a stored partition, from the Parquet footer."""
         import pyarrow.parquet as pq
 
-        return pq.ParquetFile(self.path(key)).metadata.num_rows
+        path = self.path(key)
+        with _named_errors(path):
+            return pq.ParquetFile(path).metadata.num_rows
+
+    def unreadable(self, keys: list[str] | None = None) -> list[CorruptPartitionError]:
+        """The stored partitions (of ``keys``, else all) whose file cannot be read in full."""
+        found = []
+        for key in self.keys() if keys is None else keys:
+            if not self.exists(key):
+                continue
+            try:
+                read_table(self.path(key), None)
+            except CorruptPartitionError as err:
+                found.append(err)
+        return found
 
 
 def to_arrow(frame: pd.DataFrame) -> pa.Table:
@@ -171,11 +199,36 @@ def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:
             os.unlink(tmp)
 
 
-def read_table(path: Path, columns: list[str] | None) -> pa.Table:
-    """One file as Arrow, as ``pd.read_parquet`` reads it (the file's reader directly: no dataset discovery)."""
+def read_table(path: Path, columns: list[str] | None, *, asset: str | None = None) -> pa.Table:
+    """One file as Arrow, as ``pd.read_parquet`` reads it (the file's reader directly: no dataset discovery).
+
+    A file that is not a readable Parquet file raises :class:`CorruptPartitionError` naming ``asset`` (default: the
+    file's folder, which is the asset's name in a :class:`PartitionStore`), the partition and the path."""
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).read(columns=columns, use_pandas_metadata=True)
+    with _named_errors(path, asset):
+        file = pq.ParquetFile(path)
+    if columns is not None and not set(columns) <= set(file.schema_arrow.names):
+        # A column the file does not have: the reader's own error, naming it (the file is not damaged).
+        return file.read(columns=columns, use_pandas_metadata=True)
+    with _named_errors(path, asset):
+        return file.read(columns=columns, use_pandas_metadata=True)
+
+
+@contextmanager
+def _named_errors(path: Path, asset: str | None = None) -> Iterator[None]:
+    """Arrow's errors on a damaged file ("Parquet file size is 0 bytes", "Could not open Parquet input source
+    '<Buffer>'") as :class:`CorruptPartitionError`, which says which file."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (FileNotFoundError, PermissionError):
+        raise  # not a damaged file: a partition never written, a permission to fix
+    except (pa.ArrowException, OSError) as err:
+        partition = unquote(Path(path).name.removesuffix(".parquet"))
+        cause = " ".join(str(err).split()) or type(err).__name__
+        raise CorruptPartitionError(asset or Path(path).parent.name, partition, Path(path), cause) from err
 
 
 def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

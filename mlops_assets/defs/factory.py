@@ -88,9 +88,11 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.performance_assets import build_performance_assets
     from mlops_assets.defs.resources import (
+        HANDOFF_IO,
         PARTITION_IO,
         MlopsProject,
         PartitionedParquetIOManager,
+        RunHandoffIOManager,
         mlflow_tracking,
     )
     from mlops_assets.defs.retraining import build_retraining_defs
@@ -113,6 +115,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         resources={
             "project": project,
             PARTITION_IO: PartitionedParquetIOManager(project=project),
+            HANDOFF_IO: RunHandoffIOManager(project=project),
             "mlflow": mlflow_tracking.configured({"experiment_name": f"mlops_assets/{cfg.model.name}"}),
         },
     )

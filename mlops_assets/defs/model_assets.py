@@ -10,12 +10,15 @@ import dagster as dg
 from mlops_assets.catalogue import release_gates
 from mlops_assets.config import MlopsConfig
 from mlops_assets.defs.checks import check_result, check_specs
-from mlops_assets.defs.resources import MlopsProject
+from mlops_assets.defs.resources import HANDOFF_IO, MlopsProject
 
 REASON_TAG = "mlops/reason"
 REASONS = ("initial", "drift", "performance", "freshness", "manual")
 PROMOTION_POOL = "mlops_promotion"
 FORCE_TAG = "mlops/force"
+# The newest partition a run's training may read (`mlops-assets run`: its source's newest period). Another run on the
+# same storage may have written newer partitions of another slice; this run trains on the data it ingested.
+TRAIN_THROUGH_TAG = "mlops/train_through"
 # Observation metadata of a trained_model that had nothing new to learn: the champion version that stays.
 UNCHANGED_KEY = "unchanged_champion_version"
 
@@ -85,6 +88,9 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 key=trained_key,
                 group_name=prefix[-1],
                 kinds={"scikit-learn", "mlflow"},
+                # The version, metrics and split handed to deployed_model, kept per run: each run promotes what
+                # it trained and gated, whatever other runs do at the same time.
+                io_manager_key=HANDOFF_IO,
                 # Nothing new to learn (the champion was trained on exactly this data and recipe): no version,
                 # and deployed_model is skipped.
                 is_required=False,
@@ -115,7 +121,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         try:
             outcome = train_and_gate(
                 cfg,
-                offline_store(cfg, project.storage),
+                offline_store(cfg, project.storage).until(context.run.tags.get(TRAIN_THROUGH_TAG)),
                 project.registry(),
                 run_id=context.run_id,
                 force=forced,

@@ -1,6 +1,9 @@
 """Resources and IO: the project's config and storage, per-partition Parquet IO, and MLflow via dagster-mlflow."""
 
+import json
+import os
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -81,6 +84,68 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
         return self._store(context).read(keys)
+
+
+HANDOFF_IO = "run_handoff_io"
+
+
+class RunHandoffIOManager(dg.ConfigurableIOManager):
+    """A small JSON hand-off between two steps (trained_model -> deployed_model), kept per run under
+    ``$MLOPS_HOME/<model>/handoff/<run_id>/<asset>.json``.
+
+    Dagster's default IO manager keeps one file per asset, shared by every run: two concurrent runs then promoted
+    each other's models. Here a deploy step reads what its own run trained and gated. Re-executing a run from the
+    deploy step reads the parent run's hand-off (Dagster names the run that produced the output); a run that
+    deploys without training (deployed_model materialized alone) reads the hand-off of the run that made the newest
+    materialization of the upstream asset, and the promotion step checks that version's gate record again.
+    """
+
+    project: MlopsProject
+
+    def _path(self, run_id: str, asset_key: dg.AssetKey) -> Path:
+        base = self.project.storage.home / self.project.config.model.name / "handoff"
+        return base / run_id / f"{asset_key.path[-1]}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
+        if obj is None:
+            return
+        target = self._path(context.run_id, context.asset_key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(obj, default=str))
+        os.replace(tmp, target)
+
+    def load_input(self, context: dg.InputContext) -> dict:
+        asset = context.asset_key.to_user_string()
+        run_id = _producing_run(context)
+        if run_id is None:
+            event = context.instance.get_latest_materialization_event(context.asset_key)
+            if event is None:
+                raise dg.Failure(f"{asset} has never been materialized: nothing to hand on")
+            run_id = event.run_id
+        path = self._path(run_id, context.asset_key)
+        if not path.is_file():
+            raise dg.Failure(
+                f"{asset}: run {run_id} left no hand-off at {path} (made before hand-offs were kept per run, or "
+                "removed): materialize it again"
+            )
+        return json.loads(path.read_text())
+
+
+def _producing_run(context: dg.InputContext) -> str | None:
+    """The run that produced the input in this run's lineage (this run, or its parent on a re-execution), or None
+    when the input is an asset this run did not compute."""
+    from dagster._core.execution.context.output import RUN_ID_PLACEHOLDER
+
+    upstream = context.upstream_output
+    if upstream is None:
+        return None
+    try:
+        run_id = upstream.run_id
+    except dg.DagsterInvariantViolationError:
+        return None
+    # An asset loaded from storage rather than computed in this run's lineage gets Dagster's placeholder id.
+    return None if run_id == RUN_ID_PLACEHOLDER else run_id
 
 
 # dagster-mlflow's resource config (its CONFIG_SCHEMA), spelled out here: importing dagster_mlflow imports MLflow,

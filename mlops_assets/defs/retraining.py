@@ -23,6 +23,7 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG
 from mlops_assets.config import MlopsConfig
 from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
 from mlops_assets.defs.model_assets import REASON_TAG
+from mlops_assets.defs.run_liveness import live_runs
 from mlops_assets.monitoring.replay import DRIFT_CHECK
 
 DECISION_TAG = "mlops/decision"
@@ -239,8 +240,14 @@ def _evaluate(context: dg.SensorEvaluationContext, cfg: MlopsConfig, trigger: st
             return dg.SkipReason(f"no new {trigger} results since the last evaluation")
     now = datetime.now(UTC)
     new_cursor["evaluated_at"] = now.isoformat()
-    in_flight = context.instance.get_run_records(
-        filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=1
+    # A retrain whose process was killed stays STARTED on the embedded instance: it is marked failed here (its
+    # slots freed) rather than holding every later evaluation hostage.
+    in_flight = live_runs(
+        context.instance,
+        context.instance.get_run_records(
+            filters=dg.RunsFilter(job_name=job_name, statuses=IN_FLIGHT), limit=10
+        ),
+        found_by=f"the {trigger} retrain sensor",
     )
     if in_flight:
         context.update_cursor(json.dumps(new_cursor))

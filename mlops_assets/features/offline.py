@@ -7,6 +7,7 @@ partition replaces it, so rematerializing is idempotent and late rows of an old 
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from mlops_assets.data.store import (
+    CorruptPartitionError,
     arrow_slices,
     join_alike,
     read_table,
@@ -47,7 +49,12 @@ class OfflineStore:
     """Features per partition: Parquet files under ``root/name`` or a table ``name`` at a SQLAlchemy ``url``."""
 
     def __init__(
-        self, root: str | os.PathLike[str] | None = None, *, url: str | None = None, name: str = "features"
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        url: str | None = None,
+        name: str = "features",
+        through: str | None = None,
     ):
         if (root is None) == (url is None):
             raise ValueError("OfflineStore needs exactly one of root (Parquet folder) or url (SQL database)")
@@ -55,6 +62,15 @@ class OfflineStore:
         self.url = url
         self.root = Path(root) / name if root is not None else None
         self._engine = sa.create_engine(url) if url is not None else None
+        # Partitions newer than this key are not seen (None: all): a run reads the data of its own range only.
+        self.through = through
+
+    def until(self, through: str | None) -> OfflineStore:
+        """This store seen up to partition ``through`` (included; None: every partition), for a run that must
+        not read partitions another run wrote beyond its own range."""
+        view = copy.copy(self)
+        view.through = through
+        return view
 
     @classmethod
     def from_storage(cls, storage: Storage, *, name: str = "features") -> OfflineStore:
@@ -136,12 +152,14 @@ class OfflineStore:
         if self._engine is None:
             if self.root is None or not self.root.is_dir():
                 return []
-            return sorted(unquote(p.name[: -len(".parquet")]) for p in self.root.glob("*.parquet"))
-        if not self._table_exists():
+            keys = [unquote(p.name[: -len(".parquet")]) for p in self.root.glob("*.parquet")]
+        elif not self._table_exists():
             return []
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.text(f'SELECT DISTINCT "{PARTITION_COLUMN}" FROM "{self.name}"')).all()
-        return sorted(r[0] for r in rows)
+        else:
+            with self._engine.connect() as conn:
+                rows = conn.execute(sa.text(f'SELECT DISTINCT "{PARTITION_COLUMN}" FROM "{self.name}"')).all()
+            keys = [r[0] for r in rows]
+        return sorted(k for k in keys if self.through is None or k <= self.through)
 
     def read(
         self, partition_keys: list[str] | None = None, *, columns: list[str] | None = None
@@ -167,7 +185,7 @@ class OfflineStore:
             table = sa.Table(self.name, sa.MetaData(), autoload_with=conn)
             col = table.c[PARTITION_COLUMN]
             query = sa.select(*(table.c[c] for c in [*dtypes, PARTITION_COLUMN, ROW_COLUMN]))
-            if partition_keys is not None:
+            if partition_keys is not None or self.through is not None:
                 query = query.where(col.in_(keys))
             frame = pd.read_sql(query.order_by(col, table.c[ROW_COLUMN]), conn)
         frame = frame.drop(columns=[PARTITION_COLUMN, ROW_COLUMN])
@@ -185,11 +203,26 @@ class OfflineStore:
     def _read_files(self, keys: list[str], columns: list[str] | None) -> pd.DataFrame:
         """The partitions' files as one frame: joined as Arrow and converted once when the files share a schema
         (a millisecond a file saved on a read of hundreds); else each file converted, then concatenated."""
-        tables = [read_table(self._path(k), columns) for k in keys]
+        tables = [read_table(self._path(k), columns, asset=self.asset_label) for k in keys]
         joined = join_alike(tables) if len(tables) > 1 else tables[0]
         if joined is not None:
             return table_to_pandas(joined)
         return pd.concat([table_to_pandas(t) for t in tables], ignore_index=True)
+
+    @property
+    def asset_label(self) -> str:
+        """How errors name this store's partitions: the features asset, in this offline store."""
+        return f"features (offline store {self.name})"
+
+    def unreadable(self) -> list[CorruptPartitionError]:
+        """The stored partition files that cannot be read in full (none for a SQL store)."""
+        found = []
+        for key in self.partitions() if self._engine is None else []:
+            try:
+                read_table(self._path(key), None, asset=self.asset_label)
+            except CorruptPartitionError as err:
+                found.append(err)
+        return found
 
     def _path(self, partition_key: str) -> Path:
         assert self.root is not None

@@ -21,3 +21,12 @@ class NothingToRollBackError(RegistryError):
 
 class PromotionError(RegistryError):
     """A promotion that cannot be carried out (for example: the version is already champion)."""
+
+
+class ChampionChangedError(PromotionError):
+    """The champion moved between the moment a change was asked for and the moment it held the promotion lock (a
+    concurrent rollback or promotion): nothing was moved."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """A store of the registry (the tracking database, the deployment history) cannot be reached."""

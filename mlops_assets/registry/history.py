@@ -133,6 +133,11 @@ class _Txn:
         )
         return replace(d, id=int(self._cur.fetchone()[0]))
 
+    def latest(self) -> Deployment | None:
+        """The newest deployment of the model, read inside this transaction."""
+        rows = self._history._select_deployments(self._cur, self.model_name, 1)
+        return rows[0] if rows else None
+
 
 class DeploymentHistory:
     """The deployment history at ``url``: ``sqlite:///path`` or ``postgresql://...`` (``+psycopg`` accepted)."""

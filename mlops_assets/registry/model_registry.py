@@ -29,6 +29,7 @@ from urllib.parse import quote, unquote, urlparse
 
 from mlops_assets.registry.errors import (
     ArtifactIntegrityError,
+    ChampionChangedError,
     NothingToRollBackError,
     PromotionError,
     RegistryError,
@@ -489,6 +490,27 @@ class ModelRegistry:
         import skops.io
 
         mv = self.get_version(version, alias=alias)
+        data, trusted = self._verified_bytes(mv)
+        # The very bytes that were hashed are deserialized (no re-read between check and load).
+        model = skops.io.loads(data, trusted=trusted)
+        return LoadedModel(
+            model=model,
+            model_name=self.model_name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            sha256=hashlib.sha256(data).hexdigest(),
+            tags=dict(mv.tags or {}),
+        )
+
+    def verify(self, version: str | int) -> str:
+        """The sha256 of ``version``'s artifact once it matches the one recorded at registration (nothing is
+        deserialized). Raises :class:`ArtifactIntegrityError` naming the version when it differs, the artifact is
+        missing or the version was not registered through :meth:`register`."""
+        data, _ = self._verified_bytes(self.get_version(version))
+        return hashlib.sha256(data).hexdigest()
+
+    def _verified_bytes(self, mv: ModelVersion | VersionRow) -> tuple[bytes, list[str]]:
+        """The artifact bytes of ``mv`` and its recorded trusted types, after checking the bytes' sha256."""
         tags = dict(mv.tags or {})
         expected = tags.get(TAG_SHA256)
         trusted_json = tags.get(TAG_TRUSTED_TYPES)
@@ -497,23 +519,20 @@ class ModelRegistry:
                 f"model '{self.model_name}' version {mv.version} has no recorded sha256/trusted types or no "
                 "artifact source: it was not registered through mlops_assets and is refused"
             )
-        data = self._read_model_bytes(mv.source)
+        try:
+            data = self._read_model_bytes(mv.source)
+        except FileNotFoundError as err:
+            raise ArtifactIntegrityError(
+                f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} is missing "
+                f"({err.strerror or err}); the model is refused"
+            ) from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise ArtifactIntegrityError(
                 f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} has sha256 "
                 f"{actual}, registered {expected}; the model is refused"
             )
-        # The very bytes that were hashed are deserialized (no re-read between check and load).
-        model = skops.io.loads(data, trusted=json.loads(trusted_json))
-        return LoadedModel(
-            model=model,
-            model_name=self.model_name,
-            version=str(mv.version),
-            run_id=mv.run_id,
-            sha256=actual,
-            tags=tags,
-        )
+        return data, json.loads(trusted_json)
 
     def _read_model_bytes(self, source: str) -> bytes:
         """The bytes of ``model.skops`` under ``source``: read in place for a local (file:) artifact store,
@@ -542,6 +561,17 @@ class ModelRegistry:
             )
         return mv
 
+    def _require_intact(self, version: str, current: str | None, action: str) -> ModelVersion | VersionRow:
+        """``version``, once registered through mlops_assets with its artifact's sha256 as recorded: a champion
+        must load wherever it is served. Refused naming the version, with the champion left as ``current``."""
+        mv = self._require_registered(version)
+        try:
+            self._verified_bytes(mv)
+        except ArtifactIntegrityError as err:
+            stays = f"version {current}" if current else "none"
+            raise ArtifactIntegrityError(f"{err}; {action} refused, the champion stays {stays}") from None
+        return mv
+
     def promote(
         self,
         version: str | int,
@@ -556,13 +586,14 @@ class ModelRegistry:
         MLflow run metrics. Raises :class:`PromotionError` if the version is already champion.
         """
         version = str(version)
-        mv = self._require_registered(version)
-        if metrics is None:
-            metrics = self._run_metrics(mv.run_id)
+        self._require_registered(version)
         with self.history_store.locked(self.model_name) as txn:
             current = self.aliases().get(CHAMPION)
             if current == version:
                 raise PromotionError(f"model '{self.model_name}' version {version} is already champion")
+            mv = self._require_intact(version, current, "promotion")
+            if metrics is None:
+                metrics = self._run_metrics(mv.run_id)
             self._move_aliases(version, current)
             return txn.append(
                 version=version, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
@@ -605,19 +636,31 @@ class ModelRegistry:
             raise UnknownVersionError(f"model '{self.model_name}' has no version {version}")
 
     def rollback(
-        self, to: str | int | None = None, *, reason: str = "rollback", run_id: str | None = None
+        self,
+        to: str | int | None = None,
+        *,
+        reason: str = "rollback",
+        run_id: str | None = None,
+        expected_champion: str | None = None,
     ) -> Deployment:
         """Move the champion back to the ``previous`` version (or to ``to``), recorded with ``reason``.
 
         The old champion becomes ``previous``, so a second rollback without ``to`` undoes the first; use ``to`` to
-        go further back. Raises :class:`NothingToRollBackError` when there is no previous champion and
-        :class:`UnknownVersionError` when ``to`` does not exist.
+        go further back. Raises :class:`NothingToRollBackError` when there is no previous champion,
+        :class:`UnknownVersionError` when ``to`` does not exist and :class:`ArtifactIntegrityError` when the
+        target's artifact is not the one registered. With ``expected_champion`` (the champion the caller saw), a
+        champion that changed before the lock was taken (two rollbacks at once) raises
+        :class:`ChampionChangedError` naming the change, and nothing moves.
         """
         if to is not None:
             self._require_registered(str(to))
         with self.history_store.locked(self.model_name) as txn:
             aliases = self.aliases()
             current = aliases.get(CHAMPION)
+            if expected_champion is not None and current != str(expected_champion):
+                raise ChampionChangedError(
+                    self._changed_message(str(expected_champion), current, txn.latest())
+                )
             if to is None:
                 target = aliases.get(PREVIOUS)
                 if target is None:
@@ -632,12 +675,27 @@ class ModelRegistry:
                 raise PromotionError(
                     f"model '{self.model_name}' version {target} is already champion: nothing to roll back"
                 )
-            mv = self._require_registered(target)
+            mv = self._require_intact(target, current, "rollback")
             metrics = self._run_metrics(mv.run_id)
             self._move_aliases(target, current)
             return txn.append(
                 version=target, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
             )
+
+    def _changed_message(self, expected: str, current: str | None, latest: Deployment | None) -> str:
+        now = f"version {current}" if current else "no champion"
+        how = (
+            f" since {latest.deployed_at} ({latest.reason}"
+            + (f", run {latest.run_id}" if latest.run_id else "")
+            + ")"
+            if latest is not None and latest.version == current
+            else ""
+        )
+        return (
+            f"model '{self.model_name}': the champion changed while this rollback waited for the promotion lock: "
+            f"it was version {expected} when the rollback began, it is {now}{how}; this rollback moved nothing "
+            f"(`mlops-assets status` shows the history; roll back again to act on {now})"
+        )
 
     def history(self, limit: int | None = None) -> list[Deployment]:
         """Deployment history, oldest first."""

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mlops_assets.registry.model_registry import ModelRegistry
+
+
+# Held while the champion moves (aliases and history row, one unit): a process stopping on a signal takes it first,
+# so it exits before a promotion starts or after it is recorded, never between the two.
+PROMOTING = threading.Lock()
 
 
 class PromotionRefused(RuntimeError):
@@ -43,7 +49,8 @@ def promote(
             + (f"release gates failed: {failed}" if failed else "no gate results recorded for it")
         )
     reason = reason or ("initial" if registry.champion() is None else "manual")
-    deployment = registry.promote(version, reason=reason, run_id=run_id, metrics=metrics)
+    with PROMOTING:
+        deployment = registry.promote(version, reason=reason, run_id=run_id, metrics=metrics)
     return PromoteOutcome(
         version=str(version),
         previous_version=deployment.previous_version,

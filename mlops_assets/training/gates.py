@@ -192,7 +192,9 @@ def metric_floors_gate(
                 f"{'>=' if ok else '<'} {bar:.4f} ({against})"
             )
         elif not ok:
-            failures.append(f"{name}={shown} < {round(float(floor), 4)} ({source})")
+            failures.append(
+                _one_class(name, value, metrics) or f"{name}={shown} < {round(float(floor), 4)} ({source})"
+            )
     margin = float(min(margins)) if margins else None
     plain = "all metric floors hold" if not failures else "below floor: " + ", ".join(failures)
     message = "; ".join(beside) + ("" if not failures else "; " + plain) if beside else plain
@@ -237,6 +239,15 @@ def floors_beside_champion(
         return result  # the champion meets the floors the challenger misses: the plain failure stands
     beside.details |= {"rows": len(y), "on_full_holdout": result.to_dict()}
     return beside
+
+
+def _one_class(metric: str, value: float | None, metrics: Mapping[str, float]) -> str | None:
+    """Why ``metric`` is undefined (NaN) when the holdout holds one class only (prevalence 0 or 1), else None."""
+    prevalence = metrics.get("prevalence")
+    if value is None or not np.isnan(value) or prevalence not in (0.0, 1.0):
+        return None
+    only = "positive" if prevalence == 1.0 else "negative"
+    return f"{metric} is undefined: the holdout has one class only (every label {only})"
 
 
 def no_regression_gate(
@@ -290,7 +301,8 @@ def no_regression_gate(
         }
         if not ok:
             failures.append(
-                f"{m} {ours[m]:.4f} < {minimum:.4f} (champion {base:.4f}, {cfg.mode} tolerance {cfg.tolerance})"
+                _one_class(m, ours[m], ours)
+                or f"{m} {ours[m]:.4f} < {minimum:.4f} (champion {base:.4f}, {cfg.mode} tolerance {cfg.tolerance})"
             )
     return GateResult(
         gate="no_regression",

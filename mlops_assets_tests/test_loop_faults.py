@@ -1,0 +1,552 @@
+"""The loop survives its own faults on the embedded default: concurrent runs on one MLOPS_HOME, runs killed while
+holding the promotion slot, a killed retrain under the sensors, a tampered artifact at rollback, damaged stored
+partitions, an unreachable registry database, two rollbacks at once and a one-class holdout.
+
+Most cases are plain-function tests on real stores; the CLI runs as a real subprocess where the fault lives in the
+process (signals, kill -9, two runs at once) or in what a person reads (one-line errors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from dagster._core.storage.dagster_run import DagsterRun
+
+from mlops_assets.config import load_config
+from mlops_assets.defs.model_assets import PROMOTION_POOL
+from mlops_assets.defs.resources import MlopsProject, RunHandoffIOManager
+from mlops_assets.defs.run_liveness import reap_dead_runs
+from mlops_assets.processes import process_alive
+from mlops_assets.registry import ArtifactIntegrityError
+from mlops_assets.registry.errors import ChampionChangedError
+from mlops_assets.registry.model_registry import CHAMPION, MODEL_FILE, TAG_DAGSTER_RUN_ID, ModelRegistry
+from mlops_assets.runner import instance_for
+from mlops_assets.storage import storage_from_env
+from mlops_assets_tests.test_production_stack import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, **popen) -> subprocess.Popen[str]:
+    """``mlops-assets ARGS`` as a subprocess of its own (its own session: signals reach it alone)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlops_assets.cli", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def _dead_pid() -> int:
+    """The id of a process that ran and was killed with SIGKILL (and reaped)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    proc.kill()
+    proc.wait()
+    return proc.pid
+
+
+def _started_run(instance: dg.DagsterInstance, job_name: str, pid: int) -> str:
+    """A run recorded as started by process ``pid``: what a run leaves when that process is killed with SIGKILL."""
+    run_id = str(uuid.uuid4())
+    instance.add_run(DagsterRun(job_name=job_name, run_id=run_id, status=dg.DagsterRunStatus.NOT_STARTED))
+    instance.report_dagster_event(
+        dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name, pid=pid), run_id=run_id
+    )
+    assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+    return run_id
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time process ``pid`` has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _toy_versions(name: str, n: int) -> tuple[ModelRegistry, list[str]]:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=60)})
+    registry = ModelRegistry(name, storage_from_env())
+    versions = [
+        registry.register(
+            LogisticRegression(C=1.0 + i).fit(X, (X["x"] > 0).astype(int)), input_example=X.head(3)
+        ).version
+        for i in range(n)
+    ]
+    return registry, versions
+
+
+# ------------------------------------------------------------------------------------------------ liveness
+
+
+def test_process_alive_tells_a_running_process_from_a_killed_one_and_a_reused_number():
+    assert process_alive(os.getpid(), time.time())
+    assert not process_alive(_dead_pid())
+    # This process started long after the epoch: recorded then, the number belongs to someone else now.
+    assert not process_alive(os.getpid(), recorded_at=0.0)
+    zombie = subprocess.Popen(["sleep", "60"])
+    zombie.kill()
+    wait_for(lambda: not process_alive(zombie.pid), 5, "the killed child to show as gone (a zombie)")
+    zombie.wait()
+
+
+def test_a_killed_run_holding_the_promotion_slot_is_failed_and_its_slot_freed(isolated_storage):
+    storage = storage_from_env().ensure()
+    instance = instance_for(storage)  # the embedded default: SQLite, the bundled dagster.yaml's pools
+    events = instance.event_log_storage
+    events.initialize_concurrency_limit_to_default(PROMOTION_POOL)
+    dead = _started_run(instance, "m_run_job", _dead_pid())
+    assert events.claim_concurrency_slot(PROMOTION_POOL, dead, "m__deployed_model").is_claimed
+    alive = _started_run(instance, "m_run_job", os.getpid())
+    waiting = events.claim_concurrency_slot(PROMOTION_POOL, alive, "m__deployed_model")
+    assert not waiting.is_claimed  # the pool's one slot is the dead run's
+
+    [reaped] = reap_dead_runs(instance, found_by="the test")
+
+    assert reaped.run_id == dead
+    run = instance.get_run_by_id(dead)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(dead, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert f"(pid {reaped.pid}) is gone" in failure.message and "marked failed by the test" in failure.message
+    # The slot went to the live run that was waiting for it; the live run itself is untouched.
+    assert events.claim_concurrency_slot(PROMOTION_POOL, alive, "m__deployed_model").is_claimed
+    assert instance.get_run_by_id(alive).status == dg.DagsterRunStatus.STARTED
+    assert dead not in events.get_concurrency_run_ids()
+
+    # A run marked failed by someone else (the UI, a code server) keeps its slot until someone frees it.
+    instance.report_run_failed(instance.get_run_by_id(alive), message="marked failed by hand")
+    assert reap_dead_runs(instance, found_by="the test") == []
+    assert events.get_concurrency_run_ids() == set()
+
+
+def test_a_killed_retrain_does_not_hold_the_sensor_and_a_live_one_does(tmp_path, rainfall):
+    from mlops_assets.defs.factory import build_model_defs
+    from mlops_assets.defs.retraining import retrain_job_name, sensor_name
+    from mlops_assets_tests.conftest import write_slice
+    from mlops_assets_tests.test_retraining_triggers import (
+        _log_live_predictions,
+        _sensor_context,
+        _toy_champion,
+    )
+
+    path, _ = write_slice(
+        tmp_path,
+        rainfall,
+        years=1,
+        name="perf",
+        # The killed attempt counts against storm control's cap like any retrain that registered nothing.
+        retraining={
+            "performance_threshold": 0.7,
+            "performance_min_rows": 50,
+            "cooldown_days": 0,
+            "max_retrains_per_window": 3,
+        },
+    )
+    cfg = load_config(path)
+    storage = storage_from_env().ensure()
+    version = _toy_champion(cfg, datetime.now(UTC) - timedelta(days=60))
+    from mlops_assets.features.stores import offline_store
+
+    for key in ("2020-01", "2020-02"):
+        offline_store(cfg, storage).write_partition(
+            key, pd.DataFrame({"date": [pd.Timestamp(f"{key}-03", tz="UTC")], "x": [0.1], "rain": [1]})
+        )
+    _log_live_predictions(storage, cfg, version)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = build_model_defs(cfg, config_path=str(path)).resolve_sensor_def(sensor_name(cfg, "performance"))
+    killed = _started_run(instance, retrain_job_name(cfg), _dead_pid())
+
+    tick = sensor.evaluate_tick(_sensor_context(instance, path))
+
+    [request] = tick.run_requests
+    assert request.tags["mlops/reason"] == "performance"
+    assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(killed, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "marked failed by the performance retrain sensor" in failure.message
+    # A retrain whose process runs still holds every trigger.
+    live = _started_run(instance, retrain_job_name(cfg), os.getpid())
+    busy = sensor.evaluate_tick(_sensor_context(instance, path))
+    assert busy.run_requests == [] and f"a retrain is in flight (run {live})" in busy.skip_message
+
+
+@pytest.mark.slow
+def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed_slot_holder_is_reaped(
+    tmp_path, rainfall, isolated_storage
+):
+    """Run A trains and waits for the promotion slot, which a live process holds; run B (a longer slice of the
+    same model on the same MLOPS_HOME) trains after it and waits too. SIGTERM stops B at once; the holder is then
+    killed with SIGKILL, and A, finding it dead, takes the slot and promotes the model A trained, not B's."""
+    from mlops_assets_tests.conftest import write_slice
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    config_a, _ = write_slice(
+        tmp_path / "a",
+        rainfall,
+        years=2,
+        name="twin",
+        mutate=lambda f: f[f["date"] < pd.Timestamp("1950-07-01", tz="UTC")],
+    )
+    config_b, _ = write_slice(tmp_path / "b", rainfall, years=2, name="twin")
+    instance = instance_for(storage_from_env().ensure())  # the embedded default, as `run` makes it
+
+    def pool():
+        return instance.event_log_storage.get_concurrency_info(PROMOTION_POOL)
+
+    # A run holding the promotion slot, whose process runs until the test kills it.
+    holder = subprocess.Popen(["sleep", "600"])
+    held = _started_run(instance, "slot_holder_job", holder.pid)
+    instance.event_log_storage.initialize_concurrency_limit_to_default(PROMOTION_POOL)
+    assert instance.event_log_storage.claim_concurrency_slot(PROMOTION_POOL, held, "hold").is_claimed
+    try:
+        a = _cli("run", "--config", str(config_a), "--report", str(tmp_path / "a.json"), "--no-progress")
+        [a_run] = wait_for(lambda: pool().pending_run_ids, 120, "run A to train and wait for the slot", 0.5)
+        cpu_before, wall_before = _cpu_seconds(a.pid), time.monotonic()
+        b = _cli("run", "--config", str(config_b), "--no-progress")
+        wait_for(lambda: len(pool().pending_run_ids) == 2, 120, "run B to train and wait for the slot", 0.5)
+        [b_run] = pool().pending_run_ids - {a_run}
+        # Waiting for the slot is sleeping, not spinning (Dagster's in-process executor spun at 100% CPU).
+        waited = time.monotonic() - wall_before
+        assert _cpu_seconds(a.pid) - cpu_before < 0.2 * waited, (_cpu_seconds(a.pid) - cpu_before, waited)
+
+        stopped_at = time.monotonic()
+        b.send_signal(signal.SIGTERM)
+        code, _, err = _finish(b, 30)
+        assert code == 128 + signal.SIGTERM, err[-2000:]
+        assert time.monotonic() - stopped_at < 15
+        assert f"run {b_run} stopped by SIGTERM (recorded as canceled, its concurrency slots freed" in err
+        assert instance.get_run_by_id(b_run).status == dg.DagsterRunStatus.CANCELED
+        assert pool().pending_run_ids == {a_run}
+
+        holder.kill()  # kill -9 while it holds the slot: its run stays STARTED
+        holder.wait()
+        killed_at = time.monotonic()
+        code, out, err = _finish(a, 90)
+        assert code == 0, err[-3000:]
+        assert time.monotonic() - killed_at < 60
+    finally:
+        for proc in (holder, locals().get("a"), locals().get("b")):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    assert instance.get_run_by_id(held).status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(held, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "is gone" in failure.message and "marked failed by mlops-assets run" in failure.message
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["status"] == "ok" and report["run_id"] == a_run
+    [retrain] = report["retrains"]
+    registry = ModelRegistry("twin", storage_from_env())
+    trained = {registry.get_version(v).tags[TAG_DAGSTER_RUN_ID]: v for v in ("1", "2")}
+    assert set(trained) == {a_run, b_run}  # both trained and registered a version
+    # A promoted what A trained and gated; B's model never became champion.
+    assert retrain["version"] == trained[a_run] and retrain["promoted"]
+    assert [(d.version, d.run_id) for d in registry.history()] == [(trained[a_run], a_run)]
+    assert registry.aliases()[CHAMPION] == trained[a_run]
+    # Each run trained on its own slice, as far as its source reaches.
+    assert registry.get_version(trained[a_run]).tags["mlops.data_window"].endswith("1950-06")
+    assert registry.get_version(trained[b_run]).tags["mlops.data_window"].endswith("1950-12")
+
+
+# ------------------------------------------------------------------------------------------------ run-scoped hand-off
+
+
+def test_the_hand_off_to_deployed_model_is_the_producing_runs_own(isolated_storage):
+    project = MlopsProject()
+    io = RunHandoffIOManager(project=project)
+    key = dg.AssetKey(["mlops_model", "trained_model"])
+    for run_id, version in (("run-a", "2"), ("run-b", "3")):
+        io.handle_output(dg.build_output_context(asset_key=key, run_id=run_id), {"version": version})
+    # Run A's deploy step reads what run A trained, though run B wrote its own after it.
+    upstream = dg.build_output_context(asset_key=key, run_id="run-a")
+    assert io.load_input(dg.build_input_context(asset_key=key, upstream_output=upstream)) == {"version": "2"}
+    handoffs = isolated_storage / "mlops_model" / "handoff"
+    assert sorted(p.relative_to(handoffs).as_posix() for p in handoffs.rglob("*.json")) == [
+        "run-a/trained_model.json",
+        "run-b/trained_model.json",
+    ]
+
+
+def test_a_run_that_deploys_without_training_reads_the_newest_materializations_hand_off(isolated_storage):
+    io = RunHandoffIOManager(project=MlopsProject())
+    versions = iter(["7", "8"])
+
+    @dg.asset(key=["mlops_model", "trained_model"], io_manager_key="handoff")
+    def trained_model() -> dict:
+        return {"version": next(versions)}
+
+    @dg.asset(
+        key=["mlops_model", "deployed_model"], ins={"trained": dg.AssetIn(["mlops_model", "trained_model"])}
+    )
+    def deployed_model(trained: dict) -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"version": trained["version"]})
+
+    instance = dg.DagsterInstance.ephemeral()
+    assets, resources = [trained_model, deployed_model], {"handoff": io}
+    dg.materialize(assets, instance=instance, resources=resources)  # version 7 deployed in its own run
+    dg.materialize(assets, instance=instance, resources=resources, selection=[trained_model])  # trains 8
+    alone = dg.materialize(assets, instance=instance, resources=resources, selection=[deployed_model])
+    [mat] = alone.asset_materializations_for_node("mlops_model__deployed_model")
+    assert mat.metadata["version"].value == "8"
+
+
+def test_offline_store_seen_until_a_partition_hides_newer_ones(tmp_path):
+    from mlops_assets.features.offline import OfflineStore
+
+    store = OfflineStore(tmp_path, name="f")
+    for key in ("1974-11", "1974-12", "1975-01"):
+        store.write_partition(key, pd.DataFrame({"x": [int(key[-2:])]}))
+    view = store.until("1974-12")
+    assert view.partitions() == ["1974-11", "1974-12"]
+    assert view.read()["x"].tolist() == [11, 12]
+    assert store.until(None).partitions() == store.partitions() == ["1974-11", "1974-12", "1975-01"]
+
+
+# ------------------------------------------------------------------------------------------------ artifacts
+
+
+def _flip_a_byte(registry: ModelRegistry, version: str) -> Path:
+    source = registry.get_version(version).source
+    path = Path(source.removeprefix("file://")) / MODEL_FILE
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_rollback_refuses_a_tampered_artifact_and_leaves_the_champion(isolated_storage):
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    path = _flip_a_byte(registry, v1)
+
+    code, out, err = _finish(_cli("rollback"), 60)
+
+    assert code == 1 and out == ""
+    [line] = err.strip().splitlines()
+    assert line.startswith(f"mlops-assets rollback: model 'mlops_model' version {v1}: artifact ")
+    assert f"has sha256 {hashlib.sha256(path.read_bytes()).hexdigest()}, registered " in line
+    assert line.endswith(f"the model is refused; rollback refused, the champion stays version {v2}")
+    assert registry.aliases()[CHAMPION] == v2
+    assert [d.reason for d in registry.history()] == ["initial", "manual"]
+
+
+def test_promotion_refuses_a_tampered_artifact(isolated_storage):
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    _flip_a_byte(registry, v2)
+    with pytest.raises(
+        ArtifactIntegrityError, match=f"version {v2}: .*promotion refused, the champion stays version {v1}"
+    ):
+        registry.promote(v2, reason="manual")
+    assert registry.aliases()[CHAMPION] == v1 and len(registry.history()) == 1
+
+
+# ------------------------------------------------------------------------------------------------ two rollbacks at once
+
+
+def test_a_rollback_whose_champion_changed_under_it_moves_nothing_and_says_so(isolated_storage):
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    first = registry.rollback(run_id="first", expected_champion=v2)
+    assert first.version == v1
+    with pytest.raises(ChampionChangedError) as err:
+        registry.rollback(run_id="second", expected_champion=v2)
+    message = str(err.value)
+    assert (
+        f"it was version {v2} when the rollback began, it is version {v1} since {first.deployed_at}"
+        in message
+    )
+    assert "(rollback, run first)" in message and "this rollback moved nothing" in message
+    assert registry.aliases()[CHAMPION] == v1
+    assert [d.run_id for d in registry.history()] == [None, None, "first"]
+
+
+@pytest.mark.postgres
+def test_two_rollback_commands_at_once_the_second_reports_the_change(
+    isolated_storage, pg_database, monkeypatch
+):
+    import psycopg
+
+    # The deployment history on PostgreSQL, whose lock table shows who waits for the promotion lock.
+    env = {"MLOPS_DEPLOYMENT_HISTORY_URL": pg_database}
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_HISTORY_URL", pg_database)
+    registry, (v1, v2) = _toy_versions("mlops_model", 2)
+    registry.promote(v1, reason="initial")
+    registry.promote(v2, reason="manual")
+    with psycopg.connect(pg_database, autocommit=True) as watcher:
+
+        def waiting() -> int:
+            return watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()[0]
+
+        # Both commands read champion v2, then wait for the promotion lock this test holds.
+        with registry.history_store.locked("mlops_model"):
+            procs = [_cli("rollback", env=env) for _ in range(2)]
+            wait_for(lambda: waiting() == 2, 60, "both rollbacks to wait for the promotion lock")
+    results = sorted((_finish(p, 60) for p in procs), key=lambda r: r[0])
+    (ok, ok_out, _), (refused, _, refused_err) = results
+    assert (ok, refused) == (0, 1), results
+    assert f"champion is now version {v1} (was version {v2})" in ok_out
+    [line] = refused_err.strip().splitlines()
+    assert f"it was version {v2} when the rollback began, it is version {v1} since" in line
+    assert "this rollback moved nothing" in line
+    assert registry.aliases()[CHAMPION] == v1
+    assert [d.reason for d in registry.history()] == ["initial", "manual", "rollback"]
+
+
+# ------------------------------------------------------------------------------------------------ damaged partitions
+
+
+@pytest.mark.slow
+def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
+    rainfall_slice, isolated_storage
+):
+    from mlops_assets.data.batches import Stores
+    from mlops_assets.data.store import CorruptPartitionError
+    from mlops_assets.features.stores import offline_store
+    from mlops_assets.runner import execute
+    from mlops_assets.steps.repair import find_damaged
+
+    path, _ = rainfall_slice(years=1, name="damage")
+    cfg = load_config(path)
+    storage = storage_from_env().ensure()
+    data_steps = ["raw_data", "validated_data", "features"]
+    first = execute(cfg, config_file=str(path), storage=storage, selection=data_steps)
+    assert first.status == "ok", first.error
+    stores, offline = Stores.at(storage.home, "damage"), offline_store(cfg, storage)
+    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
+    emptied = stores.validated.path("1949-05")
+    emptied.write_bytes(b"")  # a 0-byte file, as a full disk leaves it
+    cut = offline.root / "1949-07.parquet"
+    cut.write_bytes(cut.read_bytes()[:300])  # a truncated one
+
+    with pytest.raises(CorruptPartitionError) as err:
+        stores.validated.read(["1949-05"])
+    assert str(err.value).startswith(
+        f"validated_data partition 1949-05: the stored file {emptied} cannot be read ("
+    )
+    assert str(err.value).endswith("`mlops-assets repair` moves it aside and rebuilds it from the source")
+    with pytest.raises(
+        CorruptPartitionError, match=r"features \(offline store damage_features\) partition 1949-07"
+    ):
+        offline.read()
+    # A run that reads the damaged partition names it.
+    blocked = execute(
+        cfg,
+        config_file=str(path),
+        storage=storage,
+        selection=["features"],
+        partition_keys=("1949-05", "1949-05"),
+    )
+    assert blocked.status == "failed"
+    assert blocked.error.startswith(
+        f"damage__features: CorruptPartitionError: validated_data partition 1949-05: the stored file {emptied} "
+        "cannot be read ("
+    ), blocked.error
+
+    code, out, err_text = _finish(_cli("repair", "--config", str(path)), 180)
+
+    assert code == 0, err_text[-3000:]
+    assert f"damaged: validated_data partition 1949-05: {emptied} (" in out
+    assert f"damaged: features (offline store damage_features) partition 1949-07: {cut} (" in out
+    assert "rebuilt raw_data, validated_data, features over 1949-05..1949-07 from the source" in out
+    kept = sorted(
+        p.relative_to(storage.home / "damage" / "damaged")
+        for p in (storage.home / "damage").rglob("damaged/*/*/*")
+    )
+    assert [p.parts[1:] for p in kept] == [
+        ("damage_features", "1949-07.parquet"),
+        ("validated_data", "1949-05.parquet"),
+    ]
+    assert find_damaged(cfg, storage) == []
+    pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+
+
+# ------------------------------------------------------------------------------------------------ unreachable registry
+
+
+def test_status_and_rollback_say_in_one_line_that_the_registry_database_is_unreachable(isolated_storage):
+    closed = f"postgresql://mlops:secret@127.0.0.1:{free_port()}/mlflow"
+    for setting, command in (
+        ("MLFLOW_TRACKING_URI", "status"),
+        ("MLFLOW_TRACKING_URI", "rollback"),
+        ("MLOPS_DEPLOYMENT_HISTORY_URL", "status"),
+    ):
+        started = time.monotonic()
+        code, out, err = _finish(_cli(command, env={setting: closed}), 60)
+        assert code == 1 and out == ""
+        [line] = err.strip().splitlines()
+        assert line.startswith(f"mlops-assets {command}: ") and f"({setting}=" in line
+        assert "mlops:***@127.0.0.1" in line and "secret" not in line
+        assert "cannot be reached" in line and "Connection refused" in line
+        assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
+
+
+# ------------------------------------------------------------------------------------------------ one-class holdout
+
+
+def test_a_one_class_holdout_is_named_as_such_by_the_gates():
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_assets.training.gate_settings import MetricFloors, RegressionConfig
+    from mlops_assets.training.gates import compute_metrics, metric_floors_gate, no_regression_gate
+
+    rng = np.random.default_rng(1)
+    X = pd.DataFrame({"x": rng.normal(size=80)})
+    model = LogisticRegression().fit(X, (X["x"] > 0).astype(int))
+    dry = np.zeros(20, dtype=int)  # a holdout without a single rainy day
+    regression = no_regression_gate(model, model, X.head(20), dry, RegressionConfig())
+    assert not regression.passed
+    assert "roc_auc is undefined: the holdout has one class only (every label negative)" in regression.message
+    assert "nan" not in regression.message
+    floors = metric_floors_gate(compute_metrics(model, X.head(20), dry), MetricFloors())
+    assert not floors.passed
+    assert "roc_auc is undefined: the holdout has one class only (every label negative)" in floors.message
+
+
+def test_infrastructure_errors_are_one_line_naming_the_file_or_the_database():
+    import errno
+    import sqlite3
+
+    from mlops_assets.cli import infrastructure_error
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/srv/mlops/offline_store/f/1982-01.parquet")
+    try:
+        try:
+            raise full
+        except OSError as err:
+            raise RuntimeError("writing the offline store failed") from err
+    except RuntimeError as wrapped:
+        assert infrastructure_error(wrapped) == (
+            "cannot write or read /srv/mlops/offline_store/f/1982-01.parquet: No space left on device"
+        )
+    locked = sqlite3.OperationalError("database is locked")
+    assert infrastructure_error(locked) == "a database cannot be reached or used: database is locked"
+    assert infrastructure_error(ValueError("a bug")) is None  # anything else keeps its traceback
