@@ -21,3 +21,16 @@ class NothingToRollBackError(RegistryError):
 
 class PromotionError(RegistryError):
     """A promotion that cannot be carried out (for example: the version is already champion)."""
+
+
+class GateRefusedError(PromotionError):
+    """A champion move refused by the guard: the version has no passing gate record for the current feature
+    version, and no override was given. ``clearance`` says what is missing."""
+
+    def __init__(self, message: str, clearance: object):
+        super().__init__(message)
+        self.clearance = clearance
+
+
+class ApprovalError(RegistryError):
+    """An approval or rejection that cannot be recorded (no request for that version, already decided, expired)."""
