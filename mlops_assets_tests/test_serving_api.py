@@ -15,6 +15,7 @@ from mlops_assets.monitoring.performance_log import live_performance
 from mlops_assets.serving.app import create_app
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets.serving.validation import Limits
+from mlops_assets_tests.support import gate_passed
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
     materialize_online,
@@ -308,6 +309,7 @@ def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
     rv = reg.register(
         pipeline, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)
     )
+    gate_passed(reg, rv.version)
     reg.promote(rv.version, reason="manual")
 
     service = PredictionService(cfg, storage, ServiceOptions())
@@ -349,6 +351,7 @@ def test_predictions_use_the_champions_recorded_decision_threshold(tmp_path):
         feature_version=features_code_version(t.cfg),
         tags={TAG_DECISION_THRESHOLD: repr(threshold)},
     )
+    gate_passed(reg, rv.version)
     reg.promote(rv.version, reason="manual")
     service = PredictionService(t.cfg, storage, ServiceOptions())
     with LiveServer(create_app(service)) as server, httpx.Client(base_url=server.url, timeout=30) as client:

@@ -182,11 +182,6 @@ class PredictionService:
         version, or a recorded override; the sha256 the guard recorded when it moved the alias), the
         feature-version check against the online store, and a warm-up."""
         loaded = self.registry.load(version)
-        verdict = self.registry.serving_clearance(version, loaded.sha256)
-        if not verdict.ok:
-            # An alias moved outside the guard (by hand in the MLflow UI, a script) to a version the gates do not
-            # clear: not served.
-            raise ModelRefusedError(verdict.explain())
         model = build_served_model(self.cfg, loaded, self.window_features)
         store_version = self.features.code_version()
         if model.window_features and store_version is None:
@@ -200,6 +195,11 @@ class PredictionService:
                 f"{model.feature_version!r} but the online store holds version {store_version!r}: "
                 "rematerialize the features or promote a model trained on the current definitions"
             )
+        verdict = self.registry.serving_clearance(version, loaded.sha256)
+        if not verdict.ok:
+            # An alias moved outside the guard (by hand in the MLflow UI, a script) to a version the gates do not
+            # clear: not served.
+            raise ModelRefusedError(verdict.explain())
         # Warm-up off the request path: the first call of a fresh pipeline is slower.
         model.predict(pd.DataFrame({c: [np.nan] for c in model.columns}).astype("float64", errors="ignore"))
         if model.numeric_only:
