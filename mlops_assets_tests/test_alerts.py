@@ -11,7 +11,7 @@ import pytest
 
 from mlops_assets.alerts import Alerter, AlertEvent, AlertsConfig, MemoryLedger
 from mlops_assets.alerts.checks import alert_on_checks
-from mlops_assets.config import ConfigError, parse_config
+from mlops_assets.config import ConfigError, load_config, parse_config
 from mlops_assets.registry.history import DeploymentHistory
 from mlops_assets_tests.support import HttpReceiver, SmtpReceiver
 
@@ -194,3 +194,56 @@ def test_alerts_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="approval.expires_after"):
         parse_config({**base, "approval": {"required": True, "expires_after": "1M"}})
     json.dumps(parse_config({**base, "alerts": {}}).alerts.model_dump())  # the default: no channel
+
+
+def test_the_check_sensor_alerts_a_failed_non_blocking_check_that_fails_no_run(tmp_path, isolated_storage):
+    """dagster#29896: a failed non-blocking check (the drift check) leaves the run successful, so no run-failure
+    sensor hears of it; the event-log sensor does, once per incident."""
+    import dagster as dg
+
+    from mlops_assets.defs.alerting import build_alert_sensors
+    from mlops_assets.defs.resources import MlopsProject
+    from mlops_assets_tests.test_champion_guard import _bundled_with
+
+    key = dg.AssetKey(["watched", "features"])
+
+    @dg.asset(
+        key=key,
+        check_specs=[dg.AssetCheckSpec("features_match_champion_profile", asset=key, blocking=False)],
+    )
+    def features():
+        yield dg.Output(1)
+        yield dg.AssetCheckResult(
+            check_name="features_match_champion_profile",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"measured": 2.0, "threshold": 0.0, "partition": "1999-02"},
+        )
+
+    with HttpReceiver() as http:
+        path = _bundled_with(
+            tmp_path,
+            model={"name": "watched"},
+            alerts={"channels": [{"type": "webhook", "url": f"{http.url}/hook"}]},
+        )
+        sensor = build_alert_sensors(load_config(path), ["watched"])[0]
+        instance = dg.DagsterInstance.ephemeral()
+        project = MlopsProject(config_path=str(path))
+        for _ in range(2):
+            assert dg.materialize([features], instance=instance).success  # the run succeeds
+        ctx = dg.build_sensor_context(instance=instance, resources={"project": project})
+        first = sensor(ctx)
+        cursor = ctx.cursor
+        again = sensor(
+            dg.build_sensor_context(instance=instance, cursor=cursor, resources={"project": project})
+        )
+
+    assert "2 check result(s) read, 1 alert(s) sent" in first.skip_message  # two runs, one incident
+    assert again.skip_message == "no new check results"
+    [alert] = http.events()
+    assert (alert["event"], alert["check"], alert["partition"], alert["measured"]) == (
+        "drift_detected",
+        "features_match_champion_profile",
+        "1999-02",
+        2.0,
+    )

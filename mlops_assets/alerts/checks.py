@@ -51,8 +51,14 @@ def _kind(row: Mapping[str, Any]) -> str | None:
     return None  # a warning-only check of another kind: shown in reports, not alerted
 
 
-def check_alerts(model: str, rows: Iterable[Mapping[str, Any]], run_id: str | None = None) -> CheckAlerts:
-    """The alert events of check results ``rows`` of one run (see the module docstring)."""
+def check_alerts(
+    model: str,
+    rows: Iterable[Mapping[str, Any]],
+    run_id: str | None = None,
+    retrain_reason: str | None = None,
+) -> CheckAlerts:
+    """The alert events of check results ``rows`` of one run (see the module docstring). In a retrain run
+    (``retrain_reason``: drift, performance, freshness) failed release gates are ``retrain_blocked``."""
     events: list[AlertEvent] = []
     cleared: list[tuple[str, str]] = []
     release_failed: list[Mapping[str, Any]] = []
@@ -74,12 +80,14 @@ def check_alerts(model: str, rows: Iterable[Mapping[str, Any]], run_id: str | No
             continue
         partition = _partitions(md)
         what = "drift detected by" if kind == "drift_detected" else "blocking data gate"
+        columns = [str(c) for c in md.get("failing_columns") or []]
         events.append(
             AlertEvent(
                 kind=kind,
                 model=model,
                 summary=f"{model}: {what} {check} failed"
                 + (f" on {partition}" if partition else "")
+                + (f" (columns: {', '.join(columns[:10])})" if columns else "")
                 + (f": {md['message']}" if md.get("message") else ""),
                 partition=partition,
                 check=check,
@@ -94,11 +102,14 @@ def check_alerts(model: str, rows: Iterable[Mapping[str, Any]], run_id: str | No
         first = release_failed[0]
         md = first.get("metadata") or {}
         names = [str(r["check"]).removeprefix(RELEASE_PREFIX) for r in release_failed]
+        retrain = retrain_reason in ("drift", "performance", "freshness")
         events.append(
             AlertEvent(
-                kind="release_gate_failed",
+                kind="retrain_blocked" if retrain else "release_gate_failed",
                 model=model,
-                summary=f"{model}: the challenger failed release gate(s) {', '.join(names)}"
+                summary=f"{model}: "
+                + (f"the {retrain_reason} retrain is blocked: " if retrain else "")
+                + f"the challenger failed release gate(s) {', '.join(names)}"
                 + (f": {md['message']}" if md.get("message") else "")
                 + "; the champion is unchanged",
                 check=str(first["check"]),
@@ -116,10 +127,14 @@ def check_alerts(model: str, rows: Iterable[Mapping[str, Any]], run_id: str | No
 
 
 def alert_on_checks(
-    alerter: Alerter, model: str, rows: Iterable[Mapping[str, Any]], run_id: str | None = None
+    alerter: Alerter,
+    model: str,
+    rows: Iterable[Mapping[str, Any]],
+    run_id: str | None = None,
+    retrain_reason: str | None = None,
 ) -> list[AlertRecord]:
     """Send (or suppress as repeats) the alerts of ``rows`` and resolve the incidents they clear."""
-    result = check_alerts(model, rows, run_id)
+    result = check_alerts(model, rows, run_id, retrain_reason)
     out = [alerter.notify(e) for e in result.events]
     for key, message in result.cleared:
         rec = alerter.resolve(model, key, message, run_id=run_id)
@@ -138,3 +153,29 @@ def run_failed_event(model: str, job: str, run_id: str | None, error: str | None
         check=job,
         dedup_key=f"run_failed:{job}",
     )
+
+
+def retrain_events(model: str, trigger: str, detail: str, champion: str | None) -> list[AlertEvent]:
+    """A retrain requested by ``trigger`` (drift, performance, freshness); a freshness trigger is also the
+    freshness incident of the current champion (cleared when a new champion replaces it)."""
+    events = [
+        AlertEvent(
+            kind="retrain_started",
+            model=model,
+            summary=f"{model}: retrain requested ({trigger}): {detail}",
+            version=champion,
+            details={"trigger": trigger},
+        )
+    ]
+    if trigger == "freshness":
+        events.insert(
+            0,
+            AlertEvent(
+                kind="freshness_breached",
+                model=model,
+                summary=f"{model}: champion version {champion} is past its freshness limit: {detail}",
+                version=champion,
+                dedup_key=f"freshness_breached:{champion}",
+            ),
+        )
+    return events

@@ -95,7 +95,7 @@ def alert_run(cfg: MlopsConfig, registry: ModelRegistry, outcome: RunOutcome) ->
         c | {"version": outcome.trained_version} if c["check"].startswith(RELEASE_PREFIX) else c
         for c in outcome.checks
     ]
-    alert_on_checks(alerter, cfg.model.name, rows, outcome.run_id)
+    alert_on_checks(alerter, cfg.model.name, rows, outcome.run_id)  # a `run` is never a triggered retrain
     job = run_job_name(cfg)
     if outcome.status == "failed":
         alerter.notify(run_failed_event(cfg.model.name, job, outcome.run_id, outcome.error))

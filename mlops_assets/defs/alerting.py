@@ -15,6 +15,7 @@ import dagster as dg
 from dagster._core.events import DagsterEventType
 
 from mlops_assets.config import MlopsConfig
+from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.defs.resources import MlopsProject
 
 # Events read per tick: a backfill writes one check evaluation per check and run, not per partition.
@@ -71,7 +72,10 @@ def build_alert_sensors(cfg: MlopsConfig, prefix: list[str]) -> list[dg.SensorDe
             return dg.SkipReason("alerts are not configured")
         sent = 0
         for run_id, rows in check_rows(records, prefix).items():
-            sent += sum(r.state in ("sent", "failed") for r in alert_on_checks(alerter, model, rows, run_id))
+            run = context.instance.get_run_by_id(run_id) if run_id else None
+            reason = run.tags.get(REASON_TAG) if run is not None else None
+            records_ = alert_on_checks(alerter, model, rows, run_id, retrain_reason=reason)
+            sent += sum(r.state in ("sent", "failed") for r in records_)
         return dg.SkipReason(f"{len(records)} check result(s) read, {sent} alert(s) sent")
 
     @dg.run_failure_sensor(
