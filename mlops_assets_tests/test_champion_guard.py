@@ -51,7 +51,8 @@ def test_only_move_champion_writes_the_alias():
     allowed = {
         "_move_aliases": {"move_champion"},
         "_set_alias": {"_move_aliases"},
-        "set_registered_model_alias": {"_set_alias"},
+        # register() sets the new version's own alias (challenger) and refuses champion and previous.
+        "set_registered_model_alias": {"_set_alias", "register"},
         "set_alias": {"_set_alias"},
     }
     found: dict[str, set[str]] = {name: set() for name in allowed}
@@ -65,6 +66,10 @@ def test_only_move_champion_writes_the_alias():
                 if call and node.func.attr in allowed:
                     found[node.func.attr].add(fn.name)
     assert found == allowed
+    registry = ModelRegistry("guarded", storage_from_env())
+    for alias in ("champion", "previous"):
+        with pytest.raises(ValueError, match="promote it instead"):
+            registry.register(object(), input_example=None, alias=alias)
 
 
 def test_rollback_to_a_gate_failed_version_is_refused_and_allowed_with_an_override(tmp_path, capsys):

@@ -286,6 +286,9 @@ class ModelRegistry:
         tags, each ``json_artifacts`` value as ``<name>.json`` and each ``file_artifacts`` value (bytes or text)
         under its name (e.g. ``plots/roc_curve.png``, ``model_card.md``).
         """
+        if alias in (CHAMPION, PREVIOUS):
+            # Those move only through the guard (move_champion), never at registration.
+            raise ValueError(f"a new version cannot be registered with alias '{alias}': promote it instead")
         import mlflow.sklearn
         import skops.io
         from mlflow.entities import Metric, Param, RunTag
