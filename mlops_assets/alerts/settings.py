@@ -171,7 +171,7 @@ class RetryConfig(_Section):
 
 
 class AlertsConfig(_Section):
-    """``alerts:``: no channel means alerts are still recorded in the history, and sent nowhere."""
+    """``alerts:``: without a channel nothing is sent or recorded (the history still records every champion move)."""
 
     channels: list[ChannelConfig] = Field(default_factory=list)
     links: LinksConfig = Field(default_factory=LinksConfig)

@@ -189,7 +189,8 @@ class ModelRegistry:
             feature_version=current_feature_version(cfg),
             approval_expires_after_s=cfg.approval.expires_after_seconds(),
         )
-        registry.alerter = Alerter(cfg.alerts, registry.history_store)
+        # No channel configured: nothing to send, and nothing recorded as unsent.
+        registry.alerter = Alerter(cfg.alerts, registry.history_store) if cfg.alerts.channels else None
         return registry
 
     # ------------------------------------------------------------------------------------ experiment & runs
