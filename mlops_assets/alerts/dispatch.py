@@ -119,7 +119,9 @@ def open_incident(rows: list[dict[str, Any]]) -> Incident | None:
         span.append(r)
     if not span:
         return None
-    return Incident(kind=span[0]["kind"], delivered=any(r["delivered"] for r in span))
+    # A suppressed repeat implies an earlier delivery (the one that may have scrolled out of ``rows``).
+    delivered = any(r["delivered"] or r["state"] == SUPPRESSED for r in span)
+    return Incident(kind=span[-1]["kind"], delivered=delivered)
 
 
 class Alerter:
