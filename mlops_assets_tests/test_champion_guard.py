@@ -274,3 +274,35 @@ def test_approval_required_a_real_run_waits_for_a_person(rainfall_slice, tmp_pat
     mails = [m["X-Mlops-Event"] for m in smtp.messages]
     assert mails == ["approval_requested"] * 2 + ["data_gate_failed"] * len(failed)
     assert reg.aliases()[CHAMPION] == "1"
+
+
+def test_a_promotion_carries_on_when_the_receiver_is_down_and_the_failure_is_recorded(tmp_path, capsys):
+    from mlops_assets.steps.promote import promote
+
+    with HttpReceiver() as gone:
+        url = gone.url  # nothing listens there any more
+    path = _bundled_with(
+        tmp_path,
+        alerts={
+            "retry": {"attempts": 2, "backoff_seconds": 0},
+            "channels": [{"type": "webhook", "url": f"{url}/hook", "name": "ops hook"}],
+        },
+    )
+    reg = ModelRegistry.from_config(load_config(path), storage_from_env())
+    v1 = _toy(reg, 300)
+    gate_passed(reg, v1)
+
+    outcome = promote(reg, v1, reason=None, run_id="run-1")  # the deployed_model step's function
+
+    assert (outcome.version, outcome.reason) == (v1, "initial") and reg.aliases()[CHAMPION] == v1
+    assert cli_main(["history", "--config", str(path), "--json"]) == 0
+    [move] = json.loads(capsys.readouterr().out)["moves"]
+    assert move["by"] == "pipeline (run run-1)" and move["gate_record"]["cleared"] is True
+    [alert] = move["alerts"]
+    assert (alert["kind"], alert["state"]) == ("promoted", "failed")
+    [delivery] = alert["deliveries"]
+    assert (
+        delivery["channel"] == "ops hook"
+        and delivery["attempts"] == 2
+        and "Connection refused" in delivery["error"]
+    )
