@@ -19,6 +19,7 @@ from mlops_assets.alerts import AlertsConfig
 from mlops_assets.cli import main as cli_main
 from mlops_assets.config import BUNDLED_CONFIG, load_config
 from mlops_assets.registry.errors import ApprovalError, GateRefusedError
+from mlops_assets.registry.guard import Override
 from mlops_assets.registry.model_registry import CHAMPION, ModelRegistry
 from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.support import HttpReceiver, SmtpReceiver, gate_passed, rainfall_xy
@@ -306,3 +307,36 @@ def test_a_promotion_carries_on_when_the_receiver_is_down_and_the_failure_is_rec
         and delivery["attempts"] == 2
         and "Connection refused" in delivery["error"]
     )
+
+
+def test_the_ui_rollback_job_goes_through_the_guard(tmp_path):
+    import dagster as dg
+
+    from mlops_assets.defs.factory import build_model_defs
+
+    path = _bundled_with(tmp_path)
+    cfg = load_config(path)
+    reg = ModelRegistry.from_config(cfg, storage_from_env())
+    v1, v2 = _toy(reg, 300), _toy(reg, 600)
+    gate_passed(reg, v2)
+    reg.record_gate_results(v1, [{"gate": "robustness", "passed": False, "message": "flips under noise"}])
+    reg.promote(v1, reason="initial", override=Override("carol", "bootstrap before the gates existed"))
+    reg.promote(v2, reason="drift")
+    job = build_model_defs(cfg, config_path=str(path)).resolve_job_def("mlops_model_rollback_job")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def launch(**config):
+        return job.execute_in_process(
+            instance=instance,
+            run_config={"ops": {"mlops_model_rollback": {"config": config}}},
+            raise_on_error=False,
+        )
+
+    refused = launch()
+    assert not refused.success and "release gates failed: robustness" in str(refused.all_events)
+    assert reg.aliases()[CHAMPION] == v2
+    assert not launch(override_reason="no name").success  # an override names its person
+    assert launch(by="dave", override_reason="v2 times out in production").success
+    last = reg.history()[-1]
+    assert (last.version, last.moved_by, last.override_reason) == (v1, "dave", "v2 times out in production")
+    assert reg.history()[0].override_reason == "bootstrap before the gates existed"
