@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("rollback", "move the champion back to the previous (or given) version"),
     "status": ("status", "champion, deployment history, latest checks, pending triggers"),
     "repair": ("repair", "move unreadable stored partitions aside and rebuild them from the source"),
+    "history": ("history", "every champion move: who, why, the gate record relied on, alerts sent"),
+    "approve": ("approval", "approve a challenger awaiting approval: it becomes champion through the gates"),
+    "reject": ("approval", "reject a challenger awaiting approval: the champion is untouched"),
 }
 
 
@@ -71,7 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: any with tokens; localhost, 127.0.0.1, ::1 with --insecure-local)",
     )
     cmds["rollback"].add_argument("--to", default=None, help="registered model version to make champion")
-    cmds["rollback"].add_argument("--reason", default="rollback", help=argparse.SUPPRESS)
+    cmds["rollback"].add_argument(
+        "--reason", default=None, help="why (recorded; required with --override-gates, default 'rollback')"
+    )
+    cmds["rollback"].add_argument("--by", default=None, help="who rolls back (default: your login name)")
+    cmds["rollback"].add_argument(
+        "--override-gates",
+        "--override",
+        dest="override_gates",
+        action="store_true",
+        help="force a version without a passing gate record (needs --reason; recorded and alerted)",
+    )
+    cmds["history"].add_argument("--json", action="store_true", help="machine-readable output")
+    cmds["history"].add_argument("--limit", type=int, default=None, help="only the newest N moves")
+    for name in ("approve", "reject"):
+        cmds[name].add_argument("version", help="the challenger version awaiting approval")
+        cmds[name].add_argument("--by", required=True, help="who decides (recorded)")
+        cmds[name].add_argument("--reason", default=None, help="why (recorded)")
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")
     cmds["repair"].add_argument(
         "--partition",

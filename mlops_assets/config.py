@@ -16,7 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlops_assets.features.settings import FeaturesConfig
+from mlops_assets.alerts.settings import AlertsConfig
+from mlops_assets.features.settings import FeaturesConfig, _duration_for_check
 from mlops_assets.monitoring.settings import DriftConfig, RetrainingConfig
 from mlops_assets.training.gate_settings import FairnessConfig, GatesConfig
 
@@ -212,6 +213,27 @@ class IngestionConfig(_Section):
     interval_seconds: int = Field(default=15, ge=5)
 
 
+class ApprovalConfig(_Section):
+    """``approval:``: with ``required: true`` a challenger that passed every gate waits for a person
+    (``mlops-assets approve VERSION --by NAME`` / ``reject``) instead of becoming champion at once."""
+
+    required: bool = False
+    # A request not decided within this (e.g. 7D) expires: approving it is refused, a new run asks again.
+    expires_after: str | None = None
+
+    @field_validator("expires_after")
+    @classmethod
+    def _fixed_duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            _duration_for_check(v, key="approval.expires_after")
+        return v
+
+    def expires_after_seconds(self) -> float | None:
+        if self.expires_after is None:
+            return None
+        return _duration_for_check(self.expires_after, key="approval.expires_after").total_seconds()
+
+
 class MlopsConfig(_Section):
     dataset: DatasetConfig
     partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
@@ -224,6 +246,9 @@ class MlopsConfig(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig)
     retraining: RetrainingConfig = Field(default_factory=RetrainingConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    # Who hears about what (mlops_assets.alerts.settings), and whether a person approves each new champion.
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     storage: dict[str, Any] | None = None
 
     # Where the file came from: relative sources resolve against its folder.

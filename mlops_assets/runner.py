@@ -56,6 +56,8 @@ class RunOutcome:
     materialized: list[str] = field(default_factory=list)
     # The champion that stays because the data and recipe are unchanged (nothing was trained).
     unchanged_champion_version: str | None = None
+    # A challenger that passed every gate and awaits a person's approval (approval.required).
+    awaiting_approval_version: str | None = None
 
 
 def instance_for(storage: Storage):
@@ -260,6 +262,7 @@ def execute(
                 outcome.trained_version = _plain(mat.metadata.get("version"))
             elif name == "deployed_model":
                 outcome.promoted_version = _plain(mat.metadata.get("champion_version"))
+                outcome.awaiting_approval_version = _plain(mat.metadata.get("awaiting_approval"))
     if outcome.error:
         outcome.status = "failed"
     elif blocked or any(c["blocking"] and not c["passed"] for c in outcome.checks):
@@ -335,6 +338,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry)
         ],
         "retrains": retrains,
         "unchanged_champion_version": outcome.unchanged_champion_version,
+        "awaiting_approval": [a.version for a in registry.awaiting_approval()],
     }
 
 

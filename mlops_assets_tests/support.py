@@ -15,6 +15,24 @@ def rainfall_xy() -> tuple[pd.DataFrame, pd.Series]:
     return df.drop(columns="rain"), df["rain"].astype(int)
 
 
+# A passing gate record for test models that were not trained by the pipeline (the champion guard needs one).
+PASSING_GATES = [{"gate": "sanity", "passed": True, "message": "recorded by the test"}]
+
+
+def bundled_feature_version() -> str:
+    """The feature version of the bundled config: what the guard of a registry built from it requires."""
+    from mlops_assets.config import load_config
+    from mlops_assets.features.code_version import current_feature_version
+
+    return current_feature_version(load_config())
+
+
+def gate_passed(registry, *versions: str) -> None:
+    """Record a passing gate record for each of ``versions`` (test models the pipeline did not gate)."""
+    for v in versions:
+        registry.record_gate_results(v, PASSING_GATES, run_id="test")
+
+
 def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason: str) -> float:
     """Promote ``versions`` from one thread each, every alias move slowed to 0.3 s to widen the race window
     (without the promotion lock, both threads would read the same champion). Returns the wall time; raises the
@@ -35,6 +53,8 @@ def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", slow_alias)
     errors: list[BaseException] = []
 
+    gate_passed(ModelRegistry(model_name, storage), *versions)
+
     def promote(version: str) -> None:
         try:
             ModelRegistry(model_name, storage).promote(version, reason=reason)
@@ -52,3 +72,137 @@ def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason
     if errors:
         raise errors[0]
     return elapsed
+
+
+class HttpReceiver:
+    """A webhook receiver on loopback, in a thread: keeps each POST's path, headers and JSON body; answers
+    ``status`` (200 by default). Use as a context manager."""
+
+    def __init__(self, status: int = 200):
+        import http.server
+        import json
+        import threading
+
+        received: list[dict] = []
+        self.received = received
+        self.status = status
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (the http.server spelling)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(
+                    {"path": self.path, "headers": dict(self.headers), "raw": body, "json": json.loads(body)}
+                )
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def events(self, path: str = "/hook") -> list[dict]:
+        return [r["json"] for r in self.received if r["path"] == path]
+
+    def __enter__(self) -> HttpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def self_signed_cert(folder) -> tuple[str, str]:
+    """A certificate (and key) for localhost / 127.0.0.1, signed by itself: (cert path, key path)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "smtp.crt", folder / "smtp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+class SmtpReceiver:
+    """An SMTP server on loopback (aiosmtpd) that requires STARTTLS and a login (``user`` / ``password``), and
+    keeps every message it accepts as an ``email.message.EmailMessage``. Use as a context manager."""
+
+    def __init__(self, folder, user: str = "alerts", password: str = "s3cret"):
+        import socket
+        import ssl
+
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.messages: list = []
+        self.cert, key = self_signed_cert(folder)
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(self.cert, key)
+        outer = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's spelling)
+                from email import message_from_bytes, policy
+
+                outer.messages.append(message_from_bytes(envelope.content, policy=policy.default))
+                return "250 OK"
+
+        def authenticate(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login == user.encode() and auth_data.password == password.encode()
+            return AuthResult(success=ok)
+
+        with socket.socket() as s:  # a free port (aiosmtpd needs one given)
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.controller = Controller(
+            Handler(),
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=tls,
+            require_starttls=True,
+            auth_required=True,
+            authenticator=authenticate,
+        )
+
+    def __enter__(self) -> SmtpReceiver:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()

@@ -22,7 +22,7 @@ from mlops_assets.registry import ArtifactIntegrityError, NothingToRollBackError
 from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS, TAG_SHA256, ModelRegistry
 from mlops_assets.registry.sql_aliases import SCHEMA_REVISION, SqlAliasStore, sql_alias_store
 from mlops_assets.storage import storage_from_env
-from mlops_assets_tests.support import rainfall_xy
+from mlops_assets_tests.support import gate_passed, rainfall_xy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,14 @@ def storage(isolated_storage):
 def _two_deployed(cfg, storage) -> tuple[ModelRegistry, str, str]:
     reg = ModelRegistry.from_config(cfg, storage)
     X, _ = rainfall_xy()
-    v1 = reg.register(_model(400), input_example=X.head(3), metrics={"roc_auc": 0.61}).version
-    v2 = reg.register(_model(900), input_example=X.head(3), metrics={"roc_auc": 0.72}).version
+    fv = reg.feature_version
+    v1 = reg.register(
+        _model(400), input_example=X.head(3), metrics={"roc_auc": 0.61}, feature_version=fv
+    ).version
+    v2 = reg.register(
+        _model(900), input_example=X.head(3), metrics={"roc_auc": 0.72}, feature_version=fv
+    ).version
+    gate_passed(reg, v1, v2)  # the champion guard moves only gated versions
     reg.promote(v1, reason="initial", run_id="run-a")
     reg.promote(v2, reason="drift", run_id="run-b")
     return reg, v1, v2
@@ -67,7 +73,9 @@ def test_rollback_moves_champion_and_records_it(cfg, storage):
         previous_version=v2,
         deployed_at=out.deployed_at,
         reason="bad latency",
+        moved_by=out.moved_by,
     )
+    assert out.moved_by.startswith("cli:")
     assert reg.aliases()[CHAMPION] == v1 and reg.aliases()[PREVIOUS] == v2
     last = reg.history()[-1]
     assert (last.version, last.previous_version, last.reason) == (v1, v2, "bad latency")

@@ -33,6 +33,7 @@ from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.conftest import PG_URL, STORAGE_VARS, write_slice
+from mlops_assets_tests.support import gate_passed
 from mlops_assets_tests.test_production_stack import (
     FAST_DEQUEUE,
     FINISHED,
@@ -55,17 +56,20 @@ CAN_RUN_POSTGRES = PG_BIN is not None and shutil.which("runuser") is not None
 IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
-def _toy_versions(model_name: str, n: int) -> list[str]:
-    """``n`` small registered versions through the real registry (for promotion tests that need no training)."""
+def _toy_versions(config: Path, n: int) -> list[str]:
+    """``n`` small registered versions of ``config``'s model through the real registry (for promotion tests that
+    need no training), each with a passing gate record for the config's features (the champion guard needs one)."""
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"x": rng.normal(size=100)})
-    registry = ModelRegistry(model_name, storage_from_env())
+    registry = ModelRegistry.from_config(load_config(config), storage_from_env())
     out = []
     for i in range(n):
         model = LogisticRegression(C=1.0 + i).fit(X, (X["x"] > 0).astype(int))
-        out.append(registry.register(model, input_example=X.head(3)).version)
+        rv = registry.register(model, input_example=X.head(3), feature_version=registry.feature_version)
+        gate_passed(registry, rv.version)
+        out.append(rv.version)
     return out
 
 
@@ -346,7 +350,7 @@ def test_two_promotions_at_once_are_serialized_by_the_pool_and_the_history_stays
     instance, stack = faults.instance, faults.stack
     name = load_config(faults.config).model.name
     registry = ModelRegistry(name, storage_from_env())
-    v1, v2 = _toy_versions(name, 2)
+    v1, v2 = _toy_versions(faults.config, 2)
     registry.promote(v1, reason="initial")
     registry.promote(v2, reason="manual")
     client = stack.graphql()
@@ -380,7 +384,7 @@ def test_postgres_restart_under_the_daemon_loses_no_run(faults):
     registry = ModelRegistry(
         name, storage_from_env()
     )  # MLflow and the history are on the shared server: only Dagster's restarts
-    v1, v2 = _toy_versions(name, 2)
+    v1, v2 = _toy_versions(faults.config, 2)
     registry.promote(v1, reason="initial")
     registry.promote(v2, reason="manual")
     client = stack.graphql()

@@ -44,7 +44,7 @@ from mlops_assets.registry.model_registry import (
 from mlops_assets.storage import storage_from_env
 from mlops_assets.training.gate_settings import LatencyConfig
 from mlops_assets.training.gates import FairnessConfig, GatesConfig, evaluate_gates
-from mlops_assets_tests.support import promote_concurrently, rainfall_xy
+from mlops_assets_tests.support import bundled_feature_version, gate_passed, promote_concurrently, rainfall_xy
 
 
 @lru_cache(maxsize=4)
@@ -80,11 +80,17 @@ def reg(storage, request) -> ModelRegistry:
     return ModelRegistry(re.sub(r"\W", "_", request.node.name)[:80], storage)
 
 
-def register(reg: ModelRegistry, kind: str = "good", **kw):
+def register(reg: ModelRegistry, kind: str = "good", *, gated: bool = True, **kw):
+    """Register a test model trained on the bundled features, with a passing gate record unless not ``gated``
+    (the champion guard needs one; the gate tests record their own)."""
     X, _ = rainfall_xy()
-    return reg.register(
+    kw.setdefault("feature_version", bundled_feature_version())
+    rv = reg.register(
         fitted(kind), input_example=X.head(5), metrics=kw.pop("metrics", {"roc_auc": 0.7}), **kw
     )
+    if gated:
+        gate_passed(reg, rv.version)
+    return rv
 
 
 # ------------------------------------------------------------------------------------------------ register & load

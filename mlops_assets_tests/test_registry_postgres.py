@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from mlops_assets.registry.history import DeploymentHistory
 from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS, ModelRegistry
 from mlops_assets.storage import storage_from_env
-from mlops_assets_tests.support import promote_concurrently
+from mlops_assets_tests.support import gate_passed, promote_concurrently
 
 pytestmark = pytest.mark.postgres
 
@@ -102,6 +102,7 @@ def test_concurrent_promotions_on_postgres_history_and_mlflow(tmp_path, history_
         reg.register(model, input_example=X.head(3), metrics={"roc_auc": 0.6}).version for _ in range(3)
     ]
     assert reg.load(versions[0]).model.predict_proba(X.head(2)).shape == (2, 2)
+    gate_passed(reg, *versions)  # the champion guard moves only gated versions
     reg.promote(versions[0], reason="initial")
 
     promote_concurrently(monkeypatch, "pg_model", storage, versions[1:], reason="concurrent")

@@ -31,6 +31,7 @@ from mlops_assets.monitoring.state import (
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.storage import storage_from_env
+from mlops_assets_tests.support import gate_passed
 
 
 def _shift(start: str):
@@ -220,6 +221,7 @@ def _toy_champion(cfg, trained_at: datetime) -> str:
         input_example=X.head(3),
         tags={TAG_DATA_THROUGH: "2020-01", TAG_TRAINED_AT: trained_at.isoformat()},
     ).version
+    gate_passed(registry, version)  # the champion guard moves only gated versions
     registry.promote(version, reason="initial")
     return version
 

@@ -17,6 +17,7 @@ from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.server import http_protocol
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets.serving.validation import Limits
+from mlops_assets_tests.support import gate_passed
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
     materialize_online,
@@ -355,6 +356,7 @@ def test_entity_request_reads_every_feature_from_the_online_store(tmp_path):
     rv = reg.register(
         pipeline, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)
     )
+    gate_passed(reg, rv.version)
     reg.promote(rv.version, reason="manual")
 
     service = PredictionService(cfg, storage, ServiceOptions())
@@ -399,6 +401,7 @@ def test_predictions_use_the_champions_recorded_decision_threshold(tmp_path):
         feature_version=features_code_version(t.cfg),
         tags={TAG_DECISION_THRESHOLD: repr(threshold)},
     )
+    gate_passed(reg, rv.version)
     reg.promote(rv.version, reason="manual")
     service = PredictionService(t.cfg, storage, ServiceOptions())
     with (

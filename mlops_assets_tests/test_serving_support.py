@@ -17,6 +17,7 @@ import yaml
 
 from mlops_assets.config import BUNDLED_CONFIG, MlopsConfig, parse_config
 from mlops_assets.storage import Storage, storage_from_env
+from mlops_assets_tests.support import gate_passed
 
 # The online store keeps 400 days, so the last year of the data can be scored as of each day.
 RETENTION = pd.Timedelta("400D")
@@ -89,6 +90,7 @@ def register(
         metrics={"holdout_roc_auc": 0.8},
         feature_version=feature_version or features_code_version(t.cfg),
     )
+    gate_passed(reg, rv.version)  # as if the pipeline had gated it: the guard and the service require it
     if promote:
         reg.promote(rv.version, reason="manual")
     return rv.version

@@ -22,6 +22,7 @@ from mlops_assets.config import MlopsConfig
 from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
+    from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.runner import RunOutcome
 
 
@@ -117,9 +118,34 @@ def run(
     finally:
         step_progress.install(None)
     bar.close(outcome)
-    report = build_report(cfg, outcome, registry=open_registry(cfg, storage))
+    registry = open_registry(cfg, storage)
+    alert_run(cfg, registry, outcome)
+    report = build_report(cfg, outcome, registry=registry)
     record_last_run(storage.home, cfg.model.name, report)
     return RunResult(outcome, report)
+
+
+def alert_run(cfg: MlopsConfig, registry: ModelRegistry, outcome: RunOutcome) -> None:
+    """The alerts of an in-process run (no sensor sees it unless a daemon runs): failed gates and drift, cleared
+    checks, and a failed run. Promotions were alerted by the registry when the alias moved."""
+    from mlops_assets.alerts.checks import RELEASE_PREFIX, alert_on_checks, run_failed_event
+    from mlops_assets.defs.factory import run_job_name
+
+    alerter = registry.alerter
+    if alerter is None:
+        return
+    rows = [
+        c | {"version": outcome.trained_version} if c["check"].startswith(RELEASE_PREFIX) else c
+        for c in outcome.checks
+    ]
+    alert_on_checks(alerter, cfg.model.name, rows, outcome.run_id)  # a `run` is never a triggered retrain
+    job = run_job_name(cfg)
+    if outcome.status == "failed":
+        alerter.notify(run_failed_event(cfg.model.name, job, outcome.run_id, outcome.error))
+    else:
+        alerter.resolve(
+            cfg.model.name, f"run_failed:{job}", f"{cfg.model.name}: {job} ran again", run_id=outcome.run_id
+        )
 
 
 def print_summary(report: dict[str, Any], where: list[tuple[str, str]] | None = None) -> None:

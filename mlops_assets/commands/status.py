@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,8 @@ class StatusReport:
     triggers: TriggerReport | None
     # How the last `mlops-assets run` ended (mlops_assets.last_run), data gates included; None before any.
     last_run: dict[str, Any] | None = None
+    # Challenger versions that passed every gate and wait for `mlops-assets approve` (approval.required).
+    awaiting_approval: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +70,7 @@ class StatusReport:
             "aliases": self.aliases,
             "deployments": self.deployments,
             "latest_gate_results": self.latest_gate_results,
+            "awaiting_approval": self.awaiting_approval,
             "triggers": self.triggers.to_dict() if self.triggers else None,
         }
 
@@ -83,6 +86,7 @@ def registry_status(registry: ModelRegistry, history_limit: int | None = 20) -> 
         "aliases": registry.aliases(),
         "deployments": [d.to_dict() for d in registry.history(limit=history_limit)],
         "latest_gate_results": gates.to_dict() if gates else None,
+        "awaiting_approval": [a.version for a in registry.awaiting_approval()],
     }
 
 
@@ -156,7 +160,15 @@ def render_text(report: StatusReport) -> str:
     for d in report.deployments:
         prev = f" (replaced {d['previous_version']})" if d["previous_version"] else ""
         run = f" run {d['run_id']}" if d["run_id"] else ""
-        lines.append(f"  {d['deployed_at']}  version {d['version']}{prev}  reason: {d['reason']}{run}")
+        by = f" by {d['moved_by']}" if d.get("moved_by") else ""
+        lines.append(f"  {d['deployed_at']}  version {d['version']}{prev}  reason: {d['reason']}{by}{run}")
+        if d.get("override_reason"):
+            lines.append(f"    GATES OVERRIDDEN: {d['override_reason']}")
+    if report.awaiting_approval:
+        versions = ", ".join(report.awaiting_approval)
+        lines.append(
+            f"awaiting approval: version {versions} (mlops-assets approve VERSION --by NAME, or reject)"
+        )
     g = report.latest_gate_results
     if g is None:
         lines.append("latest gate results: none recorded")

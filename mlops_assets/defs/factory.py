@@ -82,6 +82,7 @@ def ingest_job(cfg: MlopsConfig) -> UnresolvedAssetJobDefinition:
 
 
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
+    from mlops_assets.defs.alerting import build_alert_sensors
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.ingestion import build_new_data_sensor
@@ -111,7 +112,11 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         assets=assets,
         asset_checks=retraining.asset_checks,
         jobs=[whole, data, *(retraining.jobs or []), *build_deployment_jobs(cfg, prefix)],
-        sensors=[build_new_data_sensor(cfg, partitions_def, whole, data), *(retraining.sensors or [])],
+        sensors=[
+            build_new_data_sensor(cfg, partitions_def, whole, data),
+            *(retraining.sensors or []),
+            *build_alert_sensors(cfg, prefix),
+        ],
         resources={
             "project": project,
             PARTITION_IO: PartitionedParquetIOManager(project=project),

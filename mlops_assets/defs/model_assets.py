@@ -186,11 +186,12 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         & dg.AutomationCondition.any_deps_updated(),
         description="The champion: the 'champion' alias moved to the challenger once every release gate passed, "
         "'previous' kept on the old one, and the move appended to the deployment history (serialized by a "
-        "database lock).",
+        "database lock), through the registry's guard. With approval.required the challenger awaits "
+        "`mlops-assets approve` instead.",
     )
     def deployed_model(context: dg.AssetExecutionContext, project: MlopsProject, trained_model: dict):
         from mlops_assets import progress
-        from mlops_assets.steps.promote import PromotionRefused, promote
+        from mlops_assets.steps.promote import AWAITING_APPROVAL, PromotionRefused, promote
 
         version = trained_model["version"]
         progress.step("deployed_model", f"promoting version {version}")
@@ -201,9 +202,16 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 reason=context.run.tags.get(REASON_TAG),
                 run_id=context.run_id,
                 metrics=trained_model["metrics"],
+                approval_required=cfg.approval.required,
             )
         except PromotionRefused as err:
             raise dg.Failure(str(err)) from None
+        if outcome.status == AWAITING_APPROVAL:
+            context.log.info(f"version {outcome.version} awaits approval; the champion is unchanged")
+            return dg.Output(
+                {"version": outcome.previous_version, "awaiting_approval": outcome.version},
+                metadata={"awaiting_approval": outcome.version, "previous": str(outcome.previous_version)},
+            )
         base = project.storage.mlflow_ui_url
         link = (
             project.registry().ui_links(base, trained_model["run_id"], outcome.version)[

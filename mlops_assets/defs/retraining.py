@@ -269,10 +269,21 @@ def _evaluate(context: dg.SensorEvaluationContext, cfg: MlopsConfig, trigger: st
         return dg.SkipReason(
             f"the policy would retrain for {decision.reason}, not {trigger}: {decision.detail}"
         )
-    return dg.RunRequest(
-        run_key=f"{trigger}:{state.champion_version}:{state.latest_partition}",
-        tags={REASON_TAG: trigger, DECISION_TAG: decision.detail[:1000]},
-    )
+    run_key = f"{trigger}:{state.champion_version}:{state.latest_partition}"
+    _alert_retrain(context, cfg, trigger, run_key, decision.detail, state.champion_version)
+    return dg.RunRequest(run_key=run_key, tags={REASON_TAG: trigger, DECISION_TAG: decision.detail[:1000]})
+
+
+def _alert_retrain(context, cfg: MlopsConfig, trigger: str, run_key: str, detail: str, champion: str | None):
+    """Alert on a retrain request once (a repeated request with the same run key launches nothing)."""
+    from mlops_assets.alerts.checks import retrain_events
+
+    alerter = context.resources.project.registry().alerter
+    seen = context.instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    if alerter is None or seen:
+        return
+    for event in retrain_events(cfg.model.name, trigger, detail, champion):
+        alerter.notify(event)
 
 
 def _unregistered_retrains(context, job_name: str, storage, cfg: MlopsConfig) -> list[datetime]:

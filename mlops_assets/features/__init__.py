@@ -11,9 +11,10 @@ from typing import Any
 # Imported on first use: mlops_assets.config reads .settings at start-up, and light commands (rollback, status)
 # should not pay for pandas, SQLAlchemy and the engine.
 _EXPORTS = {
-    "ENGINE_VERSION": "feature_set",
+    "ENGINE_VERSION": "code_version",
     "FeatureDefinition": "feature_set",
-    "FeatureDefinitionError": "feature_set",
+    "FeatureDefinitionError": "code_version",
+    "current_feature_version": "code_version",
     "feature_registry": "feature_set",
     "features_code_version": "feature_set",
     "lookback": "feature_set",
@@ -53,6 +54,7 @@ __all__ = [
     "OnlineStoreError",
     "complete_features",
     "compute_features",
+    "current_feature_version",
     "feature_registry",
     "features_code_version",
     "lookback",

@@ -30,3 +30,16 @@ class ChampionChangedError(PromotionError):
 
 class RegistryUnavailableError(RegistryError):
     """A store of the registry (the tracking database, the deployment history) cannot be reached."""
+
+
+class GateRefusedError(PromotionError):
+    """A champion move refused by the guard: the version has no passing gate record for the current feature
+    version, and no override was given. ``clearance`` says what is missing."""
+
+    def __init__(self, message: str, clearance: object):
+        super().__init__(message)
+        self.clearance = clearance
+
+
+class ApprovalError(RegistryError):
+    """An approval or rejection that cannot be recorded (no request for that version, already decided, expired)."""

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
+    from mlops_assets.alerts.dispatch import AlertRecord
+
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS mlops_deployments (
         id {serial},
@@ -46,6 +48,43 @@ _SCHEMA = [
         results TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS mlops_gate_results_model ON mlops_gate_results (model_name, id)",
+    # Who or what made each champion move, the override reason if the gates were overridden, the gate record it
+    # relied on and the sha256 of the model it moved to (one row per mlops_deployments row).
+    """CREATE TABLE IF NOT EXISTS mlops_alias_moves (
+        deployment_id BIGINT PRIMARY KEY,
+        model_name TEXT NOT NULL,
+        moved_by TEXT NOT NULL,
+        override_reason TEXT,
+        gate_record TEXT,
+        sha256 TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS mlops_alerts (
+        id {serial},
+        model_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        state TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        dedup_key TEXT,
+        payload TEXT NOT NULL,
+        deliveries TEXT NOT NULL,
+        at TEXT NOT NULL,
+        deployment_id BIGINT
+    )""",
+    "CREATE INDEX IF NOT EXISTS mlops_alerts_incident ON mlops_alerts (model_name, dedup_key, id)",
+    """CREATE TABLE IF NOT EXISTS mlops_approvals (
+        id {serial},
+        model_name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        state TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        expires_at TEXT,
+        run_id TEXT,
+        decided_at TEXT,
+        decided_by TEXT,
+        reason TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS mlops_approvals_model ON mlops_approvals (model_name, version, id)",
 ]
 
 
@@ -70,6 +109,33 @@ class Deployment:
     reason: str
     run_id: str | None
     metrics: dict[str, float] = field(default_factory=dict)
+    id: int | None = None
+    # Who or what moved the alias (a run, a person), the override reason when the gates were overridden, the
+    # gate record the move relied on, and the sha256 of the model moved to. None for moves recorded before these
+    # were kept.
+    moved_by: str | None = None
+    override_reason: str | None = None
+    gate_record: dict[str, Any] | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """A challenger that passed its gates, waiting for (or decided by) a person: ``state`` is
+    ``awaiting``, ``approved``, ``rejected`` or ``expired``."""
+
+    model_name: str
+    version: str
+    state: str
+    requested_at: str
+    expires_at: str | None
+    run_id: str | None
+    decided_at: str | None = None
+    decided_by: str | None = None
+    reason: str | None = None
     id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +172,10 @@ class _Txn:
         reason: str,
         run_id: str | None,
         metrics: Mapping[str, float] | None,
+        moved_by: str | None = None,
+        override_reason: str | None = None,
+        gate_record: Mapping[str, Any] | None = None,
+        sha256: str | None = None,
     ) -> Deployment:
         d = Deployment(
             model_name=self.model_name,
@@ -115,6 +185,10 @@ class _Txn:
             reason=reason,
             run_id=run_id,
             metrics={k: float(v) for k, v in (metrics or {}).items() if v is not None},
+            moved_by=moved_by,
+            override_reason=override_reason,
+            gate_record=None if gate_record is None else dict(gate_record),
+            sha256=sha256,
         )
         self._cur.execute(
             self._history._q(
@@ -131,7 +205,23 @@ class _Txn:
                 json.dumps(d.metrics),
             ),
         )
-        return replace(d, id=int(self._cur.fetchone()[0]))
+        d = replace(d, id=int(self._cur.fetchone()[0]))
+        if moved_by is not None:
+            self._cur.execute(
+                self._history._q(
+                    "INSERT INTO mlops_alias_moves (deployment_id, model_name, moved_by, override_reason, "
+                    "gate_record, sha256) VALUES (?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    d.id,
+                    d.model_name,
+                    moved_by,
+                    override_reason,
+                    None if gate_record is None else json.dumps(d.gate_record, default=str),
+                    sha256,
+                ),
+            )
+        return d
 
     def latest(self) -> Deployment | None:
         """The newest deployment of the model, read inside this transaction."""
@@ -225,8 +315,10 @@ class DeploymentHistory:
 
     def _select_deployments(self, cur: Any, model_name: str, limit: int | None) -> list[Deployment]:
         sql = (
-            "SELECT id, model_name, version, previous_version, deployed_at, reason, run_id, metrics "
-            "FROM mlops_deployments WHERE model_name = ? ORDER BY id DESC"
+            "SELECT d.id, d.model_name, d.version, d.previous_version, d.deployed_at, d.reason, d.run_id, "
+            "d.metrics, m.moved_by, m.override_reason, m.gate_record, m.sha256 "
+            "FROM mlops_deployments d LEFT JOIN mlops_alias_moves m ON m.deployment_id = d.id "
+            "WHERE d.model_name = ? ORDER BY d.id DESC"
         )
         params: tuple[Any, ...] = (model_name,)
         if limit is not None:
@@ -243,6 +335,10 @@ class DeploymentHistory:
                 reason=r[5],
                 run_id=r[6],
                 metrics=json.loads(r[7]),
+                moved_by=r[8],
+                override_reason=r[9],
+                gate_record=None if r[10] is None else json.loads(r[10]),
+                sha256=r[11],
             )
             for r in cur.fetchall()
         ]
@@ -301,3 +397,150 @@ class DeploymentHistory:
         return GateRecord(
             model_name=row[0], version=row[1], recorded_at=row[2], run_id=row[3], results=json.loads(row[4])
         )
+
+    # ------------------------------------------------------------------------------------ alerts (AlertLedger)
+
+    def record_alert(self, record: AlertRecord) -> None:
+        """Keep one alert (sent, failed, suppressed, resolved or unrouted) with its deliveries."""
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            cur.execute(
+                self._q(
+                    "INSERT INTO mlops_alerts (model_name, kind, severity, state, summary, dedup_key, payload, "
+                    "deliveries, at, deployment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    record.model,
+                    record.kind,
+                    record.severity,
+                    record.state,
+                    record.summary,
+                    record.dedup_key,
+                    json.dumps(record.payload, default=str),
+                    json.dumps([asdict(d) for d in record.deliveries]),
+                    record.at,
+                    record.deployment_id,
+                ),
+            )
+            cur.execute("COMMIT")
+
+    def _alert_rows(
+        self, where: str, params: tuple[Any, ...], limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, model_name, kind, severity, state, summary, dedup_key, payload, deliveries, at, "
+            f"deployment_id FROM mlops_alerts WHERE {where} ORDER BY id DESC"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute(self._q(sql), params)
+            rows = cur.fetchall()
+        out = []
+        for r in rows:
+            deliveries = json.loads(r[8])
+            out.append(
+                {
+                    "id": r[0],
+                    "model": r[1],
+                    "kind": r[2],
+                    "severity": r[3],
+                    "state": r[4],
+                    "summary": r[5],
+                    "dedup_key": r[6],
+                    "payload": json.loads(r[7]),
+                    "deliveries": deliveries,
+                    "delivered": any(d.get("ok") for d in deliveries),
+                    "at": r[9],
+                    "deployment_id": r[10],
+                }
+            )
+        return out[::-1]
+
+    def incident_alerts(self, model: str, dedup_key: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest ``limit`` records of incident ``dedup_key``, oldest first."""
+        return self._alert_rows("model_name = ? AND dedup_key = ?", (model, dedup_key), limit=limit)
+
+    def alerts(self, model_name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Every alert recorded for ``model_name``, oldest first (the newest ``limit`` when given)."""
+        return self._alert_rows("model_name = ?", (model_name,), limit)
+
+    # ------------------------------------------------------------------------------------ approvals
+
+    def request_approval(
+        self, model_name: str, version: str, run_id: str | None, expires_at: str | None
+    ) -> Approval:
+        a = Approval(
+            model_name=model_name,
+            version=str(version),
+            state="awaiting",
+            requested_at=_now(),
+            expires_at=expires_at,
+            run_id=run_id,
+        )
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            cur.execute(
+                self._q(
+                    "INSERT INTO mlops_approvals (model_name, version, state, requested_at, expires_at, run_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
+                ),
+                (a.model_name, a.version, a.state, a.requested_at, a.expires_at, a.run_id),
+            )
+            a = replace(a, id=int(cur.fetchone()[0]))
+            cur.execute("COMMIT")
+        return a
+
+    def approvals(self, model_name: str, version: str | None = None) -> list[Approval]:
+        """Approval requests of ``model_name`` (of one ``version``), oldest first; an undecided request past its
+        expiry reads as ``expired``."""
+        sql = (
+            "SELECT id, model_name, version, state, requested_at, expires_at, run_id, decided_at, decided_by, "
+            "reason FROM mlops_approvals WHERE model_name = ?"
+        )
+        params: tuple[Any, ...] = (model_name,)
+        if version is not None:
+            sql += " AND version = ?"
+            params += (str(version),)
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute(self._q(sql + " ORDER BY id"), params)
+            rows = cur.fetchall()
+        now = _now()
+        out = []
+        for r in rows:
+            state = r[3]
+            if state == "awaiting" and r[5] is not None and r[5] < now:
+                state = "expired"
+            out.append(
+                Approval(
+                    id=r[0],
+                    model_name=r[1],
+                    version=r[2],
+                    state=state,
+                    requested_at=r[4],
+                    expires_at=r[5],
+                    run_id=r[6],
+                    decided_at=r[7],
+                    decided_by=r[8],
+                    reason=r[9],
+                )
+            )
+        return out
+
+    def decide_approval(self, approval_id: int, state: str, by: str, reason: str | None) -> None:
+        """Record the decision on request ``approval_id`` (only while it is awaiting)."""
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            cur.execute(
+                self._q(
+                    "UPDATE mlops_approvals SET state = ?, decided_at = ?, decided_by = ?, reason = ? "
+                    "WHERE id = ? AND state = 'awaiting'"
+                ),
+                (state, _now(), by, reason, approval_id),
+            )
+            cur.execute("COMMIT")

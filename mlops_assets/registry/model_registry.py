@@ -22,20 +22,24 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlparse
 
 from mlops_assets.registry.errors import (
+    ApprovalError,
     ArtifactIntegrityError,
     ChampionChangedError,
+    GateRefusedError,
     NothingToRollBackError,
     PromotionError,
     RegistryError,
     UnknownVersionError,
 )
-from mlops_assets.registry.history import Deployment, DeploymentHistory, GateRecord
+from mlops_assets.registry.guard import Clearance, Override, judge
+from mlops_assets.registry.history import Approval, Deployment, DeploymentHistory, GateRecord
 from mlops_assets.registry.sql_aliases import SqlAliasStore, sql_alias_store
 from mlops_assets.storage import Storage
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.tracking import MlflowClient
 
+    from mlops_assets.alerts import Alerter
     from mlops_assets.config import MlopsConfig
     from mlops_assets.registry.sql_aliases import VersionRow
 
@@ -141,11 +146,26 @@ class ModelRegistry:
     ``champion``, ``promote`` and ``rollback`` run without importing MLflow; everything else uses the client.
     """
 
-    def __init__(self, model_name: str, storage: Storage, *, light: bool = False):
+    def __init__(
+        self,
+        model_name: str,
+        storage: Storage,
+        *,
+        light: bool = False,
+        feature_version: str | None = None,
+        alerter: Alerter | None = None,
+        approval_expires_after_s: float | None = None,
+    ):
         self.model_name = model_name
         self.storage = storage
         self.history_store = DeploymentHistory(self.storage.deployment_history_url)
         self._sql: SqlAliasStore | None = sql_alias_store(self.storage.mlflow_tracking_uri) if light else None
+        # The current feature version: the guard clears only versions trained on it (None: not checked, for a
+        # registry built from a name alone; every project path builds it with from_config).
+        self.feature_version = feature_version
+        # Promotions, rollbacks and approvals are alerted (and recorded) through it; None: not alerted.
+        self.alerter = alerter
+        self.approval_expires_after_s = approval_expires_after_s
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -158,8 +178,21 @@ class ModelRegistry:
 
     @classmethod
     def from_config(cls, cfg: MlopsConfig, storage: Storage, *, light: bool = False) -> ModelRegistry:
-        """The registry of ``cfg.model.name`` (``cfg`` is an :class:`~mlops_assets.config.MlopsConfig`)."""
-        return cls(cfg.model.name, storage, light=light)
+        """The registry of ``cfg.model.name`` (``cfg`` is an :class:`~mlops_assets.config.MlopsConfig`), guarding
+        the champion with ``cfg``'s current feature version and alerting per ``cfg.alerts``."""
+        from mlops_assets.alerts import Alerter
+        from mlops_assets.features.code_version import current_feature_version
+
+        registry = cls(
+            cfg.model.name,
+            storage,
+            light=light,
+            feature_version=current_feature_version(cfg),
+            approval_expires_after_s=cfg.approval.expires_after_seconds(),
+        )
+        # No channel configured: nothing to send, and nothing recorded as unsent.
+        registry.alerter = Alerter(cfg.alerts, registry.history_store) if cfg.alerts.channels else None
+        return registry
 
     # ------------------------------------------------------------------------------------ experiment & runs
 
@@ -255,6 +288,9 @@ class ModelRegistry:
         tags, each ``json_artifacts`` value as ``<name>.json`` and each ``file_artifacts`` value (bytes or text)
         under its name (e.g. ``plots/roc_curve.png``, ``model_card.md``).
         """
+        if alias in (CHAMPION, PREVIOUS):
+            # Those move only through the guard (move_champion), never at registration.
+            raise ValueError(f"a new version cannot be registered with alias '{alias}': promote it instead")
         import mlflow.sklearn
         import skops.io
         from mlflow.entities import Metric, Param, RunTag
@@ -550,7 +586,7 @@ class ModelRegistry:
             )
             return Path(local).read_bytes()
 
-    # ------------------------------------------------------------------------------------ promotion & rollback
+    # ------------------------------------------------------------------------------------ the champion guard
 
     def _require_registered(self, version: str) -> ModelVersion | VersionRow:
         mv = self.get_version(version)
@@ -572,32 +608,160 @@ class ModelRegistry:
             raise ArtifactIntegrityError(f"{err}; {action} refused, the champion stays {stays}") from None
         return mv
 
+    def clearance(self, version: str | int, mv: ModelVersion | VersionRow | None = None) -> Clearance:
+        """The guard's verdict on ``version``: a passing gate record, for the current feature version (when this
+        registry knows it: built with :meth:`from_config`)."""
+        version = str(version)
+        mv = mv if mv is not None else self.get_version(version)
+        return judge(
+            self.model_name,
+            version,
+            self.latest_gate_results(version),
+            (mv.tags or {}).get(TAG_FEATURE_VERSION),
+            self.feature_version,
+        )
+
+    def move_champion(
+        self,
+        version: str | int | None,
+        *,
+        reason: str,
+        by: str,
+        run_id: str | None = None,
+        metrics: Mapping[str, float] | None = None,
+        override: Override | None = None,
+        kind: str = "promoted",
+        expected_champion: str | None = None,
+    ) -> Deployment:
+        """The only writer of the ``champion`` alias: move it to ``version`` (``None``: back to ``previous``).
+
+        Under the promotion lock: the target must be registered through mlops_assets (a recorded sha256, never
+        overridable) and cleared by the guard (:meth:`clearance`), unless ``override`` names a person and a reason.
+        The target's artifact must match its recorded sha256 (:class:`ArtifactIntegrityError` otherwise), and with
+        ``expected_champion`` the champion must not have changed before the lock was held
+        (:class:`ChampionChangedError`). ``previous`` moves to the old champion, and the history row records ``by``, the override reason, the gate
+        record relied on and the model's sha256. After the commit an alert (``kind``: ``promoted`` or
+        ``rolled_back``) is sent and recorded against that row; its delivery never fails the move.
+
+        Raises :class:`GateRefusedError` (the champion untouched), :class:`PromotionError` when the target is
+        already champion, :class:`NothingToRollBackError` when there is no previous version.
+        """
+        if not by or not by.strip():
+            raise ValueError("a champion move names who or what made it (by=...)")
+        with self.history_store.locked(self.model_name) as txn:
+            aliases = self.aliases()
+            current = aliases.get(CHAMPION)
+            if expected_champion is not None and current != str(expected_champion):
+                raise ChampionChangedError(
+                    self._changed_message(str(expected_champion), current, txn.latest())
+                )
+            if version is None:
+                target = aliases.get(PREVIOUS)
+                if target is None:
+                    raise NothingToRollBackError(
+                        f"model '{self.model_name}' has no previous champion to roll back to"
+                        + ("" if current else " (and no champion at all)")
+                        + "; use --to VERSION to choose one"
+                    )
+            else:
+                target = str(version)
+            if target == current:
+                what = "nothing to roll back" if kind == "rolled_back" else "nothing to promote"
+                raise PromotionError(
+                    f"model '{self.model_name}' version {target} is already champion: {what}"
+                )
+            mv = self._require_intact(target, current, "rollback" if kind == "rolled_back" else "promotion")
+            verdict = self.clearance(target, mv)
+            if not verdict.ok and override is None:
+                raise GateRefusedError(
+                    f"{verdict.explain()}; the champion stays "
+                    + (f"version {current}" if current else "unset")
+                    + " (a person can force it with an override and a reason)",
+                    verdict,
+                )
+            if metrics is None:
+                metrics = self._run_metrics(mv.run_id)
+            self._move_aliases(target, current)
+            record = dict(verdict.gate_record or {}) | {"cleared": verdict.ok, "problems": verdict.problems}
+            deployment = txn.append(
+                version=target,
+                previous_version=current,
+                reason=reason,
+                run_id=run_id,
+                metrics=metrics,
+                moved_by=by,
+                override_reason=None if verdict.ok or override is None else override.reason,
+                gate_record=record,
+                sha256=(mv.tags or {}).get(TAG_SHA256),
+            )
+        self._alert_move(deployment, kind, verdict)
+        return deployment
+
+    def _alert_move(self, d: Deployment, kind: str, verdict: Clearance) -> None:
+        if self.alerter is None:
+            return
+        from mlops_assets.alerts import AlertEvent
+
+        was = f"version {d.previous_version}" if d.previous_version else "no champion"
+        what = "rolled back to" if kind == "rolled_back" else "promoted"
+        summary = (
+            f"{self.model_name}: version {d.version} {what} champion (was {was}) by {d.moved_by}: {d.reason}"
+        )
+        if d.override_reason:
+            summary += f". GATES OVERRIDDEN ({'; '.join(verdict.problems)}): {d.override_reason}"
+        self.alerter.notify(
+            AlertEvent(
+                kind=kind,
+                model=self.model_name,
+                summary=summary,
+                severity="critical" if d.override_reason else None,
+                version=d.version,
+                run_id=d.run_id,
+                details={"previous_version": d.previous_version, "moved_by": d.moved_by, "reason": d.reason}
+                | ({"override_reason": d.override_reason} if d.override_reason else {}),
+                deployment_id=d.id,
+            )
+        )
+
+    def serving_clearance(self, version: str | int, sha256: str | None = None) -> Clearance:
+        """May the service serve ``version`` (the model it loaded has ``sha256``)? Cleared by the gates, or moved
+        there by a recorded override; and the model is the one the guard moved to (same sha256) when that was
+        recorded. An alias moved by hand in MLflow to an ungated version is refused here."""
+        version = str(version)
+        verdict = self.clearance(version)
+        moves = [d for d in self.history() if d.version == version and d.moved_by is not None]
+        last = moves[-1] if moves else None
+        problems = list(verdict.problems)
+        if problems and last is not None and last.override_reason:
+            problems = []  # a person overrode the gates for it, recorded in the history
+        if sha256 is not None and last is not None and last.sha256 and last.sha256 != sha256:
+            problems.append(
+                f"its artifact's sha256 {sha256} is not the {last.sha256} recorded when it was moved"
+            )
+        return Clearance(self.model_name, version, problems, verdict.gate_record)
+
+    # ------------------------------------------------------------------------------------ promotion & rollback
+
     def promote(
         self,
         version: str | int,
         reason: str,
         run_id: str | None = None,
         metrics: Mapping[str, float] | None = None,
+        *,
+        by: str = "python-api",
+        override: Override | None = None,
     ) -> Deployment:
-        """Make ``version`` the champion: ``previous`` moves to the old champion, and the change is appended to the
-        deployment history — all under the promotion lock, so concurrent promotions are serialized.
+        """Make ``version`` the champion through the guard (:meth:`move_champion`): ``previous`` moves to the
+        old champion and the change is appended to the history, serialized by the promotion lock.
 
         ``run_id`` is the run that decided it (e.g. the Dagster run id); ``metrics`` default to the version's
-        MLflow run metrics. Raises :class:`PromotionError` if the version is already champion.
+        MLflow run metrics. Raises :class:`GateRefusedError` without a passing gate record (and no override),
+        :class:`PromotionError` if the version is already champion.
         """
-        version = str(version)
-        self._require_registered(version)
-        with self.history_store.locked(self.model_name) as txn:
-            current = self.aliases().get(CHAMPION)
-            if current == version:
-                raise PromotionError(f"model '{self.model_name}' version {version} is already champion")
-            mv = self._require_intact(version, current, "promotion")
-            if metrics is None:
-                metrics = self._run_metrics(mv.run_id)
-            self._move_aliases(version, current)
-            return txn.append(
-                version=version, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
-            )
+        return self.move_champion(
+            version, reason=reason, by=by, run_id=run_id, metrics=metrics, override=override, kind="promoted"
+        )
 
     def promote_if_passed(
         self,
@@ -606,6 +770,8 @@ class ModelRegistry:
         reason: str,
         run_id: str | None = None,
         metrics: Mapping[str, float] | None = None,
+        *,
+        by: str = "python-api",
     ) -> Deployment | None:
         """Record ``gate_results`` for ``version``, then promote it only if every one passed.
 
@@ -620,11 +786,12 @@ class ModelRegistry:
         rows = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in gate_results]
         if not all(r.get("passed") is True for r in rows):
             return None
-        return self.promote(version, reason, run_id=run_id, metrics=metrics)
+        return self.promote(version, reason, run_id=run_id, metrics=metrics, by=by)
 
     def _move_aliases(self, version: str, current: str | None) -> None:
-        # `previous` first: if the second call failed, the champion would be unchanged and `previous` would point
-        # at it, which is harmless; the history transaction is rolled back either way.
+        # Called by move_champion only (a test keeps it so). `previous` first: if the second call failed, the
+        # champion would be unchanged and `previous` would point at it, which is harmless; the history
+        # transaction is rolled back either way.
         if current is not None:
             self._set_alias(PREVIOUS, current)
         self._set_alias(CHAMPION, version)
@@ -642,11 +809,15 @@ class ModelRegistry:
         reason: str = "rollback",
         run_id: str | None = None,
         expected_champion: str | None = None,
+        by: str = "python-api",
+        override: Override | None = None,
     ) -> Deployment:
-        """Move the champion back to the ``previous`` version (or to ``to``), recorded with ``reason``.
+        """Move the champion back to the ``previous`` version (or to ``to``) through the guard, recorded with
+        ``reason``.
 
         The old champion becomes ``previous``, so a second rollback without ``to`` undoes the first; use ``to`` to
-        go further back. Raises :class:`NothingToRollBackError` when there is no previous champion,
+        go further back. Raises :class:`GateRefusedError` for a version the gates do not clear (unless
+        ``override``), :class:`NothingToRollBackError` when there is no previous champion,
         :class:`UnknownVersionError` when ``to`` does not exist and :class:`ArtifactIntegrityError` when the
         target's artifact is not the one registered. With ``expected_champion`` (the champion the caller saw), a
         champion that changed before the lock was taken (two rollbacks at once) raises
@@ -654,33 +825,106 @@ class ModelRegistry:
         """
         if to is not None:
             self._require_registered(str(to))
-        with self.history_store.locked(self.model_name) as txn:
-            aliases = self.aliases()
-            current = aliases.get(CHAMPION)
-            if expected_champion is not None and current != str(expected_champion):
-                raise ChampionChangedError(
-                    self._changed_message(str(expected_champion), current, txn.latest())
-                )
-            if to is None:
-                target = aliases.get(PREVIOUS)
-                if target is None:
-                    raise NothingToRollBackError(
-                        f"model '{self.model_name}' has no previous champion to roll back to"
-                        + ("" if current else " (and no champion at all)")
-                        + "; use --to VERSION to choose one"
-                    )
-            else:
-                target = str(to)
-            if target == current:
-                raise PromotionError(
-                    f"model '{self.model_name}' version {target} is already champion: nothing to roll back"
-                )
-            mv = self._require_intact(target, current, "rollback")
-            metrics = self._run_metrics(mv.run_id)
-            self._move_aliases(target, current)
-            return txn.append(
-                version=target, previous_version=current, reason=reason, run_id=run_id, metrics=metrics
+        return self.move_champion(
+            to,
+            reason=reason,
+            by=by,
+            run_id=run_id,
+            override=override,
+            kind="rolled_back",
+            expected_champion=expected_champion,
+        )
+
+    # ------------------------------------------------------------------------------------ approval
+
+    def request_approval(self, version: str | int, run_id: str | None = None) -> Approval:
+        """Put a cleared challenger in front of a person instead of promoting it (``approval.required``)."""
+        version = str(version)
+        verdict = self.clearance(version)
+        if not verdict.ok:
+            raise GateRefusedError(f"{verdict.explain()}; not put up for approval", verdict)
+        expires_at = None
+        if self.approval_expires_after_s is not None:
+            expires_at = (datetime.now(UTC) + timedelta(seconds=self.approval_expires_after_s)).isoformat(
+                timespec="milliseconds"
             )
+        approval = self.history_store.request_approval(self.model_name, version, run_id, expires_at)
+        if self.alerter is not None:
+            from mlops_assets.alerts import AlertEvent
+
+            self.alerter.notify(
+                AlertEvent(
+                    kind="approval_requested",
+                    model=self.model_name,
+                    summary=f"{self.model_name}: version {version} passed every gate and awaits approval "
+                    f"(mlops-assets approve {version} --by NAME, or reject)"
+                    + (f"; expires {expires_at}" if expires_at else ""),
+                    version=version,
+                    run_id=run_id,
+                )
+            )
+        return approval
+
+    def awaiting_approval(self) -> list[Approval]:
+        """Requests still awaiting a decision (not expired), oldest first."""
+        return [a for a in self.history_store.approvals(self.model_name) if a.state == "awaiting"]
+
+    def approvals(self, version: str | int | None = None) -> list[Approval]:
+        return self.history_store.approvals(self.model_name, None if version is None else str(version))
+
+    def _pending_request(self, version: str) -> Approval:
+        requests = self.history_store.approvals(self.model_name, version)
+        if not requests:
+            raise ApprovalError(f"model '{self.model_name}' version {version} was never put up for approval")
+        latest = requests[-1]
+        if latest.state == "expired":
+            raise ApprovalError(
+                f"model '{self.model_name}' version {version}: the approval request expired at "
+                f"{latest.expires_at}; a new run puts a challenger up again"
+            )
+        if latest.state != "awaiting":
+            raise ApprovalError(
+                f"model '{self.model_name}' version {version} was already {latest.state} by "
+                f"{latest.decided_by} at {latest.decided_at}"
+            )
+        return latest
+
+    def approve(self, version: str | int, *, by: str, reason: str | None = None) -> Deployment:
+        """A person approves ``version``: it becomes champion through the guard, and the decision is recorded."""
+        version = str(version)
+        request = self._pending_request(version)
+        d = self.move_champion(
+            version,
+            reason=f"approved by {by}" + (f": {reason}" if reason else ""),
+            by=by,
+            run_id=request.run_id,
+            kind="promoted",
+        )
+        assert request.id is not None
+        self.history_store.decide_approval(request.id, "approved", by, reason)
+        return d
+
+    def reject(self, version: str | int, *, by: str, reason: str | None = None) -> Approval:
+        """A person rejects ``version``: the champion is untouched, the decision recorded and alerted."""
+        version = str(version)
+        request = self._pending_request(version)
+        assert request.id is not None
+        self.history_store.decide_approval(request.id, "rejected", by, reason)
+        if self.alerter is not None:
+            from mlops_assets.alerts import AlertEvent
+
+            self.alerter.notify(
+                AlertEvent(
+                    kind="approval_decided",
+                    model=self.model_name,
+                    summary=f"{self.model_name}: version {version} rejected by {by}"
+                    + (f": {reason}" if reason else "")
+                    + "; the champion is unchanged",
+                    version=version,
+                    details={"decision": "rejected", "by": by, "reason": reason},
+                )
+            )
+        return self.history_store.approvals(self.model_name, version)[-1]
 
     def _changed_message(self, expected: str, current: str | None, latest: Deployment | None) -> str:
         now = f"version {current}" if current else "no champion"

@@ -97,7 +97,8 @@ class PredictionService:
         self.cfg = cfg
         self.storage = storage
         self.options = options or ServiceOptions()
-        self.registry = ModelRegistry(cfg.model.name, self.storage)
+        # Built from the config: the current feature version for the guard's check, and the alerts.
+        self.registry = ModelRegistry.from_config(cfg, self.storage)
         self._champion_alias = CHAMPION
         self.window_features = [d.name for d in feature_registry(cfg)]
         self.features = OnlineFeatures(cfg, self.storage)
@@ -124,8 +125,8 @@ class PredictionService:
             self._champion_version,
             self.load_version,
             poll_interval=self.options.poll_interval,
-            on_swap=lambda m: self.metrics.model_loaded(m.version),
-            on_refuse=lambda v, _why: self.metrics.model_refused(v),
+            on_swap=self._swapped,
+            on_refuse=self._refused,
         )
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -149,11 +150,45 @@ class PredictionService:
         self._thread_limits = threadpool_limits(limits=self.options.predict_threads, user_api="openmp")
 
     # ------------------------------------------------------------------------------------ model loading
+    _REFUSAL_INCIDENT = "service_degraded:champion_refused"
+
+    def _refused(self, version: str, why: str) -> None:
+        self.metrics.model_refused(version)
+        alerter = self.registry.alerter
+        if alerter is None:
+            return
+        from mlops_assets.alerts import AlertEvent
+
+        current = self.slot.current
+        alerter.notify(
+            AlertEvent(
+                kind="service_degraded",
+                model=self.cfg.model.name,
+                summary=f"the prediction service refuses champion version {version}: {why}; "
+                + (f"still serving version {current.version}" if current else "no model is served"),
+                version=version,
+                check="champion_refused",
+                dedup_key=self._REFUSAL_INCIDENT,
+            )
+        )
+
+    def _swapped(self, model: ServedModel) -> None:
+        self.metrics.model_loaded(model.version)
+        if self.registry.alerter is not None:
+            self.registry.alerter.resolve(
+                self.cfg.model.name,
+                self._REFUSAL_INCIDENT,
+                f"the prediction service serves champion version {model.version}",
+                version=model.version,
+            )
+
     def _champion_version(self) -> str | None:
         return self.registry.aliases().get(self._champion_alias)
 
     def load_version(self, version: str) -> ServedModel:
-        """Verified load of ``version``, the feature-version check against the online store, and a warm-up."""
+        """Verified load of ``version``, the guard's clearance (a passing gate record for the current feature
+        version, or a recorded override; the sha256 the guard recorded when it moved the alias), the
+        feature-version check against the online store, and a warm-up."""
         loaded = self.registry.load(version)
         model = build_served_model(self.cfg, loaded, self.window_features)
         store_version = self.features.code_version()
@@ -168,6 +203,11 @@ class PredictionService:
                 f"{model.feature_version!r} but the online store holds version {store_version!r}: "
                 "rematerialize the features or promote a model trained on the current definitions"
             )
+        verdict = self.registry.serving_clearance(version, loaded.sha256)
+        if not verdict.ok:
+            # An alias moved outside the guard (by hand in the MLflow UI, a script) to a version the gates do not
+            # clear: not served.
+            raise ModelRefusedError(verdict.explain())
         # Warm-up off the request path: the first call of a fresh pipeline is slower.
         model.predict(pd.DataFrame({c: [np.nan] for c in model.columns}).astype("float64", errors="ignore"))
         if model.numeric_only:
