@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ class RunOutcome:
     unchanged_champion_version: str | None = None
     # A challenger that passed every gate and awaits a person's approval (approval.required).
     awaiting_approval_version: str | None = None
+
+
+# Set once ``execute`` holds its instance: another thread may then open its own on the same storage. Opening one
+# while the first creates a fresh SQLite instance stamps its schema twice (alembic: "more than one head").
+INSTANCE_READY = threading.Event()
 
 
 def instance_for(storage: Storage):
@@ -172,7 +178,9 @@ def execute(
     _sleep_while_a_step_waits_for_a_slot()
     t0 = time.perf_counter()
     defs = build_model_defs(cfg, config_path=config_file)
+    INSTANCE_READY.clear()
     instance = instance or instance_for(storage)
+    INSTANCE_READY.set()
     reap_dead_runs(instance, found_by=f"mlops-assets (pid {os.getpid()})")
     # The data's own periods (the run reads the source anyway), added as partitions where they are new.
     rng = source_time_range(cfg)

@@ -335,10 +335,12 @@ def run_answering_signals(
 
 def _instance(storage: Storage):
     """A Dagster instance of this thread's own on ``storage`` (the worker thread keeps its connections); None
-    before the run has set the instance up."""
+    until the run holds its own (two threads creating a fresh instance at once would stamp its schema twice)."""
     import dagster as dg
 
-    if not storage.dagster_home.joinpath("dagster.yaml").is_file():
+    from mlops_assets.runner import INSTANCE_READY
+
+    if not INSTANCE_READY.is_set() or not storage.dagster_home.joinpath("dagster.yaml").is_file():
         return None
     return dg.DagsterInstance.from_config(str(storage.dagster_home))
 
