@@ -38,6 +38,9 @@ def _report(config_path, tmp_path, tag):
 def test_checks_never_executed_are_reported_as_such_not_as_passed(rainfall_slice, tmp_path, capsys):
     path, _ = rainfall_slice(years=3, name="fresh")
     declared = _declared_checks(path)
+    instance_for(
+        storage_from_env().ensure()
+    )  # an instance in which nothing has run yet (no instance: "no state")
     code, root, cases, md = _report(path, tmp_path, "fresh")
     assert code == 0  # nothing failed: nothing ran
     assert {(cls.replace(".", "/"), name) for cls, name in cases} == declared

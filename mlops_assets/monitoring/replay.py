@@ -44,6 +44,8 @@ from mlops_assets.monitoring.policy import (
     decide_retrain,
 )
 from mlops_assets.monitoring.state import assess_partition, newest_partition
+from mlops_assets.registry.guard import Clearance, judge
+from mlops_assets.registry.history import GateRecord
 
 if TYPE_CHECKING:
     from mlops_assets.catalogue import GateResult
@@ -60,11 +62,6 @@ Schedule = Callable[[str], bool]
 
 
 @dataclass
-class _GateRecord:
-    results: list[dict[str, Any]]
-
-
-@dataclass
 class _Deployment:
     previous_version: str | None
     deployed_at: str
@@ -77,26 +74,43 @@ class _Version:
 
 class MemoryModelStore:
     """The registry calls :func:`~mlops_assets.steps.promote.promote` makes, over versions held in memory and the
-    replay's simulated clock: gate records per version, the champion alias and the deployment history."""
+    replay's simulated clock: gate records per version, the guard's verdict on them (the registry's own
+    :func:`~mlops_assets.registry.guard.judge`), the champion alias and the deployment history. It sends no
+    alerts."""
+
+    model_name = "replay"
+    alerter = None
 
     def __init__(self) -> None:
-        self.gate_results: dict[str, list[dict[str, Any]]] = {}
+        self.gate_results: dict[str, GateRecord] = {}
         self.champion_version: str | None = None
         self.deployments: list[dict[str, Any]] = []
         self.now: datetime | None = None
 
     def record_gate_results(self, version: str, results: list[GateResult]) -> None:
-        self.gate_results[version] = [r.to_dict() for r in results]
+        at = "" if self.now is None else self.now.isoformat()
+        self.gate_results[version] = GateRecord(
+            self.model_name, version, at, None, [r.to_dict() for r in results]
+        )
 
-    def latest_gate_results(self, version: str) -> _GateRecord | None:
-        results = self.gate_results.get(str(version))
-        return None if results is None else _GateRecord(results)
+    def latest_gate_results(self, version: str) -> GateRecord | None:
+        return self.gate_results.get(str(version))
+
+    def clearance(self, version: str) -> Clearance:
+        # One feature definition for the whole replay: the verdict is the gate record's.
+        return judge(self.model_name, str(version), self.latest_gate_results(version), None, None)
 
     def champion(self) -> _Version | None:
         return None if self.champion_version is None else _Version(self.champion_version)
 
     def promote(
-        self, version: str, *, reason: str, run_id: str | None, metrics: dict[str, float] | None = None
+        self,
+        version: str,
+        *,
+        reason: str,
+        run_id: str | None,
+        metrics: dict[str, float] | None = None,
+        by: str | None = None,
     ) -> _Deployment:
         if self.now is None:
             raise RuntimeError("the replay's model store has no simulated time to deploy at")
