@@ -102,6 +102,7 @@ EXPECTED_JOBS = {
 }
 EXPECTED_SENSORS = {
     ("mlops_model_new_data_sensor", None, 15, "RUNNING"),
+    ("mlops_model_champion_sensor", None, 60, "RUNNING"),
     ("mlops_model_drift_retrain_sensor", "mlops_model_retrain_job", 15, "RUNNING"),
     ("mlops_model_performance_retrain_sensor", "mlops_model_retrain_job", 60, "RUNNING"),
     ("mlops_model_freshness_retrain_sensor", "mlops_model_retrain_job", 3600, "RUNNING"),

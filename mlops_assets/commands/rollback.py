@@ -5,6 +5,10 @@ Light on purpose: the config, the storage settings and the tracking database thr
 :mod:`mlops_assets.registry.sql_aliases` -- no MLflow, pandas, scikit-learn or Dagster import when the database is
 one that module knows (else the MLflow client). A model is not loaded to move an alias; the target must carry the
 sha256 tag of a registration through mlops_assets (see :meth:`ModelRegistry.rollback`).
+
+Once the alias has moved, and only where a Dagster instance exists (``DAGSTER_HOME``), the move is recorded there
+as a materialization of ``deployed_model`` (:mod:`mlops_assets.defs.champion`), so the Dagster UI shows the champion
+that MLflow and the service have. That is the one step that imports Dagster, after the champion has changed.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlops_assets.commands.context import load_context, open_registry, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
 from mlops_assets.storage import Storage
+
+if TYPE_CHECKING:
+    from mlops_assets.registry.history import Deployment
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,8 @@ def rollback(
     nothing to roll back to, ``to`` is unknown or already champion, or the target was not registered through
     mlops_assets."""
     d = open_registry(cfg, storage, light=True).rollback(to=to, reason=reason)
+    if (storage.dagster_home / "dagster.yaml").exists():
+        record_in_dagster(storage, d)
     return RollbackOutcome(
         model_name=cfg.model.name,
         version=d.version,
@@ -53,6 +63,18 @@ def rollback(
         deployed_at=d.deployed_at,
         reason=d.reason,
     )
+
+
+def record_in_dagster(storage: Storage, deployment: Deployment) -> None:
+    """Record ``deployment`` in the Dagster instance of ``storage`` as a materialization of ``deployed_model``."""
+    from mlops_assets.defs.champion import record_champion
+    from mlops_assets.runner import instance_for
+
+    instance = instance_for(storage)
+    try:
+        record_champion(instance, deployment, recorded_by="mlops-assets rollback")
+    finally:
+        instance.dispose()
 
 
 def main(args: argparse.Namespace) -> int:

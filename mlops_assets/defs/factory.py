@@ -82,6 +82,7 @@ def ingest_job(cfg: MlopsConfig) -> UnresolvedAssetJobDefinition:
 
 
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
+    from mlops_assets.defs.champion import build_champion_sensor
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.ingestion import build_new_data_sensor
@@ -109,7 +110,11 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         assets=assets,
         asset_checks=retraining.asset_checks,
         jobs=[whole, data, *(retraining.jobs or []), *build_deployment_jobs(cfg, prefix)],
-        sensors=[build_new_data_sensor(cfg, partitions_def, whole, data), *(retraining.sensors or [])],
+        sensors=[
+            build_new_data_sensor(cfg, partitions_def, whole, data),
+            build_champion_sensor(cfg),
+            *(retraining.sensors or []),
+        ],
         resources={
             "project": project,
             PARTITION_IO: PartitionedParquetIOManager(project=project),
