@@ -119,6 +119,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 project.registry(),
                 run_id=context.run_id,
                 force=forced,
+                trigger=context.run.tags.get(REASON_TAG) or ("forced" if forced else "run"),
             )
         except TrainingDataError as err:
             raise dg.Failure(str(err)) from None

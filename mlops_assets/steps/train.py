@@ -566,9 +566,14 @@ def register_challenger(
     run_id: str,
     champion: ChampionForComparison | None,
     fingerprint: str | None = None,
+    trigger: str = "manual",
 ) -> TrainOutcome:
     """Register the challenger as a new MLflow version (alias ``challenger``) with its profile, split, gates and
-    plots; record its gate results and model card."""
+    plots; record its gate results and model card.
+
+    The MLflow run is named after the model, its ``trigger`` (``initial``, ``drift``, ... ``run``) and the newest
+    partition it was fitted on; the rows it was fitted on and the holdout are its dataset inputs (``training``,
+    ``holdout``) with their digests."""
     from mlops_assets.monitoring import state as monitoring_state
     from mlops_assets.training.model_card import render_model_card
 
@@ -578,6 +583,8 @@ def register_challenger(
     train_keys = deployed.split.train
     start, end = challenger.trained_window
     threshold = challenger.threshold
+    label = cfg.dataset.label_column
+    inputs = [*deployed.feature_columns, label]
     registered = registry.register(
         deployed.pipeline,
         input_example=challenger.holdout.head(5)
@@ -615,6 +622,12 @@ def register_challenger(
             "threshold": None if threshold is None else threshold.to_dict(),
         },
         file_artifacts=challenger.plots,
+        run_name=f"{cfg.model.name}-{trigger}-{end}",
+        datasets={
+            "training": frame.loc[frame[PARTITION].isin(deployed.split.train), inputs],
+            "holdout": frame.loc[frame[PARTITION].isin(model.split.holdout), inputs],
+        },
+        target=label,
     )
     registry.record_gate_results(registered.version, challenger.gates, run_id=run_id)
     card = render_model_card(
@@ -690,9 +703,16 @@ def training_fingerprint(cfg: MlopsConfig, data: TrainingData, feature_version: 
 
 
 def train_and_gate(
-    cfg: MlopsConfig, store: OfflineStore, registry: ModelRegistry, *, run_id: str, force: bool = True
+    cfg: MlopsConfig,
+    store: OfflineStore,
+    registry: ModelRegistry,
+    *,
+    run_id: str,
+    force: bool = True,
+    trigger: str = "manual",
 ) -> TrainOutcome | Unchanged:
-    """Load the training data, train a challenger beside the champion, gate it and register it.
+    """Load the training data, train a challenger beside the champion, gate it and register it (``trigger``: why
+    it trains, which names the MLflow run).
 
     With ``force`` off, a run whose training fingerprint equals the champion's trains nothing and returns
     :class:`Unchanged`: ``mlops-assets run`` twice on the same data makes one model version.
@@ -717,4 +737,5 @@ def train_and_gate(
         run_id=run_id,
         champion=champion,
         fingerprint=fingerprint,
+        trigger=trigger,
     )
