@@ -112,7 +112,7 @@ def test_train_gate_promote_then_assess_drift(slice_setup, tmp_path):
     # MLflow as its users expect: a run named after the model, its trigger and its data; an MLflow 3 logged model
     # that is the run's output and the version's source; the training rows and the holdout as dataset inputs.
     run = registry.client.get_run(trained.mlflow_run_id)
-    assert run.info.run_name == f"{cfg.model.name}-manual-{keys[35]}"
+    assert run.info.run_name == f"{cfg.model.name}-initial-{keys[35]}"
     version = registry.client.get_model_version(cfg.model.name, "1")
     assert version.source.startswith("models:/m-")
     logged = registry.client.get_logged_model(version.source.removeprefix("models:/"))

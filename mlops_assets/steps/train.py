@@ -115,6 +115,7 @@ class TrainOutcome:
     gates: list[GateResult]
     model_card: str
     training_data_version: str
+    plots: dict[str, bytes] = field(default_factory=dict)  # artifact name -> PNG (e.g. plots/roc_curve.png)
 
     @property
     def passed(self) -> bool:
@@ -662,6 +663,7 @@ def register_challenger(
         gates=challenger.gates,
         model_card=card,
         training_data_version=content_version(frame[frame[PARTITION].isin(train_keys)]),
+        plots=challenger.plots,
     )
 
 
@@ -709,10 +711,10 @@ def train_and_gate(
     *,
     run_id: str,
     force: bool = True,
-    trigger: str = "manual",
+    trigger: str | None = None,
 ) -> TrainOutcome | Unchanged:
     """Load the training data, train a challenger beside the champion, gate it and register it (``trigger``: why
-    it trains, which names the MLflow run).
+    it trains, which names the MLflow run; by default ``initial`` without a champion, else ``run``).
 
     With ``force`` off, a run whose training fingerprint equals the champion's trains nothing and returns
     :class:`Unchanged`: ``mlops-assets run`` twice on the same data makes one model version.
@@ -727,6 +729,8 @@ def train_and_gate(
         if info is not None and info.tags.get(TAG_TRAINING_FINGERPRINT) == fingerprint:
             return Unchanged(info.version, fingerprint)
     champion = champion_for_comparison(registry, feature_version)
+    if trigger is None:
+        trigger = "initial" if registry.champion() is None else "run"
     challenger = train_challenger(cfg, data, feature_version=feature_version, champion=champion)
     return register_challenger(
         cfg,
