@@ -308,9 +308,6 @@ class ModelRegistry:
         run_id, own_run = self._target_run(run_name)
         model_id: str | None = None
         try:
-            if run_name:
-                # dagster-mlflow names its run after the Dagster job; the model and its trigger say more.
-                self.client.set_tag(run_id, "mlflow.runName", run_name)
             inputs = self._log_datasets(run_id, datasets or {}, target)
             with self._scratch() as tmp:
                 model_dir = tmp / MODEL_ARTIFACT_PATH
@@ -363,7 +360,9 @@ class ModelRegistry:
                     run_id,
                     metrics=metric_rows,
                     params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                    tags=[RunTag(k, v) for k, v in info_tags.items()],
+                    tags=[RunTag(k, v) for k, v in info_tags.items()]
+                    # dagster-mlflow names its run after the Dagster job; the model and its trigger say more.
+                    + ([RunTag("mlflow.runName", run_name)] if run_name else []),
                 )
                 try:
                     self.client.log_model_artifacts(model_id, str(model_dir))
