@@ -93,7 +93,7 @@ def test_rollback_refusals(cfg, storage):
     with pytest.raises(UnknownVersionError, match=rf"no version 77 \(registered versions: {v1}, {v2}\)"):
         rollback(cfg, storage, to="77")
     # A version not registered through mlops_assets (no sha256 tag) never becomes champion.
-    source = reg.get_version(v1).source
+    source = reg.client.get_model_version_download_uri(reg.model_name, v1)
     foreign = reg.client.create_model_version(reg.model_name, source, run_id=reg.get_version(v1).run_id)
     with pytest.raises(ArtifactIntegrityError, match="no recorded sha256"):
         rollback(cfg, storage, to=str(foreign.version))

@@ -1,5 +1,11 @@
 """A snapshot of the loaded definitions: an accidental change to the graph shows up here in review."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 
 from mlops_assets.config import load_config
@@ -102,6 +108,7 @@ EXPECTED_JOBS = {
 }
 EXPECTED_SENSORS = {
     ("mlops_model_new_data_sensor", None, 15, "RUNNING"),
+    ("mlops_model_champion_sensor", None, 60, "RUNNING"),
     ("mlops_model_drift_retrain_sensor", "mlops_model_retrain_job", 15, "RUNNING"),
     ("mlops_model_performance_retrain_sensor", "mlops_model_retrain_job", 60, "RUNNING"),
     ("mlops_model_freshness_retrain_sensor", "mlops_model_retrain_job", 3600, "RUNNING"),
@@ -169,3 +176,29 @@ def test_the_mlflow_resource_schema_is_dagster_mlflows():
         }
 
     assert shape(MLFLOW_CONFIG_SCHEMA) == shape(CONFIG_SCHEMA)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dg(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """`dg` (dagster-dg-cli) as a user runs it in the repository, on fresh storage and no DAGSTER_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "DAGSTER_"))}
+    env.update(MLOPS_HOME=str(home), VIRTUAL_ENV=sys.prefix)
+    dg_bin = Path(sys.executable).parent / "dg"
+    return subprocess.run(
+        [str(dg_bin), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_dg_checks_and_lists_the_project_definitions(tmp_path):
+    checked = _dg(["check", "defs"], tmp_path / "home")
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-3000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = _dg(["list", "defs", "--json"], tmp_path / "home")
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    defs = json.loads(listed.stdout)
+    assert {a["asset_key"] for a in defs["assets"]} == set(EXPECTED_ASSETS)
+    assert {s["name"] for s in defs["sensors"]} >= {name for name, *_ in EXPECTED_SENSORS}
+    assert {j["name"] for j in defs["jobs"]} == set(EXPECTED_JOBS)
+    assert not list(ROOT.glob(".tmp_dagster_home_*"))  # dg's temporary instance is gone

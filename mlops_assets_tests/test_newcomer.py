@@ -122,6 +122,16 @@ def test_metrics_are_numbers_and_link_to_mlflow(example, monkeypatch):
     assert md["mlflow_run"].value.startswith(f"{MLFLOW_UI}/#/experiments/")
     assert md["mlflow_run"].value.endswith(f"/runs/{run_id}")
     assert md["mlflow_model_version"].value == f"{MLFLOW_UI}/#/models/nyc_weather/versions/1"
+    # The ROC curve and confusion matrix shown in the UI: Markdown images (Dagster has no image type).
+    for name in ("roc_curve", "confusion_matrix"):
+        assert isinstance(md[name], dg.MarkdownMetadataValue)
+        assert md[name].value.startswith(f"![{name}](data:image/png;base64,")
+        assert len(md[name].value) < 70_000
+    # The MLflow run of that model is named after it and its trigger, not after the Dagster job.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{example['home'] / 'mlflow.db'}")
+    assert client.get_run(run_id).info.run_name.startswith("nyc_weather-initial-")
 
 
 def _csv(path: Path, text: str) -> Path:

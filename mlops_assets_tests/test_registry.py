@@ -124,7 +124,12 @@ def test_register_records_model_tags_artifacts_and_challenger_alias(reg, storage
     assert run.data.params["max_iter"] == "40"
     assert run.info.status == "FINISHED"
     listed = {a.path for a in reg.client.list_artifacts(rv.run_id)}
-    assert {"model", "plots", "reference_profile.json", "partitions.json"} <= listed
+    assert {"plots", "reference_profile.json", "partitions.json"} <= listed
+    # The model itself is the run's MLflow 3 LoggedModel, the version's source.
+    assert "model" not in listed
+    assert [o.model_id for o in run.outputs.model_outputs] == [rv.model_id]
+    assert mv.source == f"models:/{rv.model_id}"
+    assert reg.client.get_logged_model(rv.model_id).artifact_location == rv.source
     assert reg.load_json(rv.version, "reference_profile") == {"temperature": {"mean": 0.1}}
     mlmodel = (Path(urlparse(rv.source).path) / "MLmodel").read_text()
     assert "signature" in mlmodel and "skops" in mlmodel

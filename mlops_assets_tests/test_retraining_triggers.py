@@ -3,6 +3,7 @@ then half a year whose dew point and pressure shifted (the kind of change the ea
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from mlops_assets.defs.factory import build_model_defs
 from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.defs.resources import MlopsProject
 from mlops_assets.defs.retraining import retrain_job_name, sensor_name
+from mlops_assets.images import MAX_BYTES
 from mlops_assets.monitoring.policy import DriftObservation
 from mlops_assets.monitoring.replay import DRIFT_CHECK
 from mlops_assets.monitoring.state import (
@@ -86,6 +88,7 @@ def test_drift_check_feeds_the_drift_sensor_whose_run_retrains_for_drift(rainfal
     )
     assert second.status == "ok", second.error
     [check] = [c for c in second.checks if c["check"] == DRIFT_CHECK]
+    assert check.pop("description").startswith("6 of 6 new partition(s) drifted from champion version 1")
     assert check == {
         "asset": "features",
         "check": DRIFT_CHECK,
@@ -106,6 +109,12 @@ def test_drift_check_feeds_the_drift_sensor_whose_run_retrains_for_drift(rainfal
     plot = Path(md["drift_plot"].value)
     assert plot.is_file() and plot.read_bytes()[:4] == b"\x89PNG"
     assert plot.is_relative_to(storage.home)
+    # The plot shown in the UI too: Markdown with an embedded PNG thumbnail, capped in size.
+    image = md["drift_plot_image"]
+    assert isinstance(image, dg.MarkdownMetadataValue)
+    assert image.value.startswith("![drift plot](data:image/png;base64,")
+    payload = image.value.split("base64,", 1)[1].rstrip(")")
+    assert len(payload) <= MAX_BYTES and base64.b64decode(payload)[:4] == b"\x89PNG"
     assert set(md["label_drift"].value) == {f"1953-0{m}" for m in range(1, 7)}
     assert all(0.0 <= v <= 1.0 for v in md["champion_roc_auc"].value.values())
     log = MonitoringLog.from_storage(cfg.model.name, storage_from_env()).entries()

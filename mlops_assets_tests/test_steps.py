@@ -1,6 +1,7 @@
 """The pipeline's use-cases called directly, on the bundled data, without building or running the Dagster graph."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -108,6 +109,26 @@ def test_train_gate_promote_then_assess_drift(slice_setup, tmp_path):
     assert trained.version == "1" and trained.passed, [g for g in trained.gates if not g.passed]
     assert [g.gate for g in trained.gates] == [g.name for g in release_gates(cfg)]
     assert registry.latest_gate_results("1").results[0]["gate"] == "sanity"
+    # MLflow as its users expect: a run named after the model, its trigger and its data; an MLflow 3 logged model
+    # that is the run's output and the version's source; the training rows and the holdout as dataset inputs.
+    run = registry.client.get_run(trained.mlflow_run_id)
+    assert run.info.run_name == f"{cfg.model.name}-initial-{keys[35]}"
+    version = registry.client.get_model_version(cfg.model.name, "1")
+    assert version.source.startswith("models:/m-")
+    logged = registry.client.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.source_run_id == run.info.run_id and str(logged.status) == "READY"
+    assert registry.client.get_model_version_download_uri(cfg.model.name, "1") == logged.artifact_location
+    assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    assert {m.key for m in logged.metrics} >= {"holdout_roc_auc"}
+    inputs = {
+        {t.key: t.value for t in i.tags}["mlflow.data.context"]: i.dataset for i in run.inputs.dataset_inputs
+    }
+    assert set(inputs) == {"training", "holdout"}
+    assert all(len(d.digest) >= 8 for d in inputs.values())
+    assert inputs["training"].digest != inputs["holdout"].digest
+    holdout_metric = next(m for m in logged.metrics if m.key == "holdout_roc_auc")
+    assert holdout_metric.dataset_digest == inputs["holdout"].digest
+    assert not Path("mlflow.db").exists() and not Path("mlruns").exists()  # nothing in the working directory
     deployed = promote(registry, trained.version, reason=None, run_id="test-run")
     assert (deployed.version, deployed.reason, deployed.previous_version) == ("1", "initial", None)
     # The threshold was chosen by the recipe fitted before the validation and holdout windows; the champion is the

@@ -8,6 +8,10 @@ Light on purpose: the config, the storage settings and the tracking database thr
 one that module knows (else the MLflow client). A model is not loaded to move an alias, but the target's artifact
 is read and its sha256 compared with the one recorded at registration before anything moves (see
 :meth:`ModelRegistry.rollback`): a version that would not load where it is served never becomes champion.
+
+Once the alias has moved, and only where a Dagster instance exists (``DAGSTER_HOME``), the move is recorded there
+as a materialization of ``deployed_model`` (:mod:`mlops_assets.defs.champion`), so the Dagster UI shows the champion
+that MLflow and the service have. That is the one step that imports Dagster, after the champion has changed.
 """
 
 from __future__ import annotations
@@ -15,12 +19,16 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlops_assets.commands.context import load_context, open_registry, require_state
 from mlops_assets.config import MlopsConfig
 from mlops_assets.registry.errors import RegistryError
 from mlops_assets.registry.reachability import check_reachable
 from mlops_assets.storage import Storage
+
+if TYPE_CHECKING:
+    from mlops_assets.registry.history import Deployment
 
 
 @dataclass(frozen=True)
@@ -83,6 +91,8 @@ def rollback(
     registry = open_registry(cfg, storage, light=True)
     seen = registry.aliases().get(CHAMPION)
     d = registry.rollback(to=to, reason=reason, by=who, override=override, expected_champion=seen)
+    if (storage.dagster_home / "dagster.yaml").exists():
+        record_in_dagster(storage, d)
     return RollbackOutcome(
         model_name=cfg.model.name,
         version=d.version,
@@ -92,6 +102,18 @@ def rollback(
         moved_by=d.moved_by,
         override_reason=d.override_reason,
     )
+
+
+def record_in_dagster(storage: Storage, deployment: Deployment) -> None:
+    """Record ``deployment`` in the Dagster instance of ``storage`` as a materialization of ``deployed_model``."""
+    from mlops_assets.defs.champion import record_champion
+    from mlops_assets.runner import instance_for
+
+    instance = instance_for(storage)
+    try:
+        record_champion(instance, deployment, recorded_by="mlops-assets rollback")
+    finally:
+        instance.dispose()
 
 
 def main(args: argparse.Namespace) -> int:

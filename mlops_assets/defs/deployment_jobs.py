@@ -3,6 +3,7 @@
 import dagster as dg
 
 from mlops_assets.config import MlopsConfig
+from mlops_assets.defs.champion import champion_materialization
 from mlops_assets.defs.resources import MlopsProject
 
 
@@ -34,6 +35,8 @@ def build_deployment_jobs(cfg: MlopsConfig, prefix: list[str]) -> list[dg.JobDef
             )
         except GateRefusedError as err:
             raise dg.Failure(str(err)) from None
+        # deployed_model is the champion alias: record its move so the asset shows the new champion.
+        context.log_event(champion_materialization(deployment, recorded_by=context.job_name))
         context.add_output_metadata(
             {"champion_version": deployment.version, "previous": str(deployment.previous_version)}
         )

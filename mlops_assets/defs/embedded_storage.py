@@ -49,18 +49,18 @@ def _synchronous_normal(dbapi_conn, _record) -> None:
 class EmbeddedSqliteEventLogStorage(SqliteEventLogStorage):
     """:class:`SqliteEventLogStorage` with one engine and one kept connection per file.
 
-    ``base_dir`` defaults to ``$DAGSTER_HOME/history/runs``, where Dagster's default SQLite storage keeps its
+    ``base_dir`` defaults to ``$DAGSTER_HOME/history/runs`` (``DAGSTER_HOME`` defaulting to ``$MLOPS_HOME/dagster``,
+    as everywhere in the project), where Dagster's default SQLite storage keeps its
     event logs, so an instance home made before this class existed keeps its history.
     """
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         if base_dir is None:
-            home = os.environ.get("DAGSTER_HOME")
-            if not home:
-                raise ValueError(
-                    "EmbeddedSqliteEventLogStorage needs config.base_dir or DAGSTER_HOME to place its files"
-                )
-            base_dir = os.path.join(home, "history", "runs")
+            # DAGSTER_HOME, else the project's default ($MLOPS_HOME/dagster): a CLI's temporary instance (`dg check
+            # defs`, `dagster definitions validate` without DAGSTER_HOME) reads this dagster.yaml without setting it.
+            from mlops_assets.storage import storage_from_env
+
+            base_dir = os.path.join(storage_from_env().dagster_home, "history", "runs")
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._schema_present: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)

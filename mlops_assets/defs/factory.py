@@ -83,6 +83,7 @@ def ingest_job(cfg: MlopsConfig) -> UnresolvedAssetJobDefinition:
 
 def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Definitions:
     from mlops_assets.defs.alerting import build_alert_sensors
+    from mlops_assets.defs.champion import build_champion_sensor
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.ingestion import build_new_data_sensor
@@ -114,6 +115,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         jobs=[whole, data, *(retraining.jobs or []), *build_deployment_jobs(cfg, prefix)],
         sensors=[
             build_new_data_sensor(cfg, partitions_def, whole, data),
+            build_champion_sensor(cfg),
             *(retraining.sensors or []),
             *build_alert_sensors(cfg, prefix),
         ],

@@ -11,6 +11,7 @@ from mlops_assets.catalogue import release_gates
 from mlops_assets.config import MlopsConfig
 from mlops_assets.defs.checks import check_result, check_specs
 from mlops_assets.defs.resources import HANDOFF_IO, MlopsProject
+from mlops_assets.images import png_markdown
 
 REASON_TAG = "mlops/reason"
 REASONS = ("initial", "drift", "performance", "freshness", "manual")
@@ -19,6 +20,8 @@ FORCE_TAG = "mlops/force"
 # The newest partition a run's training may read (`mlops-assets run`: its source's newest period). Another run on the
 # same storage may have written newer partitions of another slice; this run trains on the data it ingested.
 TRAIN_THROUGH_TAG = "mlops/train_through"
+# trained_model metadata key -> the release plot (an MLflow artifact) it shows.
+PLOT_METADATA = {"roc_curve": "plots/roc_curve.png", "confusion_matrix": "plots/confusion_matrix.png"}
 # Observation metadata of a trained_model that had nothing new to learn: the champion version that stays.
 UNCHANGED_KEY = "unchanged_champion_version"
 
@@ -125,6 +128,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 project.registry(),
                 run_id=context.run_id,
                 force=forced,
+                trigger=context.run.tags.get(REASON_TAG) or ("forced" if forced else None),
             )
         except TrainingDataError as err:
             raise dg.Failure(str(err)) from None
@@ -168,6 +172,12 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 "training_data_version": outcome.training_data_version,
                 "sha256": outcome.sha256,
                 "model_card": dg.MetadataValue.md(outcome.model_card),
+                # The plots themselves, shown in the UI (they are also artifacts of the MLflow run).
+                **{
+                    name: dg.MetadataValue.md(png_markdown(outcome.plots[artifact], name))
+                    for name, artifact in PLOT_METADATA.items()
+                    if artifact in outcome.plots
+                },
             },
             data_version=dg.DataVersion(outcome.sha256[:20]),
             output_name="trained_model",

@@ -24,6 +24,7 @@ from mlops_assets.config import MlopsConfig
 from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
 from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.defs.run_liveness import live_runs
+from mlops_assets.images import png_markdown
 from mlops_assets.monitoring.replay import DRIFT_CHECK
 
 DECISION_TAG = "mlops/decision"
@@ -178,6 +179,8 @@ def _drift_check(context: dg.AssetCheckExecutionContext, cfg: MlopsConfig, featu
         "alpha": focus.covariate.alpha,
         "correction": focus.covariate.correction,
         "drift_plot": dg.MetadataValue.path(str(outcome.plot_path)),
+        # The same plot shown in the UI: Markdown with an embedded thumbnail (Dagster has no image type).
+        "drift_plot_image": dg.MetadataValue.md(png_markdown(outcome.plot_path.read_bytes(), "drift plot")),
         "measured": dg.MetadataValue.float(float(len(drifted))),
         "threshold": dg.MetadataValue.float(0.0),
     }

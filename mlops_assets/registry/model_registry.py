@@ -70,6 +70,27 @@ MODEL_FILE = "model.skops"
 _MAX_PARTITION_TAG_CHARS = 4000
 
 
+@contextmanager
+def _global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking URI set to ``uri`` for the block, then restored exactly as it was -- the
+    module's value and the ``MLFLOW_TRACKING_URI`` variable MLflow mirrors it into (MLflow's own
+    ``_use_tracking_uri`` would leave the variable pointing at whatever store was set before)."""
+    import os
+
+    from mlflow.tracking._tracking_service import utils
+
+    old_uri, old_env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils._tracking_uri = old_uri
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
 def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -101,6 +122,7 @@ class RegisteredVersion:
     sha256: str
     source: str
     trusted_types: list[str]
+    model_id: str | None = None  # the MLflow 3 LoggedModel the version was registered from
 
 
 @dataclass(frozen=True)
@@ -279,21 +301,26 @@ class ModelRegistry:
         file_artifacts: Mapping[str, bytes | str] | None = None,
         run_name: str | None = None,
         alias: str = CHALLENGER,
+        datasets: Mapping[str, Any] | None = None,
+        target: str | None = None,
     ) -> RegisteredVersion:
         """Log a fitted scikit-learn ``pipeline`` and register it as a new version carrying ``alias``.
 
-        Logs into the active MLflow run when there is one, else into a new run (ended here). Records params,
-        metrics, the model (skops, signature and ``input_example`` a few feature rows), its sha256 and trusted
-        types as version tags, the data window / partitions / feature version / Dagster run id as run and version
-        tags, each ``json_artifacts`` value as ``<name>.json`` and each ``file_artifacts`` value (bytes or text)
-        under its name (e.g. ``plots/roc_curve.png``, ``model_card.md``).
+        Logs into the active MLflow run when there is one, else into a new run (ended here); ``run_name`` names
+        either. Records params, metrics, the model (skops, signature and ``input_example`` a few feature rows) as
+        an MLflow 3 LoggedModel that is the run's output and the version's source, its sha256 and trusted types as
+        version tags, the data window / partitions / feature version / Dagster run id as run and version tags,
+        each ``json_artifacts`` value as ``<name>.json`` and each ``file_artifacts`` value (bytes or text) under
+        its name (e.g. ``plots/roc_curve.png``, ``model_card.md``). ``datasets`` (context -> pandas frame, e.g.
+        ``training``, ``holdout``) are logged as the run's dataset inputs with their digests, ``target`` their
+        label column; metrics named ``<context>_<metric>`` are linked to that dataset and to the model.
         """
         if alias in (CHAMPION, PREVIOUS):
             # Those move only through the guard (move_champion), never at registration.
             raise ValueError(f"a new version cannot be registered with alias '{alias}': promote it instead")
         import mlflow.sklearn
         import skops.io
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, RunTag
         from mlflow.models import infer_signature
 
         trusted = sorted(skops.io.get_untrusted_types(data=skops.io.dumps(pipeline)))
@@ -316,7 +343,9 @@ class ModelRegistry:
         info_tags = {k: str(v) for k, v in optional_tags.items() if v is not None}
 
         run_id, own_run = self._target_run(run_name)
+        model_id: str | None = None
         try:
+            inputs = self._log_datasets(run_id, datasets or {}, target)
             with self._scratch() as tmp:
                 model_dir = tmp / MODEL_ARTIFACT_PATH
                 mlflow.sklearn.save_model(
@@ -337,16 +366,43 @@ class ModelRegistry:
                     _safe_child(extra, f"{name}.json").write_text(json.dumps(obj, indent=2, default=str))
                 for name, data in (file_artifacts or {}).items():
                     _write_child(extra, name, data)
+                run = self.client.get_run(run_id)
+                logged = self.client.create_logged_model(
+                    run.info.experiment_id,
+                    name=MODEL_ARTIFACT_PATH,
+                    source_run_id=run_id,
+                    params={k: str(v)[:6000] for k, v in params.items()},
+                    tags=info_tags,
+                    model_type="scikit-learn",
+                )
+                model_id = logged.model_id
+                now = _now_ms()
+                metric_rows = []
+                for k, v in (metrics or {}).items():
+                    if v is None:
+                        continue
+                    ds = inputs.get(k.split("_", 1)[0])
+                    metric_rows.append(
+                        Metric(
+                            k,
+                            float(v),
+                            now,
+                            0,
+                            model_id=model_id,
+                            dataset_name=ds.name if ds else None,
+                            dataset_digest=ds.digest if ds else None,
+                        )
+                    )
                 self.client.log_batch(
                     run_id,
-                    metrics=[
-                        Metric(k, float(v), _now_ms(), 0) for k, v in (metrics or {}).items() if v is not None
-                    ],
+                    metrics=metric_rows,
                     params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                    tags=[RunTag(k, v) for k, v in info_tags.items()],
+                    tags=[RunTag(k, v) for k, v in info_tags.items()]
+                    # dagster-mlflow names its run after the Dagster job; the model and its trigger say more.
+                    + ([RunTag("mlflow.runName", run_name)] if run_name else []),
                 )
                 try:
-                    self.client.log_artifacts(run_id, str(model_dir), MODEL_ARTIFACT_PATH)
+                    self.client.log_model_artifacts(model_id, str(model_dir))
                     if any(extra.iterdir()):
                         self.client.log_artifacts(run_id, str(extra))
                 except OSError as err:
@@ -356,16 +412,26 @@ class ModelRegistry:
                         f"{self.client.get_run(run_id).info.artifact_uri} (the artifact store, under "
                         f"MLOPS_ARTIFACT_ROOT={self.storage.mlflow_artifact_root}): {err}; nothing was registered"
                     ) from err
-            source = f"{self.client.get_run(run_id).info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+            self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+            self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+            source = logged.artifact_location.rstrip("/")
             self._ensure_registered_model()
-            mv = self.client.create_model_version(
-                self.model_name,
-                source,
-                run_id=run_id,
-                tags=info_tags | {TAG_SHA256: sha, TAG_TRUSTED_TYPES: json.dumps(trusted)},
-            )
+            # A ``models:/<model_id>`` source is how MLflow links a version to its LoggedModel (the SQL registry
+            # keeps no other link); MLflow resolves it to ``source`` as the version's storage location.
+            # The SQL registry looks the LoggedModel up through MLflow's *global* tracking URI: pin it to ours, or
+            # it would read (and create) a database in the working directory.
+            with _global_tracking_uri(self.storage.mlflow_tracking_uri):
+                mv = self.client.create_model_version(
+                    self.model_name,
+                    f"models:/{model_id}",
+                    run_id=run_id,
+                    tags=info_tags | {TAG_SHA256: sha, TAG_TRUSTED_TYPES: json.dumps(trusted)},
+                    model_id=model_id,
+                )
             self.client.set_registered_model_alias(self.model_name, alias, mv.version)
         except BaseException:
+            if model_id is not None:
+                self.client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
             if own_run:
                 self.client.set_terminated(run_id, status="FAILED")
             raise
@@ -378,7 +444,33 @@ class ModelRegistry:
             sha256=sha,
             source=source,
             trusted_types=trusted,
+            model_id=model_id,
         )
+
+    def _log_datasets(self, run_id: str, frames: Mapping[str, Any], target: str | None) -> dict[str, Any]:
+        """Log each frame as a dataset input of ``run_id`` with its context (``training``, ``holdout``) and
+        digest; returns context -> the MLflow dataset."""
+        if not frames:
+            return {}
+        import mlflow.data.pandas_dataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        out: dict[str, Any] = {}
+        for context, frame in frames.items():
+            out[context] = mlflow.data.pandas_dataset.from_pandas(
+                frame,
+                name=f"{self.model_name}_{context}",
+                targets=target if target in frame.columns else None,
+            )
+        self.client.log_inputs(
+            run_id,
+            datasets=[
+                DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+                for context, ds in out.items()
+            ],
+        )
+        return out
 
     def _ensure_registered_model(self) -> None:
         from mlflow.exceptions import MlflowException
@@ -555,17 +647,21 @@ class ModelRegistry:
                 f"model '{self.model_name}' version {mv.version} has no recorded sha256/trusted types or no "
                 "artifact source: it was not registered through mlops_assets and is refused"
             )
+        location = mv.source
+        if location.startswith("models:/"):
+            # A LoggedModel (MLflow 3): the registry resolved its artifact location when the version was made.
+            location = self.client.get_model_version_download_uri(self.model_name, str(mv.version))
         try:
-            data = self._read_model_bytes(mv.source)
+            data = self._read_model_bytes(location)
         except FileNotFoundError as err:
             raise ArtifactIntegrityError(
-                f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} is missing "
+                f"model '{self.model_name}' version {mv.version}: artifact {location}/{MODEL_FILE} is missing "
                 f"({err.strerror or err}); the model is refused"
             ) from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected:
             raise ArtifactIntegrityError(
-                f"model '{self.model_name}' version {mv.version}: artifact {mv.source}/{MODEL_FILE} has sha256 "
+                f"model '{self.model_name}' version {mv.version}: artifact {location}/{MODEL_FILE} has sha256 "
                 f"{actual}, registered {expected}; the model is refused"
             )
         return data, json.loads(trusted_json)

@@ -115,6 +115,7 @@ class TrainOutcome:
     gates: list[GateResult]
     model_card: str
     training_data_version: str
+    plots: dict[str, bytes] = field(default_factory=dict)  # artifact name -> PNG (e.g. plots/roc_curve.png)
 
     @property
     def passed(self) -> bool:
@@ -566,9 +567,14 @@ def register_challenger(
     run_id: str,
     champion: ChampionForComparison | None,
     fingerprint: str | None = None,
+    trigger: str = "manual",
 ) -> TrainOutcome:
     """Register the challenger as a new MLflow version (alias ``challenger``) with its profile, split, gates and
-    plots; record its gate results and model card."""
+    plots; record its gate results and model card.
+
+    The MLflow run is named after the model, its ``trigger`` (``initial``, ``drift``, ... ``run``) and the newest
+    partition it was fitted on; the rows it was fitted on and the holdout are its dataset inputs (``training``,
+    ``holdout``) with their digests."""
     from mlops_assets.monitoring import state as monitoring_state
     from mlops_assets.training.model_card import render_model_card
 
@@ -578,6 +584,8 @@ def register_challenger(
     train_keys = deployed.split.train
     start, end = challenger.trained_window
     threshold = challenger.threshold
+    label = cfg.dataset.label_column
+    inputs = [*deployed.feature_columns, label]
     registered = registry.register(
         deployed.pipeline,
         input_example=challenger.holdout.head(5)
@@ -615,6 +623,12 @@ def register_challenger(
             "threshold": None if threshold is None else threshold.to_dict(),
         },
         file_artifacts=challenger.plots,
+        run_name=f"{cfg.model.name}-{trigger}-{end}",
+        datasets={
+            "training": frame.loc[frame[PARTITION].isin(deployed.split.train), inputs],
+            "holdout": frame.loc[frame[PARTITION].isin(model.split.holdout), inputs],
+        },
+        target=label,
     )
     registry.record_gate_results(registered.version, challenger.gates, run_id=run_id)
     card = render_model_card(
@@ -649,6 +663,7 @@ def register_challenger(
         gates=challenger.gates,
         model_card=card,
         training_data_version=content_version(frame[frame[PARTITION].isin(train_keys)]),
+        plots=challenger.plots,
     )
 
 
@@ -690,9 +705,16 @@ def training_fingerprint(cfg: MlopsConfig, data: TrainingData, feature_version: 
 
 
 def train_and_gate(
-    cfg: MlopsConfig, store: OfflineStore, registry: ModelRegistry, *, run_id: str, force: bool = True
+    cfg: MlopsConfig,
+    store: OfflineStore,
+    registry: ModelRegistry,
+    *,
+    run_id: str,
+    force: bool = True,
+    trigger: str | None = None,
 ) -> TrainOutcome | Unchanged:
-    """Load the training data, train a challenger beside the champion, gate it and register it.
+    """Load the training data, train a challenger beside the champion, gate it and register it (``trigger``: why
+    it trains, which names the MLflow run; by default ``initial`` without a champion, else ``run``).
 
     With ``force`` off, a run whose training fingerprint equals the champion's trains nothing and returns
     :class:`Unchanged`: ``mlops-assets run`` twice on the same data makes one model version.
@@ -707,6 +729,8 @@ def train_and_gate(
         if info is not None and info.tags.get(TAG_TRAINING_FINGERPRINT) == fingerprint:
             return Unchanged(info.version, fingerprint)
     champion = champion_for_comparison(registry, feature_version)
+    if trigger is None:
+        trigger = "initial" if registry.champion() is None else "run"
     challenger = train_challenger(cfg, data, feature_version=feature_version, champion=champion)
     return register_challenger(
         cfg,
@@ -717,4 +741,5 @@ def train_and_gate(
         run_id=run_id,
         champion=champion,
         fingerprint=fingerprint,
+        trigger=trigger,
     )
