@@ -25,7 +25,7 @@ from mlops_assets.defs.resources import MlopsProject
 from mlops_assets.registry.model_registry import CHAMPION, ModelRegistry
 from mlops_assets.runner import instance_for
 from mlops_assets.storage import storage_from_env
-from mlops_assets_tests.support import rainfall_xy
+from mlops_assets_tests.support import gate_passed, rainfall_xy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,10 @@ def deployed(cfg, isolated_storage):
     versions = []
     for rows in (400, 900):
         model = Pipeline([("model", LogisticRegression(max_iter=200))]).fit(X.iloc[:rows], y.iloc[:rows])
-        versions.append(reg.register(model, input_example=X.head(3)).version)
+        versions.append(
+            reg.register(model, input_example=X.head(3), feature_version=reg.feature_version).version
+        )
+    gate_passed(reg, *versions)  # the champion guard moves only versions the gates cleared
     reg.promote(versions[0], reason="initial", run_id=None)
     reg.promote(versions[1], reason="drift", run_id=None)
     return storage, reg, versions

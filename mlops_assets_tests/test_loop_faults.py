@@ -335,8 +335,9 @@ def test_offline_store_seen_until_a_partition_hides_newer_ones(tmp_path):
 
 
 def _flip_a_byte(registry: ModelRegistry, version: str) -> Path:
-    source = registry.get_version(version).source
-    path = Path(source.removeprefix("file://")) / MODEL_FILE
+    # The version's source is its logged model (models:/...); the registry resolved where its files are.
+    location = registry.client.get_model_version_download_uri(registry.model_name, version)
+    path = Path(location.removeprefix("file://")) / MODEL_FILE
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))

@@ -649,8 +649,11 @@ class ModelRegistry:
             )
         location = mv.source
         if location.startswith("models:/"):
-            # A LoggedModel (MLflow 3): the registry resolved its artifact location when the version was made.
-            location = self.client.get_model_version_download_uri(self.model_name, str(mv.version))
+            # A LoggedModel (MLflow 3): the registry resolved its artifact location when the version was made (the
+            # light registry read it with the version's row; MLflow's client asks for it).
+            location = getattr(mv, "storage_location", None) or self.client.get_model_version_download_uri(
+                self.model_name, str(mv.version)
+            )
         try:
             data = self._read_model_bytes(location)
         except FileNotFoundError as err:

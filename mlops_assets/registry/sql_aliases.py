@@ -43,6 +43,8 @@ class VersionRow:
     source: str | None
     description: str | None
     tags: dict[str, str] = field(default_factory=dict)
+    # Where the registry resolved the artifacts when the version was made (a logged model's `models:/` source).
+    storage_location: str | None = None
 
 
 class SqlAliasStore:
@@ -101,7 +103,7 @@ class SqlAliasStore:
         with self._connection() as conn:
             row = conn.execute(
                 self._q(
-                    "SELECT version, run_id, source, description FROM model_versions "
+                    "SELECT version, run_id, source, description, storage_location FROM model_versions "
                     "WHERE workspace = ? AND name = ? AND version = ? AND current_stage != ?"
                 ),
                 (WORKSPACE, name, int(version), _STAGE_DELETED),
@@ -121,6 +123,7 @@ class SqlAliasStore:
             source=row[2],
             description=row[3],
             tags={k: v for k, v in tags},
+            storage_location=row[4],
         )
 
     def versions(self, name: str) -> list[str]:
