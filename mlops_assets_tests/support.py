@@ -76,9 +76,9 @@ def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason
 
 class HttpReceiver:
     """A webhook receiver on loopback, in a thread: keeps each POST's path, headers and JSON body; answers
-    ``status`` (200 by default). Use as a context manager."""
+    ``status`` (200 by default), after ``delay`` seconds (a slow receiver). Use as a context manager."""
 
-    def __init__(self, status: int = 200):
+    def __init__(self, status: int = 200, delay: float = 0.0):
         import http.server
         import json
         import threading
@@ -86,6 +86,7 @@ class HttpReceiver:
         received: list[dict] = []
         self.received = received
         self.status = status
+        self.closing = threading.Event()  # ends the delays of requests still waiting when the receiver closes
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -94,8 +95,13 @@ class HttpReceiver:
                 received.append(
                     {"path": self.path, "headers": dict(self.headers), "raw": body, "json": json.loads(body)}
                 )
-                self.send_response(outer.status)
-                self.end_headers()
+                if delay and outer.closing.wait(delay):
+                    return  # closing: the client gave up long ago
+                try:
+                    self.send_response(outer.status)
+                    self.end_headers()
+                except (BrokenPipeError, ConnectionResetError):  # a client that timed out and hung up
+                    pass
 
             def log_message(self, *args):  # quiet
                 pass
@@ -115,6 +121,7 @@ class HttpReceiver:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 

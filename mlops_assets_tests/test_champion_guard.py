@@ -10,6 +10,7 @@ import ast
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -307,6 +308,65 @@ def test_a_promotion_carries_on_when_the_receiver_is_down_and_the_failure_is_rec
         and delivery["attempts"] == 2
         and "Connection refused" in delivery["error"]
     )
+
+
+def test_a_promotion_and_a_rollback_carry_on_when_the_receiver_is_slow(tmp_path, capsys, monkeypatch):
+    """A receiver that answers only after 5 s, a channel that waits 0.3 s for it, two attempts: each champion move
+    completes, its alert is recorded as failed after two timed-out attempts, and the alert costs the move at most
+    attempts x timeout."""
+    from mlops_assets.steps.promote import promote
+
+    attempts, timeout = 2, 0.3
+    # No backoff is configured; the slack covers connecting on loopback and recording (~0.02 s measured).
+    bound = attempts * timeout + 0.3
+    with HttpReceiver(delay=5.0) as slow:
+        path = _bundled_with(
+            tmp_path,
+            alerts={
+                "retry": {"attempts": attempts, "backoff_seconds": 0},
+                "channels": [
+                    {"type": "webhook", "url": f"{slow.url}/hook", "timeout_seconds": timeout, "name": "slow"}
+                ],
+            },
+        )
+        reg = ModelRegistry.from_config(load_config(path), storage_from_env())
+        v1, v2 = _toy(reg, 300), _toy(reg, 600)
+        gate_passed(reg, v1)
+        gate_passed(reg, v2)
+        assert reg.alerter is not None
+        spent: list[float] = []
+        notify = reg.alerter.notify
+
+        def timed(event):
+            t0 = time.perf_counter()
+            try:
+                return notify(event)
+            finally:
+                spent.append(time.perf_counter() - t0)
+
+        monkeypatch.setattr(reg.alerter, "notify", timed)
+
+        # The deployed_model step's function, then the Python API's promotion and rollback.
+        assert promote(reg, v1, reason=None, run_id="run-1").version == v1
+        reg.promote(v2, reason="better", by="alice")
+        reg.rollback(reason="v2 misbehaves", by="bob")
+        assert reg.aliases()[CHAMPION] == v1
+        received = [e["event"] for e in slow.events()]
+
+    # Every attempt reached the receiver and was given up on after the timeout, not refused.
+    assert received == ["promoted"] * attempts + ["promoted"] * attempts + ["rolled_back"] * attempts
+    assert len(spent) == 3 and all(attempts * timeout * 0.9 <= s <= bound for s in spent), (spent, bound)
+    assert cli_main(["history", "--config", str(path), "--json"]) == 0
+    moves = json.loads(capsys.readouterr().out)["moves"]
+    assert [(m["version"], m["alerts"][0]["kind"], m["alerts"][0]["state"]) for m in moves] == [
+        (v1, "promoted", "failed"),
+        (v2, "promoted", "failed"),
+        (v1, "rolled_back", "failed"),
+    ]
+    for move in moves:
+        [delivery] = move["alerts"][0]["deliveries"]
+        assert delivery["channel"] == "slow" and delivery["attempts"] == attempts
+        assert "timed out" in delivery["error"], delivery["error"]
 
 
 def test_the_ui_rollback_job_goes_through_the_guard(tmp_path):

@@ -17,7 +17,7 @@ from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.server import http_protocol
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets.serving.validation import Limits
-from mlops_assets_tests.support import gate_passed
+from mlops_assets_tests.support import HttpReceiver, gate_passed
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
     materialize_online,
@@ -540,6 +540,68 @@ def test_prediction_log_outage_fails_no_request_and_loses_no_prediction(live):
     service.prediction_log.flush()
     assert len(service.prediction_log.records(ids)) == len(ids) == len(set(ids))
     assert "mlops_prediction_log_degraded 0" in client.get("/metrics").text
+
+
+def test_a_prediction_log_outage_is_one_alert_and_one_all_clear():
+    """The prediction log's SQLite database locked for ~2 s under requests, with a webhook configured: every
+    request answered 200; the receiver gets one service_degraded alert (the first failed write, not one per
+    request) and one all-clear once every kept prediction is stored."""
+    import sqlite3
+    import time
+
+    from mlops_assets.alerts import AlertsConfig
+    from mlops_assets.registry.history import DeploymentHistory
+    from mlops_assets.storage import storage_from_env
+
+    storage = storage_from_env().ensure()  # the test's own home, whose MLflow database is already migrated
+    materialize_online(storage)
+    register(storage, 25)
+    options = ServiceOptions(poll_interval=0.2, log_write_timeout=0.5, log_retry_interval=0.2)
+    bodies = [{"rows": [r]} for r in _rows(8)]
+    with HttpReceiver() as http:
+        alerts = AlertsConfig.model_validate({"channels": [{"type": "webhook", "url": f"{http.url}/hook"}]})
+        cfg = trained().cfg.model_copy(update={"alerts": alerts})
+        service = PredictionService(cfg, storage, options)
+        with (
+            LiveServer(create_app(service, auth=Auth.insecure())) as server,
+            httpx.Client(base_url=server.url, timeout=30) as client,
+        ):
+            assert client.post("/predict", json=bodies[0]).status_code == 200
+            service.prediction_log.flush()
+            db = storage.prediction_log_url[len("sqlite:///") :]
+            lock = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+            lock.execute("BEGIN EXCLUSIVE")
+            answered = []
+            try:
+                t_end = time.monotonic() + 2.0
+                with ThreadPoolExecutor(4) as pool:
+                    while time.monotonic() < t_end:
+                        answered += [
+                            r.status_code for r in pool.map(lambda b: client.post("/predict", json=b), bodies)
+                        ]
+            finally:
+                lock.execute("COMMIT")
+                lock.close()
+            deadline = time.monotonic() + 20
+            while len(http.events()) < 2 or client.get("/health").json()["status"] != "ok":
+                assert time.monotonic() < deadline, (http.events(), client.get("/health").json())
+                time.sleep(0.05)
+            # More requests after the outage: no further alert.
+            for b in bodies:
+                assert client.post("/predict", json=b).status_code == 200
+            service.prediction_log.flush()
+        # The server has stopped and closed the service: every queued alert has been delivered.
+
+    assert len(answered) > 2 * len(bodies) and set(answered) == {200}
+    events = http.events()
+    assert [(e["event"], e["status"]) for e in events] == [
+        ("service_degraded", "firing"),
+        ("service_degraded", "resolved"),
+    ]
+    assert "cannot write its prediction log" in events[0]["summary"] and "locked" in events[0]["summary"]
+    assert events[0]["dedup_key"] == events[1]["dedup_key"] == "service_degraded:prediction_log"
+    history = DeploymentHistory(storage.deployment_history_url)
+    assert [a["state"] for a in history.alerts(cfg.model.name)] == ["sent", "resolved"]
 
 
 def test_feedback_is_written_once_and_never_for_future_events(live):

@@ -4,6 +4,7 @@ Knows nothing of Dagster: the steps, commands, service and registry call :class:
 :mod:`mlops_assets.defs.alerting` only translate events of the instance into :class:`AlertEvent`.
 """
 
+from mlops_assets.alerts.background import BackgroundAlerter
 from mlops_assets.alerts.dispatch import (
     Alerter,
     AlertLedger,
@@ -21,6 +22,7 @@ __all__ = [
     "AlertRecord",
     "Alerter",
     "AlertsConfig",
+    "BackgroundAlerter",
     "Delivery",
     "MemoryLedger",
 ]

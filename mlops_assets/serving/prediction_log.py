@@ -16,7 +16,8 @@ oldest first, each in one transaction (an insert that skips ids already stored, 
 but was not acknowledged is not doubled); a replayed file is deleted only after its commit. Files left when the
 process stops are replayed by the next :class:`PredictionLog` on the same directory. Meanwhile :meth:`status` says
 "degraded" with the reason, and :meth:`flush` (and so feedback) waits or raises :class:`PredictionLogError` naming
-what is kept where. Nothing submitted is dropped.
+what is kept where. Nothing submitted is dropped. ``on_change`` hears of each outage twice, on the writer thread: when
+writing first fails (with the reason) and when every kept record is stored again (with None).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime as _datetime
 from pathlib import Path
@@ -156,8 +157,11 @@ class PredictionLog:
         spill_dir: str | Path | None = None,
         write_timeout: float = 5.0,
         retry_interval: float = 1.0,
+        on_change: Callable[[str | None], None] | None = None,
     ):
         self.url = url
+        # Told on the writer thread, so it must return at once (the service hands the news to another thread).
+        self.on_change = on_change
         self.engine = make_engine(url, timeout=write_timeout)
         metadata.create_all(self.engine)
         self.batch_size = batch_size
@@ -296,7 +300,8 @@ class PredictionLog:
         self._recovered()
 
     def _failed(self, err: BaseException) -> None:
-        if self._error is None:
+        first = self._error is None
+        if first:
             log.warning(
                 "prediction log %s: writing failed (%s); records are kept in %s and retried every %.1f s",
                 self._where(),
@@ -306,11 +311,23 @@ class PredictionLog:
             )
         self._error = err
         self._next_retry = time.monotonic() + self.retry_interval
+        if first:
+            self._tell(_short(err))
 
     def _recovered(self) -> None:
         if self._error is not None and not self._spills:
             log.warning("prediction log %s: writing again; every kept record is stored", self._where())
             self._error = None
+            self._tell(None)
+
+    def _tell(self, error: str | None) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(error)
+        except Exception:
+            # A listener's bug must not stop the writer thread: every later prediction would stay in memory.
+            log.exception("prediction log %s: the status listener failed", self._where())
 
     def _rows(self, batch: list[dict[str, Any]]) -> list[tuple]:
         cols = [[r.get(name) for r in batch] for name, _ in self._columns]

@@ -42,6 +42,7 @@ from mlops_assets.serving.validation import (
 from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
+    from mlops_assets.alerts import BackgroundAlerter
     from mlops_assets.config import MlopsConfig
 
 log = logging.getLogger("mlops_assets.serving")
@@ -100,17 +101,26 @@ class PredictionService:
         # Built from the config: the current feature version for the guard's check, and the alerts.
         self.registry = ModelRegistry.from_config(cfg, self.storage)
         self._champion_alias = CHAMPION
+        # The service's alerts go out from a thread of their own: a slow or absent receiver holds up no request,
+        # no prediction-log write and no model swap.
+        self.alerts: BackgroundAlerter | None = None
+        if self.registry.alerter is not None:
+            from mlops_assets.alerts import BackgroundAlerter
+
+            self.alerts = BackgroundAlerter(self.registry.alerter)
         self.window_features = [d.name for d in feature_registry(cfg)]
         self.features = OnlineFeatures(cfg, self.storage)
         self.metrics = ServiceMetrics(cfg.model.name)
         self.slot = ModelSlot()
+        self._spill_dir = self.storage.home / "prediction_log_spill"
         self.prediction_log = PredictionLog(
             self.storage.prediction_log_url,
             batch_size=self.options.log_batch_size,
             flush_interval=self.options.log_flush_interval,
-            spill_dir=self.storage.home / "prediction_log_spill",
+            spill_dir=self._spill_dir,
             write_timeout=self.options.log_write_timeout,
             retry_interval=self.options.log_retry_interval,
+            on_change=self._log_changed,
         )
         self.metrics.prediction_log_status = self.prediction_log.status
         self.batcher = MicroBatcher(
@@ -141,6 +151,8 @@ class PredictionService:
         self.watcher.stop()
         self.prediction_log.close()
         self.features.close()
+        if self.alerts is not None:
+            self.alerts.close()  # the all-clear of an outage that ended as the log closed goes out too
 
     def _limit_threads(self) -> None:
         from threadpoolctl import threadpool_limits
@@ -154,13 +166,12 @@ class PredictionService:
 
     def _refused(self, version: str, why: str) -> None:
         self.metrics.model_refused(version)
-        alerter = self.registry.alerter
-        if alerter is None:
+        if self.alerts is None:
             return
         from mlops_assets.alerts import AlertEvent
 
         current = self.slot.current
-        alerter.notify(
+        self.alerts.notify(
             AlertEvent(
                 kind="service_degraded",
                 model=self.cfg.model.name,
@@ -174,13 +185,44 @@ class PredictionService:
 
     def _swapped(self, model: ServedModel) -> None:
         self.metrics.model_loaded(model.version)
-        if self.registry.alerter is not None:
-            self.registry.alerter.resolve(
+        if self.alerts is not None:
+            self.alerts.resolve(
                 self.cfg.model.name,
                 self._REFUSAL_INCIDENT,
                 f"the prediction service serves champion version {model.version}",
                 version=model.version,
             )
+
+    _LOG_INCIDENT = "service_degraded:prediction_log"
+
+    def _log_changed(self, error: str | None) -> None:
+        """The prediction log's writer thread: writing failed (``error``), or every kept record is stored again
+        (None). One incident per outage, however many requests it spans."""
+        if self.alerts is None:
+            return
+        name = self.cfg.model.name
+        if error is None:
+            self.alerts.resolve(
+                name,
+                self._LOG_INCIDENT,
+                f"{name}: the prediction log is written again; every kept prediction is stored",
+            )
+            return
+        from mlops_assets.alerts import AlertEvent
+
+        # Not self.prediction_log: its writer may call this (files left by an earlier run) before it is assigned.
+        spill = self._spill_dir
+        self.alerts.notify(
+            AlertEvent(
+                kind="service_degraded",
+                model=name,
+                summary=f"{name}: the prediction service cannot write its prediction log ({error}); requests are "
+                f"still answered, and their predictions kept in {spill} until the database takes them",
+                check="prediction_log",
+                dedup_key=self._LOG_INCIDENT,
+                details={"spill_dir": str(spill)},
+            )
+        )
 
     def _champion_version(self) -> str | None:
         return self.registry.aliases().get(self._champion_alias)
