@@ -463,7 +463,7 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
         CorruptPartitionError, match=r"features \(offline store damage_features\) partition 1949-07"
     ):
         offline.read()
-    # A run that reads the damaged partition names it.
+    # A run of the features alone, which cannot rebuild validated_data, moves the damaged file aside and names it.
     blocked = execute(
         cfg,
         config_file=str(path),
@@ -473,9 +473,9 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     )
     assert blocked.status == "failed"
     assert blocked.error.startswith(
-        f"damage__features: CorruptPartitionError: validated_data partition 1949-05: the stored file {emptied} "
-        "cannot be read ("
+        f"damage__features: damaged stored file moved aside: validated_data partition 1949-05: {emptied} ("
     ), blocked.error
+    assert "not rebuilt (left out of this run): `mlops-assets repair --partition 1949-05`" in blocked.error
 
     code, out, err_text = _finish(_cli("repair", "--config", str(path)), 180)
 
@@ -484,10 +484,10 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     assert f"damaged: features (offline store damage_features) partition 1949-07: {cut} (" in out
     assert "rebuilt raw_data, validated_data, features over 1949-05..1949-07 from the source" in out
     kept = sorted(
-        p.relative_to(storage.home / "damage" / "damaged")
+        p.relative_to(storage.home / "damage" / "damaged").parts[1:]
         for p in (storage.home / "damage").rglob("damaged/*/*/*")
     )
-    assert [p.parts[1:] for p in kept] == [
+    assert kept == [
         ("damage_features", "1949-07.parquet"),
         ("validated_data", "1949-05.parquet"),
     ]
@@ -557,3 +557,82 @@ def test_infrastructure_errors_are_one_line_naming_the_file_or_the_database():
     locked = sqlite3.OperationalError("database is locked")
     assert infrastructure_error(locked) == "a database cannot be reached or used: database is locked"
     assert infrastructure_error(ValueError("a bug")) is None  # anything else keeps its traceback
+
+
+@pytest.mark.slow
+def test_a_run_moves_damaged_partitions_aside_rebuilds_them_and_leaves_out_what_it_cannot(
+    rainfall_slice, isolated_storage
+):
+    """`mlops-assets run` on unchanged data with a 0-byte validated_data file and a cut-short offline-store file:
+    both are moved aside and rebuilt in the same run, and the champion stays. A features run over a range whose
+    validated_data is damaged leaves that partition out, goes on with the others, and `status` shows it as needing
+    repair until `repair` rebuilds it (named or not)."""
+    from mlops_assets.commands.repair import repair
+    from mlops_assets.commands.run import run
+    from mlops_assets.commands.status import render_text, status
+    from mlops_assets.data.batches import Stores
+    from mlops_assets.features.stores import offline_store
+    from mlops_assets.runner import execute
+    from mlops_assets.steps.repair import needing_repair
+
+    path, _ = rainfall_slice(years=2, name="heal")
+    cfg = load_config(path)
+    storage = storage_from_env().ensure()
+    first = run(cfg, storage, config_file=path)
+    assert first.outcome.status == "ok", first.outcome.error
+    champion = first.report["champion"]["version"]
+    stores, offline = Stores.at(storage.home, "heal"), offline_store(cfg, storage)
+    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
+    emptied = stores.validated.path("1949-05")
+    emptied.write_bytes(b"")  # a 0-byte file, as a full disk leaves it
+    cut = offline.root / "1949-07.parquet"
+    cut.write_bytes(cut.read_bytes()[:300])  # a truncated one
+
+    code, out, err = _finish(
+        _cli("run", "--config", str(path), "--report", "again.json", "--no-progress"), 180
+    )
+
+    assert code == 0, err[-3000:]
+    report = json.loads(Path("again.json").read_text())
+    assert report["status"] == "ok", report["error"]
+    moved = {(d["asset"], d["partition"]): d for d in report["damaged"]}
+    assert set(moved) == {
+        ("validated_data", "1949-05"),
+        ("features (offline store heal_features)", "1949-07"),
+    }
+    assert all(d["rebuilt"] for d in moved.values())
+    assert Path(moved["validated_data", "1949-05"]["moved_to"]).read_bytes() == b""
+    assert Path(moved["features (offline store heal_features)", "1949-07"]["moved_to"]).stat().st_size == 300
+    assert f"damaged stored file moved aside: validated_data partition 1949-05: {emptied} (" in out
+    assert "; rebuilt from the source" in out
+    pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+    # Unchanged data and recipe: nothing retrained, the champion stays.
+    assert report["unchanged_champion_version"] == champion == report["champion"]["version"]
+    assert report["retrains"] == [] and needing_repair(cfg, storage) == []
+
+    # A run of the features alone cannot rebuild validated_data: it leaves the damaged partition out.
+    emptied.write_bytes(b"")
+    partial = execute(
+        cfg,
+        config_file=str(path),
+        storage=storage,
+        selection=["features"],
+        partition_keys=("1949-05", "1949-06"),
+    )
+    assert partial.status == "ok", partial.error
+    [left_out] = partial.damaged
+    assert (left_out["partition"], left_out["rebuilt"]) == ("1949-05", False)
+    assert not emptied.exists() and Path(left_out["moved_to"]).is_file()
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+    [needs] = needing_repair(cfg, storage)
+    assert (needs.asset, needs.partition, needs.path) == ("validated_data", "1949-05", emptied)
+    shown = render_text(status(cfg, storage, triggers=False))
+    assert f"NEEDS REPAIR validated_data partition 1949-05: {emptied} was damaged" in shown
+    assert "mlops-assets repair --partition 1949-05" in shown
+
+    # `repair` rebuilds what runs moved aside and could not rebuild, without being told the partition.
+    repaired = repair(cfg, storage, config_file=str(path))
+    assert repaired.status == "ok" and repaired.partitions == ["1949-05"], repaired.error
+    pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    assert needing_repair(cfg, storage) == []
