@@ -430,6 +430,53 @@ def test_two_rollback_commands_at_once_the_second_reports_the_change(
 # ------------------------------------------------------------------------------------------------ damaged partitions
 
 
+def test_a_sweep_moves_files_whose_footer_cannot_be_read_and_remembers_them_until_rewritten(
+    tmp_path, isolated_storage
+):
+    from mlops_assets.data.batches import Stores
+    from mlops_assets.features.stores import offline_store
+    from mlops_assets.steps.repair import (
+        DATA,
+        FEATURES,
+        ledger_mark,
+        moved_since,
+        needing_repair,
+        set_aside_damaged,
+    )
+
+    cfg = load_config()
+    storage = storage_from_env().ensure()
+    stores, offline = Stores.at(storage.home, cfg.model.name), offline_store(cfg, storage)
+    frame = pd.DataFrame({"x": np.arange(500.0), "y": ["a"] * 500})
+    for key in ("2020-01", "2020-02", "2020-03"):
+        stores.validated.write(key, frame)
+        offline.write_partition(key, frame)
+    emptied, cut = stores.validated.path("2020-02"), offline.root / "2020-03.parquet"
+    emptied.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[:-20])  # the footer cut off
+    mark = ledger_mark(cfg, storage)
+
+    assert set_aside_damaged(cfg, storage, stores_of=[FEATURES])[0].path == cut  # only the store asked for
+    [moved] = set_aside_damaged(cfg, storage, stores_of=[DATA])
+
+    assert (moved.asset, moved.partition, moved.path) == ("validated_data", "2020-02", emptied)
+    assert not emptied.exists() and moved.moved_to.read_bytes() == b""
+    assert moved.moved_to.relative_to(storage.home / cfg.model.name / "damaged").parts[1:] == (
+        "validated_data",
+        "2020-02.parquet",
+    )
+    assert stores.validated.keys() == ["2020-01", "2020-03"]  # the rest reads on
+    assert sorted(d.partition for d in needing_repair(cfg, storage)) == ["2020-02", "2020-03"]
+    stores.validated.write("2020-02", frame)  # rebuilt
+    assert [(d.partition, rebuilt) for d, rebuilt in moved_since(cfg, storage, mark)] == [
+        ("2020-03", False),
+        ("2020-02", True),
+    ]
+    [left] = needing_repair(cfg, storage)
+    assert (left.asset, left.partition) == (f"features (offline store {offline.name})", "2020-03")
+    assert set_aside_damaged(cfg, storage) == []
+
+
 @pytest.mark.slow
 def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     rainfall_slice, isolated_storage
