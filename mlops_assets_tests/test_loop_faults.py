@@ -622,7 +622,7 @@ def test_a_run_moves_damaged_partitions_aside_rebuilds_them_and_leaves_out_what_
     from mlops_assets.runner import execute
     from mlops_assets.steps.repair import needing_repair
 
-    path, _ = rainfall_slice(years=2, name="heal")
+    path, _ = rainfall_slice(years=1, name="heal")
     cfg = load_config(path)
     storage = storage_from_env().ensure()
     first = run(cfg, storage, config_file=path)
