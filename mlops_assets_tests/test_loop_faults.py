@@ -612,8 +612,8 @@ def test_a_run_moves_damaged_partitions_aside_rebuilds_them_and_leaves_out_what_
 ):
     """`mlops-assets run` on unchanged data with a 0-byte validated_data file and a cut-short offline-store file:
     both are moved aside and rebuilt in the same run, and the champion stays. A features run over a range whose
-    validated_data is damaged leaves that partition out, goes on with the others, and `status` shows it as needing
-    repair until `repair` rebuilds it (named or not)."""
+    validated_data is damaged leaves that partition out and goes on with the others, as training does with a damaged
+    offline-store partition; `status` shows them as needing repair until `repair` rebuilds them."""
     from mlops_assets.commands.repair import repair
     from mlops_assets.commands.run import run
     from mlops_assets.commands.status import render_text, status
@@ -678,8 +678,17 @@ def test_a_run_moves_damaged_partitions_aside_rebuilds_them_and_leaves_out_what_
     assert f"NEEDS REPAIR validated_data partition 1949-05: {emptied} was damaged" in shown
     assert "mlops-assets repair --partition 1949-05" in shown
 
-    # `repair` rebuilds what runs moved aside and could not rebuild, without being told the partition.
+    # Training (as the retrain job runs it) leaves a damaged offline-store partition out and trains on the rest.
+    cut.write_bytes(b"")
+    retrain = execute(cfg, config_file=str(path), storage=storage, selection=["trained_model"], force=True)
+    assert retrain.status in ("ok", "blocked"), retrain.error
+    assert retrain.trained_version is not None
+    assert [(d["partition"], d["rebuilt"]) for d in retrain.damaged] == [("1949-07", False)]
+    assert sorted(d.partition for d in needing_repair(cfg, storage)) == ["1949-05", "1949-07"]
+
+    # `repair` rebuilds what runs moved aside and could not rebuild, without being told the partitions.
     repaired = repair(cfg, storage, config_file=str(path))
-    assert repaired.status == "ok" and repaired.partitions == ["1949-05"], repaired.error
+    assert repaired.status == "ok" and repaired.partitions == ["1949-05", "1949-07"], repaired.error
     pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
     assert needing_repair(cfg, storage) == []
