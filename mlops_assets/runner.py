@@ -59,6 +59,8 @@ class RunOutcome:
     unchanged_champion_version: str | None = None
     # A challenger that passed every gate and awaits a person's approval (approval.required).
     awaiting_approval_version: str | None = None
+    # Damaged stored files the run moved aside: asset, partition, path, cause, moved_to, rebuilt (bool).
+    damaged: list[dict[str, Any]] = field(default_factory=list)
 
 
 # Set once ``execute`` holds its instance: another thread may then open its own on the same storage. Opening one
@@ -215,6 +217,9 @@ def execute(
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     # Dagster's execution engine also warns through Python logging, outside the run's loggers (e.g. a blocking
     # check without a result when training had nothing new to learn): quiet it with the console logger.
+    from mlops_assets.steps.repair import ledger_mark, moved_since
+
+    mark = ledger_mark(cfg, storage)
     engine_log = logging.getLogger("dagster._core.execution")
     engine_level = engine_log.level
     if logging.getLevelName(log_level) > logging.WARNING:
@@ -231,6 +236,7 @@ def execute(
         partitions=keys.index(last) - keys.index(first) + 1,
         seconds=time.perf_counter() - t0,
         last_partition=last,
+        damaged=[d.to_dict() | {"rebuilt": rebuilt} for d, rebuilt in moved_since(cfg, storage, mark)],
     )
     blocked = False
     for event in result.all_events:
@@ -347,6 +353,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry)
         "retrains": retrains,
         "unchanged_champion_version": outcome.unchanged_champion_version,
         "awaiting_approval": [a.version for a in registry.awaiting_approval()],
+        "damaged": outcome.damaged,
     }
 
 

@@ -431,6 +431,53 @@ def test_two_rollback_commands_at_once_the_second_reports_the_change(
 # ------------------------------------------------------------------------------------------------ damaged partitions
 
 
+def test_a_sweep_moves_files_whose_footer_cannot_be_read_and_remembers_them_until_rewritten(
+    tmp_path, isolated_storage
+):
+    from mlops_assets.data.batches import Stores
+    from mlops_assets.features.stores import offline_store
+    from mlops_assets.steps.repair import (
+        DATA,
+        FEATURES,
+        ledger_mark,
+        moved_since,
+        needing_repair,
+        set_aside_damaged,
+    )
+
+    cfg = load_config()
+    storage = storage_from_env().ensure()
+    stores, offline = Stores.at(storage.home, cfg.model.name), offline_store(cfg, storage)
+    frame = pd.DataFrame({"x": np.arange(500.0), "y": ["a"] * 500})
+    for key in ("2020-01", "2020-02", "2020-03"):
+        stores.validated.write(key, frame)
+        offline.write_partition(key, frame)
+    emptied, cut = stores.validated.path("2020-02"), offline.root / "2020-03.parquet"
+    emptied.write_bytes(b"")
+    cut.write_bytes(cut.read_bytes()[:-20])  # the footer cut off
+    mark = ledger_mark(cfg, storage)
+
+    assert set_aside_damaged(cfg, storage, stores_of=[FEATURES])[0].path == cut  # only the store asked for
+    [moved] = set_aside_damaged(cfg, storage, stores_of=[DATA])
+
+    assert (moved.asset, moved.partition, moved.path) == ("validated_data", "2020-02", emptied)
+    assert not emptied.exists() and moved.moved_to.read_bytes() == b""
+    assert moved.moved_to.relative_to(storage.home / cfg.model.name / "damaged").parts[1:] == (
+        "validated_data",
+        "2020-02.parquet",
+    )
+    assert stores.validated.keys() == ["2020-01", "2020-03"]  # the rest reads on
+    assert sorted(d.partition for d in needing_repair(cfg, storage)) == ["2020-02", "2020-03"]
+    stores.validated.write("2020-02", frame)  # rebuilt
+    assert [(d.partition, rebuilt) for d, rebuilt in moved_since(cfg, storage, mark)] == [
+        ("2020-03", False),
+        ("2020-02", True),
+    ]
+    [left] = needing_repair(cfg, storage)
+    assert (left.asset, left.partition) == (f"features (offline store {offline.name})", "2020-03")
+    assert set_aside_damaged(cfg, storage) == []
+
+
 @pytest.mark.slow
 def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     rainfall_slice, isolated_storage
@@ -464,7 +511,7 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
         CorruptPartitionError, match=r"features \(offline store damage_features\) partition 1949-07"
     ):
         offline.read()
-    # A run that reads the damaged partition names it.
+    # A run of the features alone, which cannot rebuild validated_data, moves the damaged file aside and names it.
     blocked = execute(
         cfg,
         config_file=str(path),
@@ -474,9 +521,9 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     )
     assert blocked.status == "failed"
     assert blocked.error.startswith(
-        f"damage__features: CorruptPartitionError: validated_data partition 1949-05: the stored file {emptied} "
-        "cannot be read ("
+        f"damage__features: damaged stored file moved aside: validated_data partition 1949-05: {emptied} ("
     ), blocked.error
+    assert "not rebuilt (left out of this run): `mlops-assets repair --partition 1949-05`" in blocked.error
 
     code, out, err_text = _finish(_cli("repair", "--config", str(path)), 180)
 
@@ -485,10 +532,10 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     assert f"damaged: features (offline store damage_features) partition 1949-07: {cut} (" in out
     assert "rebuilt raw_data, validated_data, features over 1949-05..1949-07 from the source" in out
     kept = sorted(
-        p.relative_to(storage.home / "damage" / "damaged")
+        p.relative_to(storage.home / "damage" / "damaged").parts[1:]
         for p in (storage.home / "damage").rglob("damaged/*/*/*")
     )
-    assert [p.parts[1:] for p in kept] == [
+    assert kept == [
         ("damage_features", "1949-07.parquet"),
         ("validated_data", "1949-05.parquet"),
     ]
@@ -558,3 +605,91 @@ def test_infrastructure_errors_are_one_line_naming_the_file_or_the_database():
     locked = sqlite3.OperationalError("database is locked")
     assert infrastructure_error(locked) == "a database cannot be reached or used: database is locked"
     assert infrastructure_error(ValueError("a bug")) is None  # anything else keeps its traceback
+
+
+@pytest.mark.slow
+def test_a_run_moves_damaged_partitions_aside_rebuilds_them_and_leaves_out_what_it_cannot(
+    rainfall_slice, isolated_storage
+):
+    """`mlops-assets run` on unchanged data with a 0-byte validated_data file and a cut-short offline-store file:
+    both are moved aside and rebuilt in the same run, and the champion stays. A features run over a range whose
+    validated_data is damaged leaves that partition out and goes on with the others, as training does with a damaged
+    offline-store partition; `status` shows them as needing repair until `repair` rebuilds them."""
+    from mlops_assets.commands.repair import repair
+    from mlops_assets.commands.run import run
+    from mlops_assets.commands.status import render_text, status
+    from mlops_assets.data.batches import Stores
+    from mlops_assets.features.stores import offline_store
+    from mlops_assets.runner import execute
+    from mlops_assets.steps.repair import needing_repair
+
+    path, _ = rainfall_slice(years=1, name="heal")
+    cfg = load_config(path)
+    storage = storage_from_env().ensure()
+    first = run(cfg, storage, config_file=path)
+    assert first.outcome.status == "ok", first.outcome.error
+    champion = first.report["champion"]["version"]
+    stores, offline = Stores.at(storage.home, "heal"), offline_store(cfg, storage)
+    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
+    emptied = stores.validated.path("1949-05")
+    emptied.write_bytes(b"")  # a 0-byte file, as a full disk leaves it
+    cut = offline.root / "1949-07.parquet"
+    cut.write_bytes(cut.read_bytes()[:300])  # a truncated one
+
+    code, out, err = _finish(
+        _cli("run", "--config", str(path), "--report", "again.json", "--no-progress"), 180
+    )
+
+    assert code == 0, err[-3000:]
+    report = json.loads(Path("again.json").read_text())
+    assert report["status"] == "ok", report["error"]
+    moved = {(d["asset"], d["partition"]): d for d in report["damaged"]}
+    assert set(moved) == {
+        ("validated_data", "1949-05"),
+        ("features (offline store heal_features)", "1949-07"),
+    }
+    assert all(d["rebuilt"] for d in moved.values())
+    assert Path(moved["validated_data", "1949-05"]["moved_to"]).read_bytes() == b""
+    assert Path(moved["features (offline store heal_features)", "1949-07"]["moved_to"]).stat().st_size == 300
+    assert f"damaged stored file moved aside: validated_data partition 1949-05: {emptied} (" in out
+    assert "; rebuilt from the source" in out
+    pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+    # Unchanged data and recipe: nothing retrained, the champion stays.
+    assert report["unchanged_champion_version"] == champion == report["champion"]["version"]
+    assert report["retrains"] == [] and needing_repair(cfg, storage) == []
+
+    # A run of the features alone cannot rebuild validated_data: it leaves the damaged partition out.
+    emptied.write_bytes(b"")
+    partial = execute(
+        cfg,
+        config_file=str(path),
+        storage=storage,
+        selection=["features"],
+        partition_keys=("1949-05", "1949-06"),
+    )
+    assert partial.status == "ok", partial.error
+    [left_out] = partial.damaged
+    assert (left_out["partition"], left_out["rebuilt"]) == ("1949-05", False)
+    assert not emptied.exists() and Path(left_out["moved_to"]).is_file()
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+    [needs] = needing_repair(cfg, storage)
+    assert (needs.asset, needs.partition, needs.path) == ("validated_data", "1949-05", emptied)
+    shown = render_text(status(cfg, storage, triggers=False))
+    assert f"NEEDS REPAIR validated_data partition 1949-05: {emptied} was damaged" in shown
+    assert "mlops-assets repair --partition 1949-05" in shown
+
+    # Training (as the retrain job runs it) leaves a damaged offline-store partition out and trains on the rest.
+    cut.write_bytes(b"")
+    retrain = execute(cfg, config_file=str(path), storage=storage, selection=["trained_model"], force=True)
+    assert retrain.status in ("ok", "blocked"), retrain.error
+    assert retrain.trained_version is not None
+    assert [(d["partition"], d["rebuilt"]) for d in retrain.damaged] == [("1949-07", False)]
+    assert sorted(d.partition for d in needing_repair(cfg, storage)) == ["1949-05", "1949-07"]
+
+    # `repair` rebuilds what runs moved aside and could not rebuild, without being told the partitions.
+    repaired = repair(cfg, storage, config_file=str(path))
+    assert repaired.status == "ok" and repaired.partitions == ["1949-05", "1949-07"], repaired.error
+    pd.testing.assert_frame_equal(stores.validated.read(["1949-05"]), validated_before)
+    pd.testing.assert_frame_equal(offline.read(["1949-07"]), features_before)
+    assert needing_repair(cfg, storage) == []

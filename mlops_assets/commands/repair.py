@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 from mlops_assets.commands.context import load_context
 from mlops_assets.config import MlopsConfig
-from mlops_assets.steps.repair import DamagedFile, find_damaged, partitions_to_rebuild, set_aside
+from mlops_assets.steps.repair import (
+    DamagedFile,
+    find_damaged,
+    needing_repair,
+    partitions_to_rebuild,
+    set_aside,
+)
 from mlops_assets.storage import Storage
 
 # The data steps: what a partition's stored files are made by.
@@ -40,19 +46,20 @@ def repair(
     partitions: list[str] | None = None,
     dry_run: bool = False,
 ) -> RepairOutcome:
-    """Move damaged partition files aside and rebuild their partitions (and ``partitions``) from the source, over
-    the range from the first to the last of them."""
+    """Move damaged partition files aside and rebuild their partitions (and ``partitions``, and those a run moved
+    aside and could not rebuild) from the source, over the range from the first to the last of them."""
     from mlops_assets.runner import execute
 
     damaged = find_damaged(cfg, storage)
-    keys = partitions_to_rebuild(damaged, partitions or [])
-    outcome = RepairOutcome(damaged, keys)
+    earlier = needing_repair(cfg, storage)  # moved aside already, by a run that could not rebuild them
+    keys = partitions_to_rebuild([*damaged, *earlier], partitions or [])
+    outcome = RepairOutcome([*damaged, *earlier], keys)
     if not keys:
         return outcome
     if dry_run:
         outcome.status = "dry run"
         return outcome
-    outcome.damaged = set_aside(cfg, storage, damaged)
+    outcome.damaged = [*set_aside(cfg, storage, damaged), *earlier]
     run = execute(
         cfg,
         config_file=config_file,

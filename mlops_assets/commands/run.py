@@ -160,6 +160,8 @@ def print_summary(report: dict[str, Any], where: list[tuple[str, str]] | None = 
         print(f"error: {report['error']}")
         print("  (--verbose prints Dagster's log; every event of the run is in the Dagster UI)")
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+    for d in report.get("damaged") or []:
+        print(f"  {_damaged_line(d)}")
     for c in blocking:
         print(f"  BLOCKED {describe_check(c)}")
     for c in failed:
@@ -181,6 +183,14 @@ def print_summary(report: dict[str, Any], where: list[tuple[str, str]] | None = 
         print("champion: none")
     for title, text in where or []:
         print(f"{title}:" if not text else f"  {title:<12} {text}")
+
+
+def _damaged_line(d: dict[str, Any]) -> str:
+    from mlops_assets.steps.repair import DamagedFile, warning
+
+    moved_to = Path(d["moved_to"]) if d.get("moved_to") else None
+    damaged = DamagedFile(d["asset"], d["partition"], Path(d["path"]), d["cause"], moved_to)
+    return warning(damaged, rebuilt=bool(d["rebuilt"]))
 
 
 def where_things_are(

@@ -61,6 +61,8 @@ class StatusReport:
     last_run: dict[str, Any] | None = None
     # Challenger versions that passed every gate and wait for `mlops-assets approve` (approval.required).
     awaiting_approval: list[str] = field(default_factory=list)
+    # Stored partition files moved aside as damaged and not written again since (mlops_assets.steps.repair).
+    needing_repair: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +73,7 @@ class StatusReport:
             "deployments": self.deployments,
             "latest_gate_results": self.latest_gate_results,
             "awaiting_approval": self.awaiting_approval,
+            "needing_repair": self.needing_repair,
             "triggers": self.triggers.to_dict() if self.triggers else None,
         }
 
@@ -120,6 +123,7 @@ def status(
 
     Raises :class:`~mlops_assets.registry.errors.RegistryError` when the registry cannot be read."""
     from mlops_assets.last_run import read_last_run
+    from mlops_assets.steps.repair import needing_repair
 
     registry = open_registry(cfg, storage)
     reg = registry_status(registry, history_limit)
@@ -128,6 +132,7 @@ def status(
         **reg,
         triggers=trigger_report(cfg, storage, registry, now) if triggers else None,
         last_run=read_last_run(storage.home, cfg.model.name),
+        needing_repair=[d.to_dict() for d in needing_repair(cfg, storage)],
     )
 
 
@@ -139,6 +144,11 @@ def render_text(report: StatusReport) -> str:
     """The human-readable status."""
     champ = report.champion
     lines = [f"model: {report.model_name}", *_last_run_lines(report.last_run)]
+    for d in report.needing_repair:
+        lines.append(
+            f"NEEDS REPAIR {d['asset']} partition {d['partition']}: {d['path']} was damaged (moved to "
+            f"{d['moved_to']}) and has not been rebuilt: mlops-assets repair --partition {d['partition']}"
+        )
     if champ is None:
         lines.append("champion: none (no model has been deployed)")
     else:

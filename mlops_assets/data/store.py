@@ -120,14 +120,17 @@ class PartitionStore:
         with _named_errors(path):
             return pq.ParquetFile(path).metadata.num_rows
 
-    def unreadable(self, keys: list[str] | None = None) -> list[CorruptPartitionError]:
-        """The stored partitions (of ``keys``, else all) whose file cannot be read in full."""
+    def unreadable(
+        self, keys: list[str] | None = None, *, footer_only: bool = False
+    ) -> list[CorruptPartitionError]:
+        """The stored partitions (of ``keys``, else all) whose file cannot be read in full, or, ``footer_only``,
+        whose Parquet footer cannot be read (an empty or truncated file: one small read a file)."""
         found = []
         for key in self.keys() if keys is None else keys:
             if not self.exists(key):
                 continue
             try:
-                read_table(self.path(key), None)
+                check_file(self.path(key), footer_only=footer_only)
             except CorruptPartitionError as err:
                 found.append(err)
         return found
@@ -213,6 +216,18 @@ def read_table(path: Path, columns: list[str] | None, *, asset: str | None = Non
         return file.read(columns=columns, use_pandas_metadata=True)
     with _named_errors(path, asset):
         return file.read(columns=columns, use_pandas_metadata=True)
+
+
+def check_file(path: Path, *, footer_only: bool = False, asset: str | None = None) -> None:
+    """Raise :class:`CorruptPartitionError` when the file at ``path`` cannot be read in full (``footer_only``: when
+    its footer cannot be read, which an empty or cut-short file fails)."""
+    import pyarrow.parquet as pq
+
+    if footer_only:
+        with _named_errors(path, asset):
+            pq.ParquetFile(path).close()
+    else:
+        read_table(path, None, asset=asset)
 
 
 @contextmanager

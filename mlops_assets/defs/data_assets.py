@@ -45,7 +45,13 @@ def build_data_assets(
         "streamed and validated a group of partitions at a time (partitions.rows_per_batch rows).",
     )
     def raw_data(context: dg.AssetExecutionContext, project: MlopsProject):
+        from mlops_assets.steps.repair import set_aside_damaged, warning
+
         stores = project.stores
+        # A damaged stored file (empty, cut short) is moved aside before anything reads it; this run's data steps
+        # write its partition again when it is in the run's range.
+        for damaged in set_aside_damaged(cfg, project.storage):
+            context.log.warning(warning(damaged))
         try:
             outcome = ingest(
                 cfg,

@@ -66,9 +66,19 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     )
     def features(context: dg.AssetExecutionContext, project: MlopsProject):
         from mlops_assets.steps.features import FeaturesError, build_features
+        from mlops_assets.steps.repair import DATA, set_aside_damaged, warning
 
+        # validated_data whose file is damaged is moved aside: those partitions are left out of this run (recorded
+        # as needing repair), the others go on.
+        aside = set_aside_damaged(cfg, project.storage, stores_of=[DATA])
+        for damaged in aside:
+            context.log.warning(warning(damaged, rebuilt=False))
+        left_out = {d.partition for d in aside if d.asset == "validated_data"}
+        keys = [k for k in context.partition_keys if k not in left_out]
+        if not keys:
+            raise dg.Failure("; ".join(warning(d, rebuilt=False) for d in aside if d.partition in left_out))
         try:
-            outcome = build_features(cfg, project.stores, project.storage, context.partition_keys)
+            outcome = build_features(cfg, project.stores, project.storage, keys)
         except FeaturesError as err:
             raise dg.Failure(str(err)) from None
         return dg.MaterializeResult(
@@ -115,9 +125,14 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         import mlflow
 
         from mlops_assets.features.stores import offline_store
+        from mlops_assets.steps.repair import FEATURES, set_aside_damaged, warning
         from mlops_assets.steps.train import TrainingDataError, Unchanged, train_and_gate
 
         project: MlopsProject = context.resources.project
+        # A damaged offline-store file is moved aside and its partition left out of this training (recorded as
+        # needing repair); the rest of the store trains.
+        for damaged in set_aside_damaged(cfg, project.storage, stores_of=[FEATURES]):
+            context.log.warning(warning(damaged, rebuilt=False))
         # A retrain job (a trigger's or a person's) and `run --force` train on purpose; a plain `run` does not
         # retrain what has not changed.
         forced = context.run.tags.get(FORCE_TAG) == "true" or context.run.tags.get(REASON_TAG) in REASONS

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from mlops_assets.data.store import (
     CorruptPartitionError,
     arrow_slices,
+    check_file,
     join_alike,
     read_table,
     table_to_pandas,
@@ -214,12 +215,13 @@ class OfflineStore:
         """How errors name this store's partitions: the features asset, in this offline store."""
         return f"features (offline store {self.name})"
 
-    def unreadable(self) -> list[CorruptPartitionError]:
-        """The stored partition files that cannot be read in full (none for a SQL store)."""
+    def unreadable(self, *, footer_only: bool = False) -> list[CorruptPartitionError]:
+        """The stored partition files that cannot be read in full, or, ``footer_only``, whose footer cannot be read
+        (none for a SQL store)."""
         found = []
         for key in self.partitions() if self._engine is None else []:
             try:
-                read_table(self._path(key), None, asset=self.asset_label)
+                check_file(self._path(key), footer_only=footer_only, asset=self.asset_label)
             except CorruptPartitionError as err:
                 found.append(err)
         return found
