@@ -150,6 +150,13 @@ def pg_database():
 def pytest_collection_modifyitems(config, items) -> None:
     """Modules with tests that start real Dagster processes (``integration``: minutes, mostly waiting on sensor
     ticks) run first, each module's tests in their order: a parallel run (``make test``: pytest-xdist, one module
-    per worker) starts its longest modules at once instead of ending on them."""
+    per worker, in collection order: ``--no-loadscope-reorder``) starts its longest modules at once instead of
+    ending on them."""
     long_modules = {item.module.__name__ for item in items if item.get_closest_marker("integration")}
-    items.sort(key=lambda item: item.module.__name__ not in long_modules)
+    # The living loops (minutes each) before the other integration modules, then everything else.
+    items.sort(
+        key=lambda item: (
+            item.module.__name__ not in long_modules,
+            not item.module.__name__.startswith("mlops_assets_tests.test_living_loop"),
+        )
+    )

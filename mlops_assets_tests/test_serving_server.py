@@ -83,4 +83,5 @@ def test_batcher_gathers_returning_clients_into_one_batch():
     assert elapsed < 20 * 0.005 + 0.05 + 19 * 0.02  # far from 19 waits of max_wait
     sizes.clear()
     elapsed = asyncio.run(run(1, 20))
-    assert sizes == [1] * 20 and elapsed < 20 * 0.005 + 0.05  # never waited out max_wait
+    # Waiting out max_wait even on half of the 20 requests would take 0.5 s; each call itself takes 5 ms.
+    assert sizes == [1] * 20 and elapsed < 10 * 0.05, elapsed
