@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.resources import files
 
+import numpy as np
 import pandas as pd
 
 
@@ -31,6 +32,25 @@ def gate_passed(registry, *versions: str) -> None:
     """Record a passing gate record for each of ``versions`` (test models the pipeline did not gate)."""
     for v in versions:
         registry.record_gate_results(v, PASSING_GATES, run_id="test")
+
+
+def toy_versions(registry, n: int) -> list[str]:
+    """``n`` small models registered through the real ``registry`` on its feature version, each with a passing gate
+    record: versions the champion guard clears, for tests of promotion paths that need no training."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=100)})
+    versions = []
+    for i in range(n):
+        model = LogisticRegression(C=1.0 + i).fit(X, (X["x"] > 0).astype(int))
+        versions.append(
+            registry.register(
+                model, input_example=X.head(3), feature_version=registry.feature_version
+            ).version
+        )
+    gate_passed(registry, *versions)
+    return versions
 
 
 def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason: str) -> float:
@@ -156,7 +176,7 @@ def self_signed_cert(folder) -> tuple[str, str]:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = folder / "smtp.crt", folder / "smtp.key"
+    cert_path, key_path = folder / "self_signed.crt", folder / "self_signed.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(

@@ -22,8 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import pytest
 
 from mlops_assets.config import load_config
@@ -33,7 +31,7 @@ from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.conftest import PG_URL, STORAGE_VARS, write_slice
-from mlops_assets_tests.support import gate_passed
+from mlops_assets_tests.support import toy_versions
 from mlops_assets_tests.test_production_stack import (
     FAST_DEQUEUE,
     FINISHED,
@@ -57,20 +55,8 @@ IN_PROCESS = {"execution": {"config": {"in_process": {}}}}
 
 
 def _toy_versions(config: Path, n: int) -> list[str]:
-    """``n`` small registered versions of ``config``'s model through the real registry (for promotion tests that
-    need no training), each with a passing gate record for the config's features (the champion guard needs one)."""
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame({"x": rng.normal(size=100)})
-    registry = ModelRegistry.from_config(load_config(config), storage_from_env())
-    out = []
-    for i in range(n):
-        model = LogisticRegression(C=1.0 + i).fit(X, (X["x"] > 0).astype(int))
-        rv = registry.register(model, input_example=X.head(3), feature_version=registry.feature_version)
-        gate_passed(registry, rv.version)
-        out.append(rv.version)
-    return out
+    """``n`` versions of ``config``'s model the champion guard clears (see support.toy_versions)."""
+    return toy_versions(ModelRegistry.from_config(load_config(config), storage_from_env()), n)
 
 
 def _events(instance, run_id: str, event_type: dg.DagsterEventType):

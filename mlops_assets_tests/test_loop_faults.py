@@ -35,6 +35,7 @@ from mlops_assets.registry.errors import ChampionChangedError
 from mlops_assets.registry.model_registry import CHAMPION, MODEL_FILE, TAG_DAGSTER_RUN_ID, ModelRegistry
 from mlops_assets.runner import instance_for
 from mlops_assets.storage import storage_from_env
+from mlops_assets_tests.support import toy_versions
 from mlops_assets_tests.test_production_stack import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,25 +85,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _toy_versions(name: str, n: int) -> tuple[ModelRegistry, list[str]]:
-    """``n`` small registered versions of model ``name`` (the bundled config's features), each with a passing gate
-    record: the champion guard clears them, so the faults below are what a move meets."""
-    from sklearn.linear_model import LogisticRegression
-
+    """``n`` versions of model ``name`` (the bundled config's) that the champion guard clears: the faults below are
+    what a move meets."""
     from mlops_assets.config import load_config
-    from mlops_assets_tests.support import gate_passed
 
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame({"x": rng.normal(size=60)})
     cfg = load_config()
     assert cfg.model.name == name, (cfg.model.name, name)
     registry = ModelRegistry.from_config(cfg, storage_from_env())
-    versions = []
-    for i in range(n):
-        model = LogisticRegression(C=1.0 + i).fit(X, (X["x"] > 0).astype(int))
-        rv = registry.register(model, input_example=X.head(3), feature_version=registry.feature_version)
-        gate_passed(registry, rv.version)
-        versions.append(rv.version)
-    return registry, versions
+    return registry, toy_versions(registry, n)
 
 
 # ------------------------------------------------------------------------------------------------ liveness

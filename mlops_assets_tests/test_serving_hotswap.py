@@ -17,6 +17,7 @@ from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.serving.app import create_app
 from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
+from mlops_assets_tests.support import self_signed_cert
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
     materialize_online,
@@ -145,43 +146,6 @@ def test_serving_never_imports_dagster(module):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def _self_signed(tmp_path):
-    """A certificate for 127.0.0.1 and its key (PEM files), valid for a day."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 def test_cli_serve_starts_on_loopback(tmp_path):
     """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, serves HTTPS with --tls-cert and
     --tls-key, generates and requires tokens when none are configured, stops on SIGTERM."""
@@ -204,7 +168,7 @@ def test_cli_serve_starts_on_loopback(tmp_path):
     env = dict(os.environ, MLOPS_HOME=str(storage.home))
     env.pop("MLOPS_SERVE_TOKENS", None)
     cli = Path(sys.executable).parent / "mlops-assets"
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     tls = ssl.create_default_context(cafile=str(cert))
     args = ["serve", "--config", str(write_config(tmp_path)), "--port", str(port)]
     proc = subprocess.Popen(
