@@ -329,10 +329,12 @@ def run_answering_signals(
             if received:
                 _stop(received[0], run_id, cfg, storage)
             if worker.is_alive() and time.monotonic() >= next_reap:
-                from mlops_assets.defs.run_liveness import reap_dead_runs
-
+                # Only once the run holds its instance: before, the source is still being checked (bad input
+                # ends the run without Dagster ever being imported) or the instance is being created.
                 watch = watch or _instance(storage)
                 if watch is not None:
+                    from mlops_assets.defs.run_liveness import reap_dead_runs
+
                     reap_dead_runs(watch, found_by=f"mlops-assets run (pid {os.getpid()})")
                 next_reap = time.monotonic() + REAP_INTERVAL_SECONDS
     finally:
@@ -346,12 +348,12 @@ def run_answering_signals(
 def _instance(storage: Storage):
     """A Dagster instance of this thread's own on ``storage`` (the worker thread keeps its connections); None
     until the run holds its own (two threads creating a fresh instance at once would stamp its schema twice)."""
-    import dagster as dg
-
     from mlops_assets.runner import INSTANCE_READY
 
     if not INSTANCE_READY.is_set() or not storage.dagster_home.joinpath("dagster.yaml").is_file():
         return None
+    import dagster as dg
+
     return dg.DagsterInstance.from_config(str(storage.dagster_home))
 
 
