@@ -796,11 +796,15 @@ class ModelRegistry:
         self._alert_move(deployment, kind, verdict)
         return deployment
 
-    def _alert_move(self, d: Deployment, kind: str, verdict: Clearance) -> None:
+    def notify(self, kind: str, summary: str, **fields: Any) -> None:
+        """Alert ``kind`` about this model (recorded and sent by the alerter); nothing when none is set."""
         if self.alerter is None:
             return
         from mlops_assets.alerts import AlertEvent
 
+        self.alerter.notify(AlertEvent(kind=kind, model=self.model_name, summary=summary, **fields))
+
+    def _alert_move(self, d: Deployment, kind: str, verdict: Clearance) -> None:
         was = f"version {d.previous_version}" if d.previous_version else "no champion"
         what = "rolled back to" if kind == "rolled_back" else "promoted"
         summary = (
@@ -808,18 +812,15 @@ class ModelRegistry:
         )
         if d.override_reason:
             summary += f". GATES OVERRIDDEN ({'; '.join(verdict.problems)}): {d.override_reason}"
-        self.alerter.notify(
-            AlertEvent(
-                kind=kind,
-                model=self.model_name,
-                summary=summary,
-                severity="critical" if d.override_reason else None,
-                version=d.version,
-                run_id=d.run_id,
-                details={"previous_version": d.previous_version, "moved_by": d.moved_by, "reason": d.reason}
-                | ({"override_reason": d.override_reason} if d.override_reason else {}),
-                deployment_id=d.id,
-            )
+        self.notify(
+            kind,
+            summary,
+            severity="critical" if d.override_reason else None,
+            version=d.version,
+            run_id=d.run_id,
+            details={"previous_version": d.previous_version, "moved_by": d.moved_by, "reason": d.reason}
+            | ({"override_reason": d.override_reason} if d.override_reason else {}),
+            deployment_id=d.id,
         )
 
     def serving_clearance(self, version: str | int, sha256: str | None = None) -> Clearance:
@@ -948,20 +949,14 @@ class ModelRegistry:
                 timespec="milliseconds"
             )
         approval = self.history_store.request_approval(self.model_name, version, run_id, expires_at)
-        if self.alerter is not None:
-            from mlops_assets.alerts import AlertEvent
-
-            self.alerter.notify(
-                AlertEvent(
-                    kind="approval_requested",
-                    model=self.model_name,
-                    summary=f"{self.model_name}: version {version} passed every gate and awaits approval "
-                    f"(mlops-assets approve {version} --by NAME, or reject)"
-                    + (f"; expires {expires_at}" if expires_at else ""),
-                    version=version,
-                    run_id=run_id,
-                )
-            )
+        self.notify(
+            "approval_requested",
+            f"{self.model_name}: version {version} passed every gate and awaits approval "
+            f"(mlops-assets approve {version} --by NAME, or reject)"
+            + (f"; expires {expires_at}" if expires_at else ""),
+            version=version,
+            run_id=run_id,
+        )
         return approval
 
     def awaiting_approval(self) -> list[Approval]:
@@ -1009,20 +1004,14 @@ class ModelRegistry:
         request = self._pending_request(version)
         assert request.id is not None
         self.history_store.decide_approval(request.id, "rejected", by, reason)
-        if self.alerter is not None:
-            from mlops_assets.alerts import AlertEvent
-
-            self.alerter.notify(
-                AlertEvent(
-                    kind="approval_decided",
-                    model=self.model_name,
-                    summary=f"{self.model_name}: version {version} rejected by {by}"
-                    + (f": {reason}" if reason else "")
-                    + "; the champion is unchanged",
-                    version=version,
-                    details={"decision": "rejected", "by": by, "reason": reason},
-                )
-            )
+        self.notify(
+            "approval_decided",
+            f"{self.model_name}: version {version} rejected by {by}"
+            + (f": {reason}" if reason else "")
+            + "; the champion is unchanged",
+            version=version,
+            details={"decision": "rejected", "by": by, "reason": reason},
+        )
         return self.history_store.approvals(self.model_name, version)[-1]
 
     def _changed_message(self, expected: str, current: str | None, latest: Deployment | None) -> str:

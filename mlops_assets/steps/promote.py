@@ -73,18 +73,13 @@ def promote(
             )
     except GateRefusedError as err:
         raise PromotionRefused(str(err)) from None
-    if reason in RETRAIN_TRIGGERS and registry.alerter is not None:
-        from mlops_assets.alerts import AlertEvent
-
-        registry.alerter.notify(
-            AlertEvent(
-                kind="retrain_finished",
-                model=registry.model_name,
-                summary=f"{registry.model_name}: the {reason} retrain finished; version {version} is champion",
-                version=str(version),
-                run_id=run_id,
-                details={"trigger": reason, "previous_version": deployment.previous_version},
-            )
+    if reason in RETRAIN_TRIGGERS:
+        registry.notify(
+            "retrain_finished",
+            f"{registry.model_name}: the {reason} retrain finished; version {version} is champion",
+            version=str(version),
+            run_id=run_id,
+            details={"trigger": reason, "previous_version": deployment.previous_version},
         )
     return PromoteOutcome(
         version=str(version),
