@@ -87,6 +87,9 @@ class MemoryModelStore:
         self.deployments: list[dict[str, Any]] = []
         self.now: datetime | None = None
 
+    def notify(self, kind: str, summary: str, **fields: Any) -> None:
+        """The replay alerts nobody: its retrains are simulated."""
+
     def record_gate_results(self, version: str, results: list[GateResult]) -> None:
         at = "" if self.now is None else self.now.isoformat()
         self.gate_results[version] = GateRecord(
