@@ -292,6 +292,13 @@ class DeploymentHistory:
         cur.execute("COMMIT")
         self._ready = True
 
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (``?`` placeholders) as a transaction of its own; the rows it returns, if any."""
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute(self._q(sql), params)
+            return list(cur.fetchall()) if cur.description is not None else []
+
     @contextmanager
     def locked(self, model_name: str) -> Iterator[_Txn]:
         """One transaction holding the promotion lock for ``model_name``; committed on success, rolled back on
@@ -361,23 +368,11 @@ class DeploymentHistory:
             run_id=run_id,
             results=[dict(r) for r in results],
         )
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN")
-            cur.execute(
-                self._q(
-                    "INSERT INTO mlops_gate_results (model_name, version, recorded_at, run_id, results) "
-                    "VALUES (?, ?, ?, ?, ?)"
-                ),
-                (
-                    rec.model_name,
-                    rec.version,
-                    rec.recorded_at,
-                    rec.run_id,
-                    json.dumps(rec.results, default=str),
-                ),
-            )
-            cur.execute("COMMIT")
+        self._execute(
+            "INSERT INTO mlops_gate_results (model_name, version, recorded_at, run_id, results) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (rec.model_name, rec.version, rec.recorded_at, rec.run_id, json.dumps(rec.results, default=str)),
+        )
         return rec
 
     def latest_gate_results(self, model_name: str, version: str | None = None) -> GateRecord | None:
@@ -387,13 +382,10 @@ class DeploymentHistory:
         if version is not None:
             sql += " AND version = ?"
             params += (str(version),)
-        sql += " ORDER BY id DESC LIMIT 1"
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute(self._q(sql), params)
-            row = cur.fetchone()
-        if row is None:
+        rows = self._execute(sql + " ORDER BY id DESC LIMIT 1", params)
+        if not rows:
             return None
+        row = rows[0]
         return GateRecord(
             model_name=row[0], version=row[1], recorded_at=row[2], run_id=row[3], results=json.loads(row[4])
         )
@@ -402,28 +394,22 @@ class DeploymentHistory:
 
     def record_alert(self, record: AlertRecord) -> None:
         """Keep one alert (sent, failed, suppressed, resolved or unrouted) with its deliveries."""
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN")
-            cur.execute(
-                self._q(
-                    "INSERT INTO mlops_alerts (model_name, kind, severity, state, summary, dedup_key, payload, "
-                    "deliveries, at, deployment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                (
-                    record.model,
-                    record.kind,
-                    record.severity,
-                    record.state,
-                    record.summary,
-                    record.dedup_key,
-                    json.dumps(record.payload, default=str),
-                    json.dumps([asdict(d) for d in record.deliveries]),
-                    record.at,
-                    record.deployment_id,
-                ),
-            )
-            cur.execute("COMMIT")
+        self._execute(
+            "INSERT INTO mlops_alerts (model_name, kind, severity, state, summary, dedup_key, payload, "
+            "deliveries, at, deployment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.model,
+                record.kind,
+                record.severity,
+                record.state,
+                record.summary,
+                record.dedup_key,
+                json.dumps(record.payload, default=str),
+                json.dumps([asdict(d) for d in record.deliveries]),
+                record.at,
+                record.deployment_id,
+            ),
+        )
 
     def _alert_rows(
         self, where: str, params: tuple[Any, ...], limit: int | None = None
@@ -434,12 +420,8 @@ class DeploymentHistory:
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute(self._q(sql), params)
-            rows = cur.fetchall()
         out = []
-        for r in rows:
+        for r in self._execute(sql, params):
             deliveries = json.loads(r[8])
             out.append(
                 {
@@ -480,19 +462,12 @@ class DeploymentHistory:
             expires_at=expires_at,
             run_id=run_id,
         )
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN")
-            cur.execute(
-                self._q(
-                    "INSERT INTO mlops_approvals (model_name, version, state, requested_at, expires_at, run_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?) RETURNING id"
-                ),
-                (a.model_name, a.version, a.state, a.requested_at, a.expires_at, a.run_id),
-            )
-            a = replace(a, id=int(cur.fetchone()[0]))
-            cur.execute("COMMIT")
-        return a
+        rows = self._execute(
+            "INSERT INTO mlops_approvals (model_name, version, state, requested_at, expires_at, run_id) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (a.model_name, a.version, a.state, a.requested_at, a.expires_at, a.run_id),
+        )
+        return replace(a, id=int(rows[0][0]))
 
     def approvals(self, model_name: str, version: str | None = None) -> list[Approval]:
         """Approval requests of ``model_name`` (of one ``version``), oldest first; an undecided request past its
@@ -505,13 +480,9 @@ class DeploymentHistory:
         if version is not None:
             sql += " AND version = ?"
             params += (str(version),)
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute(self._q(sql + " ORDER BY id"), params)
-            rows = cur.fetchall()
         now = _now()
         out = []
-        for r in rows:
+        for r in self._execute(sql + " ORDER BY id", params):
             state = r[3]
             if state == "awaiting" and r[5] is not None and r[5] < now:
                 state = "expired"
@@ -533,14 +504,8 @@ class DeploymentHistory:
 
     def decide_approval(self, approval_id: int, state: str, by: str, reason: str | None) -> None:
         """Record the decision on request ``approval_id`` (only while it is awaiting)."""
-        with self._connection() as conn:
-            cur = conn.cursor()
-            cur.execute("BEGIN")
-            cur.execute(
-                self._q(
-                    "UPDATE mlops_approvals SET state = ?, decided_at = ?, decided_by = ?, reason = ? "
-                    "WHERE id = ? AND state = 'awaiting'"
-                ),
-                (state, _now(), by, reason, approval_id),
-            )
-            cur.execute("COMMIT")
+        self._execute(
+            "UPDATE mlops_approvals SET state = ?, decided_at = ?, decided_by = ?, reason = ? "
+            "WHERE id = ? AND state = 'awaiting'",
+            (state, _now(), by, reason, approval_id),
+        )
