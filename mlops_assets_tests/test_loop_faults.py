@@ -468,6 +468,17 @@ def test_a_sweep_moves_files_whose_footer_cannot_be_read_and_remembers_them_unti
     assert set_aside_damaged(cfg, storage) == []
 
 
+def _damage_two_partitions(stores, offline):
+    """Damage validated_data's 1949-05 (a 0-byte file, as a full disk leaves it) and the offline store's 1949-07
+    (a truncated file); returns both partitions as they were, and the two damaged paths."""
+    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
+    emptied = stores.validated.path("1949-05")
+    emptied.write_bytes(b"")
+    cut = offline.root / "1949-07.parquet"
+    cut.write_bytes(cut.read_bytes()[:300])
+    return validated_before, features_before, emptied, cut
+
+
 @pytest.mark.slow
 def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     rainfall_slice, isolated_storage
@@ -485,11 +496,7 @@ def test_a_damaged_partition_is_named_and_repair_rebuilds_it_from_the_source(
     first = execute(cfg, config_file=str(path), storage=storage, selection=data_steps)
     assert first.status == "ok", first.error
     stores, offline = Stores.at(storage.home, "damage"), offline_store(cfg, storage)
-    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
-    emptied = stores.validated.path("1949-05")
-    emptied.write_bytes(b"")  # a 0-byte file, as a full disk leaves it
-    cut = offline.root / "1949-07.parquet"
-    cut.write_bytes(cut.read_bytes()[:300])  # a truncated one
+    validated_before, features_before, emptied, cut = _damage_two_partitions(stores, offline)
 
     with pytest.raises(CorruptPartitionError) as err:
         stores.validated.read(["1949-05"])
@@ -620,11 +627,7 @@ def test_a_run_moves_damaged_partitions_aside_rebuilds_them_and_leaves_out_what_
     assert first.outcome.status == "ok", first.outcome.error
     champion = first.report["champion"]["version"]
     stores, offline = Stores.at(storage.home, "heal"), offline_store(cfg, storage)
-    validated_before, features_before = stores.validated.read(["1949-05"]), offline.read(["1949-07"])
-    emptied = stores.validated.path("1949-05")
-    emptied.write_bytes(b"")  # a 0-byte file, as a full disk leaves it
-    cut = offline.root / "1949-07.parquet"
-    cut.write_bytes(cut.read_bytes()[:300])  # a truncated one
+    validated_before, features_before, emptied, cut = _damage_two_partitions(stores, offline)
 
     code, out, err = _finish(
         _cli("run", "--config", str(path), "--report", "again.json", "--no-progress"), 180
