@@ -7,14 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlops_assets_tests.test_living_loop import (
-    ARRIVING,
-    FIRST,
-    INITIAL_END,
-    live_loop,
-    loop_config,
-    month_rows,
-)
+from mlops_assets_tests.test_living_loop import DRIFT, FIRST, live_loop, loop_config, month_rows, next_month
 from mlops_assets_tests.test_production_stack import production_fixture  # noqa: F401 - the `production` fixture
 
 
@@ -35,6 +28,12 @@ def test_rows_appended_to_a_postgresql_table_flow_to_a_fresh_champion(
         with engine.begin() as conn:
             rows.to_sql("weather", conn, index=False, if_exists="append")
 
-    append(FIRST, INITIAL_END)
+    # The table holds everything up to the month before the drift; the quiet months arriving one at a time are
+    # test_living_loop.py's part: here rows arrive from the drift on, until it retrains.
+    initial_end = (pd.Period(DRIFT, "M") - 1).strftime("%Y-%m")
+    append(FIRST, initial_end)
     config = loop_config(tmp_path, {"source": pg_database, "query": "SELECT * FROM weather"})
-    live_loop(tmp_path, production, config, lambda m: append(m, m), ARRIVING[1:], rainfall)
+    arriving = [DRIFT, next_month(DRIFT)]
+    live_loop(
+        tmp_path, production, config, lambda m: append(m, m), arriving, rainfall, initial_end=initial_end
+    )
