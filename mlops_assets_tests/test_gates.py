@@ -29,6 +29,7 @@ from mlops_assets.training.gates import (
     FairnessConfig,
     GateError,
     GatesConfig,
+    chance_bars,
     compute_metrics,
     evaluate_gates,
     fairness_gate,
@@ -183,7 +184,9 @@ def test_a_floor_the_champion_misses_too_is_judged_against_the_champion():
     beside = judge(degraded, stale)
     assert beside.passed, beside.message
     roc = beside.details["metrics"]["roc_auc"]
-    assert roc["champion"] == pytest.approx(auc["stale"]) and roc["bar"] == pytest.approx(0.5)
+    # The bar: no skill as it scores on these rows by chance (above 0.5), which the stale champion is below.
+    assert roc["champion"] == pytest.approx(auc["stale"]) and roc["bar"] == pytest.approx(roc["chance"])
+    assert 0.5 < roc["chance"] < auc["degraded"]
     assert "which champion version 1 is below too" in beside.message
     # Shuffled labels beat the stale champion's ROC AUC but not no skill: blocked.
     shuffled = judge(models()["shuffled"], stale)
@@ -194,6 +197,20 @@ def test_a_floor_the_champion_misses_too_is_judged_against_the_champion():
     assert judge(degraded, models()["good"]).message.startswith("below floor")
     # Switched off: the floors block whatever the champion scores.
     assert not judge(degraded, stale, floors.model_copy(update={"champion_below_floor": "block"})).passed
+
+
+def test_what_no_skill_reaches_by_chance_shrinks_toward_no_skill_as_rows_grow():
+    rng = np.random.default_rng(7)
+    bars = {}
+    for n in (100, 1_000, 50_000):
+        y, scores = (rng.random(n) < 0.3).astype(int), rng.random(n)
+        bars[n] = chance_bars(y, scores)
+        assert bars[n]["pr_auc"] > y.mean()
+    # ROC AUC's spread under no skill is sqrt((n+1) / (12 n1 n0)): about 0.063 at 100 rows, 0.0028 at 50,000
+    # (sampled down to 20,000: 0.0045); the 97.5th percentile sits near two of them above 0.5.
+    assert 0.56 < bars[100]["roc_auc"] < 0.66
+    assert 0.5 < bars[50_000]["roc_auc"] < 0.515
+    assert bars[100]["roc_auc"] > bars[1_000]["roc_auc"] > bars[50_000]["roc_auc"]
 
 
 # ------------------------------------------------------------------------------------------------ regression

@@ -23,6 +23,7 @@ from sklearn.metrics import precision_recall_curve
 from mlops_assets.config import parse_config
 from mlops_assets.steps.train import (
     PARTITION,
+    ChampionForComparison,
     TrainingWaitingError,
     backtest,
     decision_threshold,
@@ -112,8 +113,8 @@ DATASETS = {
 }
 
 
-def shuffled(frame: pd.DataFrame, label: str) -> pd.DataFrame:
-    return frame.assign(**{label: np.random.default_rng(0).permutation(frame[label].to_numpy())})
+def shuffled(frame: pd.DataFrame, label: str, seed: int = 0) -> pd.DataFrame:
+    return frame.assign(**{label: np.random.default_rng(seed).permutation(frame[label].to_numpy())})
 
 
 # ------------------------------------------------------------------------------------------------ windows
@@ -166,6 +167,17 @@ def test_threshold_and_relative_floors_pass_a_good_model_and_block_shuffled_labe
     assert not verdict["metric_floors"].details["metrics"]["roc_auc"]["passed"]
     assert bad.refit is None and not verdict["refit_agrees"].passed  # a blocked recipe is never refit
     assert "not refit" in verdict["refit_agrees"].message
+
+    # The default gates.floors.champion_below_floor (beat_champion) opens no hole: beside a champion below every
+    # floor (the shuffled model), another shuffled challenger is still blocked by the floors.
+    stale = ChampionForComparison("1", bad.model.pipeline, "f", bad.threshold.value)
+    worse = train_challenger(
+        cfg,
+        training_data_from_frame(cfg, shuffled(frame, label, seed=1)),
+        feature_version="f",
+        champion=stale,
+    )
+    assert not worse.passed and not {g.gate: g for g in worse.gates}["metric_floors"].passed
 
 
 def best_f1(cfg, model, frame, keys) -> float:
@@ -306,7 +318,6 @@ def test_training_waits_while_a_window_has_one_class_then_proceeds():
 
 
 def test_a_refit_champion_is_compared_only_on_holdout_rows_it_was_not_fitted_on():
-    from mlops_assets.steps.train import ChampionForComparison
 
     upto_1960 = rainfall()[lambda d: d["ts"] < pd.Timestamp("1960-01-01", tz="UTC")]
     cfg = config("rain")

@@ -50,7 +50,8 @@ class MetricFloors(_Section):
     # When the champion itself is below a floor on the same holdout rows it has never seen (the world changed under
     # it, e.g. right after a drift), blocking every challenger keeps serving a model known to be below the floor.
     # ``beat_champion``: a challenger below that floor passes it when it beats the champion there by
-    # ``gates.regression.tolerance`` and is above no skill (ROC AUC 0.5, PR AUC the prevalence). ``block``: never.
+    # ``gates.regression.tolerance`` and is above what no skill reaches on those rows by chance (ROC AUC 0.5, PR AUC
+    # the prevalence, plus the spread of a few hundred rows: see ``gates.chance_bars``). ``block``: never.
     # The gates cannot tell a concept that changed from a label feed that broke for good (labels inverted from one
     # month on): with ``beat_champion`` a challenger fitted on such labels passes; ``block`` stops it, and stops a
     # post-drift retrain whose backtest is still below the floors.

@@ -132,6 +132,33 @@ class ChampionBeside:
     version: str
     metrics: Mapping[str, float | None]
     tolerance: float  # gates.regression.tolerance: how much the challenger must beat it by
+    # What a model without skill reaches on these rows by chance (see :func:`chance_bars`); without it, no skill
+    # itself (ROC AUC 0.5, PR AUC the prevalence) is the lowest bar.
+    chance: Mapping[str, float] | None = None
+    rows: int | None = None
+
+
+CHANCE_DRAWS = 200  # label permutations behind a chance bar
+CHANCE_QUANTILE = 0.975  # reached by no skill at most once in 40 draws
+CHANCE_MAX_ROWS = 20_000  # rows a chance bar is computed on (a seeded sample above it)
+
+
+def chance_bars(y_true: np.ndarray, scores: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+    """ROC AUC and PR AUC that ``scores`` reach on ``y_true`` (0/1) by chance: the ``CHANCE_QUANTILE`` of each
+    over ``CHANCE_DRAWS`` random permutations of the labels (the scores kept, ties and all). On a few hundred rows a
+    model without skill often scores ROC AUC 0.55 or more; on tens of thousands, hardly above 0.5."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    rng = np.random.default_rng(seed)
+    if len(y_true) > CHANCE_MAX_ROWS:
+        keep = rng.choice(len(y_true), CHANCE_MAX_ROWS, replace=False)
+        y_true, scores = y_true[keep], scores[keep]
+    draws = [rng.permutation(y_true) for _ in range(CHANCE_DRAWS)]
+    return {
+        "roc_auc": float(np.quantile([roc_auc_score(y, scores) for y in draws], CHANCE_QUANTILE)),
+        "pr_auc": float(np.quantile([average_precision_score(y, scores) for y in draws], CHANCE_QUANTILE)),
+    }
 
 
 def metric_floors_gate(
@@ -144,8 +171,9 @@ def metric_floors_gate(
     resolved against this holdout's no-skill baseline; ``details`` shows the resolved floor of each metric.
 
     With ``champion`` (its metrics on the same rows, which it was never fitted on), a floor that both miss is judged
-    against the champion instead: the bar is the champion's value plus its ``tolerance``, and never at or below no
-    skill (ROC AUC 0.5, PR AUC the prevalence).
+    against the champion instead: the bar is the champion's value plus its ``tolerance``, never at or below no
+    skill (ROC AUC 0.5, PR AUC the prevalence), and never below what no skill reaches by chance on these rows
+    (``champion.chance``, when given).
     """
     configured = _floors(metrics, floors)
     if not configured:
@@ -163,7 +191,10 @@ def metric_floors_gate(
             base = float("nan") if theirs is None else float(theirs)
             entry["champion"] = None if np.isnan(base) else base
             if base < floor:  # False when the champion's value is undefined
-                bar = max(base + champion.tolerance, no_skill.get(name, -np.inf))
+                chance = (champion.chance or {}).get(name, -np.inf)
+                if np.isfinite(chance):
+                    entry["chance"] = round(float(chance), 6)
+                bar = max(base + champion.tolerance, no_skill.get(name, -np.inf), chance)
                 judged_by = f"champion version {champion.version} ({base:.4f}) + {champion.tolerance}"
                 judged_beside = True
         ok = bool(defined and value is not None and value >= bar)
@@ -181,11 +212,17 @@ def metric_floors_gate(
             margins.append(value - bar)
         shown = value if value is None else round(float(value), 4)
         if judged_beside and champion is not None:
-            against = (
-                f"the higher of the champion + {champion.tolerance} and no skill, {no_skill[name]:.4f}"
-                if name in no_skill
-                else f"the champion + {champion.tolerance}"
-            )
+            if champion.chance and name in champion.chance:
+                against = (
+                    f"the higher of the champion + {champion.tolerance} and what no skill reaches by chance on "
+                    f"these {champion.rows} rows, {champion.chance[name]:.4f}"
+                )
+            elif name in no_skill:
+                against = (
+                    f"the higher of the champion + {champion.tolerance} and no skill, {no_skill[name]:.4f}"
+                )
+            else:
+                against = f"the champion + {champion.tolerance}"
             beside.append(
                 f"{name} {shown} is below the floor {floor:.4f}, which champion version {champion.version} is "
                 f"below too on these rows ({entry['champion']:.4f}): judged against it, {shown} "
@@ -234,7 +271,10 @@ def floors_beside_champion(
         return result
     ours = compute_metrics(challenger, X, y, positive_label=positive_label, threshold=threshold)
     theirs = compute_metrics(champion, X, y, positive_label=positive_label, threshold=champion_threshold)
-    beside = metric_floors_gate(ours, floors, ChampionBeside(champion_version, theirs, regression.tolerance))
+    chance = chance_bars(_labels(y, positive_label), positive_proba(challenger, X, positive_label))
+    beside = metric_floors_gate(
+        ours, floors, ChampionBeside(champion_version, theirs, regression.tolerance, chance, len(y))
+    )
     if not any("bar" in m for m in beside.details["metrics"].values()):
         return result  # the champion meets the floors the challenger misses: the plain failure stands
     beside.details |= {"rows": len(y), "on_full_holdout": result.to_dict()}
