@@ -155,16 +155,20 @@ def run_failed_event(model: str, job: str, run_id: str | None, error: str | None
     )
 
 
-def retrain_events(model: str, trigger: str, detail: str, champion: str | None) -> list[AlertEvent]:
+def retrain_events(
+    model: str, trigger: str, detail: str, champion: str | None, run_key: str | None = None
+) -> list[AlertEvent]:
     """A retrain requested by ``trigger`` (drift, performance, freshness); a freshness trigger is also the
-    freshness incident of the current champion (cleared when a new champion replaces it)."""
+    freshness incident of the current champion (cleared when a new champion replaces it). The request is alerted
+    before Dagster creates its run, so it carries no run id: ``run_key`` (the run's ``dagster/run_key`` tag) ties
+    it to the run, whose own alerts (``retrain_finished``, ``promoted``) carry the run id."""
     events = [
         AlertEvent(
             kind="retrain_started",
             model=model,
             summary=f"{model}: retrain requested ({trigger}): {detail}",
             version=champion,
-            details={"trigger": trigger},
+            details={"trigger": trigger} | ({"run_key": run_key} if run_key else {}),
         )
     ]
     if trigger == "freshness":
