@@ -438,27 +438,31 @@ def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_sl
     drift = [r["json"] for r in received if r["json"]["event"] == "drift_detected"]
     assert [(d["check"], d["run_id"] != run.run_id) for d in drift] == [(DRIFT_CHECK, True)], drift
     # The others in order: v1's initial promotion (the in-process run, sent from this process), the sensor's
-    # request (the freshness incident of v1, the retrain), then the sensor-started run's own alerts.
+    # request (the freshness incident of v1, the retrain), then the sensor-started run's own alerts (v2 promoted,
+    # which ends v1's freshness incident, and the retrain finished).
     ordered = [r for r in received if r["json"]["event"] != "drift_detected"]
-    assert [(r["json"]["event"], r["json"].get("version")) for r in ordered] == [
-        ("promoted", "1"),
-        ("freshness_breached", "1"),
-        ("retrain_started", "1"),
-        ("promoted", "2"),
-        ("retrain_finished", "2"),
+    assert [(r["json"]["event"], r["json"]["status"], r["json"].get("version")) for r in ordered] == [
+        ("promoted", "notice", "1"),
+        ("freshness_breached", "firing", "1"),
+        ("retrain_started", "notice", "1"),
+        ("promoted", "notice", "2"),
+        ("freshness_breached", "resolved", "1"),
+        ("retrain_finished", "notice", "2"),
     ]
-    _, breached, started, promoted, finished = ordered
+    _, breached, started, promoted, cleared, finished = ordered
     # The request: sent by the sensor during the tick that requested the run, tied to the run by its run key
     # (there is no run id before Dagster creates the run).
     assert started["json"]["details"] == {"trigger": "freshness", "run_key": run.tags["dagster/run_key"]}
     for r in (breached, started):
         assert tick.timestamp <= r["at"] <= tick.timestamp + 60, (tick.timestamp, r["at"])
     # The run's alerts: the sensor-started run's id, sent by the run itself within 60 s of the promotion.
-    assert promoted["json"]["run_id"] == finished["json"]["run_id"] == run.run_id
+    assert promoted["json"]["run_id"] == cleared["json"]["run_id"] == finished["json"]["run_id"] == run.run_id
+    assert breached["json"]["dedup_key"] == cleared["json"]["dedup_key"] == "freshness_breached:1"
+    assert cleared["json"]["details"] == {"champion": "2"}
     assert promoted["json"]["details"]["previous_version"] == "1"
     assert promoted["json"]["details"]["reason"] == "freshness"
     assert finished["json"]["details"]["trigger"] == "freshness"
-    for r in (promoted, finished):
+    for r in (promoted, cleared, finished):
         assert promoted_at <= r["at"] <= min(promoted_at + 60, ended), (promoted_at, r["at"], ended)
 
     # The deployment history records each of them as delivered to the webhook, the promotion tied to its row.
@@ -468,7 +472,7 @@ def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_sl
         return json.dumps(payload, sort_keys=True), kind, state, delivered
 
     assert sorted(as_sent(a["payload"], a["kind"], a["state"], a["delivered"]) for a in records) == sorted(
-        as_sent(r["json"], r["json"]["event"], "sent", True) for r in received
+        as_sent(r["json"], r["json"]["event"], "resolved" if r is cleared else "sent", True) for r in received
     )
     assert all(
         [(d["channel"], d["ok"], d["attempts"]) for d in a["deliveries"]]

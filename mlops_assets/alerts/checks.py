@@ -155,6 +155,11 @@ def run_failed_event(model: str, job: str, run_id: str | None, error: str | None
     )
 
 
+def freshness_key(champion: str | None) -> str:
+    """The dedup key of champion version ``champion``'s freshness incident (resolved when it is replaced)."""
+    return f"freshness_breached:{champion}"
+
+
 def retrain_events(
     model: str, trigger: str, detail: str, champion: str | None, run_key: str | None = None
 ) -> list[AlertEvent]:
@@ -179,7 +184,7 @@ def retrain_events(
                 model=model,
                 summary=f"{model}: champion version {champion} is past its freshness limit: {detail}",
                 version=champion,
-                dedup_key=f"freshness_breached:{champion}",
+                dedup_key=freshness_key(champion),
             ),
         )
     return events
