@@ -95,13 +95,16 @@ def promote_concurrently(monkeypatch, model_name: str, storage, versions, reason
 
 
 class HttpReceiver:
-    """A webhook receiver on loopback, in a thread: keeps each POST's path, headers and JSON body; answers
-    ``status`` (200 by default), after ``delay`` seconds (a slow receiver). Use as a context manager."""
+    """A webhook receiver on loopback (127.0.0.1, a free port), in a thread: keeps each POST's path, headers, raw
+    and JSON body and the wall-clock time it arrived (``at``, epoch seconds); answers ``status`` (200 by default),
+    after ``delay`` seconds (a slow receiver). Other processes on the host (a code server, its runs) reach it at
+    :attr:`url`. Use as a context manager."""
 
     def __init__(self, status: int = 200, delay: float = 0.0):
         import http.server
         import json
         import threading
+        import time
 
         received: list[dict] = []
         self.received = received
@@ -112,8 +115,15 @@ class HttpReceiver:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (the http.server spelling)
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                at = time.time()
                 received.append(
-                    {"path": self.path, "headers": dict(self.headers), "raw": body, "json": json.loads(body)}
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "raw": body,
+                        "json": json.loads(body),
+                        "at": at,
+                    }
                 )
                 if delay and outer.closing.wait(delay):
                     return  # closing: the client gave up long ago
@@ -136,6 +146,10 @@ class HttpReceiver:
     def events(self, path: str = "/hook") -> list[dict]:
         return [r["json"] for r in self.received if r["path"] == path]
 
+    def requests(self, path: str = "/hook") -> list[dict]:
+        """The requests received on ``path``, in arrival order (path, headers, raw, json, at)."""
+        return [r for r in self.received if r["path"] == path]
+
     def __enter__(self) -> HttpReceiver:
         self.thread.start()
         return self
@@ -144,6 +158,16 @@ class HttpReceiver:
         self.closing.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def signature_ok(request: dict, secret: str) -> bool:
+    """Whether a request kept by :class:`HttpReceiver` carries the webhook channel's ``X-Mlops-Signature`` for
+    ``secret``: ``sha256=`` and the hex HMAC-SHA256 of the exact body bytes, computed here independently."""
+    import hashlib
+    import hmac
+
+    expected = "sha256=" + hmac.new(secret.encode(), request["raw"], hashlib.sha256).hexdigest()
+    return hmac.compare_digest(request["headers"].get("X-Mlops-Signature", ""), expected)
 
 
 def self_signed_cert(folder) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -27,10 +29,12 @@ import yaml
 from mlops_assets.config import load_config
 from mlops_assets.defs.model_assets import REASON_TAG
 from mlops_assets.defs.retraining import retrain_job_name, sensor_name
+from mlops_assets.monitoring.replay import DRIFT_CHECK
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
 from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.conftest import PG_URL, ROOT
+from mlops_assets_tests.support import HttpReceiver, signature_ok
 
 BIN = Path(os.sys.executable).parent
 # Test-only override of deploy/dagster.yaml: the QueuedRunCoordinator's documented `dequeue_interval_seconds`
@@ -359,43 +363,125 @@ def test_instance_config_loads_on_postgres_with_queue_pool_retries_and_monitorin
 @pytest.mark.postgres
 @pytest.mark.integration
 @pytest.mark.slow
-def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_slice, production):
+def test_freshness_sensor_retrain_goes_end_to_end_through_the_daemon(rainfall_slice, production, monkeypatch):
+    """The freshness sensor under the daemon requests a retrain, the daemon launches it, it promotes version 2;
+    the alerts reach a webhook the test runs on loopback: the request (sent by the sensor in the code server) and
+    the run's retrain_finished and promoted (sent by the run's own process), each HMAC-signed with the secret the
+    processes read from their environment, each within 60 s of its event, and recorded as delivered."""
     env_vars, instance, start = production
-    path, _ = rainfall_slice(
-        years=4,
-        name="prod",
-        retraining={"max_model_age_days": 1e-5, "drift_trigger": False, "cooldown_days": 0},
-    )
-    cfg = load_config(path)
-    registry = ModelRegistry(cfg.model.name, storage_from_env())
+    secret = uuid.uuid4().hex
+    # The secret goes to the code server, the daemon and the runs through their environment; the config names it.
+    monkeypatch.setenv("MLOPS_WEBHOOK_SECRET", secret)
+    with HttpReceiver() as hook:
+        path, _ = rainfall_slice(
+            years=4,
+            name="prod",
+            retraining={"max_model_age_days": 1e-5, "drift_trigger": False, "cooldown_days": 0},
+            alerts={
+                "channels": [
+                    {"type": "webhook", "url": f"{hook.url}/hook", "secret_env": "MLOPS_WEBHOOK_SECRET"}
+                ]
+            },
+        )
+        assert secret not in path.read_text()
+        cfg = load_config(path)
+        registry = ModelRegistry(cfg.model.name, storage_from_env())
 
-    def champion_v1_and_new_data():
-        # The daemon starts after this: the freshness sensor's first tick must see champion v1 (its next tick
-        # is an hour away).
-        initial_champion(path, instance, last="1951-12", new_until="1952-12")
-        assert [(d.version, d.reason) for d in registry.history()] == [("1", "initial")]
+        def champion_v1_and_new_data():
+            # The daemon starts after this: the freshness sensor's first tick must see champion v1 (its next
+            # tick is an hour away).
+            initial_champion(path, instance, last="1951-12", new_until="1952-12")
+            assert [(d.version, d.reason) for d in registry.history()] == [("1", "initial")]
 
-    stack = start(path, webserver=True, while_code_server_starts=champion_v1_and_new_data)
-    job = retrain_job_name(cfg)
+        stack = start(path, webserver=True, while_code_server_starts=champion_v1_and_new_data)
+        job = retrain_job_name(cfg)
 
-    def launched():
-        runs = instance.get_runs(dg.RunsFilter(job_name=job))
-        return runs[0] if runs else None
+        def launched():
+            runs = instance.get_runs(dg.RunsFilter(job_name=job))
+            return runs[0] if runs else None
 
-    run = wait_for(launched, 90, f"the daemon to launch {job}")
-    run = stack.wait_run(instance, run.run_id, timeout=150)
-    assert run.status == dg.DagsterRunStatus.SUCCESS, stack.log("daemon")
-    assert run.tags[REASON_TAG] == "freshness"
-    assert run.tags["dagster/sensor_name"] == sensor_name(cfg, "freshness")
-    history = registry.history()
-    assert [(d.version, d.reason, d.previous_version) for d in history] == [
-        ("1", "initial", None),
-        ("2", "freshness", "1"),
+        run = wait_for(launched, 90, f"the daemon to launch {job}")
+        run = stack.wait_run(instance, run.run_id, timeout=150)
+        assert run.status == dg.DagsterRunStatus.SUCCESS, stack.log("daemon")
+        assert run.tags[REASON_TAG] == "freshness"
+        assert run.tags["dagster/sensor_name"] == sensor_name(cfg, "freshness")
+        history = registry.history()
+        assert [(d.version, d.reason, d.previous_version) for d in history] == [
+            ("1", "initial", None),
+            ("2", "freshness", "1"),
+        ]
+        assert history[-1].run_id == run.run_id
+        assert registry.champion().version == "2"
+        # The webserver sees the same run through GraphQL (its status from the shared PostgreSQL run storage).
+        assert stack.graphql().get_run_status(run.run_id) == dg.DagsterRunStatus.SUCCESS
+        # The run sends its alerts before it ends: they are in by now.
+        received = hook.requests()
+
+    # The freshness sensor's tick that requested this run (the daemon records it with the run's id).
+    [sensor_state] = [s for s in instance.all_instigator_state() if s.name == sensor_name(cfg, "freshness")]
+    [tick] = [
+        t
+        for t in instance.get_ticks(sensor_state.instigator_origin_id, sensor_state.selector_id)
+        if run.run_id in t.run_ids
     ]
-    assert history[-1].run_id == run.run_id
-    assert registry.champion().version == "2"
-    # The webserver sees the same run through GraphQL (its status from the shared PostgreSQL run storage).
-    assert stack.graphql().get_run_status(run.run_id) == dg.DagsterRunStatus.SUCCESS
+    ended = instance.get_run_record_by_id(run.run_id).end_time
+    promoted_at = datetime.fromisoformat(history[-1].deployed_at).timestamp()
+
+    # Every alert of the model, HMAC-signed with the secret from the environment.
+    model = cfg.model.name
+    assert all(signature_ok(r, secret) for r in received), [r["headers"] for r in received]
+    assert all(
+        r["headers"]["X-Mlops-Event"] == r["json"]["event"] and r["json"]["model"] == model for r in received
+    )
+    # The check-alerts sensor ticks on its own: the drift it reads from the new data the in-process ingest
+    # checked (the retrain job runs no drift check) arrives in any order relative to the freshness sensor's.
+    drift = [r["json"] for r in received if r["json"]["event"] == "drift_detected"]
+    assert [(d["check"], d["run_id"] != run.run_id) for d in drift] == [(DRIFT_CHECK, True)], drift
+    # The others in order: v1's initial promotion (the in-process run, sent from this process), the sensor's
+    # request (the freshness incident of v1, the retrain), then the sensor-started run's own alerts (v2 promoted,
+    # which ends v1's freshness incident, and the retrain finished).
+    ordered = [r for r in received if r["json"]["event"] != "drift_detected"]
+    assert [(r["json"]["event"], r["json"]["status"], r["json"].get("version")) for r in ordered] == [
+        ("promoted", "notice", "1"),
+        ("freshness_breached", "firing", "1"),
+        ("retrain_started", "notice", "1"),
+        ("promoted", "notice", "2"),
+        ("freshness_breached", "resolved", "1"),
+        ("retrain_finished", "notice", "2"),
+    ]
+    _, breached, started, promoted, cleared, finished = ordered
+    # The request: sent by the sensor during the tick that requested the run, tied to the run by its run key
+    # (there is no run id before Dagster creates the run).
+    assert started["json"]["details"] == {"trigger": "freshness", "run_key": run.tags["dagster/run_key"]}
+    for r in (breached, started):
+        assert tick.timestamp <= r["at"] <= tick.timestamp + 60, (tick.timestamp, r["at"])
+    # The run's alerts: the sensor-started run's id, sent by the run itself within 60 s of the promotion.
+    assert promoted["json"]["run_id"] == cleared["json"]["run_id"] == finished["json"]["run_id"] == run.run_id
+    assert breached["json"]["dedup_key"] == cleared["json"]["dedup_key"] == "freshness_breached:1"
+    assert cleared["json"]["details"] == {"champion": "2"}
+    assert promoted["json"]["details"]["previous_version"] == "1"
+    assert promoted["json"]["details"]["reason"] == "freshness"
+    assert finished["json"]["details"]["trigger"] == "freshness"
+    for r in (promoted, cleared, finished):
+        assert promoted_at <= r["at"] <= min(promoted_at + 60, ended), (promoted_at, r["at"], ended)
+
+    # The deployment history records each of them as delivered to the webhook, the promotion tied to its row.
+    records = registry.history_store.alerts(model)
+
+    def as_sent(payload: dict, kind: str, state: str, delivered: bool) -> tuple:
+        return json.dumps(payload, sort_keys=True), kind, state, delivered
+
+    assert sorted(as_sent(a["payload"], a["kind"], a["state"], a["delivered"]) for a in records) == sorted(
+        as_sent(r["json"], r["json"]["event"], "resolved" if r is cleared else "sent", True) for r in received
+    )
+    assert all(
+        [(d["channel"], d["ok"], d["attempts"]) for d in a["deliveries"]]
+        == [(f"webhook {hook.url}/hook", True, 1)]
+        for a in records
+    )
+    [moved] = [a for a in records if a["kind"] == "promoted" and a["payload"]["version"] == "2"]
+    assert moved["deployment_id"] == history[-1].id
+
     # MLflow and the history really are on PostgreSQL: the new version and its deployment row are there.
     import sqlalchemy as sa
 

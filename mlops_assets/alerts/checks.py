@@ -155,16 +155,25 @@ def run_failed_event(model: str, job: str, run_id: str | None, error: str | None
     )
 
 
-def retrain_events(model: str, trigger: str, detail: str, champion: str | None) -> list[AlertEvent]:
+def freshness_key(champion: str | None) -> str:
+    """The dedup key of champion version ``champion``'s freshness incident (resolved when it is replaced)."""
+    return f"freshness_breached:{champion}"
+
+
+def retrain_events(
+    model: str, trigger: str, detail: str, champion: str | None, run_key: str | None = None
+) -> list[AlertEvent]:
     """A retrain requested by ``trigger`` (drift, performance, freshness); a freshness trigger is also the
-    freshness incident of the current champion (cleared when a new champion replaces it)."""
+    freshness incident of the current champion (cleared when a new champion replaces it). The request is alerted
+    before Dagster creates its run, so it carries no run id: ``run_key`` (the run's ``dagster/run_key`` tag) ties
+    it to the run, whose own alerts (``retrain_finished``, ``promoted``) carry the run id."""
     events = [
         AlertEvent(
             kind="retrain_started",
             model=model,
             summary=f"{model}: retrain requested ({trigger}): {detail}",
             version=champion,
-            details={"trigger": trigger},
+            details={"trigger": trigger} | ({"run_key": run_key} if run_key else {}),
         )
     ]
     if trigger == "freshness":
@@ -175,7 +184,7 @@ def retrain_events(model: str, trigger: str, detail: str, champion: str | None) 
                 model=model,
                 summary=f"{model}: champion version {champion} is past its freshness limit: {detail}",
                 version=champion,
-                dedup_key=f"freshness_breached:{champion}",
+                dedup_key=freshness_key(champion),
             ),
         )
     return events

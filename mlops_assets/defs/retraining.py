@@ -285,7 +285,7 @@ def _alert_retrain(context, cfg: MlopsConfig, trigger: str, run_key: str, detail
     seen = context.instance.get_run_records(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
     if alerter is None or seen:
         return
-    for event in retrain_events(cfg.model.name, trigger, detail, champion):
+    for event in retrain_events(cfg.model.name, trigger, detail, champion, run_key):
         alerter.notify(event)
 
 

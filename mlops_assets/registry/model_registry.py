@@ -822,6 +822,20 @@ class ModelRegistry:
             | ({"override_reason": d.override_reason} if d.override_reason else {}),
             deployment_id=d.id,
         )
+        if d.previous_version and d.previous_version != d.version and self.alerter is not None:
+            from mlops_assets.alerts.checks import freshness_key
+
+            # A champion past its freshness limit is an incident (opened by the freshness sensor's request); it
+            # ends when another version replaces it: the all-clear goes out if the incident is open.
+            self.alerter.resolve(
+                self.model_name,
+                freshness_key(d.previous_version),
+                f"{self.model_name}: version {d.previous_version}, past its freshness limit, is no longer "
+                f"champion (version {d.version} is)",
+                version=d.previous_version,
+                run_id=d.run_id,
+                details={"champion": d.version},
+            )
 
     def serving_clearance(self, version: str | int, sha256: str | None = None) -> Clearance:
         """May the service serve ``version`` (the model it loaded has ``sha256``)? Cleared by the gates, or moved
