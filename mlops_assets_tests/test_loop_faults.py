@@ -267,6 +267,89 @@ def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed
     assert registry.get_version(trained[b_run]).tags["mlops.data_window"].endswith("1950-12")
 
 
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_while_promoting_is_failed_and_the_next_run_promotes_within_a_bound(
+    rainfall_slice, isolated_storage, pg_database, monkeypatch
+):
+    """A real `mlops-assets run` trains, claims the promotion slot and starts the champion move, which waits for
+    the promotion lock this test holds; it is killed with SIGKILL there, as the OOM killer would. The next run on
+    the same MLOPS_HOME marks it failed, frees its slot and promotes within 90 s; the killed run moved nothing."""
+    import psycopg
+
+    from mlops_assets.registry.history import _lock_key
+
+    # The deployment history (and so the promotion lock) on PostgreSQL: its lock table shows the run waiting for
+    # the lock, and the lock is the champion move's own (gate results and alerts do not wait for it).
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_HISTORY_URL", pg_database)
+    path, _ = rainfall_slice(years=1, name="killed")
+    storage = storage_from_env().ensure()
+    instance = instance_for(storage)  # the embedded default, as `run` makes it
+    registry = ModelRegistry("killed", storage_from_env())
+    key = _lock_key("killed")
+
+    def pool():
+        return instance.event_log_storage.get_concurrency_info(PROMOTION_POOL)
+
+    with psycopg.connect(pg_database, autocommit=True) as watcher:
+
+        def waiting_for_the_lock() -> int:
+            # An advisory lock's 64-bit key is split into classid (high half) and objid (low half).
+            return watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND (classid::bigint << 32 | objid::bigint) = %s",
+                (key & 0xFFFFFFFFFFFFFFFF,),
+            ).fetchone()[0]
+
+        with registry.history_store.locked("killed"):
+            first = _cli("run", "--config", str(path), "--report", "first.json")
+            try:
+                wait_for(waiting_for_the_lock, 120, "the run to wait for the promotion lock", 0.2)
+                [holder] = pool().claimed_slots
+                assert first.poll() is None
+                first.kill()  # SIGKILL, inside the champion move
+                code, _, first_err = _finish(first, 30)
+            finally:
+                if first.poll() is None:
+                    first.kill()
+                    first.wait()
+    assert code == -signal.SIGKILL
+    killed_run = holder.run_id
+    assert holder.step_key == "killed__deployed_model"
+    # Its last progress line: the deploy step had begun promoting the version it trained.
+    steps = [line.split(" s  ", 1)[1] for line in first_err.splitlines() if line.startswith("run: ")]
+    assert steps[-1] == "deployed_model: promoting version 1", first_err[-2000:]
+    assert not Path("first.json").exists()
+    assert instance.get_run_by_id(killed_run).status == dg.DagsterRunStatus.STARTED  # nobody reported its end
+    assert registry.history() == [] and CHAMPION not in registry.aliases()
+
+    started = time.monotonic()
+    second = _cli("run", "--config", str(path), "--report", "second.json", "--no-progress")
+    code, out, err = _finish(second, 90)
+    assert code == 0, err[-3000:]
+    assert time.monotonic() - started < 90
+
+    run = instance.get_run_by_id(killed_run)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(killed_run, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert f"(pid {first.pid}) is gone" in failure.message
+    assert f"marked failed by mlops-assets (pid {second.pid})" in failure.message
+    assert killed_run not in instance.event_log_storage.get_concurrency_run_ids()
+    assert pool().claimed_slots == [] and pool().pending_run_ids == set()
+    report = json.loads(Path("second.json").read_text())
+    assert report["status"] == "ok", report["error"]
+    # The killed run had registered version 1 and gated it; it never became champion. The next run, finding no
+    # champion, trained again and promoted its own version 2: the history's one row is that move.
+    assert registry.get_version("1").tags[TAG_DAGSTER_RUN_ID] == killed_run
+    [retrain] = report["retrains"]
+    assert (retrain["version"], retrain["promoted"]) == ("2", True)
+    assert registry.get_version("2").tags[TAG_DAGSTER_RUN_ID] == report["run_id"] != killed_run
+    assert [(d.version, d.previous_version, d.run_id) for d in registry.history()] == [
+        ("2", None, report["run_id"])
+    ]
+    assert registry.aliases()[CHAMPION] == "2"
+
+
 # ------------------------------------------------------------------------------------------------ run-scoped hand-off
 
 
@@ -559,6 +642,57 @@ def test_status_and_rollback_say_in_one_line_that_the_registry_database_is_unrea
         assert "mlops:***@127.0.0.1" in line and "secret" not in line
         assert "cannot be reached" in line and "Connection refused" in line
         assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
+
+
+@pytest.mark.slow
+def test_status_and_rollback_say_in_one_line_that_the_stopped_registry_server_is_unreachable_and_change_nothing(
+    isolated_storage, monkeypatch
+):
+    """MLflow's tracking store and the deployment history on a PostgreSQL server of their own, with a champion and
+    a previous one; the server is stopped. `status` and `rollback` each say in one line which store cannot be
+    reached and why (the password hidden); started again, the server holds the champion and history as before."""
+    import psycopg
+
+    from mlops_assets_tests.test_faults import private_postgres
+
+    with private_postgres() as server:
+        with psycopg.connect(f"{server.url}/postgres", autocommit=True) as admin:
+            # A login with a password, as a production store has (the server trusts it: the line must hide it).
+            admin.execute("CREATE ROLE mlops LOGIN PASSWORD 'secret'")
+            admin.execute("CREATE DATABASE mlflow OWNER mlops")
+            admin.execute("CREATE DATABASE history OWNER mlops")
+        address = server.url.split("@", 1)[1]
+        settings = {
+            "MLFLOW_TRACKING_URI": f"postgresql://mlops:secret@{address}/mlflow",
+            "MLOPS_DEPLOYMENT_HISTORY_URL": f"postgresql://mlops:secret@{address}/history",
+        }
+        for setting, url in settings.items():
+            monkeypatch.setenv(setting, url)
+        registry, (v1, v2) = _toy_versions("mlops_model", 2)
+        registry.promote(v1, reason="initial")
+        registry.promote(v2, reason="manual")
+        before = (registry.aliases(), registry.history())
+
+        server.stop()
+        lines = {}
+        for command in ("status", "rollback"):
+            started = time.monotonic()
+            code, out, err = _finish(_cli(command), 60)
+            assert (code, out) == (1, ""), err[-3000:]
+            [lines[command]] = err.strip().splitlines()
+            assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
+        # Both meet the tracking store first; the line names it by its setting, the password hidden.
+        shown = settings["MLFLOW_TRACKING_URI"].replace(":secret@", ":***@")
+        for command, line in lines.items():
+            assert line.startswith(
+                f"mlops-assets {command}: the MLflow tracking database (MLFLOW_TRACKING_URI={shown}) cannot be "
+                "reached: connection failed: "
+            ), line
+            assert "Connection refused" in line and "secret" not in line, line
+        server.start()
+
+        assert (registry.aliases(), registry.history()) == before
+        assert registry.aliases()[CHAMPION] == v2
 
 
 # ------------------------------------------------------------------------------------------------ one-class holdout
