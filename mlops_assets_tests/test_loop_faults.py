@@ -8,14 +8,17 @@ process (signals, kill -9, two runs at once) or in what a person reads (one-line
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -693,6 +696,74 @@ def test_status_and_rollback_say_in_one_line_that_the_stopped_registry_server_is
 
         assert (registry.aliases(), registry.history()) == before
         assert registry.aliases()[CHAMPION] == v2
+
+
+# ------------------------------------------------------------------------------------------------ full disk
+
+
+@contextlib.contextmanager
+def _tiny_file_system(folder: Path, size: str) -> Iterator[Path]:
+    """A file system of ``size`` (tmpfs) mounted at ``folder``, as a small volume a store might sit on. Skips,
+    saying why, where this process may not mount one (not root, or no mount permission in a container)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited file system needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited file system here: {proc.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    """Write one file in ``folder`` until its file system has no space left."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 65536)
+    finally:
+        os.close(fd)
+    assert os.statvfs(folder).f_bavail == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_offline_store_fails_the_run_in_one_line_and_keeps_what_was_stored(
+    tmp_path, rainfall, isolated_storage
+):
+    """$MLOPS_HOME/offline_store on a 1 MB volume: a first run stores a year of features and promotes; the volume
+    then fills up, and the run over the next year's data fails, naming the file it could not write and "No space
+    left on device" in one line. The stored partitions, the champion and the history are as they were."""
+    from mlops_assets_tests.conftest import write_slice
+
+    offline_root = storage_from_env().ensure().offline_store
+    with _tiny_file_system(offline_root, "1m"):
+        path, _ = write_slice(tmp_path, rainfall, years=1, name="full")
+        code, _, err = _finish(_cli("run", "--config", str(path), "--no-progress"), 180)
+        assert code == 0, err[-3000:]
+        registry = ModelRegistry("full", storage_from_env())
+        stored = {p: p.read_bytes() for p in offline_root.rglob("*") if p.is_file()}
+        assert sorted(p.name for p in stored) == [f"1949-{m:02d}.parquet" for m in range(1, 13)]
+        before = (registry.aliases(), registry.history())
+        assert before[0][CHAMPION] == "1"
+        _fill(offline_root / "full_features")
+
+        write_slice(tmp_path, rainfall, years=2, name="full")  # a year more arrives
+        code, out, err = _finish(_cli("run", "--config", str(path), "--no-progress"), 180)
+
+        assert code == 1, err[-3000:]
+        assert "Traceback" not in err
+        [line] = [line for line in (out + err).splitlines() if "No space left on device" in line]
+        # The partition it could not write (the run rewrites the store from its first month).
+        prefix = f"error: full__features: OSError: [Errno 28] No space left on device: '{offline_root}/full_features/"
+        assert line.startswith(prefix) and re.fullmatch(r"\d{4}-\d{2}\.parquet'", line[len(prefix) :]), line
+        (offline_root / "full_features" / "filler").unlink()
+        assert {p: p.read_bytes() for p in offline_root.rglob("*") if p.is_file()} == stored
+    assert (registry.aliases(), registry.history()) == before
 
 
 # ------------------------------------------------------------------------------------------------ one-class holdout
