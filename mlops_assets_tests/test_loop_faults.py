@@ -1,6 +1,7 @@
 """The loop survives its own faults on the embedded default: concurrent runs on one MLOPS_HOME, runs killed while
-holding the promotion slot, a killed retrain under the sensors, a tampered artifact at rollback, damaged stored
-partitions, an unreachable registry database, two rollbacks at once and a one-class holdout.
+holding the promotion slot or killed inside the champion move, a killed retrain under the sensors, a tampered
+artifact at rollback, damaged stored partitions, an unreachable or stopped registry database, a full disk under the
+offline store, two rollbacks at once and a one-class holdout.
 
 Most cases are plain-function tests on real stores; the CLI runs as a real subprocess where the fault lives in the
 process (signals, kill -9, two runs at once) or in what a person reads (one-line errors).
@@ -324,6 +325,11 @@ def test_a_run_killed_with_sigkill_while_promoting_is_failed_and_the_next_run_pr
     assert steps[-1] == "deployed_model: promoting version 1", first_err[-2000:]
     assert not Path("first.json").exists()
     assert instance.get_run_by_id(killed_run).status == dg.DagsterRunStatus.STARTED  # nobody reported its end
+    started_steps = {
+        e.step_key for e in instance.all_logs(killed_run, of_type=dg.DagsterEventType.STEP_START)
+    }
+    done = {e.step_key for e in instance.all_logs(killed_run, of_type=dg.DagsterEventType.STEP_SUCCESS)}
+    assert "killed__deployed_model" in started_steps - done
     assert registry.history() == [] and CHAMPION not in registry.aliases()
 
     started = time.monotonic()
