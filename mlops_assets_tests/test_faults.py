@@ -78,10 +78,20 @@ def _step_window(instance, run_id: str, step_suffix: str) -> tuple[float, float]
     return start[0].timestamp, end[0].timestamp
 
 
+@dataclass(frozen=True)
+class PrivatePostgres:
+    """A server of :func:`private_postgres`: its URL (no database) and what stops and starts it."""
+
+    url: str
+    restart: Callable[[], None]
+    stop: Callable[[], None]
+    start: Callable[[], None]
+
+
 @contextlib.contextmanager
-def private_postgres():
-    """A PostgreSQL server of our own (initdb + pg_ctl as the postgres OS user) on a free port; yields
-    (url, restart). Never the shared server: this one gets restarted."""
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of our own (initdb + pg_ctl as the postgres OS user) on a free port; yields a
+    :class:`PrivatePostgres`. Never the shared server: this one gets restarted or stopped."""
     if not CAN_RUN_POSTGRES:
         pytest.skip("PostgreSQL server binaries or runuser not available")
     base = Path(tempfile.mkdtemp(prefix="mlops_pg_"))
@@ -112,10 +122,12 @@ def private_postgres():
         pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         pg(*ctl, "-w", "start")
 
-        def restart() -> None:
-            pg(*ctl, "-w", "-m", "fast", "restart")
-
-        yield f"postgresql://postgres@127.0.0.1:{port}", restart
+        yield PrivatePostgres(
+            url=f"postgresql://postgres@127.0.0.1:{port}",
+            restart=lambda: pg(*ctl, "-w", "-m", "fast", "restart"),
+            stop=lambda: pg(*ctl, "-w", "-m", "fast", "stop"),
+            start=lambda: pg(*ctl, "-w", "start"),
+        )
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
@@ -211,7 +223,8 @@ def faults_stack(tmp_path_factory, rainfall, mlflow_pg_template) -> Iterator[Fau
     with contextlib.ExitStack() as databases:
         # Dagster's storage on a server of the module's own (restartable); without the binaries to run one, on the
         # shared server, and only the restart test skips.
-        server, restart = databases.enter_context(private_postgres()) if CAN_RUN_POSTGRES else (PG_URL, None)
+        private = databases.enter_context(private_postgres()) if CAN_RUN_POSTGRES else None
+        server, restart = (private.url, private.restart) if private else (PG_URL, None)
         (dagster_db,) = databases.enter_context(pg_databases(1, server))
         registry = RegistryDatabases(
             databases.enter_context(

@@ -1,6 +1,7 @@
 """The loop survives its own faults on the embedded default: concurrent runs on one MLOPS_HOME, runs killed while
-holding the promotion slot, a killed retrain under the sensors, a tampered artifact at rollback, damaged stored
-partitions, an unreachable registry database, two rollbacks at once and a one-class holdout.
+holding the promotion slot or killed inside the champion move, a killed retrain under the sensors, a tampered
+artifact at rollback, damaged stored partitions, an unreachable or stopped registry database, a full disk under the
+offline store, two rollbacks at once and a one-class holdout.
 
 Most cases are plain-function tests on real stores; the CLI runs as a real subprocess where the fault lives in the
 process (signals, kill -9, two runs at once) or in what a person reads (one-line errors).
@@ -8,14 +9,17 @@ process (signals, kill -9, two runs at once) or in what a person reads (one-line
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -265,6 +269,94 @@ def test_concurrent_runs_promote_their_own_model_a_signal_stops_one_and_a_killed
     # Each run trained on its own slice, as far as its source reaches.
     assert registry.get_version(trained[a_run]).tags["mlops.data_window"].endswith("1950-06")
     assert registry.get_version(trained[b_run]).tags["mlops.data_window"].endswith("1950-12")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_while_promoting_is_failed_and_the_next_run_promotes_within_a_bound(
+    rainfall_slice, isolated_storage, pg_database, monkeypatch
+):
+    """A real `mlops-assets run` trains, claims the promotion slot and starts the champion move, which waits for
+    the promotion lock this test holds; it is killed with SIGKILL there, as the OOM killer would. The next run on
+    the same MLOPS_HOME marks it failed, frees its slot and promotes within 90 s; the killed run moved nothing."""
+    import psycopg
+
+    from mlops_assets.registry.history import _lock_key
+
+    # The deployment history (and so the promotion lock) on PostgreSQL: its lock table shows the run waiting for
+    # the lock, and the lock is the champion move's own (gate results and alerts do not wait for it).
+    monkeypatch.setenv("MLOPS_DEPLOYMENT_HISTORY_URL", pg_database)
+    path, _ = rainfall_slice(years=1, name="killed")
+    storage = storage_from_env().ensure()
+    instance = instance_for(storage)  # the embedded default, as `run` makes it
+    registry = ModelRegistry("killed", storage_from_env())
+    key = _lock_key("killed")
+
+    def pool():
+        return instance.event_log_storage.get_concurrency_info(PROMOTION_POOL)
+
+    with psycopg.connect(pg_database, autocommit=True) as watcher:
+
+        def waiting_for_the_lock() -> int:
+            # An advisory lock's 64-bit key is split into classid (high half) and objid (low half).
+            return watcher.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND (classid::bigint << 32 | objid::bigint) = %s",
+                (key & 0xFFFFFFFFFFFFFFFF,),
+            ).fetchone()[0]
+
+        with registry.history_store.locked("killed"):
+            first = _cli("run", "--config", str(path), "--report", "first.json")
+            try:
+                wait_for(waiting_for_the_lock, 120, "the run to wait for the promotion lock", 0.2)
+                [holder] = pool().claimed_slots
+                assert first.poll() is None
+                first.kill()  # SIGKILL, inside the champion move
+                code, _, first_err = _finish(first, 30)
+            finally:
+                if first.poll() is None:
+                    first.kill()
+                    first.wait()
+    assert code == -signal.SIGKILL
+    killed_run = holder.run_id
+    assert holder.step_key == "killed__deployed_model"
+    # Its last progress line: the deploy step had begun promoting the version it trained.
+    steps = [line.split(" s  ", 1)[1] for line in first_err.splitlines() if line.startswith("run: ")]
+    assert steps[-1] == "deployed_model: promoting version 1", first_err[-2000:]
+    assert not Path("first.json").exists()
+    assert instance.get_run_by_id(killed_run).status == dg.DagsterRunStatus.STARTED  # nobody reported its end
+    started_steps = {
+        e.step_key for e in instance.all_logs(killed_run, of_type=dg.DagsterEventType.STEP_START)
+    }
+    done = {e.step_key for e in instance.all_logs(killed_run, of_type=dg.DagsterEventType.STEP_SUCCESS)}
+    assert "killed__deployed_model" in started_steps - done
+    assert registry.history() == [] and CHAMPION not in registry.aliases()
+
+    started = time.monotonic()
+    second = _cli("run", "--config", str(path), "--report", "second.json", "--no-progress")
+    code, out, err = _finish(second, 90)
+    assert code == 0, err[-3000:]
+    assert time.monotonic() - started < 90
+
+    run = instance.get_run_by_id(killed_run)
+    assert run.status == dg.DagsterRunStatus.FAILURE
+    [failure] = instance.all_logs(killed_run, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert f"(pid {first.pid}) is gone" in failure.message
+    assert f"marked failed by mlops-assets (pid {second.pid})" in failure.message
+    assert killed_run not in instance.event_log_storage.get_concurrency_run_ids()
+    assert pool().claimed_slots == [] and pool().pending_run_ids == set()
+    report = json.loads(Path("second.json").read_text())
+    assert report["status"] == "ok", report["error"]
+    # The killed run had registered version 1 and gated it; it never became champion. The next run, finding no
+    # champion, trained again and promoted its own version 2: the history's one row is that move.
+    assert registry.get_version("1").tags[TAG_DAGSTER_RUN_ID] == killed_run
+    [retrain] = report["retrains"]
+    assert (retrain["version"], retrain["promoted"]) == ("2", True)
+    assert registry.get_version("2").tags[TAG_DAGSTER_RUN_ID] == report["run_id"] != killed_run
+    assert [(d.version, d.previous_version, d.run_id) for d in registry.history()] == [
+        ("2", None, report["run_id"])
+    ]
+    assert registry.aliases()[CHAMPION] == "2"
 
 
 # ------------------------------------------------------------------------------------------------ run-scoped hand-off
@@ -559,6 +651,125 @@ def test_status_and_rollback_say_in_one_line_that_the_registry_database_is_unrea
         assert "mlops:***@127.0.0.1" in line and "secret" not in line
         assert "cannot be reached" in line and "Connection refused" in line
         assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
+
+
+@pytest.mark.slow
+def test_status_and_rollback_say_in_one_line_that_the_stopped_registry_server_is_unreachable_and_change_nothing(
+    isolated_storage, monkeypatch
+):
+    """MLflow's tracking store and the deployment history on a PostgreSQL server of their own, with a champion and
+    a previous one; the server is stopped. `status` and `rollback` each say in one line which store cannot be
+    reached and why (the password hidden); started again, the server holds the champion and history as before."""
+    import psycopg
+
+    from mlops_assets_tests.test_faults import private_postgres
+
+    with private_postgres() as server:
+        with psycopg.connect(f"{server.url}/postgres", autocommit=True) as admin:
+            # A login with a password, as a production store has (the server trusts it: the line must hide it).
+            admin.execute("CREATE ROLE mlops LOGIN PASSWORD 'secret'")
+            admin.execute("CREATE DATABASE mlflow OWNER mlops")
+            admin.execute("CREATE DATABASE history OWNER mlops")
+        address = server.url.split("@", 1)[1]
+        settings = {
+            "MLFLOW_TRACKING_URI": f"postgresql://mlops:secret@{address}/mlflow",
+            "MLOPS_DEPLOYMENT_HISTORY_URL": f"postgresql://mlops:secret@{address}/history",
+        }
+        for setting, url in settings.items():
+            monkeypatch.setenv(setting, url)
+        registry, (v1, v2) = _toy_versions("mlops_model", 2)
+        registry.promote(v1, reason="initial")
+        registry.promote(v2, reason="manual")
+        before = (registry.aliases(), registry.history())
+
+        server.stop()
+        lines = {}
+        for command in ("status", "rollback"):
+            started = time.monotonic()
+            code, out, err = _finish(_cli(command), 60)
+            assert (code, out) == (1, ""), err[-3000:]
+            [lines[command]] = err.strip().splitlines()
+            assert time.monotonic() - started < 30  # not MLflow's 100 s of retries
+        # Both meet the tracking store first; the line names it by its setting, the password hidden.
+        shown = settings["MLFLOW_TRACKING_URI"].replace(":secret@", ":***@")
+        for command, line in lines.items():
+            assert line.startswith(
+                f"mlops-assets {command}: the MLflow tracking database (MLFLOW_TRACKING_URI={shown}) cannot be "
+                "reached: connection failed: "
+            ), line
+            assert "Connection refused" in line and "secret" not in line, line
+        server.start()
+
+        assert (registry.aliases(), registry.history()) == before
+        assert registry.aliases()[CHAMPION] == v2
+
+
+# ------------------------------------------------------------------------------------------------ full disk
+
+
+@contextlib.contextmanager
+def _tiny_file_system(folder: Path, size: str) -> Iterator[Path]:
+    """A file system of ``size`` (tmpfs) mounted at ``folder``, as a small volume a store might sit on. Skips,
+    saying why, where this process may not mount one (not root, or no mount permission in a container)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited file system needs root")
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited file system here: {proc.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, capture_output=True)
+
+
+def _fill(folder: Path) -> None:
+    """Write one file in ``folder`` until its file system has no space left."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"\0" * 65536)
+    finally:
+        os.close(fd)
+    assert os.statvfs(folder).f_bavail == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_the_offline_store_fails_the_run_in_one_line_and_keeps_what_was_stored(
+    tmp_path, rainfall, isolated_storage
+):
+    """$MLOPS_HOME/offline_store on a 1 MB volume: a first run stores a year of features and promotes; the volume
+    then fills up, and the run over the next year's data fails, naming the file it could not write and "No space
+    left on device" in one line. The stored partitions, the champion and the history are as they were."""
+    from mlops_assets_tests.conftest import write_slice
+
+    offline_root = storage_from_env().ensure().offline_store
+    with _tiny_file_system(offline_root, "1m"):
+        path, _ = write_slice(tmp_path, rainfall, years=1, name="full")
+        code, _, err = _finish(_cli("run", "--config", str(path), "--no-progress"), 180)
+        assert code == 0, err[-3000:]
+        registry = ModelRegistry("full", storage_from_env())
+        stored = {p: p.read_bytes() for p in offline_root.rglob("*") if p.is_file()}
+        assert sorted(p.name for p in stored) == [f"1949-{m:02d}.parquet" for m in range(1, 13)]
+        before = (registry.aliases(), registry.history())
+        assert before[0][CHAMPION] == "1"
+        _fill(offline_root / "full_features")
+
+        write_slice(tmp_path, rainfall, years=2, name="full")  # a year more arrives
+        code, out, err = _finish(_cli("run", "--config", str(path), "--no-progress"), 180)
+
+        assert code == 1, err[-3000:]
+        assert "Traceback" not in err
+        [line] = [line for line in (out + err).splitlines() if "No space left on device" in line]
+        # The partition it could not write (the run rewrites the store from its first month).
+        prefix = f"error: full__features: OSError: [Errno 28] No space left on device: '{offline_root}/full_features/"
+        assert line.startswith(prefix) and re.fullmatch(r"\d{4}-\d{2}\.parquet'", line[len(prefix) :]), line
+        (offline_root / "full_features" / "filler").unlink()
+        assert {p: p.read_bytes() for p in offline_root.rglob("*") if p.is_file()} == stored
+    assert (registry.aliases(), registry.history()) == before
 
 
 # ------------------------------------------------------------------------------------------------ one-class holdout

@@ -3,16 +3,10 @@ raised (not swallowed), and the live-performance function per partition."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
 import sqlite3
-import subprocess
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,48 +245,14 @@ def test_submit_is_thread_safe_during_an_outage(tmp_path):
         log.close()
 
 
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
-
-
-@contextlib.contextmanager
-def _private_postgres():
-    """A PostgreSQL server of our own on a free port (never the shared one: this one is stopped); yields
-    (url, stop, start)."""
-    if PG_BIN is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries or runuser not available")
-    base = Path(tempfile.mkdtemp(prefix="mlops_pglog_"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    shutil.chown(base, "postgres")
-    shutil.chown(sock, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-
-    def pg(*args: str) -> None:
-        cmd = ["runuser", "-u", "postgres", "--", str(PG_BIN / args[0]), *args[1:]]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-
-    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1"
-    try:
-        pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-        pg("pg_ctl", "-D", str(data), "-l", str(base / "log"), "-o", opts, "-w", "start")
-        yield (
-            f"postgresql://postgres@127.0.0.1:{port}/postgres",
-            lambda: pg("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"),
-            lambda: pg("pg_ctl", "-D", str(data), "-l", str(base / "log"), "-o", opts, "-w", "start"),
-        )
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
-        shutil.rmtree(base, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_postgresql_stopped_and_restarted_under_load_loses_no_record(tmp_path):
     """The prediction log's own PostgreSQL server stopped for ~2 s and started again while records keep coming:
     "degraded" during, "ok" after, every record stored exactly once."""
-    with _private_postgres() as (url, stop, start):
+    from mlops_assets_tests.test_faults import private_postgres
+
+    with private_postgres() as server:
+        url, stop, start = f"{server.url}/postgres", server.stop, server.start
         log = PredictionLog(
             url, flush_interval=0.02, spill_dir=tmp_path / "spill", write_timeout=1.0, retry_interval=0.2
         )

@@ -197,6 +197,11 @@ def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:
     try:
         pq.write_table(table, tmp)
         os.replace(tmp, target)
+    except OSError as err:
+        if err.errno is None or err.filename is not None:
+            raise
+        # Arrow's error names no file: name the partition that could not be written (a full disk, a quota).
+        raise OSError(err.errno, os.strerror(err.errno), str(target)) from err
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
