@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -108,6 +108,16 @@ class SqlSource(BaseSource):
     def columns(self) -> list[str]:
         with self._connection() as conn:
             return self._output_columns(self._stored_columns(conn))
+
+    def label_values(self, enough: Callable[[list[Any]], bool]) -> list[Any]:
+        """At most three distinct labels, chosen by the database: one row each crosses the wire."""
+        import sqlalchemy as sa
+
+        label = self.cfg.dataset.label_column
+        sub = self._subquery(label)
+        statement = sa.select(sub.c[label]).where(sub.c[label].is_not(None)).distinct().limit(3)
+        with self._connection() as conn:
+            return [row[0] for row in conn.execute(statement)]
 
     def _aggregate(self, conn) -> tuple[object, object, int]:
         """min and max of the timestamp column and the row count, computed by the database (no min/max for a
