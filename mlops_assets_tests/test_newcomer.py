@@ -502,3 +502,44 @@ def test_a_file_with_another_separator_is_named_as_such(tmp_path, sep, word):
     _csv(tmp_path / "data.csv", _rows(sep=sep))
     with pytest.raises(SourceError, match=f"data.csv: read as one column .*: the file is {word}-separated"):
         check_source(load_config(_config(tmp_path)), None)
+
+
+class ConfigError(ValueError):
+    """Another package's class of the same name as the project's."""
+
+
+def test_only_the_projects_configuration_and_data_errors_count_as_the_users():
+    from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
+
+    from mlops_assets.features.code_version import FeatureDefinitionError
+    from mlops_assets.runner import input_error
+    from mlops_assets.steps.train import TrainingWaitingError
+
+    def step_failure(error: BaseException) -> SerializableErrorInfo:
+        try:
+            raise error
+        except BaseException:
+            cause = serializable_error_info_from_exc_info(sys.exc_info())
+        return SerializableErrorInfo(
+            "dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op\n",
+            [],
+            "DagsterExecutionStepExecutionError",
+            cause=cause,
+        )
+
+    assert input_error(step_failure(SourceError("data.csv: label column 'rain' not found"))) == (
+        "data.csv: label column 'rain' not found"
+    )
+    assert input_error(step_failure(FeatureDefinitionError("features.definitions.0: defined twice"))) == (
+        "features.definitions.0: defined twice"
+    )
+    assert input_error(step_failure(SourceError("dataset.query failed:\n  (sqlite3) no such table"))) == (
+        "dataset.query failed: (sqlite3) no such table"
+    )
+    for other in (
+        TrainingWaitingError("waiting: the training window has one class"),  # waits for data: exit 1
+        OSError(28, "No space left on device"),
+        RuntimeError("dataset.source: a message that reads like a configuration error"),
+        ConfigError("not the project's class"),
+    ):
+        assert input_error(step_failure(other)) is None, other
