@@ -321,13 +321,15 @@ def input_error(err) -> str | None:
     """The message of a step error whose class is one of the project's configuration or data-shape errors
     (:class:`~mlops_assets.config.ConfigError`, which includes a source's
     :class:`~mlops_assets.data.sources.SourceError`, and
-    :class:`~mlops_assets.features.code_version.FeatureDefinitionError`); None for anything else.
+    :class:`~mlops_assets.features.code_version.FeatureDefinitionError`); None for anything else, a source's
+    database that cannot be reached or used (:class:`~mlops_assets.data.sources.SourceUnavailableError`) among it.
 
     The class is looked up by the dotted path the serialized error begins with (``module.Class: message``), so only
     a class of this project, of one of those kinds, counts; the message text itself decides nothing."""
     import importlib
 
     from mlops_assets.config import ConfigError
+    from mlops_assets.data.sources import SourceUnavailableError
     from mlops_assets.features.code_version import FeatureDefinitionError
 
     err = _innermost(err)
@@ -341,6 +343,8 @@ def input_error(err) -> str | None:
     except ImportError:
         return None
     if not (isinstance(cls, type) and issubclass(cls, ConfigError | FeatureDefinitionError)):
+        return None
+    if issubclass(cls, SourceUnavailableError):  # the source's database down or locked: infrastructure
         return None
     lines = [line.strip() for line in err.message[match.end() :].splitlines()]
     return " ".join(line for line in lines if line) or None

@@ -14,6 +14,7 @@ from mlops_assets.data.source_state import (
 from mlops_assets.data.sources import (
     Source,
     SourceError,
+    SourceUnavailableError,
     TimeRange,
     describe_source,
     open_source,
@@ -396,8 +397,9 @@ def test_sql_definitions_load_from_the_record_without_querying(tmp_path, monkeyp
     probed = _checks(cfg)
     _record(home, cfg, source_time_range(cfg))
     db.unlink()  # a query now fails: no such table
-    with pytest.raises(SourceError, match="dataset.query failed"):
+    with pytest.raises(SourceError, match="dataset.query failed") as refused:
         source_time_range(cfg)
+    assert not isinstance(refused.value, SourceUnavailableError)  # the query's: the user's to fix
     assert _checks(cfg) == probed
 
 
@@ -471,3 +473,11 @@ def test_the_pre_run_check_refuses_a_query_whose_label_has_one_class(tmp_path):
     )
     later = _sqlite_source(tmp_path, many, name="later.db")
     check_source(cfg_for(f"sqlite:///{later}", tmp_path, query="select ts, x, city, y from events"), None)
+
+
+def test_a_source_database_that_cannot_be_opened_is_unavailable_not_misconfigured(tmp_path):
+    cfg = cfg_for(
+        f"sqlite:///{tmp_path / 'no_such_folder' / 'src.db'}", tmp_path, query="select * from events"
+    )
+    with pytest.raises(SourceUnavailableError, match="dataset.query failed on sqlite:///.*unable to open"):
+        source_time_range(cfg)

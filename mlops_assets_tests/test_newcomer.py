@@ -27,7 +27,7 @@ import pytest
 from mlops_assets.config import load_config
 from mlops_assets.data.labels import positive_label_problem
 from mlops_assets.data.preflight import PEEK_ROWS, check_source
-from mlops_assets.data.sources import SourceError, read_source
+from mlops_assets.data.sources import SourceError, SourceUnavailableError, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "nyc_weather"
@@ -539,6 +539,7 @@ def test_only_the_projects_configuration_and_data_errors_count_as_the_users():
     for other in (
         TrainingWaitingError("waiting: the training window has one class"),  # waits for data: exit 1
         OSError(28, "No space left on device"),
+        SourceUnavailableError("dataset.query failed on postgresql://db/x: connection refused"),
         RuntimeError("dataset.source: a message that reads like a configuration error"),
         ConfigError("not the project's class"),
     ):

@@ -26,6 +26,12 @@ class SourceError(ConfigError):
     """The configured data source cannot be read; the message names the file, column or URL."""
 
 
+class SourceUnavailableError(SourceError):
+    """The source's database could not be connected to, or the connection broke (refused, down, unreachable):
+    infrastructure, not the data's shape. Before a run it is reported like any source error; a run that meets it
+    in a step failed for the database's sake (exit 1, see :func:`mlops_assets.runner.input_error`)."""
+
+
 @dataclass(frozen=True)
 class TimeRange:
     start: pd.Timestamp  # first timestamp (UTC)

@@ -19,7 +19,13 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.sources.base import BaseSource, SourceError, TimeRange, stamps_range
+from mlops_assets.data.sources.base import (
+    BaseSource,
+    SourceError,
+    SourceUnavailableError,
+    TimeRange,
+    stamps_range,
+)
 
 ORIGIN = "dataset.query"
 # An ISO 8601 zone designator at the end of a timestamp string.
@@ -45,8 +51,10 @@ class SqlSource(BaseSource):
             engine = sa.create_engine(self.url)
         except (sa.exc.ArgumentError, ModuleNotFoundError) as err:
             raise SourceError(f"dataset.source: not a usable database URL: {err}") from None
+        connected = False
         try:
             with engine.connect() as conn:
+                connected = True
                 # Read-only: the pipeline never writes to a source database.
                 if engine.dialect.name == "postgresql":
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
@@ -55,7 +63,10 @@ class SqlSource(BaseSource):
                 conn.execution_options(stream_results=True)
                 yield conn
         except sa.exc.SQLAlchemyError as err:
-            raise SourceError(
+            # A database that cannot be connected to, or whose connection broke, is infrastructure; a statement it
+            # refuses on a live connection is the query's (SQLite reports both as OperationalError).
+            lost = not connected or bool(getattr(err, "connection_invalidated", False))
+            raise (SourceUnavailableError if lost else SourceError)(
                 f"dataset.query failed on {engine.url.render_as_string(hide_password=True)}: {err}"
             ) from None
         finally:
