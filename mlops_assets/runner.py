@@ -61,6 +61,9 @@ class RunOutcome:
     awaiting_approval_version: str | None = None
     # Damaged stored files the run moved aside: asset, partition, path, cause, moved_to, rebuilt (bool).
     damaged: list[dict[str, Any]] = field(default_factory=list)
+    # The message of a configuration or data-shape error a step raised (see :func:`input_error`), when the run
+    # failed on one: the user's to fix, as when the pre-run check finds it (exit 2).
+    input_error: str | None = None
 
 
 # Set once ``execute`` holds its instance: another thread may then open its own on the same storage. Opening one
@@ -263,6 +266,7 @@ def execute(
                 blocked = True
             elif outcome.error is None:
                 outcome.error = f"{event.step_key}: {_user_error(err)}"
+                outcome.input_error = input_error(err)
         elif event.event_type_value == "ASSET_OBSERVATION":
             observed = event.asset_observation_data.asset_observation
             if UNCHANGED_KEY in observed.metadata:
@@ -287,14 +291,20 @@ def execute(
     return outcome
 
 
-def _user_error(err) -> str:
-    """The innermost user-facing message of a step error (Dagster wraps user code errors)."""
+def _innermost(err):
+    """The user code's error inside a step error (Dagster wraps it)."""
     while (
         err is not None
         and err.cause is not None
         and "DagsterExecutionStepExecutionError" in (err.cls_name or "")
     ):
         err = err.cause
+    return err
+
+
+def _user_error(err) -> str:
+    """The innermost user-facing message of a step error (Dagster wraps user code errors)."""
+    err = _innermost(err)
     if err is None:
         return "unknown error"
     message = err.message.strip().splitlines()[-1] if err.message.strip() else ""
@@ -305,6 +315,39 @@ def _user_error(err) -> str:
     if err.cls_name:
         message = re.sub(rf"^[\w.]*\b{re.escape(err.cls_name)}: ", "", message)
     return f"{err.cls_name}: {message}".strip()
+
+
+def input_error(err) -> str | None:
+    """The message of a step error whose class is one of the project's configuration or data-shape errors
+    (:class:`~mlops_assets.config.ConfigError`, which includes a source's
+    :class:`~mlops_assets.data.sources.SourceError`, and
+    :class:`~mlops_assets.features.code_version.FeatureDefinitionError`); None for anything else, a source's
+    database that cannot be reached or used (:class:`~mlops_assets.data.sources.SourceUnavailableError`) among it.
+
+    The class is looked up by the dotted path the serialized error begins with (``module.Class: message``), so only
+    a class of this project, of one of those kinds, counts; the message text itself decides nothing."""
+    import importlib
+
+    from mlops_assets.config import ConfigError
+    from mlops_assets.data.sources import SourceUnavailableError
+    from mlops_assets.features.code_version import FeatureDefinitionError
+
+    err = _innermost(err)
+    if err is None or not err.cls_name:
+        return None
+    match = re.match(rf"(mlops_assets(?:\.\w+)*)\.{re.escape(err.cls_name)}: ", err.message)
+    if match is None:
+        return None
+    try:
+        cls = getattr(importlib.import_module(match.group(1)), err.cls_name, None)
+    except ImportError:
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, ConfigError | FeatureDefinitionError)):
+        return None
+    if issubclass(cls, SourceUnavailableError):  # the source's database down or locked: infrastructure
+        return None
+    lines = [line.strip() for line in err.message[match.end() :].splitlines()]
+    return " ".join(line for line in lines if line) or None
 
 
 def _plain(value: Any) -> Any:

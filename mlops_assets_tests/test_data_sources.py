@@ -14,6 +14,7 @@ from mlops_assets.data.source_state import (
 from mlops_assets.data.sources import (
     Source,
     SourceError,
+    SourceUnavailableError,
     TimeRange,
     describe_source,
     open_source,
@@ -396,8 +397,9 @@ def test_sql_definitions_load_from_the_record_without_querying(tmp_path, monkeyp
     probed = _checks(cfg)
     _record(home, cfg, source_time_range(cfg))
     db.unlink()  # a query now fails: no such table
-    with pytest.raises(SourceError, match="dataset.query failed"):
+    with pytest.raises(SourceError, match="dataset.query failed") as refused:
         source_time_range(cfg)
+    assert not isinstance(refused.value, SourceUnavailableError)  # the query's: the user's to fix
     assert _checks(cfg) == probed
 
 
@@ -422,3 +424,60 @@ def test_postgresql_typed_and_text_timestamps(pg_database, tmp_path):
     text = open_source(cfg_for(pg_database, tmp_path, query="SELECT t AS ts, x, city, y FROM events"))
     assert (text.time_range().start, text.time_range().end) == EVENTS_RANGE
     pd.testing.assert_frame_equal(text.peek(3), EVENTS.iloc[:3])
+
+
+def test_label_values_read_the_label_column_alone(tmp_path):
+    """What the pre-run check reads when the first rows hold one class: a database answers with at most three
+    distinct labels from one statement; a file streams the label column alone."""
+    sa = pytest.importorskip("sqlalchemy")
+    rows = EVENTS.assign(y=[0] * 25 + [1] * 5)
+    db = _sqlite_source(tmp_path, rows)
+    statements = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    sql = open_source(cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, city, y from events"))
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        assert sorted(sql.label_values(lambda found: False)) == [0, 1]
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    queries = [s for s in statements if not s.startswith("PRAGMA")]
+    assert len(queries) == 1 and queries[0].startswith("SELECT DISTINCT q.y") and "LIMIT" in queries[0], (
+        queries
+    )
+
+    rows.assign(ts=rows["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(tmp_path / "e.csv", index=False)
+    csv = open_source(cfg_for(tmp_path / "e.csv", tmp_path))
+    assert csv.label_values(lambda found: False) == [0, 1]
+
+
+def test_the_pre_run_check_refuses_a_query_whose_label_has_one_class(tmp_path):
+    from mlops_assets.data.preflight import check_source
+
+    db = _sqlite_source(tmp_path, EVENTS.assign(y=0))
+    cfg = cfg_for(f"sqlite:///{db}", tmp_path, query="select ts, x, city, y from events")
+    with pytest.raises(
+        SourceError, match=r"label column 'y' holds one class in every row \(0\), and dataset.pos"
+    ):
+        check_source(cfg, None)
+    # One class in the first rows (the check peeks at 1000), the other later: a source that can train.
+    many = pd.DataFrame(
+        {
+            "ts": pd.date_range("2021-01-01", periods=1500, freq="h", tz="UTC"),
+            "x": 1.0,
+            "city": "a",
+            "y": [0] * 1200 + [1] * 300,
+        }
+    )
+    later = _sqlite_source(tmp_path, many, name="later.db")
+    check_source(cfg_for(f"sqlite:///{later}", tmp_path, query="select ts, x, city, y from events"), None)
+
+
+def test_a_source_database_that_cannot_be_opened_is_unavailable_not_misconfigured(tmp_path):
+    cfg = cfg_for(
+        f"sqlite:///{tmp_path / 'no_such_folder' / 'src.db'}", tmp_path, query="select * from events"
+    )
+    with pytest.raises(SourceUnavailableError, match="dataset.query failed on sqlite:///.*unable to open"):
+        source_time_range(cfg)

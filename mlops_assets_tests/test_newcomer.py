@@ -26,8 +26,8 @@ import pytest
 
 from mlops_assets.config import load_config
 from mlops_assets.data.labels import positive_label_problem
-from mlops_assets.data.preflight import check_source
-from mlops_assets.data.sources import SourceError, read_source
+from mlops_assets.data.preflight import PEEK_ROWS, check_source
+from mlops_assets.data.sources import SourceError, SourceUnavailableError, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "nyc_weather"
@@ -198,6 +198,21 @@ def _three_labels(d: Path) -> Path:
     return _config(d)
 
 
+def _one_class(d: Path) -> Path:
+    _csv(d / "data.csv", _rows(label=("no",)))
+    return _config(d)
+
+
+def _positive_label_beyond_the_first_rows(d: Path) -> Path:
+    # One class in the rows the check peeks at, then another that is not the positive label either.
+    hours = pd.date_range("2013-01-01", periods=PEEK_ROWS + 200, freq="h", tz="UTC").strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    labels = ["no"] * PEEK_ROWS + ["maybe"] * 200
+    pd.DataFrame({"time_hour": hours, "humid": 50, "rain": labels}).to_csv(d / "data.csv", index=False)
+    return _config(d)
+
+
 def _utf16(d: Path) -> Path:
     (d / "data.csv").write_bytes(_rows().encode("utf-16"))
     return _config(d)
@@ -247,6 +262,19 @@ BAD_INPUTS = {
     ),
     "label spelled otherwise": (_label_case, ["'Yes' is not one of the labels", 'positive_label: "yes"']),
     "three labels": (_three_labels, ["more than two classes"]),
+    "one class in every row": (
+        _one_class,
+        [
+            "data.csv: label column 'rain' holds one class in every row ('no')",
+            "dataset.positive_label 'yes' never occurs",
+            "a binary model needs both classes",
+            "check dataset.label_column and dataset.positive_label",
+        ],
+    ),
+    "positive label only beyond the first rows, and absent": (
+        _positive_label_beyond_the_first_rows,
+        ["dataset.positive_label 'yes' is not one of the labels ['maybe', 'no']"],
+    ),
     "UTF-16 file": (_utf16, ["data.csv", "not UTF-8 text", "save it as UTF-8"]),
     "day-first dates": (_day_first, ["time_hour", "'13/01/2013 06:00'", "set dataset.timestamp_format"]),
     "wrong timestamp_format": (_wrong_format, ["does not match dataset.timestamp_format '%Y-%m-%d %H:%M'"]),
@@ -293,6 +321,71 @@ def test_bad_inputs_get_one_line_exit_2_and_change_nothing(example, tmp_path):
         }
         assert not imported & {"dagster", "mlflow", "sklearn"}, (case, imported & {"dagster", "mlflow"})
     assert _snapshot(home) == before
+
+
+def _registered(home: Path) -> list[tuple[str, str, list[str], dict[str, str]]]:
+    """Every registered model version with its aliases and tags."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    return sorted(
+        (v.name, v.version, sorted(v.aliases), dict(v.tags)) for v in client.search_model_versions("")
+    )
+
+
+def _example_frame() -> pd.DataFrame:
+    return pd.read_csv(EXAMPLE / "weather_lga.csv.gz", dtype=str)
+
+
+def _renamed_label_in_a_later_file(d: Path) -> Path:
+    # A monthly export whose label column was renamed from April on: the check reads the first file's rows only.
+    frame = _example_frame()
+    april = frame["time_hour"] >= "2013-04"
+    frame[~april].to_csv(d / "weather_1.csv", index=False)
+    frame[april].rename(columns={"rain": "Rain"}).to_csv(d / "weather_2.csv", index=False)
+    return _config(d, source="weather_*.csv", drop_columns="[precip]")
+
+
+# Found by a step, beyond the rows the pre-run check reads: (setup, the one line's expected fragments).
+BAD_INPUTS_IN_THE_RUN = {
+    "label column renamed in a later file": (
+        _renamed_label_in_a_later_file,
+        ["weather_2.csv: label column 'rain' not found", "'Rain'", "set dataset.label_column"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS_IN_THE_RUN))
+def test_bad_inputs_found_by_a_step_get_one_line_exit_2_and_change_no_model_state(example, tmp_path, case):
+    """The run is recorded failed (in Dagster, and for `status`); the data, contract, registry and champion stay."""
+    assert example["proc"].returncode == 0, example["proc"].stderr[-3000:]
+    home, env = example["home"], example["env"]
+    setup, fragments = BAD_INPUTS_IN_THE_RUN[case]
+    config = setup(tmp_path)
+    # Not a bad input for the check: the first rows are fine.
+    check_source(load_config(config), home, config)
+    # The run's own records: Dagster's instance, the last run for `status`, and MLflow's run beside the registry.
+    records = ("dagster/", "nyc_weather/last_run.json", "mlflow.db")
+    before = {k: v for k, v in _snapshot(home).items() if not k.startswith(records)}
+    registry_before = _registered(home)
+
+    proc, _ = _cli(["run", "--config", str(config), "--report", "report.json"], env, tmp_path)
+
+    # Besides the progress lines (plain, as stderr is not a terminal): one line.
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("run: ")]
+    assert proc.returncode == 2, (proc.stdout, proc.stderr[-3000:])
+    assert len(errors) == 1, errors[-30:]
+    assert errors[0].startswith("mlops-assets run: configuration error: "), errors[0]
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    after = {k: v for k, v in _snapshot(home).items() if not k.startswith(records)}
+    assert after == before
+    assert _registered(home) == registry_before
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["status"] == "failed" and report["champion"]["version"] == "1"
+    status, _ = _cli(["status", "--config", str(config)], env, tmp_path)
+    assert status.stdout.splitlines()[1].startswith("last run: FAILED at "), status.stdout
 
 
 def test_commands_without_state_say_so_and_create_nothing(tmp_path):
@@ -409,3 +502,45 @@ def test_a_file_with_another_separator_is_named_as_such(tmp_path, sep, word):
     _csv(tmp_path / "data.csv", _rows(sep=sep))
     with pytest.raises(SourceError, match=f"data.csv: read as one column .*: the file is {word}-separated"):
         check_source(load_config(_config(tmp_path)), None)
+
+
+class ConfigError(ValueError):
+    """Another package's class of the same name as the project's."""
+
+
+def test_only_the_projects_configuration_and_data_errors_count_as_the_users():
+    from dagster._utils.error import SerializableErrorInfo, serializable_error_info_from_exc_info
+
+    from mlops_assets.features.code_version import FeatureDefinitionError
+    from mlops_assets.runner import input_error
+    from mlops_assets.steps.train import TrainingWaitingError
+
+    def step_failure(error: BaseException) -> SerializableErrorInfo:
+        try:
+            raise error
+        except BaseException:
+            cause = serializable_error_info_from_exc_info(sys.exc_info())
+        return SerializableErrorInfo(
+            "dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op\n",
+            [],
+            "DagsterExecutionStepExecutionError",
+            cause=cause,
+        )
+
+    assert input_error(step_failure(SourceError("data.csv: label column 'rain' not found"))) == (
+        "data.csv: label column 'rain' not found"
+    )
+    assert input_error(step_failure(FeatureDefinitionError("features.definitions.0: defined twice"))) == (
+        "features.definitions.0: defined twice"
+    )
+    assert input_error(step_failure(SourceError("dataset.query failed:\n  (sqlite3) no such table"))) == (
+        "dataset.query failed: (sqlite3) no such table"
+    )
+    for other in (
+        TrainingWaitingError("waiting: the training window has one class"),  # waits for data: exit 1
+        OSError(28, "No space left on device"),
+        SourceUnavailableError("dataset.query failed on postgresql://db/x: connection refused"),
+        RuntimeError("dataset.source: a message that reads like a configuration error"),
+        ConfigError("not the project's class"),
+    ):
+        assert input_error(step_failure(other)) is None, other

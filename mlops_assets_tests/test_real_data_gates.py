@@ -16,7 +16,10 @@ from mlops_assets.catalogue import DatasetShape, data_gates
 from mlops_assets.config import load_config
 from mlops_assets.data.batches import BLOCKED_COLUMN, Stores
 from mlops_assets.data.partitions import row_keys
+from mlops_assets.data.preflight import check_source
 from mlops_assets.data.schema import DataSpec, duplicate_allowance, label_classes
+from mlops_assets.data.sources import SourceError
+from mlops_assets.data.sources.files import ParquetReader
 from mlops_assets.steps.ingest import ingest, publish_validated
 from mlops_assets.storage import storage_from_env
 
@@ -248,14 +251,46 @@ def test_a_reference_window_with_one_class_ingests_and_a_third_label_is_blocked(
     assert gate.sample[0]["freezing"] == "sleet"
 
 
+def test_the_pre_run_check_reads_the_label_alone_past_one_class_first_rows_and_refuses_one_class_only(
+    tmp_path, monkeypatch
+):
+    frame = weather()
+    frame = frame[frame["time_hour"] >= pd.Timestamp("2013-06-01", tz="UTC")].reset_index(drop=True)
+    frame.to_parquet(tmp_path / "weather.parquet", index=False)
+    cfg, _ = _setup(tmp_path, "weather", WEATHER, "month", "weather.parquet")
+    assert set(check_source(cfg, None).head["freezing"]) == {"no"}  # the first rows: June
+    read: list = []
+    frames = ParquetReader.frames
+
+    def spy(self, path, batch_rows, columns):
+        read.append(columns)
+        return frames(self, path, batch_rows, columns)
+
+    monkeypatch.setattr(ParquetReader, "frames", spy)
+    check_source(cfg, None)  # the first freezing hour, in November, is found
+    assert read == [["freezing"]]
+
+    early = frame[frame["time_hour"] < pd.Timestamp("2013-11-01", tz="UTC")]
+    early.to_parquet(tmp_path / "early.parquet", index=False)
+    cfg, _ = _setup(tmp_path, "early", WEATHER, "month", "early.parquet")
+    with pytest.raises(
+        SourceError, match=r"early.parquet: label column 'freezing' holds one class in every row"
+    ):
+        check_source(cfg, None)
+    # Flights, their label missing where a flight was cancelled: both classes in the first rows.
+    flights(1).to_parquet(tmp_path / "flights.parquet", index=False)
+    check_source(_setup(tmp_path, "flights", FLIGHTS, "week", "flights.parquet")[0], None)
+
+
 def test_label_classes_fill_the_missing_class_only_without_ambiguity():
     yes = pd.Series(["yes", "yes"])
     assert label_classes(yes, {"yes", "no"}, "yes") == ["no", "yes"]
     assert label_classes(yes, {"yes", "no", "maybe"}, "yes") == ["yes"]  # two candidates: neither is taken
     assert label_classes(pd.Series([0.0, 0.0]), {0.0}, 1) == [0.0, 1]  # 1 matches 1.0 once it arrives
-    with pytest.raises(ValueError, match="two classes in the reference data, found"):
+    # The user's to fix (`mlops-assets run` exits 2 with the message).
+    with pytest.raises(SourceError, match="two classes in the reference data, found .*: map them to two"):
         label_classes(pd.Series(["a", "b", "c"]), set(), "a")
-    with pytest.raises(ValueError, match="positive_label 'yes' is not one of the labels"):
+    with pytest.raises(SourceError, match="positive_label 'yes' is not one of the labels"):
         label_classes(pd.Series(["up", "down"]), set(), "yes")
 
 

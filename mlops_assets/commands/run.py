@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from mlops_assets.commands.context import load_context, open_registry
-from mlops_assets.config import MlopsConfig
+from mlops_assets.config import ConfigError, MlopsConfig
 from mlops_assets.storage import Storage
 
 if TYPE_CHECKING:
@@ -434,7 +434,8 @@ def _end_mlflow_runs(cfg: MlopsConfig, storage: Storage, run_id: str) -> list[st
 
 
 def main(args: argparse.Namespace) -> int:
-    """Exit 0 when the pipeline ran (``ok`` or ``blocked``), 1 when it failed, 128 + N when stopped by signal N."""
+    """Exit 0 when the pipeline ran (``ok`` or ``blocked``), 1 when it failed, 128 + N when stopped by signal N;
+    a configuration or data-shape error, found before the run or by a step, raises :class:`ConfigError` (exit 2)."""
     ctx = load_context(args.config)
     # A bar on a terminal; plain lines where the output goes to a log (CI) and a bar would show nothing.
     progress = False if args.no_progress else (True if sys.stderr.isatty() and sys.stdout.isatty() else None)
@@ -449,6 +450,10 @@ def main(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(result.report, indent=2, default=str))
+    if result.outcome.status == "failed" and result.outcome.input_error:
+        # A configuration or data-shape error found inside the graph (past the rows the pre-run check reads): the
+        # one line and exit 2 of the pre-run check; the run is recorded failed in Dagster and for `status`.
+        raise ConfigError(result.outcome.input_error)
     where = where_things_are(
         ctx.cfg, ctx.storage, result, report_path=args.report, config_file=ctx.config_file
     )

@@ -24,7 +24,7 @@ def positive_label_problem(positive: Any, labels: Iterable[Any]) -> str | None:
             f"the label column holds more than two classes ({seen[:10]}): binary classification needs two; map "
             "them to two before ingesting"
         )
-    if len(seen) < 2 or any(v == positive or str(v) == str(positive) for v in seen):
+    if len(seen) < 2 or is_label(positive, seen):
         return None
     if isinstance(positive, bool):
         words = _YAML_TRUE if positive else _YAML_FALSE
@@ -42,6 +42,11 @@ def positive_label_problem(positive: Any, labels: Iterable[Any]) -> str | None:
         else ("set it to one of them (quoted if it is text)")
     )
     return f"dataset.positive_label {positive!r} is not one of the labels {seen}: {hint}"
+
+
+def is_label(positive: Any, labels: Iterable[Any]) -> bool:
+    """Whether ``positive`` is one of ``labels``, compared as given or as text (a YAML ``1`` and a label ``"1"``)."""
+    return any(v == positive or str(v) == str(positive) for v in (_plain(v) for v in labels))
 
 
 def _plain(v: Any) -> Any:

@@ -2,12 +2,13 @@
 
 ``mlops-assets run`` calls :func:`check_source` before it creates any state or imports Dagster, so a user's
 first mistakes (an empty file, a header without rows, a ``;``-separated file, a missing label column, a label
-spelled differently from the data, a timestamp that does not parse, another dataset under a model name already
-used in the same ``MLOPS_HOME``) cost a second and leave everything as it was. Each error is a
-:class:`~mlops_assets.data.sources.SourceError` (a :class:`~mlops_assets.config.ConfigError`: exit code 2) whose
-message names the file, column or key and says what to do.
+spelled differently from the data, a label column with one class in every row, a timestamp that does not parse,
+another dataset under a model name already used in the same ``MLOPS_HOME``) cost a second and leave everything as
+it was. Each error is a :class:`~mlops_assets.data.sources.SourceError` (a :class:`~mlops_assets.config.ConfigError`:
+exit code 2) whose message names the file, column or key and says what to do.
 
-Only the first rows are read (:data:`PEEK_ROWS`); what needs the whole source is the data contract's business.
+Only the first rows are read (:data:`PEEK_ROWS`), and the label column alone beyond them when they hold one class;
+what needs the whole source is the data contract's business.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.labels import positive_label_problem
+from mlops_assets.data.labels import is_label, positive_label_problem
 from mlops_assets.data.source_state import recorded_state, source_identity
-from mlops_assets.data.sources import FileSource, SourceError, open_source
+from mlops_assets.data.sources import FileSource, Source, SourceError, open_source
 
 PEEK_ROWS = 1000
 # Separators a spreadsheet or a database export may use instead of a comma.
@@ -64,14 +65,39 @@ def check_source(cfg: MlopsConfig, home: Path | None, config_file: str | Path | 
     if head.empty and not isinstance(source, FileSource):
         raise SourceError(f"dataset.source {source.describe()!r}: the query returns no rows")
     _check_named_columns(cfg, head, where)
-    problem = positive_label_problem(
-        cfg.dataset.positive_label, head[cfg.dataset.label_column].dropna().unique()
-    )
-    if problem:
-        raise SourceError(f"{where}: {problem}")
+    _check_label_classes(cfg, source, head, where)
     if home is not None:
         _check_same_dataset(cfg, home, list(head.columns), where)
     return SourcePreview(columns=list(head.columns), head=head)
+
+
+def _check_label_classes(cfg: MlopsConfig, source: Source, head: pd.DataFrame, where: str) -> None:
+    """The label column holds two classes, one of them ``positive_label``. The first rows decide when they hold
+    two classes; otherwise the label column alone is read on until a second class (and the positive label) turns
+    up: the earliest periods may hold one class only, a source that holds one class in every row cannot train a
+    binary model."""
+    ds = cfg.dataset
+    labels = head[ds.label_column].dropna().unique().tolist()
+    if len(set(labels)) < 2:
+        labels = source.label_values(
+            lambda seen: len(seen) > 2 or (len(seen) == 2 and is_label(ds.positive_label, seen))
+        )
+    if len(labels) == 1:
+        (only,) = labels
+        never = (
+            ""
+            if is_label(ds.positive_label, labels)
+            else f", and dataset.positive_label {ds.positive_label!r} never occurs"
+        )
+        origin = source.files[0] if isinstance(source, FileSource) and len(source.files) == 1 else None
+        raise SourceError(
+            f"{origin or source.describe()}: label column {ds.label_column!r} holds one class in every row "
+            f"({only!r}){never}: a binary model needs both classes; check dataset.label_column and "
+            f"dataset.positive_label in {where}, or add rows of the other class"
+        )
+    problem = positive_label_problem(ds.positive_label, labels)
+    if problem:
+        raise SourceError(f"{where}: {problem}")
 
 
 def _check_separator(source: FileSource) -> None:

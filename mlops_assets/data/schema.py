@@ -42,6 +42,7 @@ from mlops_assets.catalogue import DatasetShape, GateResult, data_gate, data_gat
 from mlops_assets.config import MlopsConfig
 from mlops_assets.data.labels import positive_label_problem
 from mlops_assets.data.partitions import row_keys
+from mlops_assets.data.sources.base import SourceError
 
 PARTITION_COLUMN = "__partition__"
 
@@ -267,12 +268,12 @@ def label_classes(
     """
     ref = _distinct(reference.dropna().unique())
     if len(ref) > 2:
-        raise ValueError(
+        raise SourceError(
             f"label column {column!r}: binary classification needs two classes in the reference data, "
-            f"found {ref[:10]}"
+            f"found {ref[:10]}: map them to two before ingesting"
         )
     if len(ref) == 2 and _match(positive, ref) is None:
-        raise ValueError(
+        raise SourceError(
             positive_label_problem(positive, ref)
             or f"dataset.positive_label {positive!r} is not one of the labels {ref}"
         )

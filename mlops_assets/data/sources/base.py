@@ -8,9 +8,9 @@ Every source returns frames whose timestamp column is tz-aware UTC, whatever it 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,12 @@ SCAN_ROWS = 1_000_000  # rows per batch when only scanning the source (its time 
 
 class SourceError(ConfigError):
     """The configured data source cannot be read; the message names the file, column or URL."""
+
+
+class SourceUnavailableError(SourceError):
+    """The source's database could not be connected to, or the connection broke (refused, down, unreachable):
+    infrastructure, not the data's shape. Before a run it is reported like any source error; a run that meets it
+    in a step failed for the database's sake (exit 1, see :func:`mlops_assets.runner.input_error`)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,11 @@ class Source(Protocol):
 
     def columns(self) -> list[str]:
         """The names :meth:`batches` yields, without reading rows where the source allows."""
+        ...
+
+    def label_values(self, enough: Callable[[list[Any]], bool]) -> list[Any]:
+        """The label column's distinct values (missing ones left out), reading that column alone and stopping as
+        soon as ``enough(values found so far)`` holds (a database returns at most three)."""
         ...
 
     def describe(self) -> str:
@@ -228,6 +239,18 @@ class BaseSource:
             raise SourceError(f"dataset.source {self.describe()!r}: the source holds no rows")
         start = pd.Timestamp(ds.timestamp_from_row_order.start, tz="UTC")
         return TimeRange(start, start + pd.Timedelta(ds.timestamp_from_row_order.step) * (n - 1))
+
+    def label_values(self, enough: Callable[[list[Any]], bool]) -> list[Any]:
+        label = self.cfg.dataset.label_column
+        found: list[Any] = []
+        for _, frame in self._raw_batches(SCAN_ROWS, [label]):
+            for value in frame[label].dropna().unique():
+                plain = _plain_number(value)
+                if plain not in found:
+                    found.append(plain)
+            if enough(found):
+                break
+        return found
 
     def _scan_time_range(self) -> TimeRange:
         """The range by streaming the timestamp column alone: bounded memory, whatever the source's size."""

@@ -12,14 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
 
 from mlops_assets.config import MlopsConfig
-from mlops_assets.data.sources.base import BaseSource, SourceError, TimeRange, stamps_range
+from mlops_assets.data.sources.base import (
+    BaseSource,
+    SourceError,
+    SourceUnavailableError,
+    TimeRange,
+    stamps_range,
+)
 
 ORIGIN = "dataset.query"
 # An ISO 8601 zone designator at the end of a timestamp string.
@@ -45,8 +51,10 @@ class SqlSource(BaseSource):
             engine = sa.create_engine(self.url)
         except (sa.exc.ArgumentError, ModuleNotFoundError) as err:
             raise SourceError(f"dataset.source: not a usable database URL: {err}") from None
+        connected = False
         try:
             with engine.connect() as conn:
+                connected = True
                 # Read-only: the pipeline never writes to a source database.
                 if engine.dialect.name == "postgresql":
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
@@ -55,7 +63,10 @@ class SqlSource(BaseSource):
                 conn.execution_options(stream_results=True)
                 yield conn
         except sa.exc.SQLAlchemyError as err:
-            raise SourceError(
+            # A database that cannot be connected to, or whose connection broke, is infrastructure; a statement it
+            # refuses on a live connection is the query's (SQLite reports both as OperationalError).
+            lost = not connected or bool(getattr(err, "connection_invalidated", False))
+            raise (SourceUnavailableError if lost else SourceError)(
                 f"dataset.query failed on {engine.url.render_as_string(hide_password=True)}: {err}"
             ) from None
         finally:
@@ -108,6 +119,16 @@ class SqlSource(BaseSource):
     def columns(self) -> list[str]:
         with self._connection() as conn:
             return self._output_columns(self._stored_columns(conn))
+
+    def label_values(self, enough: Callable[[list[Any]], bool]) -> list[Any]:
+        """At most three distinct labels, chosen by the database: one row each crosses the wire."""
+        import sqlalchemy as sa
+
+        label = self.cfg.dataset.label_column
+        sub = self._subquery(label)
+        statement = sa.select(sub.c[label]).where(sub.c[label].is_not(None)).distinct().limit(3)
+        with self._connection() as conn:
+            return [row[0] for row in conn.execute(statement)]
 
     def _aggregate(self, conn) -> tuple[object, object, int]:
         """min and max of the timestamp column and the row count, computed by the database (no min/max for a
