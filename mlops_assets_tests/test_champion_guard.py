@@ -208,7 +208,7 @@ def test_approval_required_a_real_run_waits_for_a_person(rainfall_slice, tmp_pat
                 },
             ],
         }
-        path, frame = rainfall_slice(years=3, name="appr", alerts=alerts, approval={"required": True})
+        path, frame = rainfall_slice(years=5, name="appr", alerts=alerts, approval={"required": True})
         for name, value in {
             "TEST_HOOK_SECRET": "x",
             "TEST_SMTP_USER": "alerts",
@@ -250,11 +250,14 @@ def test_approval_required_a_real_run_waits_for_a_person(rainfall_slice, tmp_pat
         with pytest.raises(ApprovalError, match="already rejected by bob"):
             reg.approve(v2, by="carol")
 
-        # The source turns bad: the run is blocked before anything downstream, and one alert says which gate.
+        # The source turns bad in its last 50 months: the run is blocked before anything downstream, and one alert
+        # per failed gate says which gate and partitions (not one per partition).
         from mlops_assets.commands.run import run
 
         bad = frame.copy()
-        bad.loc[bad.index[-200:], "temperature"] = 1e6
+        months = bad["date"].dt.strftime("%Y-%m")
+        corrupt = sorted(months.unique())[-50:]
+        bad.loc[months.isin(corrupt), "temperature"] = 1e6
         bad.assign(date=bad["date"].dt.strftime("%Y-%m-%d")).to_csv(path.parent / "appr.csv", index=False)
         blocked = run(cfg, storage, config_file=path)
         assert blocked.outcome.status == "blocked"
@@ -271,7 +274,8 @@ def test_approval_required_a_real_run_waits_for_a_person(rainfall_slice, tmp_pat
     assert [(e["event"], e["status"]) for e in gates] == [("data_gate_failed", "firing")] * len(failed)
     assert sorted(e["check"] for e in gates) == sorted(failed) and "raw_data_values_plausible" in failed
     plausible = next(e for e in gates if e["check"] == "raw_data_values_plausible")
-    assert plausible["measured"] is not None and plausible["threshold"] is not None and plausible["partition"]
+    assert plausible["measured"] is not None and plausible["threshold"] is not None
+    assert plausible["partition"] == f"{corrupt[0]}..{corrupt[-1]} (50 partitions)", plausible["partition"]
     assert plausible["links"]["dagster_run"] == f"http://127.0.0.1:3000/runs/{blocked.outcome.run_id}"
     mails = [m["X-Mlops-Event"] for m in smtp.messages]
     assert mails == ["approval_requested"] * 2 + ["data_gate_failed"] * len(failed)
