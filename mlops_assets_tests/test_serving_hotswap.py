@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from mlops_assets.config import ProbationConfig
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.serving.app import create_app
 from mlops_assets.serving.auth import Auth
@@ -20,6 +21,7 @@ from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets_tests.support import self_signed_cert
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
+    SlowClassifier,
     materialize_online,
     offline_predictions,
     register,
@@ -111,6 +113,126 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
                 f'mlops_model_refused_total{{model="mlops_model",version="{v3}"}} 1'
                 in client.get("/metrics").text
             )
+
+
+class _Load:
+    """``clients`` threads posting one row each to ``url`` in a loop until stopped; every answer kept as
+    (time, status, version)."""
+
+    def __init__(self, url: str, payloads: list[dict], clients: int = 6):
+        self.url, self.payloads = url, payloads
+        self.results: list[tuple[float, int, str | None]] = []
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(clients)
+        self.futures = [self.pool.submit(self._loop, w) for w in range(clients)]
+
+    def _loop(self, worker: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = worker
+            while not self.stop.is_set():
+                r = client.post("/predict", json={"rows": [self.payloads[i % len(self.payloads)]]})
+                version = r.json()["model_version"] if r.status_code == 200 else None
+                self.results.append((time.monotonic(), r.status_code, version))
+                i += 7
+
+    def close(self) -> None:
+        self.stop.set()
+        for f in self.futures:
+            f.result()
+        self.pool.shutdown()
+
+    def failed(self) -> list[int]:
+        return [s for _, s, _ in self.results if s != 200]
+
+
+def _probation_service(tmp_path, duration: float) -> tuple[PredictionService, object, list[dict]]:
+    storage = storage_for(tmp_path / "home")
+    materialize_online(storage)
+    cfg = trained().cfg
+    settings = ProbationConfig(
+        duration_seconds=duration,
+        window_seconds=3,
+        min_requests=20,
+        latency_floor_ms=100,  # the defaults otherwise: ratio 3, absolute 1000 ms, error rate 5%
+        check_interval_seconds=0.25,
+    )
+    cfg = cfg.model_copy(update={"probation": settings})
+    service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
+    payloads = row_json(scored_rows().tail(60).reset_index(drop=True), cfg.dataset.timestamp_column)
+    return service, storage, payloads
+
+
+def test_a_slow_champion_is_rolled_back_automatically_without_a_failed_request(tmp_path):
+    """A champion answering in 200 ms instead of a few is promoted under load: the service rolls it back to the
+    champion it replaced through the guard within seconds, no request fails, and the history says why."""
+    service, storage, payloads = _probation_service(tmp_path, duration=60)
+    v1 = register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+        load = _Load(server.url, payloads)
+        try:
+            _wait_for(lambda: len(load.results) > 200)  # the previous champion's p95 is measured meanwhile
+            slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
+            promoted = time.monotonic()
+            _wait_for(lambda: any(v == slow for _, _, v in load.results[-30:]))
+            _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+            rolled_back = time.monotonic()
+            _wait_for(lambda: load.results[-1][2] == v1)
+            n = len(load.results)
+            _wait_for(lambda: len(load.results) > n + 100)
+        finally:
+            load.close()
+        assert rolled_back - promoted < 60
+        assert load.failed() == [], f"{len(load.failed())} failed requests"
+        versions = [v for _, _, v in load.results]
+        last_slow = len(versions) - 1 - versions[::-1].index(slow)
+        assert set(versions[last_slow + 1 :]) == {v1} and len(versions) - last_slow > 100
+
+        last = registry.history()[-1]
+        assert (last.version, last.previous_version) == (v1, slow)
+        assert last.moved_by.startswith("prediction-service probation")
+        assert f"automatic rollback: version {slow} breached its probation" in last.reason
+        measured = float(last.reason.split("p95 latency ")[1].split(" ms")[0])
+        limit = float(last.reason.split("above the limit ")[1].split(" ms")[0])
+        assert measured >= 200, last.reason  # every slow answer waited for one 200 ms model call at least
+        assert limit >= 100 and measured > limit, last.reason  # the floor, or 3 x the previous champion's p95
+        assert "previous champion's p95" in last.reason and "requests, p95" in last.reason
+
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            h = client.get("/health").json()
+            assert h["model_version"] == v1
+            assert h["probation"]["state"] == "rolled_back" and h["probation"]["version"] == slow
+            assert h["probation"]["reason"] == last.reason
+            metrics = client.get("/metrics").text
+            assert 'mlops_probations_total{outcome="rolled_back"} 1' in metrics
+            assert 'mlops_probations_total{outcome="started"} 1' in metrics  # the swap back started none
+            assert "mlops_probation_active 0" in metrics
+
+
+def test_a_healthy_champion_completes_its_probation_and_stays(tmp_path):
+    service, storage, payloads = _probation_service(tmp_path, duration=4)
+    register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+        load = _Load(server.url, payloads)
+        try:
+            _wait_for(lambda: len(load.results) > 200)
+            v2 = register(storage, 40)
+            _wait_for(lambda: any(v == v2 for _, _, v in load.results[-30:]))
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                h = client.get("/health").json()["probation"]
+                assert h["state"] == "watching" and h["version"] == v2 and h["previous_p95_ms"] is not None
+                assert "mlops_probation_active 1" in client.get("/metrics").text
+            _wait_for(lambda: (service.probation.status() or {}).get("state") != "watching")
+        finally:
+            load.close()
+        assert load.failed() == []
+        assert service.probation.status()["state"] == "passed", service.probation.status()
+        assert registry.aliases()["champion"] == v2 and registry.history()[-1].version == v2
+        assert service.slot.current.version == v2
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/health").json()["probation"]["state"] == "passed"
+            assert 'mlops_probations_total{outcome="passed"} 1' in client.get("/metrics").text
 
 
 def test_no_champion_is_503_until_one_is_promoted(tmp_path):

@@ -30,6 +30,7 @@ from mlops_assets.serving.model import (
     build_served_model,
 )
 from mlops_assets.serving.prediction_log import PredictionLog
+from mlops_assets.serving.probation import ProbationWatch
 from mlops_assets.serving.validation import (
     EntitiesRequest,
     InputError,
@@ -130,6 +131,15 @@ class PredictionService:
             thread_initializer=self._limit_threads,
             inline=self.options.inline_batches,
         )
+        # Watches each new champion for cfg.probation and rolls it back through the registry's guard on a breach.
+        self.probation = ProbationWatch(
+            cfg.probation,
+            self.registry,
+            self.slot,
+            on_rollback=self._rolled_back,
+            on_failure=self._rollback_failed,
+        )
+        self.metrics.probation_status = self.probation.metrics
         self.watcher = ChampionWatcher(
             self.slot,
             self._champion_version,
@@ -146,9 +156,11 @@ class PredictionService:
         if self.slot.current is None:
             log.warning("no model is served yet: %s", self.slot.refusal)
         self.watcher.start()
+        self.probation.start()
 
     def close(self) -> None:
         self.watcher.stop()
+        self.probation.stop()
         self.prediction_log.close()
         self.features.close()
         if self.alerts is not None:
@@ -183,8 +195,9 @@ class PredictionService:
             )
         )
 
-    def _swapped(self, model: ServedModel) -> None:
+    def _swapped(self, model: ServedModel, replaced: ServedModel | None = None) -> None:
         self.metrics.model_loaded(model.version)
+        self.probation.begin(model, replaced)
         if self.alerts is not None:
             self.alerts.resolve(
                 self.cfg.model.name,
@@ -192,6 +205,26 @@ class PredictionService:
                 f"the prediction service serves champion version {model.version}",
                 version=model.version,
             )
+
+    def _rolled_back(self, model: ServedModel) -> None:
+        """The probation rolled back to ``model`` and serves it again (the alert went out with the move)."""
+        self.metrics.model_loaded(model.version)
+
+    def _rollback_failed(self, version: str, why: str) -> None:
+        if self.alerts is None:
+            return
+        from mlops_assets.alerts import AlertEvent
+
+        self.alerts.notify(
+            AlertEvent(
+                kind="service_degraded",
+                model=self.cfg.model.name,
+                summary=f"the prediction service could not roll back champion version {version}: {why}",
+                version=version,
+                check="probation",
+                dedup_key=f"service_degraded:probation:{version}",
+            )
+        )
 
     _LOG_INCIDENT = "service_degraded:prediction_log"
 
@@ -429,6 +462,9 @@ class PredictionService:
         out: dict[str, Any] = {"status": "ok", "model_version": model.version, "model_name": model.model_name}
         if self.slot.refusal:
             out["warning"] = self.slot.refusal
+        probation = self.probation.status()
+        if probation is not None:
+            out["probation"] = probation
         log_status = self.prediction_log.status()
         if log_status["status"] != "ok":
             # Still answering, so still healthy enough to take traffic; but predictions wait to be stored. /health
