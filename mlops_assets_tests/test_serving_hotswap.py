@@ -13,12 +13,13 @@ import httpx
 import numpy as np
 import pytest
 
+from mlops_assets.alerts.settings import AlertsConfig
 from mlops_assets.config import ProbationConfig
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.serving.app import create_app
 from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
-from mlops_assets_tests.support import self_signed_cert
+from mlops_assets_tests.support import HttpReceiver, self_signed_cert
 from mlops_assets_tests.test_serving_support import (
     LiveServer,
     SlowClassifier,
@@ -145,10 +146,19 @@ class _Load:
         return [s for _, s, _ in self.results if s != 200]
 
 
-def _probation_service(tmp_path, duration: float) -> tuple[PredictionService, object, list[dict]]:
-    storage = storage_for(tmp_path / "home")
-    materialize_online(storage)
+def _probation_service(
+    tmp_path, duration: float, alerts_url: str | None = None, storage=None
+) -> tuple[PredictionService, object, list[dict]]:
+    if storage is None:
+        storage = storage_for(tmp_path / "home")
+        materialize_online(storage)
     cfg = trained().cfg
+    if alerts_url is not None:
+        cfg = cfg.model_copy(
+            update={
+                "alerts": AlertsConfig.model_validate({"channels": [{"type": "webhook", "url": alerts_url}]})
+            }
+        )
     settings = ProbationConfig(
         duration_seconds=duration,
         window_seconds=3,
@@ -164,49 +174,90 @@ def _probation_service(tmp_path, duration: float) -> tuple[PredictionService, ob
 
 def test_a_slow_champion_is_rolled_back_automatically_without_a_failed_request(tmp_path):
     """A champion answering in 200 ms instead of a few is promoted under load: the service rolls it back to the
-    champion it replaced through the guard within seconds, no request fails, and the history says why."""
-    service, storage, payloads = _probation_service(tmp_path, duration=60)
+    champion it replaced through the guard within seconds, no request fails, and the history and the alert say
+    why."""
+    with HttpReceiver() as receiver:
+        service, storage, payloads = _probation_service(
+            tmp_path, duration=60, alerts_url=f"{receiver.url}/hook"
+        )
+        v1 = register(storage, 25)
+        registry = ModelRegistry(trained().cfg.model.name, storage)
+        with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+            load = _Load(server.url, payloads)
+            try:
+                # The previous champion's p95 is measured meanwhile.
+                _wait_for(lambda: len(load.results) > 120)
+                slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
+                promoted = time.monotonic()
+                _wait_for(lambda: any(v == slow for _, _, v in load.results[-30:]))
+                _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+                rolled_back = time.monotonic()
+                _wait_for(lambda: load.results[-1][2] == v1)
+                n = len(load.results)
+                _wait_for(lambda: len(load.results) > n + 100)
+            finally:
+                load.close()
+            assert rolled_back - promoted < 60
+            assert load.failed() == [], f"{len(load.failed())} failed requests"
+            versions = [v for _, _, v in load.results]
+            last_slow = len(versions) - 1 - versions[::-1].index(slow)
+            assert set(versions[last_slow + 1 :]) == {v1} and len(versions) - last_slow > 100
+
+            last = registry.history()[-1]
+            assert (last.version, last.previous_version) == (v1, slow)
+            assert last.moved_by.startswith("prediction-service probation")
+            assert f"automatic rollback: version {slow} breached its probation" in last.reason
+            measured = float(last.reason.split("p95 latency ")[1].split(" ms")[0])
+            limit = float(last.reason.split("above the limit ")[1].split(" ms")[0])
+            # Every slow answer waited for one 200 ms model call at least; the limit is the floor, or 3 x the
+            # previous champion's p95.
+            assert measured >= 200, last.reason
+            assert limit >= 100 and measured > limit, last.reason
+            assert "previous champion's p95" in last.reason and "requests, p95" in last.reason
+
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                h = client.get("/health").json()
+                assert h["model_version"] == v1
+                assert h["probation"]["state"] == "rolled_back" and h["probation"]["version"] == slow
+                assert h["probation"]["reason"] == last.reason
+                metrics = client.get("/metrics").text
+                assert 'mlops_probations_total{outcome="rolled_back"} 1' in metrics
+                assert 'mlops_probations_total{outcome="started"} 1' in metrics  # the swap back started none
+                assert "mlops_probation_active 0" in metrics
+            _wait_for(lambda: any(e["event"] == "rolled_back" for e in receiver.events()))
+            alert = next(e for e in receiver.events() if e["event"] == "rolled_back")
+            assert alert["version"] == v1 and last.reason in alert["summary"]
+
+
+def test_only_one_of_two_services_rolls_back(tmp_path):
+    """Two service processes behind one registry both see the slow champion breach: one moves the alias back, the
+    other's move is refused by the guard (the champion changed) or finds it already moved; one history row."""
+    first, storage, payloads = _probation_service(tmp_path, duration=60)
+    second, _, _ = _probation_service(tmp_path, duration=60, storage=storage)
     v1 = register(storage, 25)
     registry = ModelRegistry(trained().cfg.model.name, storage)
-    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
-        load = _Load(server.url, payloads)
+    with (
+        LiveServer(create_app(first, auth=Auth.insecure())) as one,
+        LiveServer(create_app(second, auth=Auth.insecure())) as two,
+    ):
+        loads = [_Load(one.url, payloads, clients=3), _Load(two.url, payloads, clients=3)]
         try:
-            _wait_for(lambda: len(load.results) > 200)  # the previous champion's p95 is measured meanwhile
+            _wait_for(lambda: all(len(load.results) > 100 for load in loads))
             slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
-            promoted = time.monotonic()
-            _wait_for(lambda: any(v == slow for _, _, v in load.results[-30:]))
-            _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
-            rolled_back = time.monotonic()
-            _wait_for(lambda: load.results[-1][2] == v1)
-            n = len(load.results)
-            _wait_for(lambda: len(load.results) > n + 100)
+            _wait_for(lambda: all(any(v == slow for _, _, v in load.results[-20:]) for load in loads))
+            _wait_for(
+                lambda: all(s.probation.status()["state"] != "watching" for s in (first, second)), timeout=60
+            )
+            _wait_for(lambda: all(load.results[-1][2] == v1 for load in loads))
         finally:
-            load.close()
-        assert rolled_back - promoted < 60
-        assert load.failed() == [], f"{len(load.failed())} failed requests"
-        versions = [v for _, _, v in load.results]
-        last_slow = len(versions) - 1 - versions[::-1].index(slow)
-        assert set(versions[last_slow + 1 :]) == {v1} and len(versions) - last_slow > 100
-
-        last = registry.history()[-1]
-        assert (last.version, last.previous_version) == (v1, slow)
-        assert last.moved_by.startswith("prediction-service probation")
-        assert f"automatic rollback: version {slow} breached its probation" in last.reason
-        measured = float(last.reason.split("p95 latency ")[1].split(" ms")[0])
-        limit = float(last.reason.split("above the limit ")[1].split(" ms")[0])
-        assert measured >= 200, last.reason  # every slow answer waited for one 200 ms model call at least
-        assert limit >= 100 and measured > limit, last.reason  # the floor, or 3 x the previous champion's p95
-        assert "previous champion's p95" in last.reason and "requests, p95" in last.reason
-
-        with httpx.Client(base_url=server.url, timeout=30) as client:
-            h = client.get("/health").json()
-            assert h["model_version"] == v1
-            assert h["probation"]["state"] == "rolled_back" and h["probation"]["version"] == slow
-            assert h["probation"]["reason"] == last.reason
-            metrics = client.get("/metrics").text
-            assert 'mlops_probations_total{outcome="rolled_back"} 1' in metrics
-            assert 'mlops_probations_total{outcome="started"} 1' in metrics  # the swap back started none
-            assert "mlops_probation_active 0" in metrics
+            for load in loads:
+                load.close()
+        assert [load.failed() for load in loads] == [[], []]
+        states = sorted(s.probation.status()["state"] for s in (first, second))
+        assert states == ["rolled_back", "superseded"], states
+        moves = [d for d in registry.history() if d.previous_version == slow]
+        assert len(moves) == 1 and moves[0].version == v1 and "automatic rollback" in moves[0].reason
+        assert registry.aliases()["champion"] == v1
 
 
 def test_a_healthy_champion_completes_its_probation_and_stays(tmp_path):
@@ -216,7 +267,7 @@ def test_a_healthy_champion_completes_its_probation_and_stays(tmp_path):
     with LiveServer(create_app(service, auth=Auth.insecure())) as server:
         load = _Load(server.url, payloads)
         try:
-            _wait_for(lambda: len(load.results) > 200)
+            _wait_for(lambda: len(load.results) > 120)
             v2 = register(storage, 40)
             _wait_for(lambda: any(v == v2 for _, _, v in load.results[-30:]))
             with httpx.Client(base_url=server.url, timeout=30) as client:
