@@ -1,8 +1,9 @@
 """Probation of a new champion: the service watches the model it just swapped in and rolls it back on a breach.
 
-Every ``/predict`` answer is noted (:meth:`ProbationWatch.observe`: a clock read and one deque append, the only
+Every ``/predict`` answer is noted (:meth:`ProbationWatch.observe`: one append to an array of doubles, the only
 per-request cost) whether or not a probation runs, so that the p95 latency of the champion being replaced is known
-at the moment of the swap. When the service swaps to a newer version than the one it served, a probation starts
+at the moment of the swap; the watch thread cuts that array into time-stamped chunks every check interval, so a
+window is judged to the check interval's resolution, with numpy, off the request path. When the service swaps to a newer version than the one it served, a probation starts
 (:meth:`ProbationWatch.begin`); a thread of its own judges the sliding window every ``check_interval_seconds``
 (settings: :class:`~mlops_assets.config.ProbationConfig`). On a breach it moves the champion back to the version
 it replaced through :meth:`ModelRegistry.move_champion` (kind ``rolled_back``: the guard's clearance and sha256
@@ -19,10 +20,13 @@ import os
 import socket
 import threading
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from mlops_assets.config import ProbationConfig
@@ -30,9 +34,6 @@ if TYPE_CHECKING:
     from mlops_assets.serving.model import ModelSlot, ServedModel
 
 log = logging.getLogger("mlops_assets.serving")
-
-# At most this many answers are kept (the window is trimmed by time; this bounds memory under extreme load).
-MAX_SAMPLES = 100_000
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,26 @@ class WindowStats:
         return self.errors / self.requests if self.requests else 0.0
 
 
-def window_stats(samples: list[tuple[float, float, bool]], since: float, until: float) -> WindowStats:
-    """Stats of the ``(time, seconds, error)`` samples answered in ``[since, until]``."""
-    latencies = [s for t, s, err in samples if since <= t <= until and not err]
-    errors = sum(1 for t, _, err in samples if since <= t <= until and err)
+def window_stats(values: np.ndarray) -> WindowStats:
+    """Stats of answer ``values``: latencies in seconds, -1 for a 5xx."""
+    errors = int(np.count_nonzero(values < 0))
+    latencies = values[values >= 0]
     p95 = None
-    if latencies:
-        latencies.sort()
-        # Nearest rank: the smallest latency at or above 95% of the answers.
-        p95 = latencies[max(0, -(-95 * len(latencies) // 100) - 1)] * 1000.0
-    return WindowStats(len(latencies) + errors, errors, p95)
+    if len(latencies):
+        # Nearest rank: the smallest latency with at least 95% of the answers at or below it.
+        k = -(-95 * len(latencies) // 100) - 1
+        p95 = float(np.partition(latencies, k)[k]) * 1000.0
+    return WindowStats(len(values), errors, p95)
+
+
+_PUBLIC_REASONS = {
+    "superseded": "the champion was moved by someone else (another service process, a person) during the probation",
+    "rollback_failed": "the model breached its probation but the registry refused the rollback; see the service log",
+}
+
+
+def _ignore(status: int, seconds: float) -> None:
+    """``observe`` with probation disabled."""
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -100,8 +111,13 @@ class ProbationWatch:
         self.on_rollback = on_rollback  # the model served again after a rollback (for metrics)
         self.on_failure = on_failure  # (version, why): a breach this service could not roll back
         self.by = f"prediction-service probation ({socket.gethostname()}:{os.getpid()})"
-        self._samples: deque[tuple[float, float, bool]] = deque(maxlen=MAX_SAMPLES)
-        self._append = self._samples.append
+        # The request path appends each answer to the current chunk (a latency in seconds, -1 for a 5xx); the watch
+        # thread cuts it off every check interval (and at each swap) into ``_chunks``, stamped with the cut time.
+        self._buf = array("d")
+        self._chunks: deque[tuple[float, np.ndarray]] = deque()
+        self._cut_lock = threading.Lock()
+        if not settings.enabled:
+            self.observe = _ignore  # type: ignore[method-assign]
         self._lock = threading.Lock()
         self.current: Probation | None = None  # the running probation, or the last one
         self.counts = {"started": 0, "passed": 0, "rolled_back": 0, "superseded": 0, "rollback_failed": 0}
@@ -111,9 +127,11 @@ class ProbationWatch:
 
     # ------------------------------------------------------------------------------------ the request path
     def observe(self, status: int, seconds: float) -> None:
-        """One ``/predict`` answer (4xx are the client's: not counted)."""
-        if status < 400 or status >= 500:
-            self._append((time.perf_counter(), seconds, status >= 500))
+        """One ``/predict`` answer (4xx are the client's: not counted). One array append: no clock, no lock."""
+        if status < 400:
+            self._buf.append(seconds)
+        elif status >= 500:
+            self._buf.append(-1.0)
 
     # ------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -133,8 +151,8 @@ class ProbationWatch:
         s = self.settings
         if not s.enabled or old is None or _version_key(new.version) <= _version_key(old.version):
             return
-        now = time.perf_counter()
-        base = window_stats(self._snapshot(), now - s.window_seconds, now)
+        now = self._cut()  # what came before belongs to the replaced model
+        base = self._stats(now - s.window_seconds, now)
         baseline = base.p95_ms if base.requests - base.errors >= s.min_requests else None
         limits = []
         if s.max_p95_latency_ms is not None:
@@ -167,12 +185,22 @@ class ProbationWatch:
         )
         self._wake.set()
 
-    def _snapshot(self) -> list[tuple[float, float, bool]]:
-        while True:
-            try:
-                return list(self._samples)
-            except RuntimeError:  # appended to while copied
-                continue
+    def _cut(self) -> float:
+        """Close the current chunk (stamped now) and drop chunks older than two windows; the cut time."""
+        with self._cut_lock:
+            now = time.perf_counter()
+            old, self._buf = self._buf, array("d")
+            # Copied in C with the GIL held: no append can land in ``old`` while numpy reads it.
+            self._chunks.append((now, np.array(old, dtype=np.float64)))
+            horizon = now - 2 * self.settings.window_seconds
+            while self._chunks and self._chunks[0][0] < horizon:
+                self._chunks.popleft()
+            return now
+
+    def _stats(self, since: float, until: float) -> WindowStats:
+        """The answers of the chunks cut in ``(since, until]``."""
+        parts = [v for t, v in list(self._chunks) if since < t <= until]
+        return window_stats(np.concatenate(parts) if parts else np.empty(0))
 
     # ------------------------------------------------------------------------------------ judging
     def _run(self) -> None:
@@ -182,17 +210,11 @@ class ProbationWatch:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            self._trim()
+            self._cut()
             try:
                 self.check_once()
             except Exception as err:  # never let the watch die: logged, judged again at the next tick
                 log.error("probation check failed: %s: %s", type(err).__name__, err, exc_info=err)
-
-    def _trim(self) -> None:
-        horizon = time.perf_counter() - 2 * self.settings.window_seconds
-        samples = self._samples
-        while samples and samples[0][0] < horizon:
-            samples.popleft()
 
     def check_once(self) -> str | None:
         """Judge the running probation once; its state afterwards (None: none is running)."""
@@ -205,8 +227,8 @@ class ProbationWatch:
             self._finish(p, "superseded", f"the service serves version {served.version if served else None}")
             return p.state
         s = self.settings
-        now = time.perf_counter()
-        stats = window_stats(self._snapshot(), max(p.started, now - s.window_seconds), now)
+        now = self._chunks[-1][0] if self._chunks else time.perf_counter()
+        stats = self._stats(max(p.started, now - s.window_seconds), now)
         p.last = stats
         if stats.requests >= s.min_requests:
             breach = self._breach(p, stats)
@@ -349,8 +371,12 @@ class ProbationWatch:
                 "p95_ms": None if p.last.p95_ms is None else round(p.last.p95_ms, 1),
                 "error_rate": round(p.last.error_rate, 4),
             }
-        if p.reason:
+        # /health needs no token: the reason the service wrote itself, never a registry error's own text (the
+        # service log has it).
+        if p.state == "rolled_back":
             out["reason"] = p.reason
+        elif p.state in _PUBLIC_REASONS:
+            out["reason"] = _PUBLIC_REASONS[p.state]
         return out
 
     def metrics(self) -> dict[str, Any]:
