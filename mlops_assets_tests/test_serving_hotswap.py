@@ -21,6 +21,7 @@ from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets_tests.support import HttpReceiver, self_signed_cert
 from mlops_assets_tests.test_serving_support import (
+    FailingClassifier,
     LiveServer,
     SlowClassifier,
     materialize_online,
@@ -46,6 +47,8 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
     materialize_online(storage)
     v1 = register(storage, 25)
     cfg = trained().cfg
+    # The moves here are a person's: no probation judging v2 on a busy machine alongside them.
+    cfg = cfg.model_copy(update={"probation": ProbationConfig(enabled=False)})
     service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
     rows = scored_rows().tail(60).reset_index(drop=True)
     payloads = row_json(rows, cfg.dataset.timestamp_column)
@@ -258,6 +261,38 @@ def test_only_one_of_two_services_rolls_back(tmp_path):
         moves = [d for d in registry.history() if d.previous_version == slow]
         assert len(moves) == 1 and moves[0].version == v1 and "automatic rollback" in moves[0].reason
         assert registry.aliases()["champion"] == v1
+
+
+def test_a_champion_answering_5xx_is_rolled_back(tmp_path):
+    """A champion that starts failing once it serves: its 5xx share breaches the limit and the service rolls it back;
+    the failures are its own, and none follows the rollback."""
+    service, storage, payloads = _probation_service(tmp_path, duration=60)
+    v1 = register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    switch = tmp_path / "fail"
+    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+        load = _Load(server.url, payloads)
+        try:
+            _wait_for(lambda: len(load.results) > 120)
+            bad = register(storage, 25, pipeline=FailingClassifier(trained().pipelines[25], str(switch)))
+            _wait_for(lambda: any(v == bad for _, _, v in load.results[-30:]))
+            switch.touch()
+            broke = len(load.results)
+            _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+            _wait_for(lambda: load.results[-1][2] == v1)
+            n = len(load.results)
+            _wait_for(lambda: len(load.results) > n + 100)
+        finally:
+            load.close()
+        statuses = [s for _, s, _ in load.results]
+        assert set(statuses[:broke]) == {200} and 500 in statuses[broke:]
+        last_failure = len(statuses) - 1 - statuses[::-1].index(500)
+        assert {v for _, _, v in load.results[last_failure + 1 :]} == {v1}
+        assert set(statuses[last_failure + 1 :]) == {200}
+        last = registry.history()[-1]
+        assert (last.version, last.previous_version) == (v1, bad)
+        assert "5xx) above the limit 5%" in last.reason, last.reason
+        assert service.health()["probation"]["state"] == "rolled_back"
 
 
 def test_a_healthy_champion_completes_its_probation_and_stays(tmp_path):

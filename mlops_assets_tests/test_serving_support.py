@@ -123,6 +123,28 @@ class SlowClassifier:
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
+class FailingClassifier:
+    """A fitted classifier that answers as ``inner`` until the file ``switch`` exists, then raises in every predict
+    call: a champion that went bad once it served (it loads, warms up and answers first)."""
+
+    def __init__(self, inner: object, switch: str):
+        self.inner = inner
+        self.switch = switch
+        self.feature_names_in_ = inner.feature_names_in_  # type: ignore[attr-defined]
+        self.classes_ = inner.classes_  # type: ignore[attr-defined]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"inner": self.inner, "switch": self.switch}
+
+    def predict_proba(self, X):
+        if Path(self.switch).exists():
+            raise RuntimeError("the model's backend is gone")
+        return self.inner.predict_proba(X)  # type: ignore[attr-defined]
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
 def materialize_online(storage: Storage) -> None:
     """The online store with the events of the last 430 days (the retention plus the longest window)."""
     from mlops_assets.features.stores import online_store
