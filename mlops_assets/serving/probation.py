@@ -168,6 +168,10 @@ class ProbationWatch:
             baseline_requests=base.requests,
             limit_ms=min(limits) if limits else None,
         )
+        running = self.current
+        if running is not None and running.state == "watching":
+            # A newer champion arrived before this one finished its probation: this one is judged no further.
+            self._finish(running, "superseded", f"version {new.version} replaced it during its probation")
         with self._lock:
             self.current = p
             self.counts["started"] += 1
@@ -343,6 +347,8 @@ class ProbationWatch:
         self, p: Probation, state: str, reason: str | None, evidence: dict[str, Any] | None = None
     ) -> None:
         with self._lock:
+            if p.state != "watching":  # finished already (a newer champion superseded it meanwhile)
+                return
             p.state = state
             p.reason = reason
             p.evidence = evidence or {}

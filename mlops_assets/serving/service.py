@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
 
 log = logging.getLogger("mlops_assets.serving")
+
+
+_LOAD_LOCK = threading.Lock()
 
 
 class NoModelError(RuntimeError):
@@ -264,8 +268,11 @@ class PredictionService:
         """Verified load of ``version``, the guard's clearance (a passing gate record for the current feature
         version, or a recorded override; the sha256 the guard recorded when it moved the alias), the
         feature-version check against the online store, and a warm-up."""
-        loaded = self.registry.load(version)
-        model = build_served_model(self.cfg, loaded, self.window_features)
+        # One load at a time in the process: two services embedded in one process (each with its watcher) loading
+        # at once hit "SystemError: AST constructor recursion depth mismatch" in CPython 3.11's parser.
+        with _LOAD_LOCK:
+            loaded = self.registry.load(version)
+            model = build_served_model(self.cfg, loaded, self.window_features)
         store_version = self.features.code_version()
         if model.window_features and store_version is None:
             raise ModelRefusedError(
