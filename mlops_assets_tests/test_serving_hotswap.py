@@ -223,6 +223,9 @@ def test_a_slow_champion_is_rolled_back_automatically_without_a_failed_request(t
                 assert h["model_version"] == v1
                 assert h["probation"]["state"] == "rolled_back" and h["probation"]["version"] == slow
                 assert h["probation"]["reason"] == last.reason
+                evidence = h["probation"]["evidence"]
+                assert evidence["p95_ms"] == measured and evidence["p95_limit_ms"] == limit
+                assert evidence["requests"] >= 20 and evidence["error_rate"] == 0
                 metrics = client.get("/metrics").text
                 assert 'mlops_probations_total{outcome="rolled_back"} 1' in metrics
                 assert 'mlops_probations_total{outcome="started"} 1' in metrics  # the swap back started none

@@ -381,6 +381,7 @@ class ProbationWatch:
         # service log has it).
         if p.state == "rolled_back":
             out["reason"] = p.reason
+            out["evidence"] = p.evidence
         elif p.state in _PUBLIC_REASONS:
             out["reason"] = _PUBLIC_REASONS[p.state]
         return out
