@@ -234,6 +234,31 @@ class ApprovalConfig(_Section):
         return _duration_for_check(self.expires_after, key="approval.expires_after").total_seconds()
 
 
+class ProbationConfig(_Section):
+    """``probation:``: how the prediction service watches a new champion right after it swaps it in, and rolls
+    back to the champion it replaced (through the guarded path) when the new one breaches a limit.
+
+    Judged every ``check_interval_seconds`` over the ``/predict`` requests answered in the last ``window_seconds``
+    (4xx are the client's and not counted), once at least ``min_requests`` of them were answered by the new model.
+    Breaches: the p95 latency above ``max_p95_latency_ms``, or above ``max_p95_latency_ratio`` times the previous
+    champion's p95 measured by the service before the swap (never below ``latency_floor_ms``); or the share of 5xx
+    above ``max_error_rate``. A model not breaching for ``duration_seconds`` completes its probation."""
+
+    enabled: bool = True
+    duration_seconds: float = Field(default=600.0, gt=0)
+    window_seconds: float = Field(default=60.0, gt=0)
+    min_requests: int = Field(default=100, ge=1)
+    # Absolute limit (null: none). One second for a single prediction is broken for any online model.
+    max_p95_latency_ms: float | None = Field(default=1000.0, gt=0)
+    # Relative limit (null: none): times the previous champion's p95 before the swap, when that was measured on
+    # at least min_requests requests in the window before it.
+    max_p95_latency_ratio: float | None = Field(default=3.0, ge=1)
+    # The relative limit is never below this: a 2 ms model is not rolled back for answering in 7 ms.
+    latency_floor_ms: float = Field(default=50.0, ge=0)
+    max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    check_interval_seconds: float = Field(default=1.0, gt=0)
+
+
 class MlopsConfig(_Section):
     dataset: DatasetConfig
     partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
@@ -249,6 +274,8 @@ class MlopsConfig(_Section):
     # Who hears about what (mlops_assets.alerts.settings), and whether a person approves each new champion.
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    # What the prediction service watches on a new champion, and when it rolls it back.
+    probation: ProbationConfig = Field(default_factory=ProbationConfig)
     storage: dict[str, Any] | None = None
 
     # Where the file came from: relative sources resolve against its folder.

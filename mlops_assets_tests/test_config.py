@@ -41,6 +41,11 @@ def test_config_file_from_environment(tmp_path, monkeypatch):
         ({"dataset": {**BASE["dataset"], "query": "select 1"}}, "dataset.query"),
         ({"dataset": {**BASE["dataset"], "positive_label": None}}, "'dataset.positive_label': Value error"),
         ({"dataset": {**BASE["dataset"], "positive_label": [1]}}, "'dataset.positive_label': Value error"),
+        ({**BASE, "probation": {"duration_seconds": 0}}, "'probation.duration_seconds'"),
+        ({**BASE, "probation": {"max_error_rate": 1.5}}, "'probation.max_error_rate'"),
+        ({**BASE, "probation": {"max_p95_latency_ratio": 0.5}}, "'probation.max_p95_latency_ratio'"),
+        ({**BASE, "probation": {"min_requests": "many"}}, "'probation.min_requests'"),
+        ({**BASE, "probation": {"p95_ms": 10}}, "unknown key 'probation.p95_ms'"),
     ],
 )
 def test_bad_config_names_the_key(data, message):

@@ -13,13 +13,17 @@ import httpx
 import numpy as np
 import pytest
 
+from mlops_assets.alerts.settings import AlertsConfig
+from mlops_assets.config import ProbationConfig
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.serving.app import create_app
 from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
-from mlops_assets_tests.support import self_signed_cert
+from mlops_assets_tests.support import HttpReceiver, self_signed_cert
 from mlops_assets_tests.test_serving_support import (
+    FailingClassifier,
     LiveServer,
+    SlowClassifier,
     materialize_online,
     offline_predictions,
     register,
@@ -43,6 +47,8 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
     materialize_online(storage)
     v1 = register(storage, 25)
     cfg = trained().cfg
+    # The moves here are a person's: no probation judging v2 on a busy machine alongside them.
+    cfg = cfg.model_copy(update={"probation": ProbationConfig(enabled=False)})
     service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
     rows = scored_rows().tail(60).reset_index(drop=True)
     payloads = row_json(rows, cfg.dataset.timestamp_column)
@@ -111,6 +117,211 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
                 f'mlops_model_refused_total{{model="mlops_model",version="{v3}"}} 1'
                 in client.get("/metrics").text
             )
+
+
+class _Load:
+    """``clients`` threads posting one row each to ``url`` in a loop until stopped; every answer kept as
+    (time, status, version)."""
+
+    def __init__(self, url: str, payloads: list[dict], clients: int = 6):
+        self.url, self.payloads = url, payloads
+        self.results: list[tuple[float, int, str | None]] = []
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(clients)
+        self.futures = [self.pool.submit(self._loop, w) for w in range(clients)]
+
+    def _loop(self, worker: int) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            i = worker
+            while not self.stop.is_set():
+                r = client.post("/predict", json={"rows": [self.payloads[i % len(self.payloads)]]})
+                version = r.json()["model_version"] if r.status_code == 200 else None
+                self.results.append((time.monotonic(), r.status_code, version))
+                i += 7
+
+    def close(self) -> None:
+        self.stop.set()
+        for f in self.futures:
+            f.result()
+        self.pool.shutdown()
+
+    def failed(self) -> list[int]:
+        return [s for _, s, _ in self.results if s != 200]
+
+
+def _probation_service(
+    tmp_path, duration: float, alerts_url: str | None = None, storage=None
+) -> tuple[PredictionService, object, list[dict]]:
+    if storage is None:
+        storage = storage_for(tmp_path / "home")
+        materialize_online(storage)
+    cfg = trained().cfg
+    if alerts_url is not None:
+        cfg = cfg.model_copy(
+            update={
+                "alerts": AlertsConfig.model_validate({"channels": [{"type": "webhook", "url": alerts_url}]})
+            }
+        )
+    settings = ProbationConfig(
+        duration_seconds=duration,
+        window_seconds=3,
+        min_requests=20,
+        latency_floor_ms=100,  # the defaults otherwise: ratio 3, absolute 1000 ms, error rate 5%
+        check_interval_seconds=0.25,
+    )
+    cfg = cfg.model_copy(update={"probation": settings})
+    service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
+    payloads = row_json(scored_rows().tail(60).reset_index(drop=True), cfg.dataset.timestamp_column)
+    return service, storage, payloads
+
+
+def test_a_slow_champion_is_rolled_back_automatically_without_a_failed_request(tmp_path):
+    """A champion answering in 200 ms instead of a few is promoted under load: the service rolls it back to the
+    champion it replaced through the guard within seconds, no request fails, and the history and the alert say
+    why."""
+    with HttpReceiver() as receiver:
+        service, storage, payloads = _probation_service(
+            tmp_path, duration=60, alerts_url=f"{receiver.url}/hook"
+        )
+        v1 = register(storage, 25)
+        registry = ModelRegistry(trained().cfg.model.name, storage)
+        with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+            load = _Load(server.url, payloads)
+            try:
+                # The previous champion's p95 is measured meanwhile.
+                _wait_for(lambda: len(load.results) > 120)
+                slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
+                promoted = time.monotonic()
+                _wait_for(lambda: any(v == slow for _, _, v in load.results[-30:]))
+                _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+                rolled_back = time.monotonic()
+                _wait_for(lambda: load.results[-1][2] == v1)
+                n = len(load.results)
+                _wait_for(lambda: len(load.results) > n + 100)
+            finally:
+                load.close()
+            assert rolled_back - promoted < 60
+            assert load.failed() == [], f"{len(load.failed())} failed requests"
+            versions = [v for _, _, v in load.results]
+            last_slow = len(versions) - 1 - versions[::-1].index(slow)
+            assert set(versions[last_slow + 1 :]) == {v1} and len(versions) - last_slow > 100
+
+            last = registry.history()[-1]
+            assert (last.version, last.previous_version) == (v1, slow)
+            assert last.moved_by.startswith("prediction-service probation")
+            assert f"automatic rollback: version {slow} breached its probation" in last.reason
+            measured = float(last.reason.split("p95 latency ")[1].split(" ms")[0])
+            limit = float(last.reason.split("above the limit ")[1].split(" ms")[0])
+            # Every slow answer waited for one 200 ms model call at least; the limit is the floor, or 3 x the
+            # previous champion's p95.
+            assert measured >= 200, last.reason
+            assert limit >= 100 and measured > limit, last.reason
+            assert "previous champion's p95" in last.reason and "requests, p95" in last.reason
+
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                h = client.get("/health").json()
+                assert h["model_version"] == v1
+                assert h["probation"]["state"] == "rolled_back" and h["probation"]["version"] == slow
+                assert h["probation"]["reason"] == last.reason
+                evidence = h["probation"]["evidence"]
+                assert evidence["p95_ms"] == measured and evidence["p95_limit_ms"] == limit
+                assert evidence["requests"] >= 20 and evidence["error_rate"] == 0
+                metrics = client.get("/metrics").text
+                assert 'mlops_probations_total{outcome="rolled_back"} 1' in metrics
+                assert 'mlops_probations_total{outcome="started"} 1' in metrics  # the swap back started none
+                assert "mlops_probation_active 0" in metrics
+            _wait_for(lambda: any(e["event"] == "rolled_back" for e in receiver.events()))
+            alert = next(e for e in receiver.events() if e["event"] == "rolled_back")
+            assert alert["version"] == v1 and last.reason in alert["summary"]
+
+
+def test_only_one_of_two_services_rolls_back(tmp_path):
+    """Two service processes behind one registry both see the slow champion breach: one moves the alias back, the
+    other's move is refused by the guard (the champion changed) or finds it already moved; one history row."""
+    first, storage, payloads = _probation_service(tmp_path, duration=60)
+    second, _, _ = _probation_service(tmp_path, duration=60, storage=storage)
+    v1 = register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    with (
+        LiveServer(create_app(first, auth=Auth.insecure())) as one,
+        LiveServer(create_app(second, auth=Auth.insecure())) as two,
+    ):
+        loads = [_Load(one.url, payloads, clients=3), _Load(two.url, payloads, clients=3)]
+        try:
+            _wait_for(lambda: all(len(load.results) > 100 for load in loads))
+            slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
+            _wait_for(lambda: all(any(v == slow for _, _, v in load.results[-20:]) for load in loads))
+            _wait_for(
+                lambda: all(s.probation.status()["state"] != "watching" for s in (first, second)), timeout=60
+            )
+            _wait_for(lambda: all(load.results[-1][2] == v1 for load in loads))
+        finally:
+            for load in loads:
+                load.close()
+        assert [load.failed() for load in loads] == [[], []]
+        states = sorted(s.probation.status()["state"] for s in (first, second))
+        assert states == ["rolled_back", "superseded"], states
+        moves = [d for d in registry.history() if d.previous_version == slow]
+        assert len(moves) == 1 and moves[0].version == v1 and "automatic rollback" in moves[0].reason
+        assert registry.aliases()["champion"] == v1
+
+
+def test_a_champion_answering_5xx_is_rolled_back(tmp_path):
+    """A champion that starts failing once it serves: its 5xx share breaches the limit and the service rolls it back;
+    the failures are its own, and none follows the rollback."""
+    service, storage, payloads = _probation_service(tmp_path, duration=60)
+    v1 = register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    switch = tmp_path / "fail"
+    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+        load = _Load(server.url, payloads)
+        try:
+            _wait_for(lambda: len(load.results) > 120)
+            bad = register(storage, 25, pipeline=FailingClassifier(trained().pipelines[25], str(switch)))
+            _wait_for(lambda: any(v == bad for _, _, v in load.results[-30:]))
+            switch.touch()
+            broke = len(load.results)
+            _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+            _wait_for(lambda: load.results[-1][2] == v1)
+            n = len(load.results)
+            _wait_for(lambda: len(load.results) > n + 100)
+        finally:
+            load.close()
+        statuses = [s for _, s, _ in load.results]
+        assert set(statuses[:broke]) == {200} and 500 in statuses[broke:]
+        last_failure = len(statuses) - 1 - statuses[::-1].index(500)
+        assert {v for _, _, v in load.results[last_failure + 1 :]} == {v1}
+        assert set(statuses[last_failure + 1 :]) == {200}
+        last = registry.history()[-1]
+        assert (last.version, last.previous_version) == (v1, bad)
+        assert "5xx) above the limit 5%" in last.reason, last.reason
+        assert service.health()["probation"]["state"] == "rolled_back"
+
+
+def test_a_healthy_champion_completes_its_probation_and_stays(tmp_path):
+    service, storage, payloads = _probation_service(tmp_path, duration=4)
+    register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    with LiveServer(create_app(service, auth=Auth.insecure())) as server:
+        load = _Load(server.url, payloads)
+        try:
+            _wait_for(lambda: len(load.results) > 120)
+            v2 = register(storage, 40)
+            _wait_for(lambda: any(v == v2 for _, _, v in load.results[-30:]))
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                h = client.get("/health").json()["probation"]
+                assert h["state"] == "watching" and h["version"] == v2 and h["previous_p95_ms"] is not None
+                assert "mlops_probation_active 1" in client.get("/metrics").text
+            _wait_for(lambda: (service.probation.status() or {}).get("state") != "watching")
+        finally:
+            load.close()
+        assert load.failed() == []
+        assert service.probation.status()["state"] == "passed", service.probation.status()
+        assert registry.aliases()["champion"] == v2 and registry.history()[-1].version == v2
+        assert service.slot.current.version == v2
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            assert client.get("/health").json()["probation"]["state"] == "passed"
+            assert 'mlops_probations_total{outcome="passed"} 1' in client.get("/metrics").text
 
 
 def test_no_champion_is_503_until_one_is_promoted(tmp_path):

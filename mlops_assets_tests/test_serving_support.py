@@ -76,16 +76,22 @@ def write_config(tmp: Path) -> Path:
 
 
 def register(
-    storage: Storage, max_iter: int, *, promote: bool = True, feature_version: str | None = None
+    storage: Storage,
+    max_iter: int,
+    *,
+    promote: bool = True,
+    feature_version: str | None = None,
+    pipeline: object | None = None,
 ) -> str:
-    """Register the pipeline trained with ``max_iter`` through the registry API; promote it to champion."""
+    """Register the pipeline trained with ``max_iter`` (or ``pipeline``) through the registry API; promote it to
+    champion."""
     from mlops_assets.features import features_code_version
     from mlops_assets.registry.model_registry import ModelRegistry
 
     t = trained()
     reg = ModelRegistry(t.cfg.model.name, storage)
     rv = reg.register(
-        t.pipelines[max_iter],
+        pipeline if pipeline is not None else t.pipelines[max_iter],
         input_example=t.features[t.columns].head(3),
         metrics={"holdout_roc_auc": 0.8},
         feature_version=feature_version or features_code_version(t.cfg),
@@ -94,6 +100,49 @@ def register(
     if promote:
         reg.promote(rv.version, reason="manual")
     return rv.version
+
+
+class SlowClassifier:
+    """A fitted classifier that sleeps ``delay`` seconds in every predict call and then answers as ``inner``: a
+    champion whose latency went bad. Registered like any model (skops records this type as trusted)."""
+
+    def __init__(self, inner: object, delay: float = 0.2):
+        self.inner = inner
+        self.delay = delay
+        self.feature_names_in_ = inner.feature_names_in_  # type: ignore[attr-defined]
+        self.classes_ = inner.classes_  # type: ignore[attr-defined]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"inner": self.inner, "delay": self.delay}
+
+    def predict_proba(self, X):
+        time.sleep(self.delay)
+        return self.inner.predict_proba(X)  # type: ignore[attr-defined]
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+class FailingClassifier:
+    """A fitted classifier that answers as ``inner`` until the file ``switch`` exists, then raises in every predict
+    call: a champion that went bad once it served (it loads, warms up and answers first)."""
+
+    def __init__(self, inner: object, switch: str):
+        self.inner = inner
+        self.switch = switch
+        self.feature_names_in_ = inner.feature_names_in_  # type: ignore[attr-defined]
+        self.classes_ = inner.classes_  # type: ignore[attr-defined]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"inner": self.inner, "switch": self.switch}
+
+    def predict_proba(self, X):
+        if Path(self.switch).exists():
+            raise RuntimeError("the model's backend is gone")
+        return self.inner.predict_proba(X)  # type: ignore[attr-defined]
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
 def materialize_online(storage: Storage) -> None:

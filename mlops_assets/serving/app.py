@@ -212,6 +212,7 @@ def create_app(
     collector."""
     metrics = service.metrics
     limits = service.options.limits
+    probation_observe = service.probation.observe  # every /predict answer (one deque append)
 
     def guarded(
         endpoint: str, method: str, scope: str, handler: Callable[[Request], Awaitable[Response]]
@@ -243,7 +244,9 @@ def create_app(
         else:
             status, payload = await _predict_response(service, body)
         resp = Response(payload, status_code=status, media_type="application/json")
-        metrics.observe_request("/predict", "POST", status, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        metrics.observe_request("/predict", "POST", status, seconds)
+        probation_observe(status, seconds)
         return resp
 
     async def predict_asgi(scope: dict, receive: Any, send: Any) -> None:
@@ -271,7 +274,9 @@ def create_app(
             headers.append(_WWW_AUTHENTICATE)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
-        metrics.observe_request("/predict", "POST", status, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        metrics.observe_request("/predict", "POST", status, seconds)
+        probation_observe(status, seconds)
 
     async def feedback(request: Request) -> Response:
         t0 = time.perf_counter()

@@ -62,6 +62,8 @@ class ServiceMetrics:
         self.model_version: str | None = None
         # The prediction log's state, read at each scrape (set by the service).
         self.prediction_log_status: Callable[[], dict[str, Any]] | None = None
+        # The probation watch's counts, read at each scrape (set by the service).
+        self.probation_status: Callable[[], dict[str, Any]] | None = None
 
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -142,4 +144,16 @@ class ServiceMetrics:
                     "# TYPE mlops_prediction_log_spilled_files gauge",
                     f"mlops_prediction_log_spilled_files {st.get('spilled_files', 0)}",
                 ]
+            if self.probation_status is not None:
+                pr = self.probation_status()
+                lines += [
+                    "# HELP mlops_probation_active 1 while a new champion is on probation.",
+                    "# TYPE mlops_probation_active gauge",
+                    f"mlops_probation_active {pr['active']}",
+                    "# HELP mlops_probations_total Probations of new champions, by outcome "
+                    "(started, passed, rolled_back, superseded, rollback_failed).",
+                    "# TYPE mlops_probations_total counter",
+                ]
+                for outcome in ("started", "passed", "rolled_back", "superseded", "rollback_failed"):
+                    lines.append(f'mlops_probations_total{{outcome="{outcome}"}} {pr[outcome]}')
         return "\n".join(lines) + "\n"

@@ -190,7 +190,8 @@ class ChampionWatcher:
     """Polls the champion alias and hot-swaps the served model off the request path.
 
     ``load_version(version) -> ServedModel`` does the verified load and every check, raising
-    :class:`ModelRefusedError` (or a registry error) to refuse; ``on_swap`` / ``on_refuse`` report to metrics.
+    :class:`ModelRefusedError` (or a registry error) to refuse; ``on_swap(new, replaced)`` / ``on_refuse`` report
+    to metrics (and start a probation).
     """
 
     def __init__(
@@ -200,7 +201,7 @@ class ChampionWatcher:
         load_version: Callable[[str], ServedModel],
         *,
         poll_interval: float = 2.0,
-        on_swap: Callable[[ServedModel], None] | None = None,
+        on_swap: Callable[[ServedModel, ServedModel | None], None] | None = None,
         on_refuse: Callable[[str, str], None] | None = None,
     ):
         self.slot = slot
@@ -244,7 +245,7 @@ class ChampionWatcher:
             current.version if current else "none",
         )
         if self.on_swap:
-            self.on_swap(model)
+            self.on_swap(model, current)
         return True
 
     def _refuse(self, version: str, why: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from mlops_assets.serving.model import (
     build_served_model,
 )
 from mlops_assets.serving.prediction_log import PredictionLog
+from mlops_assets.serving.probation import ProbationWatch
 from mlops_assets.serving.validation import (
     EntitiesRequest,
     InputError,
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
     from mlops_assets.config import MlopsConfig
 
 log = logging.getLogger("mlops_assets.serving")
+
+
+_LOAD_LOCK = threading.Lock()
 
 
 class NoModelError(RuntimeError):
@@ -130,6 +135,15 @@ class PredictionService:
             thread_initializer=self._limit_threads,
             inline=self.options.inline_batches,
         )
+        # Watches each new champion for cfg.probation and rolls it back through the registry's guard on a breach.
+        self.probation = ProbationWatch(
+            cfg.probation,
+            self.registry,
+            self.slot,
+            on_rollback=self._rolled_back,
+            on_failure=self._rollback_failed,
+        )
+        self.metrics.probation_status = self.probation.metrics
         self.watcher = ChampionWatcher(
             self.slot,
             self._champion_version,
@@ -146,9 +160,11 @@ class PredictionService:
         if self.slot.current is None:
             log.warning("no model is served yet: %s", self.slot.refusal)
         self.watcher.start()
+        self.probation.start()
 
     def close(self) -> None:
         self.watcher.stop()
+        self.probation.stop()
         self.prediction_log.close()
         self.features.close()
         if self.alerts is not None:
@@ -183,8 +199,9 @@ class PredictionService:
             )
         )
 
-    def _swapped(self, model: ServedModel) -> None:
+    def _swapped(self, model: ServedModel, replaced: ServedModel | None = None) -> None:
         self.metrics.model_loaded(model.version)
+        self.probation.begin(model, replaced)
         if self.alerts is not None:
             self.alerts.resolve(
                 self.cfg.model.name,
@@ -192,6 +209,26 @@ class PredictionService:
                 f"the prediction service serves champion version {model.version}",
                 version=model.version,
             )
+
+    def _rolled_back(self, model: ServedModel) -> None:
+        """The probation rolled back to ``model`` and serves it again (the alert went out with the move)."""
+        self.metrics.model_loaded(model.version)
+
+    def _rollback_failed(self, version: str, why: str) -> None:
+        if self.alerts is None:
+            return
+        from mlops_assets.alerts import AlertEvent
+
+        self.alerts.notify(
+            AlertEvent(
+                kind="service_degraded",
+                model=self.cfg.model.name,
+                summary=f"the prediction service could not roll back champion version {version}: {why}",
+                version=version,
+                check="probation",
+                dedup_key=f"service_degraded:probation:{version}",
+            )
+        )
 
     _LOG_INCIDENT = "service_degraded:prediction_log"
 
@@ -231,8 +268,11 @@ class PredictionService:
         """Verified load of ``version``, the guard's clearance (a passing gate record for the current feature
         version, or a recorded override; the sha256 the guard recorded when it moved the alias), the
         feature-version check against the online store, and a warm-up."""
-        loaded = self.registry.load(version)
-        model = build_served_model(self.cfg, loaded, self.window_features)
+        # One load at a time in the process: two services embedded in one process (each with its watcher) loading
+        # at once hit "SystemError: AST constructor recursion depth mismatch" in CPython 3.11's parser.
+        with _LOAD_LOCK:
+            loaded = self.registry.load(version)
+            model = build_served_model(self.cfg, loaded, self.window_features)
         store_version = self.features.code_version()
         if model.window_features and store_version is None:
             raise ModelRefusedError(
@@ -429,6 +469,9 @@ class PredictionService:
         out: dict[str, Any] = {"status": "ok", "model_version": model.version, "model_name": model.model_name}
         if self.slot.refusal:
             out["warning"] = self.slot.refusal
+        probation = self.probation.status()
+        if probation is not None:
+            out["probation"] = probation
         log_status = self.prediction_log.status()
         if log_status["status"] != "ok":
             # Still answering, so still healthy enough to take traffic; but predictions wait to be stored. /health
