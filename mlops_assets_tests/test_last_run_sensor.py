@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.tags import SENSOR_NAME_TAG
 
@@ -42,17 +43,17 @@ def _corrupt_last_month(frame: pd.DataFrame) -> pd.DataFrame:
 class Model:
     """One model's definitions on an instance, with its ingest job run in process as the new-data sensor's run."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, years: int = 2):
         self.path = path
         self.cfg: MlopsConfig = load_config(path)
         self.defs = build_model_defs(self.cfg, config_path=str(path))
         self.instance = dg.DagsterInstance.ephemeral()
         self.project = MlopsProject(config_path=str(path))
-        self.keys = [f"{y}-{m:02d}" for y in (1949, 1950) for m in range(1, 13)]
+        self.keys = [f"{y}-{m:02d}" for y in range(1949, 1949 + years) for m in range(1, 13)]
         add_periods(self.instance, period_partitions(self.cfg), self.keys)
 
     def ingest(self, by_sensor: bool = True, run_id: str | None = None, **tags: str) -> dg.DagsterRun:
-        """The ingest job over the 24 months, launched by the new-data sensor (its tag) or by hand."""
+        """The ingest job over every month, launched by the new-data sensor (its tag) or by hand."""
         job = self.defs.resolve_job_def(ingest_job_name(self.cfg))
         if by_sensor:
             tags[SENSOR_NAME_TAG] = new_data_sensor_name(self.cfg)
@@ -169,3 +170,41 @@ def test_a_successful_run_is_recorded_and_an_older_one_never_replaces_it(rainfal
     assert own.status == dg.DagsterRunStatus.SUCCESS
     model.sense(own)
     assert read_last_run(home, "sensed") == last
+
+
+@pytest.mark.slow
+def test_a_drift_retrain_by_the_daemon_is_recorded_with_the_version_it_trained(rainfall_slice):
+    from mlops_assets.defs.model_assets import REASON_TAG
+    from mlops_assets.defs.retraining import retrain_job_name, sensor_name
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+    path, _ = rainfall_slice(years=3, name="sensed")
+    model = Model(path, years=3)
+    assert model.ingest().status == dg.DagsterRunStatus.SUCCESS
+    # The retrain the drift sensor launches: its reason and its sensor's name as tags.
+    result = model.defs.resolve_job_def(retrain_job_name(model.cfg)).execute_in_process(
+        instance=model.instance,
+        tags={REASON_TAG: "drift", SENSOR_NAME_TAG: sensor_name(model.cfg, "drift")},
+        raise_on_error=False,
+    )
+    run = model.instance.get_run_by_id(result.run_id)
+    assert run is not None
+    model.sense(run)
+
+    registry = ModelRegistry("sensed", storage_from_env())
+    [version] = [str(v.version) for v in registry.client.search_model_versions("name='sensed'")]
+    last = read_last_run(storage_from_env().home, "sensed")
+    assert last is not None
+    assert (last["run_id"], last["job"], last["reason"], last["trained_version"]) == (
+        run.run_id,
+        "sensed_retrain_job",
+        "drift",
+        version,
+    )
+    assert last["status"] == ("ok" if result.success else "blocked"), last
+    assert last["partitions"] is None and last["checks_passed"] > 0
+    lines = model.status_text().splitlines()
+    assert lines[1].startswith(
+        f"last run (drift retrain, by the daemon (sensor sensed_drift_retrain_sensor)): {last['status'].upper()} at "
+    ), lines
+    assert f"  trained version {version}" in lines
