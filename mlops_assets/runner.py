@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ class RunOutcome:
     seconds: float = 0.0
     trained_version: str | None = None
     promoted_version: str | None = None
+    first_partition: str | None = None
     last_partition: str | None = None
     materialized: list[str] = field(default_factory=list)
     # The champion that stays because the data and recipe are unchanged (nothing was trained).
@@ -157,6 +159,7 @@ def execute(
     force: bool = False,
     log_level: str = "WARNING",
     run_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Materialize the graph (or ``selection``, asset names) over a partition range in this process (as run
     ``run_id`` when given).
@@ -177,7 +180,7 @@ def execute(
     from mlops_assets.data.partitions import key_window, keys_between
     from mlops_assets.data.sources import source_time_range
     from mlops_assets.defs.factory import add_periods, build_model_defs, period_partitions, run_job_name
-    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, TRAIN_THROUGH_TAG, UNCHANGED_KEY
+    from mlops_assets.defs.model_assets import FORCE_TAG, REASON_TAG, TRAIN_THROUGH_TAG
     from mlops_assets.defs.run_liveness import HOST_TAG, reap_dead_runs
 
     _sleep_while_a_step_waits_for_a_slot()
@@ -199,12 +202,18 @@ def execute(
     add_periods(instance, period_partitions(cfg), keys)
     from mlops_assets.defs.ingestion import RANGE_END, RANGE_START
 
-    tags = {RANGE_START: first, RANGE_END: last, TRAIN_THROUGH_TAG: keys[-1], HOST_TAG: socket.gethostname()}
+    run_tags = {
+        RANGE_START: first,
+        RANGE_END: last,
+        TRAIN_THROUGH_TAG: keys[-1],
+        HOST_TAG: socket.gethostname(),
+        **(tags or {}),
+    }
     if reason:
-        tags[REASON_TAG] = reason
+        run_tags[REASON_TAG] = reason
     if force:
-        tags[FORCE_TAG] = "true"
-        tags.setdefault(REASON_TAG, "manual")
+        run_tags[FORCE_TAG] = "true"
+        run_tags.setdefault(REASON_TAG, "manual")
     if selection is None:
         resolved = defs.resolve_job_def(run_job_name(cfg))
     else:
@@ -229,7 +238,7 @@ def execute(
         engine_log.setLevel(log_level)
     try:
         result = resolved.execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False, run_config=quiet, run_id=run_id
+            instance=instance, tags=run_tags, raise_on_error=False, run_config=quiet, run_id=run_id
         )
     finally:
         engine_log.setLevel(engine_level)
@@ -238,28 +247,30 @@ def execute(
         run_id=result.run_id,
         partitions=keys.index(last) - keys.index(first) + 1,
         seconds=time.perf_counter() - t0,
+        first_partition=first,
         last_partition=last,
         damaged=[d.to_dict() | {"rebuilt": rebuilt} for d, rebuilt in moved_since(cfg, storage, mark)],
     )
+    return read_events(outcome, result.all_events, success=result.success)
+
+
+def read_events(
+    outcome: RunOutcome, events: Iterable[Any], *, success: bool, failure_message: str | None = None
+) -> RunOutcome:
+    """Fill ``outcome`` from a run's Dagster events (its checks, first step error, materializations, trained and
+    promoted versions) and decide its status: ``failed`` on a step error, ``blocked`` when a blocking check failed
+    (or stopped a step), ``failed`` when the run did not succeed for another reason (``failure_message``, e.g. the
+    run failure event's, or "the run failed"), else ``ok``.
+
+    The one reading of a run's outcome: ``mlops-assets run`` feeds it the events of the run it executed, the
+    last-run sensor (:mod:`mlops_assets.defs.last_run_sensor`) those a daemon's or the UI's run left in the event
+    log."""
+    from mlops_assets.defs.model_assets import UNCHANGED_KEY
+
     blocked = False
-    for event in result.all_events:
+    for event in events:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
-            ev = event.asset_check_evaluation_data
-            outcome.checks.append(
-                {
-                    "asset": ev.asset_key.path[-1],
-                    "check": ev.check_name,
-                    "passed": bool(ev.passed),
-                    "severity": ev.severity.value if ev.severity else "ERROR",
-                    "blocking": bool(ev.blocking),
-                    "description": getattr(ev, "description", None),
-                    "metadata": {
-                        k: _plain(v)
-                        for k, v in ev.metadata.items()
-                        if k in SUMMARY_METADATA and _plain(v) not in ([], None)
-                    },
-                }
-            )
+            outcome.checks.append(check_row(event.asset_check_evaluation_data))
         elif event.event_type_value == "STEP_FAILURE":
             err = event.step_failure_data.error
             if err and "DagsterAssetCheckFailedError" in (err.cls_name or ""):
@@ -285,10 +296,28 @@ def execute(
         outcome.status = "failed"
     elif blocked or any(c["blocking"] and not c["passed"] for c in outcome.checks):
         outcome.status = "blocked"
-    elif not result.success:
+    elif not success:
         outcome.status = "failed"
-        outcome.error = outcome.error or "the run failed"
+        outcome.error = failure_message or "the run failed"
     return outcome
+
+
+def check_row(ev: Any) -> dict[str, Any]:
+    """A check evaluation as a report row (asset, check, passed, severity, blocking, description, the summary
+    metadata)."""
+    return {
+        "asset": ev.asset_key.path[-1],
+        "check": ev.check_name,
+        "passed": bool(ev.passed),
+        "severity": ev.severity.value if ev.severity else "ERROR",
+        "blocking": bool(ev.blocking),
+        "description": getattr(ev, "description", None),
+        "metadata": {
+            k: _plain(v)
+            for k, v in ev.metadata.items()
+            if k in SUMMARY_METADATA and _plain(v) not in ([], None)
+        },
+    }
 
 
 def _innermost(err):

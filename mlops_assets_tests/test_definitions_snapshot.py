@@ -114,6 +114,8 @@ EXPECTED_SENSORS = {
     ("mlops_model_freshness_retrain_sensor", "mlops_model_retrain_job", 3600, "RUNNING"),
     ("mlops_model_check_alerts_sensor", None, 30, "RUNNING"),
     ("mlops_model_run_failure_alert_sensor", None, 30, "RUNNING"),
+    ("mlops_model_last_run_success_sensor", None, 30, "RUNNING"),
+    ("mlops_model_last_run_failure_sensor", None, 30, "RUNNING"),
 }
 
 

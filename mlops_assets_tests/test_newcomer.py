@@ -385,7 +385,9 @@ def test_bad_inputs_found_by_a_step_get_one_line_exit_2_and_change_no_model_stat
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["status"] == "failed" and report["champion"]["version"] == "1"
     status, _ = _cli(["status", "--config", str(config)], env, tmp_path)
-    assert status.stdout.splitlines()[1].startswith("last run: FAILED at "), status.stdout
+    assert status.stdout.splitlines()[1].startswith("last run (run, by mlops-assets run): FAILED at "), (
+        status.stdout
+    )
 
 
 def test_commands_without_state_say_so_and_create_nothing(tmp_path):
@@ -437,7 +439,7 @@ def test_a_blocked_run_reads_as_a_summary_and_status_says_blocked(example, tmp_p
 
     status, _ = _cli(["status", "--config", str(config)], env, tmp_path)
     lines = status.stdout.splitlines()
-    assert lines[1].startswith("last run: BLOCKED at "), status.stdout
+    assert lines[1].startswith("last run (run, by mlops-assets run): BLOCKED at "), status.stdout
     assert any(line.strip().startswith("BLOCKED raw_data_has_expected_dtypes") for line in lines[2:])
     assert "champion: version 1" in status.stdout
 

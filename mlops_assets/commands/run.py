@@ -98,9 +98,15 @@ def run(
 
     check_source(cfg, storage.home, config_file)
 
+    import uuid
+
     from mlops_assets import progress as step_progress
-    from mlops_assets.last_run import record_last_run
+    from mlops_assets.defs.factory import run_job_name
+    from mlops_assets.defs.last_run_sensor import RECORDED_BY_TAG
+    from mlops_assets.last_run import RUN_COMMAND, record_last_run
     from mlops_assets.runner import build_report, execute
+
+    run_id = run_id or str(uuid.uuid4())
 
     bar: Progress | PlainProgress = (
         PlainProgress(sys.stderr) if progress is None else Progress(enabled=progress)
@@ -114,6 +120,8 @@ def run(
             force=force,
             log_level="INFO" if verbose else "CRITICAL",
             run_id=run_id,
+            # Recorded for `status` below: the last-run sensors leave this run (and only this one) alone.
+            tags={RECORDED_BY_TAG: run_id},
         )
     finally:
         step_progress.install(None)
@@ -121,7 +129,16 @@ def run(
     registry = open_registry(cfg, storage)
     alert_run(cfg, registry, outcome)
     report = build_report(cfg, outcome, registry=registry)
-    record_last_run(storage.home, cfg.model.name, report)
+    first, last = outcome.first_partition, outcome.last_partition
+    record_last_run(
+        storage.home,
+        cfg.model.name,
+        report,
+        job=run_job_name(cfg),
+        trigger=RUN_COMMAND,
+        reason="manual" if force else None,  # the reason tag execute gives a forced run
+        partition_range=(first, last) if first and last else None,
+    )
     return RunResult(outcome, report)
 
 

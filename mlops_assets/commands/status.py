@@ -57,7 +57,7 @@ class StatusReport:
     deployments: list[dict[str, Any]]
     latest_gate_results: dict[str, Any] | None
     triggers: TriggerReport | None
-    # How the last `mlops-assets run` ended (mlops_assets.last_run), data gates included; None before any.
+    # How the last run of the pipeline ended (mlops_assets.last_run), data gates included; None before any.
     last_run: dict[str, Any] | None = None
     # Challenger versions that passed every gate and wait for `mlops-assets approve` (approval.required).
     awaiting_approval: list[str] = field(default_factory=list)
@@ -193,21 +193,36 @@ def render_text(report: StatusReport) -> str:
 
 
 def _last_run_lines(last: dict[str, Any] | None) -> list[str]:
-    """How the last ``mlops-assets run`` ended: its status and every check that failed (data gates included)."""
-    from mlops_assets.last_run import describe_check
+    """How the last run of the model's pipeline ended (``mlops-assets run``'s, or one the daemon or the UI launched):
+    what it was, its status and every check that failed (data gates included)."""
+    from mlops_assets.last_run import describe_check, describe_run, finished_at_of
 
     if last is None:
-        return ["last run: none recorded (mlops-assets run records one)"]
+        return [
+            "last run: none recorded (mlops-assets run, or a run of the model's jobs in Dagster, records one)"
+        ]
     failed = last.get("failed_checks") or []
+    what = describe_run(last)
+    span = last.get("partition_range")
+    if last.get("partitions") is not None:
+        where = f"{last['partitions']} partitions" + (f" {span[0]}..{span[1]}" if span else "") + ", "
+    else:
+        where = f"partitions {span[0]}..{span[1]}, " if span else ""
+    ended = finished_at_of(last)
+    at = ended.isoformat(timespec="seconds") if ended else last.get("finished_at")
     lines = [
-        f"last run: {str(last['status']).upper()} at {last['finished_at']} ({last.get('partitions')} partitions, "
-        f"{last.get('checks_passed', 0)} checks passed, {len(failed)} failed)"
+        f"last run{f' ({what})' if what else ''}: {str(last['status']).upper()} at {at} "
+        f"({where}{last.get('checks_passed', 0)} checks passed, {len(failed)} failed)"
     ]
+    if last.get("run_id"):
+        lines.append(f"  run {last['run_id']}")
     if last.get("error"):
         lines.append(f"  error: {last['error']}")
     for c in failed:
         mark = "BLOCKED" if c.get("blocking") else f"{c.get('severity', 'WARN')} (not blocking)"
         lines.append(f"  {mark} {describe_check(c)}")
+    if last.get("trained_version"):
+        lines.append(f"  trained version {last['trained_version']}")
     return lines
 
 

@@ -87,6 +87,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
     from mlops_assets.defs.data_assets import build_data_assets
     from mlops_assets.defs.deployment_jobs import build_deployment_jobs
     from mlops_assets.defs.ingestion import build_new_data_sensor
+    from mlops_assets.defs.last_run_sensor import build_last_run_sensors
     from mlops_assets.defs.model_assets import build_model_assets
     from mlops_assets.defs.performance_assets import build_performance_assets
     from mlops_assets.defs.resources import (
@@ -118,6 +119,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
             build_champion_sensor(cfg),
             *(retraining.sensors or []),
             *build_alert_sensors(cfg, prefix),
+            *build_last_run_sensors(cfg, [whole, data, *_retrain_jobs(retraining)]),
         ],
         resources={
             "project": project,
@@ -126,3 +128,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
             "mlflow": mlflow_tracking.configured({"experiment_name": f"mlops_assets/{cfg.model.name}"}),
         },
     )
+
+
+def _retrain_jobs(retraining: dg.Definitions) -> list[UnresolvedAssetJobDefinition]:
+    return [j for j in retraining.jobs or [] if isinstance(j, UnresolvedAssetJobDefinition)]
