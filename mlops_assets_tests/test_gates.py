@@ -37,6 +37,7 @@ from mlops_assets.training.gates import (
     latency_gate,
     metric_floors_gate,
     no_regression_gate,
+    permuted_metrics,
     robustness_gate,
     sanity_gate,
 )
@@ -197,6 +198,18 @@ def test_a_floor_the_champion_misses_too_is_judged_against_the_champion():
     assert judge(degraded, models()["good"]).message.startswith("below floor")
     # Switched off: the floors block whatever the champion scores.
     assert not judge(degraded, stale, floors.model_copy(update={"champion_below_floor": "block"})).passed
+
+
+@pytest.mark.parametrize("rows", [50, 3_000])
+def test_permuted_metrics_equal_scikit_learns_ties_included(rows):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(rows)
+    scores = np.round(rng.random(rows), 2)  # many ties
+    labels = (rng.random((4, rows)) < 0.2).astype(np.int8)
+    roc, ap = permuted_metrics(labels, scores)
+    np.testing.assert_allclose(roc, [roc_auc_score(y, scores) for y in labels], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ap, [average_precision_score(y, scores) for y in labels], rtol=0, atol=1e-12)
 
 
 def test_what_no_skill_reaches_by_chance_shrinks_toward_no_skill_as_rows_grow():
