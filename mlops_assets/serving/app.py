@@ -212,7 +212,7 @@ def create_app(
     collector."""
     metrics = service.metrics
     limits = service.options.limits
-    probation_observe = service.probation.observe  # every /predict answer (one deque append)
+    probation_observe = service.probation.observe  # every /predict answer (one array append)
 
     def guarded(
         endpoint: str, method: str, scope: str, handler: Callable[[Request], Awaitable[Response]]

@@ -3,8 +3,8 @@
 Every ``/predict`` answer is noted (:meth:`ProbationWatch.observe`: one append to an array of doubles, the only
 per-request cost) whether or not a probation runs, so that the p95 latency of the champion being replaced is known
 at the moment of the swap; the watch thread cuts that array into time-stamped chunks every check interval, so a
-window is judged to the check interval's resolution, with numpy, off the request path. When the service swaps to a newer version than the one it served, a probation starts
-(:meth:`ProbationWatch.begin`); a thread of its own judges the sliding window every ``check_interval_seconds``
+window is judged to the check interval's resolution, with numpy, off the request path. When the service swaps to a
+newer version than the one it served, a probation starts (:meth:`ProbationWatch.begin`); a thread of its own judges the sliding window every ``check_interval_seconds``
 (settings: :class:`~mlops_assets.config.ProbationConfig`). On a breach it moves the champion back to the version
 it replaced through :meth:`ModelRegistry.move_champion` (kind ``rolled_back``: the guard's clearance and sha256
 checks, the history row with the reason and the evidence, the alert), then serves that model again at once (the
@@ -69,6 +69,11 @@ _PUBLIC_REASONS = {
 
 def _ignore(status: int, seconds: float) -> None:
     """``observe`` with probation disabled."""
+
+
+def _ms(value: float | None) -> float | None:
+    """A latency in milliseconds as reported (/health, the history's evidence): to 0.1 ms."""
+    return None if value is None else round(value, 1)
 
 
 def _version_key(version: str) -> tuple[int, int | str]:
@@ -282,9 +287,9 @@ class ProbationWatch:
         s = self.settings
         elapsed = time.perf_counter() - p.started
         evidence = {
-            "p95_ms": None if stats.p95_ms is None else round(stats.p95_ms, 1),
-            "p95_limit_ms": None if p.limit_ms is None else round(p.limit_ms, 1),
-            "previous_p95_ms": None if p.baseline_p95_ms is None else round(p.baseline_p95_ms, 1),
+            "p95_ms": _ms(stats.p95_ms),
+            "p95_limit_ms": _ms(p.limit_ms),
+            "previous_p95_ms": _ms(p.baseline_p95_ms),
             "requests": stats.requests,
             "errors": stats.errors,
             "error_rate": round(stats.error_rate, 4),
@@ -365,8 +370,8 @@ class ProbationWatch:
             "version": p.version,
             "previous_version": p.previous.version,
             "started_at": round(p.started_at, 3),
-            "p95_limit_ms": None if p.limit_ms is None else round(p.limit_ms, 1),
-            "previous_p95_ms": None if p.baseline_p95_ms is None else round(p.baseline_p95_ms, 1),
+            "p95_limit_ms": _ms(p.limit_ms),
+            "previous_p95_ms": _ms(p.baseline_p95_ms),
             "max_error_rate": self.settings.max_error_rate,
         }
         if p.state == "watching":
@@ -374,7 +379,7 @@ class ProbationWatch:
         if p.last is not None:
             out["window"] = {
                 "requests": p.last.requests,
-                "p95_ms": None if p.last.p95_ms is None else round(p.last.p95_ms, 1),
+                "p95_ms": _ms(p.last.p95_ms),
                 "error_rate": round(p.last.error_rate, 4),
             }
         # /health needs no token: the reason the service wrote itself, never a registry error's own text (the
