@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("status", "champion, deployment history, latest checks, pending triggers"),
     "repair": ("repair", "move unreadable stored partitions aside and rebuild them from the source"),
     "history": ("history", "every champion move: who, why, the gate record relied on, alerts sent"),
+    "reproduce": (
+        "reproduce",
+        "rebuild a registered version from what it recorded; compare it with the original",
+    ),
     "approve": ("approval", "approve a challenger awaiting approval: it becomes champion through the gates"),
     "reject": ("approval", "reject a challenger awaiting approval: the champion is untouched"),
 }
@@ -91,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         cmds[name].add_argument("version", help="the challenger version awaiting approval")
         cmds[name].add_argument("--by", required=True, help="who decides (recorded)")
         cmds[name].add_argument("--reason", default=None, help="why (recorded)")
+    cmds["reproduce"].add_argument("version", help="the registered model version to rebuild")
+    cmds["reproduce"].add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 unless the rebuilt model is identical to the registered one",
+    )
+    cmds["reproduce"].add_argument("--json", action="store_true", help="machine-readable output")
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")
     cmds["repair"].add_argument(
         "--partition",

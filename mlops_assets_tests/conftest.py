@@ -8,6 +8,7 @@ import os
 # into contended spins. Set before scikit-learn is imported.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import contextlib
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -63,6 +64,28 @@ def mlflow_pg_template() -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def use_home(mp: pytest.MonkeyPatch, home: Path) -> None:
+    """Point MLOPS_HOME and DAGSTER_HOME at ``home`` (through ``mp``, undone with it)."""
+    mp.setenv("MLOPS_HOME", str(home))
+    mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+
+
+@contextlib.contextmanager
+def module_home(folder: Path, migrated_mlflow_db: Path) -> Iterator[Path]:
+    """A home of its own in ``folder`` for a module-scoped fixture (``isolated_storage`` gives each test another):
+    the environment points at it inside the block, and is restored afterwards. A test that uses the home's storage
+    points the environment at it again (:func:`use_home` with its ``monkeypatch``)."""
+    home = folder / "mlops_home"
+    home.mkdir()
+    shutil.copy(migrated_mlflow_db, home / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        use_home(mp, home)
+        for var in STORAGE_VARS:
+            mp.delenv(var, raising=False)
+        mp.chdir(folder)
+        yield home
 
 
 @pytest.fixture(autouse=True)

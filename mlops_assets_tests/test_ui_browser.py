@@ -17,12 +17,15 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pandas as pd
 import pytest
 
 from mlops_assets.config import load_config
 from mlops_assets.defs.factory import build_model_defs
 from mlops_assets.runner import execute, instance_for
 from mlops_assets.storage import storage_from_env
+from mlops_assets_tests.conftest import module_home, use_home, write_slice
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
@@ -69,18 +72,37 @@ def _wait_until_loaded(url: str, proc: subprocess.Popen, log: Path, timeout: flo
     )
 
 
-@pytest.fixture
-def webserver(rainfall_slice, isolated_storage, tmp_path):
-    """A small run into the instance in DAGSTER_HOME, then ``dagster-webserver -m mlops_assets.definitions`` on
-    127.0.0.1 and a free port with MLOPS_CONFIG at the same small config. Yields (url, config path, run outcome)."""
+@pytest.fixture(autouse=True)
+def patient_expect():
+    """Playwright's assertions wait 5 s by default: too short for a page of a webserver on a loaded 2-core
+    machine. Every expect in this module waits up to 60 s."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=60_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
+@pytest.fixture(scope="module")
+def webserver(rainfall, migrated_mlflow_db, tmp_path_factory):
+    """A small run into the instance of a home of the module's own, then ``dagster-webserver -m
+    mlops_assets.definitions`` on 127.0.0.1 and a free port with MLOPS_CONFIG at the same small config. One server
+    for the module's tests (starting it and the run take about a minute). Yields (url, config path, run outcome,
+    home); a test that uses the home's storage points MLOPS_HOME and DAGSTER_HOME at it (:func:`use_home`)."""
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium, or set MLOPS_CHROMIUM)")
-    path, _ = rainfall_slice(years=3, name=MODEL)
-    storage = storage_from_env().ensure()
-    outcome = execute(
-        load_config(path), config_file=str(path), storage=storage, instance=instance_for(storage)
-    )
-    assert outcome.status == "ok", outcome.error
+    tmp_path = tmp_path_factory.mktemp("ui")
+    with module_home(tmp_path, migrated_mlflow_db) as home:
+        path, _ = write_slice(tmp_path, rainfall, years=3, name=MODEL)
+        storage = storage_from_env().ensure()
+        outcome = execute(
+            load_config(path), config_file=str(path), storage=storage, instance=instance_for(storage)
+        )
+        assert outcome.status == "ok", outcome.error
+        yield from _serve(path, outcome, home, tmp_path)
+
+
+def _serve(path: Path, outcome, home: Path, tmp_path: Path):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "MLOPS_CONFIG": str(path), "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS": "true"}
@@ -97,7 +119,7 @@ def webserver(rainfall_slice, isolated_storage, tmp_path):
         )
     try:
         _wait_until_loaded(url, proc, log)
-        yield url, path, outcome
+        yield url, path, outcome, home
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -158,7 +180,7 @@ RUNS_QUERY = """{ runsOrError { ... on Runs { results { runId status assetSelect
 def test_asset_graph_checks_and_a_launch_from_the_ui(webserver, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    url, config_path, outcome = webserver
+    url, config_path, outcome, _home = webserver
     declared = _declared_checks(config_path)
 
     # GraphQL first: the graph the server loaded.
@@ -225,3 +247,76 @@ def test_asset_graph_checks_and_a_launch_from_the_ui(webserver, tmp_path):
     assert {"key": "dagster/from_ui", "value": "true"} in run["tags"]
     # The embedded instance queues runs (QueuedRunCoordinator); without a daemon the run waits in the queue.
     assert run["status"] in {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "SUCCESS"}
+
+
+def test_deployed_model_shows_the_champion_a_cli_rollback_moved_to(webserver, monkeypatch):
+    """The newcomer's report: after ``mlops-assets rollback`` the UI still showed the old champion. Here v2 is
+    promoted and recorded as a run of deployed_model would, the page shows it; then the real CLI rolls back and the
+    same page, reloaded, names v1 and who moved it."""
+    from playwright.sync_api import expect, sync_playwright
+    from sklearn.linear_model import LogisticRegression
+
+    from mlops_assets.defs.champion import record_champion
+    from mlops_assets.registry.model_registry import CHAMPION, ModelRegistry
+    from mlops_assets_tests.support import gate_passed
+
+    url, config_path, _outcome, home = webserver
+    use_home(monkeypatch, home)
+    cfg = load_config(config_path)
+    storage = storage_from_env()
+    reg = ModelRegistry.from_config(cfg, storage)
+    v1 = str(reg.aliases()[CHAMPION])
+    X = pd.DataFrame({"x": np.arange(40.0)})
+    v2 = reg.register(
+        LogisticRegression().fit(X, (X["x"] > 20).astype(int)),
+        input_example=X.head(3),
+        feature_version=reg.feature_version,
+    ).version
+    v2 = str(v2)
+    gate_passed(reg, v2)
+    reg.promote(v2, reason="drift", run_id=None)
+    with instance_for(storage) as instance:
+        record_champion(instance, reg.history(limit=1)[-1], recorded_by="test")
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(60_000)
+            page.goto(f"{url}/assets/{MODEL}/deployed_model")
+
+            def cell(key: str):
+                """The value cell of ``key``'s row in the asset's latest-materialization metadata table."""
+                return page.locator("tr").filter(has=page.get_by_text(key, exact=True)).locator("td").last
+
+            def shows(key: str, value: str) -> None:
+                expect(cell(key)).to_have_text(value)
+
+            # The community dialog shows on an instance's first visit only (the other test may have skipped it).
+            skip = page.get_by_role("button", name="Skip")
+            cell("champion_version").or_(skip).first.wait_for()
+            if skip.is_visible():
+                skip.click()
+
+            shows("champion_version", v2)
+            shows("reason", "drift")
+
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "DAGSTER_"))}
+            env.update(MLOPS_HOME=str(storage.home), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+            proc = subprocess.run(
+                [sys.executable, "-m", "mlops_assets.cli", "rollback", "--config", str(config_path)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            assert f"champion is now version {v1} (was version {v2})" in proc.stdout
+
+            page.reload()
+            shows("champion_version", v1)
+            shows("previous", v2)
+            shows("reason", "rollback")
+            shows("recorded_by", "mlops-assets rollback")
+        finally:
+            browser.close()

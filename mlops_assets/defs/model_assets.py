@@ -4,6 +4,7 @@ Thin wiring over :mod:`mlops_assets.steps`: each asset calls its step and transl
 """
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -12,6 +13,9 @@ from mlops_assets.config import MlopsConfig
 from mlops_assets.defs.checks import check_result, check_specs
 from mlops_assets.defs.resources import HANDOFF_IO, MlopsProject
 from mlops_assets.images import png_markdown
+
+if TYPE_CHECKING:
+    from mlops_assets.provenance import Provenance
 
 REASON_TAG = "mlops/reason"
 REASONS = ("initial", "drift", "performance", "freshness", "manual")
@@ -185,6 +189,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 "split": dg.MetadataValue.json(outcome.split),
                 "feature_code_version": outcome.feature_version,
                 "training_data_version": outcome.training_data_version,
+                **provenance_metadata(outcome.provenance),
                 "sha256": outcome.sha256,
                 "model_card": dg.MetadataValue.md(outcome.model_card),
                 # The plots themselves, shown in the UI (they are also artifacts of the MLflow run).
@@ -256,3 +261,17 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
         )
 
     return [features, trained_model, deployed_model]
+
+
+def provenance_metadata(made_of: "Provenance | None") -> dict[str, Any]:
+    """What the version was made from, as the UI shows it (all of it is in the run's provenance.json)."""
+    if made_of is None:
+        return {}
+    return {
+        "training_code_version": made_of.code_version,
+        "git_commit": str(made_of.git.get("commit")),
+        "git_dirty": str(made_of.git.get("dirty")),
+        "partition_data_versions": dg.MetadataValue.json(made_of.data_versions),
+        "packages": dg.MetadataValue.json(made_of.packages),
+        "random_state": made_of.random_state,
+    }

@@ -592,6 +592,10 @@ class ModelRegistry:
             return self._sql.run_metrics(run_id)
         return dict(self.client.get_run(run_id).data.metrics)
 
+    def version_metrics(self, version: str | int) -> dict[str, float]:
+        """The metrics ``version``'s run recorded (holdout and validation, as registered)."""
+        return self._run_metrics(self.get_version(version).run_id)
+
     def champion(self) -> ChampionInfo | None:
         """The current champion, or ``None`` when there is none."""
         version = self.aliases().get(CHAMPION)

@@ -31,6 +31,7 @@ from mlops_assets.registry.tags import TAG_DECISION_THRESHOLD, TAG_TRAINED_WINDO
 if TYPE_CHECKING:
     from mlops_assets.features.offline import OfflineStore
     from mlops_assets.monitoring.profile import Profile
+    from mlops_assets.provenance import Provenance
     from mlops_assets.registry.model_registry import ModelRegistry
     from mlops_assets.training.pipeline import Backtest, Split, TrainedModel
     from mlops_assets.training.threshold import ThresholdChoice
@@ -116,6 +117,7 @@ class TrainOutcome:
     model_card: str
     training_data_version: str
     plots: dict[str, bytes] = field(default_factory=dict)  # artifact name -> PNG (e.g. plots/roc_curve.png)
+    provenance: Provenance | None = None  # what it was made from (mlops_assets.provenance)
 
     @property
     def passed(self) -> bool:
@@ -575,6 +577,7 @@ def register_challenger(
     The MLflow run is named after the model, its ``trigger`` (``initial``, ``drift``, ... ``run``) and the newest
     partition it was fitted on; the rows it was fitted on and the holdout are its dataset inputs (``training``,
     ``holdout``) with their digests."""
+    from mlops_assets import provenance
     from mlops_assets.monitoring import state as monitoring_state
     from mlops_assets.training.model_card import render_model_card
 
@@ -582,6 +585,19 @@ def register_challenger(
     deployed = challenger.deployed
     frame = data.frame
     train_keys = deployed.split.train
+    made_of = provenance.capture(
+        cfg,
+        frame,
+        PARTITION,
+        {
+            "train": model.split.train,
+            "validation": model.split.validation,
+            "holdout": model.split.holdout,
+            "refit": data.refit_window,
+        },
+        feature_version=feature_version,
+        data_through=data.newest_partition,
+    )
     start, end = challenger.trained_window
     threshold = challenger.threshold
     label = cfg.dataset.label_column
@@ -613,8 +629,10 @@ def register_challenger(
             ),
             monitoring_state.TAG_TRAINED_AT: datetime.now(UTC).isoformat(),
             **({} if fingerprint is None else {TAG_TRAINING_FINGERPRINT: fingerprint}),
+            **made_of.tags(),
         },
         json_artifacts={
+            provenance.ARTIFACT: made_of.to_dict(),
             monitoring_state.PROFILE_ARTIFACT: challenger.profile.to_dict(),
             "split": model.split.to_dict()
             | {"refit": _window(challenger.refit), "backtest": challenger.backtest},
@@ -664,6 +682,7 @@ def register_challenger(
         model_card=card,
         training_data_version=content_version(frame[frame[PARTITION].isin(train_keys)]),
         plots=challenger.plots,
+        provenance=made_of,
     )
 
 

@@ -1,0 +1,157 @@
+"""Provenance and ``mlops-assets reproduce``: a version records what made it, and is rebuilt from that through the
+product's own training step; a rewritten or missing partition, changed training code, or a version that recorded
+nothing is refused with the reason. (The second real dataset's rebuild is in ``test_second_dataset``.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mlops_assets import provenance
+from mlops_assets.commands import reproduce as reproduce_cmd
+from mlops_assets.commands.reproduce import CannotReproduceError, reproduce
+from mlops_assets.config import load_config
+from mlops_assets.features.stores import offline_store
+from mlops_assets.registry.model_registry import ModelRegistry
+from mlops_assets.runner import execute
+from mlops_assets.storage import storage_from_env
+from mlops_assets_tests.conftest import module_home, use_home, write_slice
+from mlops_assets_tests.support import toy_versions
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(folder: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    return subprocess.run(
+        ["git", "-C", str(folder), *args], check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def trained(rainfall, migrated_mlflow_db, tmp_path_factory):
+    """A project in a git checkout (config and data committed), one `run` on three years of the bundled data.
+    Yields (config path, home, commit)."""
+    folder = tmp_path_factory.mktemp("reproduce")
+    with module_home(folder, migrated_mlflow_db) as home:
+        path, _ = write_slice(folder, rainfall, years=3, name="rebuilt")
+        _git(folder, "init", "-q")
+        _git(folder, "add", path.name, "rebuilt.csv")
+        _git(folder, "commit", "-q", "-m", "project")
+        outcome = execute(
+            load_config(path),
+            config_file=str(path),
+            storage=storage_from_env().ensure(),
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+        assert outcome.status == "ok", outcome.error
+        yield path, home, _git(folder, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def project(trained, monkeypatch):
+    path, home, commit = trained
+    use_home(monkeypatch, home)
+    cfg = load_config(path)
+    return cfg, storage_from_env(), commit
+
+
+def test_a_version_records_what_made_it(project):
+    cfg, storage, commit = project
+    reg = ModelRegistry.from_config(cfg, storage)
+    made_of = provenance.Provenance.from_dict(reg.load_json("1", provenance.ARTIFACT))
+    windows = made_of.windows
+    assert windows["holdout"] and windows["train"] and windows["refit"]
+    # Every partition of every window has its data version, and nothing else does.
+    assert set(made_of.data_versions) == {k for keys in windows.values() for k in keys}
+    assert made_of.git == {"commit": commit, "dirty": False}
+    assert made_of.code_files == provenance.code_files()
+    assert made_of.config == provenance.resolved_config(cfg)
+    assert made_of.packages["scikit-learn"] == __import__("sklearn").__version__
+    assert made_of.random_state == cfg.model.random_state == 0
+    tags = reg.get_version("1").tags
+    assert tags[provenance.TAG_GIT_COMMIT] == commit and tags[provenance.TAG_GIT_DIRTY] == "false"
+    assert tags[provenance.TAG_CODE_VERSION] == made_of.code_version
+    assert tags[provenance.TAG_CONFIG_SHA] == provenance.config_sha256(made_of.config)
+
+
+def test_reproduce_check_rebuilds_an_identical_model(trained):
+    path, home, _ = trained
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLOPS_", "DAGSTER_"))}
+    env.update(MLOPS_HOME=str(home), PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlops_assets.cli", "reproduce", "1", "--check", "--config", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "rebuilt version 1 rebuilt: IDENTICAL"
+    assert "predictions on the" in lines[1] and lines[1].endswith("holdout rows: identical")
+    assert re.fullmatch(r"  holdout metrics: (\d+) of \1 identical", lines[2]), lines[2]
+    assert proc.stderr == ""
+
+
+def test_a_rewritten_partition_is_refused_by_name(project):
+    cfg, storage, _ = project
+    store = offline_store(cfg, storage)
+    target = store.root / "1951-05.parquet"
+    kept = target.read_bytes()
+    try:
+        frame = pd.read_parquet(target)
+        frame.loc[frame.index[3], "temperature"] = frame["temperature"].iloc[3] + 1.0  # one value of one row
+        frame.to_parquet(target, index=False)
+        with pytest.raises(CannotReproduceError, match=r"rewritten since it was trained: 1951-05\b"):
+            reproduce(cfg, storage, "1")
+    finally:
+        target.write_bytes(kept)
+
+
+def test_a_partition_gone_from_the_store_is_refused_by_name(project):
+    cfg, storage, _ = project
+    target = offline_store(cfg, storage).root / "1950-02.parquet"
+    aside = target.with_suffix(".aside")
+    target.rename(aside)
+    try:
+        with pytest.raises(CannotReproduceError, match=r"no longer in the offline store: 1950-02"):
+            reproduce(cfg, storage, "1")
+    finally:
+        aside.rename(target)
+
+
+def test_changed_training_code_is_refused_naming_the_file_and_the_commit(project, monkeypatch):
+    cfg, storage, commit = project
+    real = provenance.code_files()
+    changed = {**real, "mlops_assets/training/pipeline.py": "0" * 16}
+    monkeypatch.setattr(provenance, "code_files", lambda: changed)
+    with pytest.raises(CannotReproduceError) as err:
+        reproduce(cfg, storage, "1")
+    assert "mlops_assets/training/pipeline.py" in str(err.value)
+    assert f"check out commit {commit}" in str(err.value)
+    assert reproduce_cmd.code_differences(
+        provenance.Provenance.from_dict(ModelRegistry.from_config(cfg, storage).load_json("1", "provenance"))
+    ) == ["mlops_assets/training/pipeline.py"]
+
+
+def test_a_version_that_recorded_nothing_is_refused(project):
+    cfg, storage, _ = project
+    reg = ModelRegistry.from_config(cfg, storage)
+    (toy,) = toy_versions(reg, 1)
+    with pytest.raises(CannotReproduceError, match=rf"version {toy} has no provenance.json"):
+        reproduce(cfg, storage, toy)
