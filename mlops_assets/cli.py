@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reproduce",
         "rebuild a registered version from what it recorded; compare it with the original",
     ),
+    "gc": ("gc", "remove the offline store's snapshots that no version to keep needs"),
     "approve": ("approval", "approve a challenger awaiting approval: it becomes champion through the gates"),
     "reject": ("approval", "reject a challenger awaiting approval: the champion is untouched"),
 }
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 1 unless the rebuilt model is identical to the registered one",
     )
     cmds["reproduce"].add_argument("--json", action="store_true", help="machine-readable output")
+    cmds["gc"].add_argument(
+        "--dry-run", action="store_true", help="list what would be removed; remove nothing"
+    )
     cmds["status"].add_argument("--json", action="store_true", help="machine-readable output")
     cmds["repair"].add_argument(
         "--partition",

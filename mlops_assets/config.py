@@ -234,6 +234,13 @@ class ApprovalConfig(_Section):
         return _duration_for_check(self.expires_after, key="approval.expires_after").total_seconds()
 
 
+class RetentionConfig(_Section):
+    """``retention:``: the offline store's snapshots ``mlops-assets gc`` keeps. Those of the champion, the previous
+    version and versions awaiting approval are always kept; so are those of the newest ``keep_versions``."""
+
+    keep_versions: int = Field(default=10, ge=0)
+
+
 class ProbationConfig(_Section):
     """``probation:``: how the prediction service watches a new champion right after it swaps it in, and rolls
     back to the champion it replaced (through the guarded path) when the new one breaches a limit.
@@ -276,6 +283,7 @@ class MlopsConfig(_Section):
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     # What the prediction service watches on a new champion, and when it rolls it back.
     probation: ProbationConfig = Field(default_factory=ProbationConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     storage: dict[str, Any] | None = None
 
     # Where the file came from: relative sources resolve against its folder.

@@ -2,7 +2,7 @@
 
 Each registered version carries a ``provenance.json`` artifact (and a few of its fields as MLflow tags, and as
 metadata on the ``trained_model`` materialization): the resolved config, the data version of every partition it
-was fitted and evaluated on, the hash of every source file the training and feature code is made of, the git
+was fitted and evaluated on, the hash of every source file the training and feature code is made of (the config file itself is recorded resolved), the git
 commit of the project (and whether its tree had uncommitted changes), the versions of the packages that compute
 the model, and the random seed.
 """
@@ -32,10 +32,10 @@ SCHEMA = 1
 
 _PACKAGE = Path(__file__).resolve().parent
 # The code a fitted model depends on: the offline store it reads and the feature engine, the split and the fit
-# (training), the step that runs them, the partition keys and the config's defaults. Alerts, serving, Dagster
-# wiring and the registry do not change what is fitted.
+# (training), the step that runs them and the partition keys. Alerts, serving, Dagster wiring and the registry do
+# not change what is fitted; the config's defaults are in the resolved config recorded beside.
 CODE_FOLDERS = ("features", "training")
-CODE_FILES = ("steps/train.py", "data/partitions.py", "lineage.py", "config.py")
+CODE_FILES = ("steps/train.py", "data/partitions.py", "lineage.py")
 # The packages whose versions can change the numbers a fit produces.
 PACKAGES = ("mlops_assets", "numpy", "pandas", "scikit-learn", "scipy", "pyarrow")
 
@@ -109,7 +109,7 @@ def partition_versions(frame: pd.DataFrame, partition_column: str) -> dict[str, 
 @dataclass
 class Provenance:
     """What a version was made from. ``windows``: the partitions of each window (train, validation, holdout,
-    refit) it was fitted and evaluated on; ``data_versions``: partition -> content version of its rows."""
+    refit) it was fitted and evaluated on; ``data_versions``: partition -> content version of its rows as read."""
 
     config: dict[str, Any]
     data_versions: dict[str, str]
@@ -120,6 +120,8 @@ class Provenance:
     packages: dict[str, str]
     random_state: int
     data_through: str | None
+    # partition -> digest of the offline-store file it was read from (Parquet stores; {} for a SQL store)
+    data_files: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA
     code_version: str = field(init=False)
 
@@ -151,6 +153,7 @@ def capture(
     *,
     feature_version: str,
     data_through: str | None,
+    data_files: dict[str, str] | None = None,
 ) -> Provenance:
     """The provenance of a training over ``frame`` (the rows of its windows, as read from the offline store)."""
     return Provenance(
@@ -163,4 +166,5 @@ def capture(
         packages=package_versions(),
         random_state=cfg.model.random_state,
         data_through=data_through,
+        data_files=dict(data_files or {}),
     )

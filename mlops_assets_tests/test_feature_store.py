@@ -351,3 +351,41 @@ def test_online_lookup_reconnects_once_after_postgresql_drops_its_connections(pg
     admin.dispose()
     assert killed >= 1
     pd.testing.assert_frame_equal(get_online_features([{"ticker": "IBM"}]), before)
+
+
+def test_a_rewrite_keeps_the_replaced_bytes_as_a_snapshot_a_pinned_view_reads(tmp_path):
+    from mlops_assets.data.store import file_digest
+    from mlops_assets.features.offline import OfflineStore, OfflineStoreError
+
+    store = OfflineStore(tmp_path)
+    first = pd.DataFrame({"t": pd.date_range("2020-01-01", periods=5, tz="UTC"), "x": np.arange(5.0)})
+    store.write_partition("2020-01", first)
+    (was,) = store.file_digests(["2020-01"]).values()
+    store.write_partition("2020-01", first)  # the same bytes again: nothing kept
+    assert store.snapshots() == []
+
+    second = first.assign(x=first["x"] + 1)
+    store.write_partition("2020-01", second)  # a rewrite: the replaced bytes are kept, named by their digest
+    [(key, digest, path)] = store.snapshots()
+    assert (key, digest) == ("2020-01", was) and file_digest(path) == was
+    pd.testing.assert_frame_equal(store.read(["2020-01"]), second)
+    pd.testing.assert_frame_equal(store.pinned({"2020-01": was}).read(["2020-01"]), first)
+
+    # The batched writer keeps them too; a delete keeps the last bytes.
+    (now,) = store.file_digests(["2020-01"]).values()
+    store.write_partitions(first.assign(x=-first["x"]), [("2020-01", 5)])
+    (third,) = store.file_digests(["2020-01"]).values()
+    store.delete_partition("2020-01")
+    assert store.partitions() == []
+    assert sorted(d for _, d, _ in store.snapshots()) == sorted([was, now, third])
+    pinned = store.pinned({"2020-01": now})
+    assert pinned.partitions() == ["2020-01"]  # gone from the store, there as it was
+    pd.testing.assert_frame_equal(pinned.read(), second)
+
+    # Bytes that are nowhere: named, never read as something else.
+    lost = store.pinned({"2020-01": "0" * 20})
+    assert lost.missing_snapshots() == ["2020-01"]
+    with pytest.raises(
+        OfflineStoreError, match=r"'2020-01'.* no snapshot is kept"
+    ):
+        lost.read(["2020-01"])

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from mlops_assets import provenance
 from mlops_assets.commands import reproduce as reproduce_cmd
+from mlops_assets.commands.gc import gc
 from mlops_assets.commands.reproduce import CannotReproduceError, reproduce
-from mlops_assets.config import load_config
+from mlops_assets.config import RetentionConfig, load_config
 from mlops_assets.features.stores import offline_store
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
@@ -78,6 +78,8 @@ def test_a_version_records_what_made_it(project):
     assert windows["holdout"] and windows["train"] and windows["refit"]
     # Every partition of every window has its data version, and nothing else does.
     assert set(made_of.data_versions) == {k for keys in windows.values() for k in keys}
+    # ... and the digest of the offline-store file it was read from (what a rewrite keeps as a snapshot).
+    assert made_of.data_files == offline_store(cfg, storage).file_digests(sorted(made_of.data_versions))
     assert made_of.git == {"commit": commit, "dirty": False}
     assert made_of.code_files == provenance.code_files()
     assert made_of.config == provenance.resolved_config(cfg)
@@ -108,28 +110,65 @@ def test_reproduce_check_rebuilds_an_identical_model(trained):
     assert proc.stderr == ""
 
 
-def test_a_rewritten_partition_is_refused_by_name(project):
+def _rewrite(store, key: str, bump: float) -> None:
+    """``key`` written again through the store, as a new ingestion would, one value of one row changed."""
+    frame = store.read([key])
+    frame.loc[frame.index[3], "temperature"] += bump
+    store.write_partition(key, frame)
+
+
+def test_a_rewritten_partition_is_read_from_its_snapshot_and_gc_keeps_what_the_champion_needs(project):
     cfg, storage, _ = project
     store = offline_store(cfg, storage)
     target = store.root / "1951-05.parquet"
     kept = target.read_bytes()
     try:
-        frame = pd.read_parquet(target)
-        frame.loc[frame.index[3], "temperature"] = frame["temperature"].iloc[3] + 1.0  # one value of one row
-        frame.to_parquet(target, index=False)
-        with pytest.raises(CannotReproduceError, match=r"rewritten since it was trained: 1951-05\b"):
+        _rewrite(store, "1951-05", 1.0)
+        _rewrite(store, "1951-05", 2.0)  # the first rewrite's bytes: a snapshot no version needs
+        assert len(store.snapshots()) == 2
+        rebuilt = reproduce(cfg, storage, "1")
+        assert rebuilt.identical, rebuilt.summary()
+
+        # No retention beyond what must stay: the champion's snapshot stays, the other goes.
+        bare = cfg.model_copy(update={"retention": RetentionConfig(keep_versions=0)})
+        planned = gc(bare, storage, dry_run=True)
+        assert planned.kept_for == ["1"] and planned.kept == 1 and len(planned.removed) == 1
+        assert len(store.snapshots()) == 2  # a dry run removes nothing
+        done = gc(bare, storage)
+        assert done.removed == planned.removed and done.freed_bytes > 0
+        [(key, digest, _)] = store.snapshots()
+        made_of = provenance.Provenance.from_dict(
+            ModelRegistry.from_config(cfg, storage).load_json("1", provenance.ARTIFACT)
+        )
+        assert (key, digest) == ("1951-05", made_of.data_files["1951-05"])
+    finally:
+        target.write_bytes(kept)
+        for _, _, path in store.snapshots():
+            path.unlink()
+
+
+def test_a_rewrite_whose_snapshot_is_gone_is_refused_by_name(project):
+    cfg, storage, _ = project
+    store = offline_store(cfg, storage)
+    target = store.root / "1951-05.parquet"
+    kept = target.read_bytes()
+    try:
+        _rewrite(store, "1951-05", 1.0)
+        for _, _, path in store.snapshots():
+            path.unlink()  # as a gc of a version not kept would
+        with pytest.raises(CannotReproduceError, match=r"no snapshot kept: 1951-05\)"):
             reproduce(cfg, storage, "1")
     finally:
         target.write_bytes(kept)
 
 
-def test_a_partition_gone_from_the_store_is_refused_by_name(project):
+def test_a_partition_removed_outside_the_store_is_refused_by_name(project):
     cfg, storage, _ = project
     target = offline_store(cfg, storage).root / "1950-02.parquet"
     aside = target.with_suffix(".aside")
     target.rename(aside)
     try:
-        with pytest.raises(CannotReproduceError, match=r"no longer in the offline store: 1950-02"):
+        with pytest.raises(CannotReproduceError, match=r"no snapshot kept: 1950-02\)"):
             reproduce(cfg, storage, "1")
     finally:
         aside.rename(target)

@@ -130,6 +130,7 @@ def reproduce(cfg: MlopsConfig, storage: Storage, version: str) -> Reproduction:
     import numpy as np
 
     from mlops_assets.features import features_code_version
+    from mlops_assets.features.offline import OfflineStoreError
     from mlops_assets.features.stores import offline_store
     from mlops_assets.provenance import package_versions, partition_versions
     from mlops_assets.registry.tags import TAG_DECISION_THRESHOLD
@@ -157,9 +158,19 @@ def reproduce(cfg: MlopsConfig, storage: Storage, version: str) -> Reproduction:
         )
 
     store = offline_store(rcfg, storage).until(prov.data_through)
+    if prov.data_files and store.url is None:
+        # Each partition read from the bytes it was trained on: the current file, or the snapshot a rewrite kept.
+        store = store.pinned(prov.data_files)
+        lost = store.missing_snapshots()
+        if lost:
+            raise CannotReproduceError(
+                f"{where}: the data it was trained on is not all here (rewritten or removed since, and no "
+                f"snapshot kept: {_span(lost)}); `mlops-assets gc` keeps the snapshots of the champion, the "
+                "previous version, versions awaiting approval and the newest retention.keep_versions"
+            )
     try:
         data = load_training_data(rcfg, store)
-    except TrainingDataError as err:
+    except (TrainingDataError, OfflineStoreError) as err:
         raise CannotReproduceError(
             f"{where}: the offline store cannot give its training data: {err}"
         ) from None
@@ -173,8 +184,8 @@ def reproduce(cfg: MlopsConfig, storage: Storage, version: str) -> Reproduction:
         if gone:
             parts.append(f"no longer in the offline store: {_span(gone)}")
         raise CannotReproduceError(
-            f"{where}: the data it was trained on is not all here ({'; '.join(parts)}); the offline store keeps "
-            "the newest rows of each partition only"
+            f"{where}: the data it was trained on is not all here ({'; '.join(parts)})"
+            + ("" if prov.data_files else "; it was stored without snapshots (a SQL offline store)")
         )
     windows = {
         "train": data.split.train,

@@ -12,9 +12,11 @@ group as runs of files whose schemas join alike (:meth:`PartitionStore.read_runs
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -187,8 +189,31 @@ def arrow_slices(frame: pd.DataFrame, sizes: Sequence[int]) -> Iterator[pa.Table
 _ALIKE = {"string", "empty"}
 
 
-def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:
-    """Write ``table`` to ``target`` through a temporary file renamed into place."""
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes (20 hex digits): the name a kept snapshot of it has."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:20]
+
+
+def keep_snapshot(path: Path, snapshots: Path) -> Path:
+    """Keep the file at ``path`` as ``snapshots/<digest>.parquet`` (a hard link where the file system allows it,
+    else a copy); returns the snapshot's path. An existing snapshot of the same bytes is left as it is."""
+    snapshot = snapshots / f"{file_digest(path)}.parquet"
+    if not snapshot.exists():
+        snapshots.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, snapshot)
+        except OSError:
+            shutil.copyfile(path, snapshot)
+    return snapshot
+
+
+def write_table(table: pa.Table, target: Path, *, prefix: str = ".", snapshots: Path | None = None) -> None:
+    """Write ``table`` to ``target`` through a temporary file renamed into place. With ``snapshots``, a file it
+    replaces whose bytes differ is kept there first (:func:`keep_snapshot`): a rewrite never destroys a version."""
     import pyarrow.parquet as pq
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +221,8 @@ def write_table(table: pa.Table, target: Path, *, prefix: str = ".") -> None:
     os.close(fd)
     try:
         pq.write_table(table, tmp)
+        if snapshots is not None and target.is_file() and file_digest(target) != file_digest(Path(tmp)):
+            keep_snapshot(target, snapshots)
         os.replace(tmp, target)
     except OSError as err:
         if err.errno is None or err.filename is not None:

@@ -22,7 +22,9 @@ from mlops_assets.data.store import (
     CorruptPartitionError,
     arrow_slices,
     check_file,
+    file_digest,
     join_alike,
+    keep_snapshot,
     read_table,
     table_to_pandas,
     to_arrow,
@@ -32,6 +34,7 @@ from mlops_assets.data.store import (
 if TYPE_CHECKING:
     from mlops_assets.storage import Storage
 
+SNAPSHOTS = ".snapshots"
 PARTITION_COLUMN = "_partition"
 ROW_COLUMN = "_row"
 
@@ -65,12 +68,24 @@ class OfflineStore:
         self._engine = sa.create_engine(url) if url is not None else None
         # Partitions newer than this key are not seen (None: all): a run reads the data of its own range only.
         self.through = through
+        # partition -> file digest: this view reads those bytes (the current file or a kept snapshot); see pinned.
+        self.pins: dict[str, str] | None = None
 
     def until(self, through: str | None) -> OfflineStore:
         """This store seen up to partition ``through`` (included; None: every partition), for a run that must
         not read partitions another run wrote beyond its own range."""
         view = copy.copy(self)
         view.through = through
+        return view
+
+    def pinned(self, digests: dict[str, str]) -> OfflineStore:
+        """This store as it was: each partition in ``digests`` read from the file with that digest (the current
+        one, or the snapshot a rewrite kept); a partition whose bytes are nowhere any more raises
+        :class:`OfflineStoreError` naming it. Parquet stores only (a SQL store keeps no snapshots)."""
+        if self._engine is not None:
+            raise OfflineStoreError(f"{self!r}: a SQL offline store keeps no snapshots")
+        view = copy.copy(self)
+        view.pins = dict(digests)
         return view
 
     @classmethod
@@ -91,7 +106,9 @@ class OfflineStore:
             raise OfflineStoreError(f"columns {sorted(reserved)} are reserved by the offline store")
         frame = frame.reset_index(drop=True)
         if self._engine is None:
-            write_table(to_arrow(frame), self._path(partition_key))
+            write_table(
+                to_arrow(frame), self._path(partition_key), snapshots=self.snapshot_folder(partition_key)
+            )
             return
         dtypes = {c: str(t) for c, t in frame.dtypes.items()}
         with self._engine.begin() as conn:
@@ -134,12 +151,15 @@ class OfflineStore:
         if reserved:
             raise OfflineStoreError(f"columns {sorted(reserved)} are reserved by the offline store")
         for (key, _), table in zip(parts, arrow_slices(frame, [n for _, n in parts]), strict=True):
-            write_table(table, self._path(key))
+            write_table(table, self._path(key), snapshots=self.snapshot_folder(key))
 
     def delete_partition(self, partition_key: str) -> None:
-        """Remove a partition (no error when it is absent)."""
+        """Remove a partition (no error when it is absent); in a Parquet store its file is kept as a snapshot."""
         if self._engine is None:
-            self._path(partition_key).unlink(missing_ok=True)
+            path = self._path(partition_key)
+            if path.is_file():
+                keep_snapshot(path, self.snapshot_folder(partition_key))
+            path.unlink(missing_ok=True)
         elif self._table_exists():
             with self._engine.begin() as conn:
                 conn.execute(
@@ -154,6 +174,8 @@ class OfflineStore:
             if self.root is None or not self.root.is_dir():
                 return []
             keys = [unquote(p.name[: -len(".parquet")]) for p in self.root.glob("*.parquet")]
+            if self.pins:
+                keys = sorted({*keys, *(k for k, d in self.pins.items() if self._snapshot(k, d).is_file())})
         elif not self._table_exists():
             return []
         else:
@@ -170,6 +192,11 @@ class OfflineStore:
         stored = self.partitions()
         keys = stored if partition_keys is None else sorted(partition_keys)
         missing = sorted(set(keys) - set(stored))
+        lost = [k for k in missing if k in (self.pins or {})]
+        if lost:
+            raise OfflineStoreError(
+                f"{self!r}: partitions {lost[:10]} as pinned: removed since, and no snapshot is kept"
+            )
         if missing:
             raise OfflineStoreError(f"{self!r}: partitions not materialized: {missing[:10]}")
         if not keys:
@@ -204,7 +231,7 @@ class OfflineStore:
     def _read_files(self, keys: list[str], columns: list[str] | None) -> pd.DataFrame:
         """The partitions' files as one frame: joined as Arrow and converted once when the files share a schema
         (a millisecond a file saved on a read of hundreds); else each file converted, then concatenated."""
-        tables = [read_table(self._path(k), columns, asset=self.asset_label) for k in keys]
+        tables = [read_table(self._file(k), columns, asset=self.asset_label) for k in keys]
         joined = join_alike(tables) if len(tables) > 1 else tables[0]
         if joined is not None:
             return table_to_pandas(joined)
@@ -229,6 +256,59 @@ class OfflineStore:
     def _path(self, partition_key: str) -> Path:
         assert self.root is not None
         return self.root / f"{quote(partition_key, safe='')}.parquet"
+
+    # -------------------------------------------------------------------------------------------- snapshots
+    # A Parquet store keeps every file a rewrite replaces (or a delete removes) as
+    # ``.snapshots/<partition>/<sha256 of its bytes>.parquet``: content-addressed, so rewriting the same bytes adds
+    # nothing. A registered version records the digest of each partition it read (``file_digests``); ``pinned``
+    # reads them back, and ``mlops-assets gc`` removes the snapshots no version to keep needs.
+
+    def snapshot_folder(self, partition_key: str) -> Path:
+        assert self.root is not None
+        return self.root / SNAPSHOTS / quote(partition_key, safe="")
+
+    def _snapshot(self, partition_key: str, digest: str) -> Path:
+        return self.snapshot_folder(partition_key) / f"{digest}.parquet"
+
+    def file_digests(self, partition_keys: Sequence[str]) -> dict[str, str]:
+        """partition -> digest of the file a read of it reads now ({} for a SQL store)."""
+        if self._engine is not None:
+            return {}
+        return {k: file_digest(self._file(k)) for k in partition_keys}
+
+    def missing_snapshots(self) -> list[str]:
+        """The pinned partitions whose bytes are neither the current file nor a kept snapshot."""
+        return sorted(
+            k
+            for k, d in (self.pins or {}).items()
+            if not self._snapshot(k, d).is_file()
+            and not (self._path(k).is_file() and file_digest(self._path(k)) == d)
+        )
+
+    def snapshots(self) -> list[tuple[str, str, Path]]:
+        """Every kept snapshot: (partition, digest, path)."""
+        if self._engine is not None or self.root is None or not (self.root / SNAPSHOTS).is_dir():
+            return []
+        return sorted(
+            (unquote(folder.name), path.stem, path)
+            for folder in (self.root / SNAPSHOTS).iterdir()
+            for path in folder.glob("*.parquet")
+        )
+
+    def _file(self, partition_key: str) -> Path:
+        """The file a read of ``partition_key`` reads: the current one, or, pinned to other bytes, their snapshot."""
+        path = self._path(partition_key)
+        digest = (self.pins or {}).get(partition_key)
+        if digest is None:
+            return path
+        snapshot = self._snapshot(partition_key, digest)
+        if snapshot.is_file():
+            return snapshot
+        if path.is_file() and file_digest(path) == digest:
+            return path
+        raise OfflineStoreError(
+            f"{self!r}: partition {partition_key!r} as of {digest}: rewritten since, and no snapshot is kept"
+        )
 
     @property
     def _schema_table(self) -> str:

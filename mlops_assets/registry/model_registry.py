@@ -562,6 +562,15 @@ class ModelRegistry:
                 ) from None
             raise
 
+    def versions(self) -> list[str]:
+        """Every registered version number, oldest first."""
+        if self._sql is not None:
+            return self._sql.versions(self.model_name)
+        return sorted(
+            (str(mv.version) for mv in self.client.search_model_versions(f"name='{self.model_name}'")),
+            key=int,
+        )
+
     def _known_versions_hint(self) -> str:
         if self._sql is not None:
             versions = self._sql.versions(self.model_name)

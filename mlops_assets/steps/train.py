@@ -61,6 +61,8 @@ class TrainingData:
     categorical: list[str]
     newest_partition: str | None  # the newest partition the offline store holds rows for
     refit_window: list[str] = field(default_factory=list)  # what a refit is fitted on (model.refit)
+    # partition -> digest of the offline-store file it was read from (a Parquet store; see OfflineStore.pinned)
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def columns(self) -> list[str]:
@@ -135,23 +137,31 @@ def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
     if cfg.model.train_window_partitions is None:
         # No training window: the windows span every labeled partition, so one read of whole rows serves both the
         # plan and the training (a second read would fetch nearly the whole store again).
+        digests = store.file_digests(store.partitions())
         frame = store.read()
         if frame.empty:
             raise TrainingDataError("the offline store is empty: materialize features first")
         keys = row_keys(frame[ts_col], cfg.partitions.freq)
         split, refit_keys = plan_windows(cfg, frame[ts_col], frame[label])
-        wanted = keys.isin({*split.train, *split.validation, *split.holdout, *refit_keys}).to_numpy()
+        windows = {*split.train, *split.validation, *split.holdout, *refit_keys}
+        wanted = keys.isin(windows).to_numpy()
         if not wanted.all():
             frame = frame[wanted].reset_index(drop=True)
-        return _training_data(cfg, frame, split, refit_keys, newest_partition(keys.unique()))
+        data = _training_data(cfg, frame, split, refit_keys, newest_partition(keys.unique()))
+        data.files = {k: d for k, d in digests.items() if k in windows}
+        return data
     labels = store.read(columns=[ts_col, label])
     if labels.empty:
         raise TrainingDataError("the offline store is empty: materialize features first")
     newest = newest_partition(row_keys(labels[ts_col], cfg.partitions.freq).unique())
     split, refit_keys = plan_windows(cfg, labels[ts_col], labels[label])
     del labels
-    frame = store.read(sorted({*split.train, *split.validation, *split.holdout, *refit_keys}))
-    return _training_data(cfg, frame, split, refit_keys, newest)
+    wanted_keys = sorted({*split.train, *split.validation, *split.holdout, *refit_keys})
+    digests = store.file_digests(wanted_keys)
+    frame = store.read(wanted_keys)
+    data = _training_data(cfg, frame, split, refit_keys, newest)
+    data.files = digests
+    return data
 
 
 def training_data_from_frame(cfg: MlopsConfig, frame: pd.DataFrame) -> TrainingData:
@@ -597,6 +607,7 @@ def register_challenger(
         },
         feature_version=feature_version,
         data_through=data.newest_partition,
+        data_files=data.files,
     )
     start, end = challenger.trained_window
     threshold = challenger.threshold

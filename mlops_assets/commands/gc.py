@@ -1,0 +1,103 @@
+"""``mlops-assets gc [--dry-run]``: remove the offline store's snapshots no version to keep needs.
+
+A rewrite of a partition in the (Parquet) offline store keeps the bytes it replaces as a snapshot, so that a
+registered version can be rebuilt (``mlops-assets reproduce``). A snapshot is needed by a version when the version's
+provenance names its digest. Always kept: the snapshots of the champion, the previous version and every version
+awaiting approval; and those of the newest ``retention.keep_versions`` versions. The rest is removed (``--dry-run``:
+listed). A version that recorded no provenance needs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mlops_assets.commands.context import load_context, open_registry, require_state
+from mlops_assets.config import MlopsConfig
+from mlops_assets.registry.errors import RegistryError
+from mlops_assets.storage import Storage
+
+if TYPE_CHECKING:
+    from mlops_assets.registry.model_registry import ModelRegistry
+
+
+@dataclass
+class GcOutcome:
+    kept_for: list[str]  # the versions whose snapshots were kept, oldest first
+    kept: int  # snapshots kept
+    removed: list[str] = field(default_factory=list)  # "<partition>@<digest>" of each removed snapshot
+    freed_bytes: int = 0
+    dry_run: bool = False
+    note: str | None = None
+
+    def summary(self) -> list[str]:
+        if self.note:
+            return [self.note]
+        verb = "would remove" if self.dry_run else "removed"
+        lines = [
+            f"{verb} {len(self.removed)} snapshot(s), {self.freed_bytes / 1e6:.1f} MB; kept {self.kept} needed by "
+            f"version(s) {', '.join(self.kept_for) or 'none'}"
+        ]
+        lines += [f"  {verb}: {name}" for name in self.removed]
+        return lines
+
+
+def versions_to_keep(cfg: MlopsConfig, registry: ModelRegistry) -> list[str]:
+    """The champion, the previous version, every version awaiting approval, and the newest
+    ``retention.keep_versions`` versions; oldest first."""
+    from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS
+
+    aliases = registry.aliases()
+    keep = {aliases[a] for a in (CHAMPION, PREVIOUS) if a in aliases}
+    keep |= {str(a.version) for a in registry.awaiting_approval()}
+    newest = cfg.retention.keep_versions
+    if newest:
+        keep |= set(registry.versions()[-newest:])
+    return sorted(keep, key=int)
+
+
+def gc(cfg: MlopsConfig, storage: Storage, *, dry_run: bool = False) -> GcOutcome:
+    """Remove (``dry_run``: list) the snapshots that no version of :func:`versions_to_keep` needs."""
+    from mlops_assets.commands.reproduce import CannotReproduceError, recorded_provenance
+    from mlops_assets.features.stores import offline_store
+
+    store = offline_store(cfg, storage)
+    if store.url is not None:
+        return GcOutcome(
+            [], 0, note="the offline store is a SQL table: it keeps no snapshots, nothing to remove"
+        )
+    registry = open_registry(cfg, storage)
+    keep = versions_to_keep(cfg, registry)
+    needed: set[tuple[str, str]] = set()
+    for version in keep:
+        try:
+            prov = recorded_provenance(registry, version)
+        except CannotReproduceError:
+            continue  # registered before provenance was recorded: it names no snapshot
+        needed |= set(prov.data_files.items())
+    out = GcOutcome(keep, 0, dry_run=dry_run)
+    for key, digest, path in store.snapshots():
+        if (key, digest) in needed:
+            out.kept += 1
+            continue
+        out.removed.append(f"{key}@{digest}")
+        out.freed_bytes += path.stat().st_size
+        if not dry_run:
+            path.unlink()
+    return out
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact read
+    ctx = load_context(args.config)
+    require_state(ctx.storage)
+    try:
+        outcome = gc(ctx.cfg, ctx.storage, dry_run=args.dry_run)
+    except RegistryError as err:
+        print(f"mlops-assets gc: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(outcome.summary()))
+    return 0
