@@ -17,7 +17,7 @@ run: install
 	$(BIN)/mlops-assets run --report .mlops/report.json
 
 test: install
-	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 3 --dist loadfile --no-loadscope-reorder --durations=25
 
 dev: install
 	mkdir -p .mlops/dagster && cp -n dagster.yaml .mlops/dagster/dagster.yaml; DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true DAGSTER_HOME=$(CURDIR)/.mlops/dagster $(BIN)/dagster dev -m mlops_assets.definitions

@@ -87,8 +87,20 @@ def git_state(folder: Path | None) -> dict[str, Any]:
 
 
 def resolved_config(cfg: MlopsConfig) -> dict[str, Any]:
-    """The config as validated (defaults filled in), as JSON."""
-    return cfg.model_dump(mode="json")
+    """The config as validated (defaults filled in), as JSON; a URL's password (a database source, a store in
+    ``storage:``) is replaced by ``***``."""
+    from mlops_assets.registry.reachability import redact
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str) and "://" in value:
+            return redact(value)
+        return value
+
+    return clean(cfg.model_dump(mode="json"))
 
 
 def config_sha256(config: dict[str, Any]) -> str:

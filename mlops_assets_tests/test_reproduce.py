@@ -194,3 +194,12 @@ def test_a_version_that_recorded_nothing_is_refused(project):
     (toy,) = toy_versions(reg, 1)
     with pytest.raises(CannotReproduceError, match=rf"version {toy} has no provenance.json"):
         reproduce(cfg, storage, toy)
+
+
+def test_the_recorded_config_keeps_no_password(project):
+    cfg, _, _ = project
+    url = "postgresql://reader:s3cret-pw@db.example.org:5432/warehouse"
+    with_db = cfg.model_copy(update={"dataset": cfg.dataset.model_copy(update={"source": url})})
+    recorded = provenance.resolved_config(with_db)
+    assert recorded["dataset"]["source"] == "postgresql://reader:***@db.example.org:5432/warehouse"
+    assert "s3cret-pw" not in str(recorded)
