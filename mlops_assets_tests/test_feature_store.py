@@ -385,7 +385,5 @@ def test_a_rewrite_keeps_the_replaced_bytes_as_a_snapshot_a_pinned_view_reads(tm
     # Bytes that are nowhere: named, never read as something else.
     lost = store.pinned({"2020-01": "0" * 20})
     assert lost.missing_snapshots() == ["2020-01"]
-    with pytest.raises(
-        OfflineStoreError, match=r"'2020-01'.* no snapshot is kept"
-    ):
+    with pytest.raises(OfflineStoreError, match=r"'2020-01'.* no snapshot is kept"):
         lost.read(["2020-01"])
