@@ -117,49 +117,48 @@ def _rewrite(store, key: str, bump: float) -> None:
     store.write_partition(key, frame)
 
 
-def test_a_rewritten_partition_is_read_from_its_snapshot_and_gc_keeps_what_the_champion_needs(project):
+@pytest.fixture
+def store(project):
+    """The module's offline store; the month the tests rewrite (1951-05) and the snapshots are restored after."""
     cfg, storage, _ = project
     store = offline_store(cfg, storage)
     target = store.root / "1951-05.parquet"
     kept = target.read_bytes()
-    try:
-        _rewrite(store, "1951-05", 1.0)
-        _rewrite(store, "1951-05", 2.0)  # the first rewrite's bytes: a snapshot no version needs
-        assert len(store.snapshots()) == 2
-        rebuilt = reproduce(cfg, storage, "1")
-        assert rebuilt.identical, rebuilt.summary()
-
-        # No retention beyond what must stay: the champion's snapshot stays, the other goes.
-        bare = cfg.model_copy(update={"retention": RetentionConfig(keep_versions=0)})
-        planned = gc(bare, storage, dry_run=True)
-        assert planned.kept_for == ["1"] and planned.kept == 1 and len(planned.removed) == 1
-        assert len(store.snapshots()) == 2  # a dry run removes nothing
-        done = gc(bare, storage)
-        assert done.removed == planned.removed and done.freed_bytes > 0
-        [(key, digest, _)] = store.snapshots()
-        made_of = provenance.Provenance.from_dict(
-            ModelRegistry.from_config(cfg, storage).load_json("1", provenance.ARTIFACT)
-        )
-        assert (key, digest) == ("1951-05", made_of.data_files["1951-05"])
-    finally:
-        target.write_bytes(kept)
-        for _, _, path in store.snapshots():
-            path.unlink()
+    yield store
+    target.write_bytes(kept)
+    for _, _, path in store.snapshots():
+        path.unlink()
 
 
-def test_a_rewrite_whose_snapshot_is_gone_is_refused_by_name(project):
+def test_a_rewritten_partition_is_read_from_its_snapshot_and_gc_keeps_what_the_champion_needs(project, store):
     cfg, storage, _ = project
-    store = offline_store(cfg, storage)
-    target = store.root / "1951-05.parquet"
-    kept = target.read_bytes()
-    try:
-        _rewrite(store, "1951-05", 1.0)
-        for _, _, path in store.snapshots():
-            path.unlink()  # as a gc of a version not kept would
-        with pytest.raises(CannotReproduceError, match=r"no snapshot kept: 1951-05\)"):
-            reproduce(cfg, storage, "1")
-    finally:
-        target.write_bytes(kept)
+    _rewrite(store, "1951-05", 1.0)
+    _rewrite(store, "1951-05", 2.0)  # the first rewrite's bytes: a snapshot no version needs
+    assert len(store.snapshots()) == 2
+    rebuilt = reproduce(cfg, storage, "1")
+    assert rebuilt.identical, rebuilt.summary()
+
+    # No retention beyond what must stay: the champion's snapshot stays, the other goes.
+    bare = cfg.model_copy(update={"retention": RetentionConfig(keep_versions=0)})
+    planned = gc(bare, storage, dry_run=True)
+    assert planned.kept_for == ["1"] and planned.kept == 1 and len(planned.removed) == 1
+    assert len(store.snapshots()) == 2  # a dry run removes nothing
+    done = gc(bare, storage)
+    assert done.removed == planned.removed and done.freed_bytes > 0
+    [(key, digest, _)] = store.snapshots()
+    made_of = provenance.Provenance.from_dict(
+        ModelRegistry.from_config(cfg, storage).load_json("1", provenance.ARTIFACT)
+    )
+    assert (key, digest) == ("1951-05", made_of.data_files["1951-05"])
+
+
+def test_a_rewrite_whose_snapshot_is_gone_is_refused_by_name(project, store):
+    cfg, storage, _ = project
+    _rewrite(store, "1951-05", 1.0)
+    for _, _, path in store.snapshots():
+        path.unlink()  # as a gc of a version not kept would
+    with pytest.raises(CannotReproduceError, match=r"no snapshot kept: 1951-05\)"):
+        reproduce(cfg, storage, "1")
 
 
 def test_a_partition_removed_outside_the_store_is_refused_by_name(project):

@@ -129,6 +129,23 @@ def _serve(path: Path, outcome, home: Path, tmp_path: Path):
             proc.wait(timeout=10)
 
 
+def _open(pw, *, width: int, height: int):
+    """Headless Chromium and a page of ``width`` x ``height`` whose actions wait up to 60 s."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page(viewport={"width": width, "height": height})
+    page.set_default_timeout(60_000)
+    return browser, page
+
+
+def _skip_welcome(page, ready) -> None:
+    """Skip the community dialog the UI shows on an instance's first visit (once per instance: the module's first
+    test skips it), if it shows; ``ready`` is something the page shows once loaded."""
+    skip = page.get_by_role("button", name="Skip")
+    ready.or_(skip).first.wait_for()
+    if skip.is_visible():
+        skip.click()
+
+
 def _declared_checks(config_path) -> dict[str, set[str]]:
     graph = build_model_defs(load_config(config_path), config_path=str(config_path)).resolve_asset_graph()
     out: dict[str, set[str]] = {}
@@ -194,13 +211,11 @@ def test_asset_graph_checks_and_a_launch_from_the_ui(webserver, tmp_path):
     assert all(c["blocking"] for c in nodes[(MODEL, "raw_data")]["assetChecksOrError"]["checks"])
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # Wide enough that the fitted graph shows whole nodes (checks, partitions), not just names.
+        browser, page = _open(pw, width=2000, height=520)
         try:
-            # Wide enough that the fitted graph shows whole nodes (checks, partitions), not just names.
-            page = browser.new_page(viewport={"width": 2000, "height": 520})
-            page.set_default_timeout(60_000)
             page.goto(f"{url}/asset-groups")
-            # First visit on a fresh instance: the community dialog. Skip it.
+            # The module's first visit to a fresh instance: the community dialog. Skip it.
             page.get_by_role("button", name="Skip").click()
             page.get_by_role("button", name="Hide navigation").click()
             page.locator("svg foreignObject").filter(has_text="deployed_model").first.wait_for()
@@ -279,10 +294,8 @@ def test_deployed_model_shows_the_champion_a_cli_rollback_moved_to(webserver, mo
         record_champion(instance, reg.history(limit=1)[-1], recorded_by="test")
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser, page = _open(pw, width=1600, height=1000)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.set_default_timeout(60_000)
             page.goto(f"{url}/assets/{MODEL}/deployed_model")
 
             def cell(key: str):
@@ -292,11 +305,7 @@ def test_deployed_model_shows_the_champion_a_cli_rollback_moved_to(webserver, mo
             def shows(key: str, value: str) -> None:
                 expect(cell(key)).to_have_text(value)
 
-            # The community dialog shows on an instance's first visit only (the other test may have skipped it).
-            skip = page.get_by_role("button", name="Skip")
-            cell("champion_version").or_(skip).first.wait_for()
-            if skip.is_visible():
-                skip.click()
+            _skip_welcome(page, cell("champion_version"))
 
             shows("champion_version", v2)
             shows("reason", "drift")
