@@ -18,6 +18,7 @@ from mlops_assets.commands import reproduce as reproduce_cmd
 from mlops_assets.commands.gc import gc
 from mlops_assets.commands.reproduce import CannotReproduceError, reproduce
 from mlops_assets.config import RetentionConfig, load_config
+from mlops_assets.defs.factory import build_model_defs
 from mlops_assets.features.stores import offline_store
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.runner import execute
@@ -85,6 +86,10 @@ def test_a_version_records_what_made_it(project):
     assert made_of.config == provenance.resolved_config(cfg)
     assert made_of.packages["scikit-learn"] == __import__("sklearn").__version__
     assert made_of.random_state == cfg.model.random_state == 0
+    # Dagster knows the same code version: trained_model's, which the UI compares with its materializations'.
+    graph = build_model_defs(cfg, config_path=None).resolve_asset_graph()
+    key = dg.AssetKey([cfg.model.name, "trained_model"])
+    assert graph.get(key).code_version == made_of.code_version
     tags = reg.get_version("1").tags
     assert tags[provenance.TAG_GIT_COMMIT] == commit and tags[provenance.TAG_GIT_DIRTY] == "false"
     assert tags[provenance.TAG_CODE_VERSION] == made_of.code_version

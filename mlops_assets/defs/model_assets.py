@@ -45,6 +45,7 @@ def metric_metadata(metrics: dict[str, float]) -> dict[str, dg.MetadataValue]:
 
 
 def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition, prefix: list[str]):
+    from mlops_assets import provenance
     from mlops_assets.features import features_code_version
 
     validated_key = dg.AssetKey([*prefix, "validated_data"])
@@ -52,6 +53,7 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     trained_key = dg.AssetKey([*prefix, "trained_model"])
     deployed_key = dg.AssetKey([*prefix, "deployed_model"])
     feature_version = features_code_version(cfg)
+    training_code_version = provenance.code_version(provenance.code_files())
     gated = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
     @dg.asset(
@@ -111,6 +113,9 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 # Nothing new to learn (the champion was trained on exactly this data and recipe): no version,
                 # and deployed_model is skipped.
                 is_required=False,
+                # The hash of the training and feature source files (mlops_assets.provenance): after an upgrade
+                # that changes them, the UI shows the model as trained by other code.
+                code_version=training_code_version,
                 automation_condition=dg.AutomationCondition.all_deps_blocking_checks_passed()
                 & dg.AutomationCondition.on_missing(),
                 description="A scikit-learn pipeline (preprocessing inside) trained on the offline store's "
