@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmds["serve"].add_argument("--host", default="127.0.0.1")
     cmds["serve"].add_argument("--port", type=int, default=8000)
     cmds["serve"].add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port, each with its own service on the champion (default 1)",
+    )
+    cmds["serve"].add_argument(
         "--insecure-local",
         action="store_true",
         help="no authentication (loopback addresses only); otherwise tokens come from MLOPS_SERVE_TOKENS, "

@@ -427,3 +427,99 @@ def test_cli_serve_starts_on_loopback(tmp_path):
         # uvicorn shuts down gracefully, then re-raises the signal it caught: -SIGTERM is a clean exit here.
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         assert b"Traceback" not in proc.stdout.read()
+
+
+def test_cli_serve_with_two_workers_shares_one_port_and_replaces_a_killed_worker(tmp_path):
+    """`mlops-assets serve --workers 2`: two processes on one port, each with its own service on the champion and
+    the same generated tokens; a worker killed with SIGKILL is replaced while the other keeps answering; SIGTERM
+    stops them all."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlops_assets_tests.test_serving_support import write_config
+
+    storage = storage_for(tmp_path / "home")
+    materialize_online(storage)
+    v = register(storage, 25)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, MLOPS_HOME=str(storage.home))
+    env.pop("MLOPS_SERVE_TOKENS", None)
+    cli = Path(sys.executable).parent / "mlops-assets"
+    args = ["serve", "--config", str(write_config(tmp_path)), "--port", str(port), "--workers", "2"]
+    proc = subprocess.Popen([str(cli), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def workers() -> set[int]:
+        """The worker processes: the server's children that multiprocessing spawned (not its resource tracker)."""
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if ppid == proc.pid and b"spawn_main" in cmdline:
+                found.add(int(stat.parent.name))
+        return found
+
+    body = {"rows": row_json(scored_rows().tail(1), "date")}
+    url = f"http://127.0.0.1:{port}/predict"
+
+    def predictions(headers: dict[str, str], n: int = 40) -> list[int]:
+        def one(_):
+            # A connection each: the kernel hands each to whichever worker accepts it first.
+            return httpx.post(url, json=body, headers=headers, timeout=10).status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(one, range(n)))
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["model_version"] == v:
+                    break
+            except (httpx.TransportError, KeyError, ValueError):
+                pass
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.3)
+        tokens: dict[str, str] = {}
+        while len(tokens) < 3:  # printed once by the parent
+            line = proc.stdout.readline().decode()
+            assert line, "the generated tokens were not printed"
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in ("predict", "feedback", "admin"):
+                tokens[parts[0]] = parts[1]
+        first = workers()
+        assert len(first) == 2, first
+        wait_for = time.monotonic() + 60
+        right = {"authorization": f"Bearer {tokens['predict']}"}
+        # Every worker requires the parent's tokens: none answers without one, all answer with it.
+        assert set(predictions({})) == {401}
+        assert set(predictions(right)) == {200}
+
+        killed = min(first)
+        os.kill(killed, signal.SIGKILL)
+        while True:
+            now = workers()
+            if len(now) == 2 and killed not in now:
+                break
+            assert time.monotonic() < wait_for, f"the killed worker was not replaced: {now}"
+            time.sleep(0.5)
+        # The replacement loads the champion and requires the same tokens.
+        deadline = time.monotonic() + 60
+        while set(codes := predictions(right, 16)) != {200}:
+            assert time.monotonic() < deadline, codes
+            time.sleep(1)
+        assert set(predictions({})) == {401}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert workers() == set()
+    assert b"Traceback" not in proc.stdout.read()

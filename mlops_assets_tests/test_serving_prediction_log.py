@@ -287,3 +287,32 @@ def test_postgresql_stopped_and_restarted_under_load_loses_no_record(tmp_path):
             assert not list((tmp_path / "spill").iterdir())
         finally:
             log.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_services_starting_at_once_create_the_tables_once(backend, tmp_path, request):
+    """`serve --workers N` starts N services on one log at the same moment: every one starts, whichever CREATE
+    loses the race to another's."""
+    from mlops_assets.serving.prediction_log import create_tables, make_engine
+
+    url = f"sqlite:///{tmp_path / 'log.db'}" if backend == "sqlite" else request.getfixturevalue("pg_database")
+    engines = [make_engine(url, timeout=10) for _ in range(8)]
+    barrier = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def start(engine) -> None:
+        barrier.wait()
+        try:
+            create_tables(engine)
+        except BaseException as err:  # noqa: BLE001 - collected and reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=start, args=(e,)) for e in engines]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert "predictions" in sa.inspect(engines[0]).get_table_names()
+    for e in engines:
+        e.dispose()

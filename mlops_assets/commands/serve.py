@@ -1,4 +1,4 @@
-"""``mlops-assets serve [--host 127.0.0.1] [--port 8000] [--insecure-local] [--tls-cert F --tls-key F]``: the HTTP
+"""``mlops-assets serve [--host 127.0.0.1] [--port 8000] [--workers N] [--insecure-local] [--tls-cert F --tls-key F]``: the HTTP
 prediction service on the champion, until interrupted. The service itself is :mod:`mlops_assets.serving` (no
 Dagster).
 
@@ -47,17 +47,55 @@ def serve(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     allowed_hosts: list[str] | None = None,
+    workers: int = 1,
+    config_file: Path | None = None,
 ) -> None:
     """Serve ``cfg``'s champion on ``host:port`` until interrupted, requiring ``auth``; HTTPS with ``tls_cert``
     and ``tls_key`` (PEM files); only requests naming one of ``allowed_hosts`` in their Host header (default: any
-    with tokens, loopback names without)."""
+    with tokens, loopback names without).
+
+    With ``workers`` > 1, that many processes (uvicorn's supervisor, which restarts one that dies) share the
+    socket, each with its own service on the champion loaded from ``config_file``: each batches its own requests,
+    hot-swaps and watches a new champion on its own (of several services, one rolls back; see
+    :mod:`mlops_assets.serving.probation`), and answers ``/metrics`` with its own counts."""
     import uvicorn
 
     from mlops_assets.serving.app import create_app
-    from mlops_assets.serving.server import SWITCH_INTERVAL, http_protocol
+    from mlops_assets.serving.server import SWITCH_INTERVAL, WORKER_ENV, http_protocol
     from mlops_assets.serving.service import PredictionService
 
     hosts = frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None
+    if workers > 1:
+        import json
+
+        from mlops_assets.serving.auth import ENV_VAR
+
+        if config_file is None:
+            raise ValueError("serve(workers > 1) needs the config file the workers load")
+        os.environ[WORKER_ENV] = json.dumps(
+            {
+                "config": str(Path(config_file).resolve()),
+                "allowed_hosts": sorted(hosts) if hosts else None,
+                "insecure": not auth.enabled,
+            }
+        )
+        if auth.enabled:
+            os.environ[ENV_VAR] = (
+                auth.env_value()
+            )  # generated tokens too: every worker requires the same ones
+        uvicorn.run(
+            "mlops_assets.serving.server:worker_app",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http=http_protocol(),
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
+        )
+        return
     app = create_app(PredictionService(cfg, storage=storage), auth=auth, allowed_hosts=hosts, freeze_gc=True)
     # The event loop shares the GIL with the prediction-log writer and the champion watcher; with the default
     # 5 ms switch interval each hand-over can stall requests for up to 5 ms.
@@ -80,6 +118,9 @@ def main(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     host = args.host or "127.0.0.1"
+    if args.workers < 1:
+        print(f"mlops-assets serve: --workers {args.workers}: at least 1", file=sys.stderr)
+        return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("mlops-assets serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -107,5 +148,7 @@ def main(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         allowed_hosts=args.allowed_host,
+        workers=args.workers,
+        config_file=ctx.config_file,
     )
     return 0

@@ -82,6 +82,10 @@ class Auth:
         text = env.get(ENV_VAR, "").strip()
         return cls.parse(text) if text else cls.generate()
 
+    def env_value(self) -> str:
+        """The tokens as ``MLOPS_SERVE_TOKENS`` spells them (what :meth:`parse` reads back)."""
+        return ",".join(f"{scope}:{token.decode()}" for scope, token in self.tokens)
+
     def announce(self) -> str:
         """What ``serve`` prints once at start when the tokens were generated."""
         lines = [

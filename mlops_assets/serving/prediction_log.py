@@ -142,6 +142,20 @@ def _short(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:300] if text else ''}"
 
 
+def create_tables(engine: sa.Engine, attempts: int = 3) -> None:
+    """The log's tables, created once however many services start at the same moment (``serve --workers N``,
+    several replicas): a CREATE that loses the race to another process's fails ("already exists" on SQLite and
+    PostgreSQL, a duplicate type on PostgreSQL) and is retried, when the tables are found and left alone."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except sa.exc.DatabaseError as err:
+            text = str(err).lower()
+            if attempt == attempts - 1 or not ("already exists" in text or "duplicate" in text):
+                raise
+
+
 class PredictionLog:
     """Batched, off-request-path writer and reader of the ``predictions`` table at ``url`` (see the module
     docstring for what happens while the database is away)."""
@@ -163,7 +177,7 @@ class PredictionLog:
         # Told on the writer thread, so it must return at once (the service hands the news to another thread).
         self.on_change = on_change
         self.engine = make_engine(url, timeout=write_timeout)
-        metadata.create_all(self.engine)
+        create_tables(self.engine)
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval

@@ -53,12 +53,30 @@ class _OneWriteTransport:
         return getattr(self._transport, name)
 
 
+_PROTOCOL_NAME = "OneWriteHttpToolsProtocol"
+_protocols: dict[float, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    """The default protocol class as a module attribute, made on first use: ``--workers`` hands uvicorn's worker
+    processes the class by reference (pickled as ``mlops_assets.serving.server.OneWriteHttpToolsProtocol``)."""
+    if name == _PROTOCOL_NAME:
+        return http_protocol()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def http_protocol(header_timeout: float = HEADER_TIMEOUT) -> Any:
     """uvicorn's httptools protocol with :class:`_OneWriteTransport` and a header timeout: a connection whose
     request headers are not complete ``header_timeout`` seconds after it opened (or after its request began) is
-    closed. ("auto", without either, when httptools is not installed.)"""
+    closed. ("auto", without either, when httptools is not installed.) One class per timeout."""
     if importlib.util.find_spec("httptools") is None:
         return "auto"
+    if header_timeout not in _protocols:
+        _protocols[header_timeout] = _make_protocol(header_timeout)
+    return _protocols[header_timeout]
+
+
+def _make_protocol(header_timeout: float) -> Any:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class OneWriteHttpToolsProtocol(HttpToolsProtocol):
@@ -94,7 +112,36 @@ def http_protocol(header_timeout: float = HEADER_TIMEOUT) -> Any:
             self._stop_header_timer()
             super().connection_lost(exc)
 
+    if header_timeout == HEADER_TIMEOUT:
+        OneWriteHttpToolsProtocol.__module__ = __name__
+        OneWriteHttpToolsProtocol.__qualname__ = _PROTOCOL_NAME
     return OneWriteHttpToolsProtocol
+
+
+# What a worker process of `mlops-assets serve --workers N` builds its app from (set by the parent): the config file,
+# the allowed Host names and whether authentication is off; the tokens come from MLOPS_SERVE_TOKENS.
+WORKER_ENV = "MLOPS_SERVE_WORKER"
+
+
+def worker_app():
+    """The app of one worker process of ``mlops-assets serve --workers N`` (a uvicorn factory): its own prediction
+    service on the champion, with the settings the parent put in ``MLOPS_SERVE_WORKER``."""
+    import json
+    import os
+    import sys
+
+    from mlops_assets.config import load_config
+    from mlops_assets.serving.app import create_app
+    from mlops_assets.serving.auth import Auth
+    from mlops_assets.serving.service import PredictionService
+    from mlops_assets.storage import storage_from_env
+
+    settings = json.loads(os.environ[WORKER_ENV])
+    auth = Auth.insecure() if settings["insecure"] else Auth.from_env(os.environ)
+    hosts = frozenset(settings["allowed_hosts"]) if settings["allowed_hosts"] else None
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    service = PredictionService(load_config(settings["config"]), storage=storage_from_env())
+    return create_app(service, auth=auth, allowed_hosts=hosts, freeze_gc=True)
 
 
 def build_app(config: str | None = None, options: Any = None, auth: Any = None):
