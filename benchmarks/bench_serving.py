@@ -16,7 +16,10 @@ The client is one asyncio process with N keep-alive connections, each sending a 
 response (closed loop), over pre-encoded HTTP/1.1 requests so the client's own cost is small and identical for
 both servers. For each concurrency (1, 10, 50) and server: throughput, p50/p95/p99 latency, errors; then the ratio.
 
-    .venv/bin/python benchmarks/bench_serving.py [--seconds 5] [--concurrency 1 10 50] [--json out.json]
+    .venv/bin/python benchmarks/bench_serving.py [--seconds 5] [--concurrency 1 10 50] [--workers 1] [--json out.json]
+
+With ``--workers N`` ours runs as ``serve --workers N`` (N processes sharing the port; the batch-size figure then
+describes the process that answered ``/metrics``).
 """
 
 from __future__ import annotations
@@ -125,11 +128,20 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180)
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
-def start_servers(setup: dict, env: dict) -> tuple[dict, list[subprocess.Popen]]:
+def start_servers(setup: dict, env: dict, workers: int = 1) -> tuple[dict, list[subprocess.Popen]]:
     procs, ports = [], {"ours": free_port(), "peer": free_port()}
     logs = setup["storage"].home
     ours = subprocess.Popen(
-        [str(BIN / "mlops-assets"), "serve", "--config", str(setup["config"]), "--port", str(ports["ours"])],
+        [
+            str(BIN / "mlops-assets"),
+            "serve",
+            "--config",
+            str(setup["config"]),
+            "--port",
+            str(ports["ours"]),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=open(logs / "ours.log", "w"),  # noqa: SIM115 - closed with the process
         stderr=subprocess.STDOUT,
@@ -252,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="measurement time per server and concurrency")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--workers", type=int, default=1, help="our service's processes (serve --workers)")
     args = ap.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="bench_serving_"))
@@ -268,10 +281,11 @@ def main(argv: list[str] | None = None) -> int:
             # The peer runs `uvicorn` from PATH: the one in this environment.
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         )
-        ports, procs = start_servers(setup, env)
+        ports, procs = start_servers(setup, env, args.workers)
         check_same_model(ports, setup)
         print(
-            f"model {setup['model']} version {setup['version']}; both servers agree with the offline predictions"
+            f"model {setup['model']} version {setup['version']}; both servers agree with the offline predictions; "
+            f"ours with {args.workers} worker process(es)"
         )
 
         results: dict[str, list[dict]] = {"ours": [], "peer": []}

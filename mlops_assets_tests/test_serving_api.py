@@ -4,6 +4,7 @@ reaches the performance function, each bad input is a 4xx naming the field and l
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -713,3 +714,35 @@ def test_the_edges_of_the_accepted_time_range_never_give_a_5xx(live, date):
     assert r.status_code in (200, 422), r.text
     if r.status_code == 422:
         assert r.json()["field"] in ("rows[0].date", "rows[].date")
+
+
+def test_feedback_labels_are_rate_limited_per_token(live):
+    """A flood of labels from one token gets 429 with Retry-After; another token, and the same one later, are
+    answered. Refused or unknown ids count: the budget limits what a caller may try, not what succeeds."""
+    server, _, service, _ = live
+    limits = Limits(feedback_burst_labels=10, feedback_labels_per_second=5.0)
+    small = PredictionService(trained().cfg, service.storage, ServiceOptions(limits=limits))
+    auth = Auth.parse(",".join(f"{scope}:{token}" for scope, token in TOKENS.items()))
+    ids = [f"no-such-prediction-{i}" for i in range(8)]
+
+    def send(token: str):
+        return client.post(
+            "/feedback",
+            json={"ids": ids, "labels": [0] * len(ids)},
+            headers={"authorization": f"Bearer {token}"},
+        )
+
+    with (
+        LiveServer(create_app(small, auth=auth)) as other,
+        httpx.Client(base_url=other.url, timeout=30) as client,
+    ):
+        assert send(TOKENS["feedback"]).status_code == 404  # 8 of 10 spent
+        flooded = send(TOKENS["feedback"])
+        assert flooded.status_code == 429, flooded.text
+        assert flooded.json()["field"] == "ids" and "too many labels" in flooded.json()["error"]
+        assert 1 <= int(flooded.headers["retry-after"]) <= 2  # 6 labels short at 5 a second
+        assert send(TOKENS["admin"]).status_code == 404  # a bucket of its own
+        time.sleep(float(flooded.json()["retry_after_seconds"]) + 0.2)
+        assert send(TOKENS["feedback"]).status_code == 404
+        metrics = client.get("/metrics", headers={"authorization": f"Bearer {TOKENS['admin']}"}).text
+    assert 'mlops_requests_total{endpoint="/feedback",method="POST",status="429"} 1' in metrics

@@ -62,3 +62,25 @@ def test_host_names_are_read_without_their_port():
     assert _host_name("127.0.0.1:8000") == "127.0.0.1"
     assert _host_name("[::1]:8000") == "::1" and _host_name("[::1]") == "::1"
     assert _host_name("LocalHost") == "localhost"
+
+
+def test_a_label_budget_refills_at_its_rate_per_caller():
+    from mlops_assets.serving.ratelimit import LabelBudget
+
+    now = [0.0]
+    budget = LabelBudget(100, 10.0, max_keys=3, clock=lambda: now[0])
+    assert budget.take(b"Bearer a", 60) is None
+    assert budget.take(b"Bearer a", 60) == pytest.approx(2.0)  # 40 left: 20 short at 10 a second
+    assert budget.take(b"Bearer b", 100) is None  # another caller, another bucket
+    now[0] = 2.0
+    assert budget.take(b"Bearer a", 60) is None  # refilled to 60
+    assert budget.take(b"Bearer a", 1) == pytest.approx(0.1)
+    now[0] = 1_000.0
+    assert (
+        budget.take(b"Bearer a", 500) is None
+    )  # larger than the bucket: allowed from a full one, empties it
+    assert budget.take(b"Bearer a", 1) == pytest.approx(0.1)
+    for caller in (b"c", b"d", b"e"):
+        budget.take(caller, 1)
+    assert len(budget._buckets) == 3  # the fullest forgotten first: a new bucket starts full anyway
+    assert all(b"Bearer" not in key for key in budget._buckets)  # kept under a hash, never the token

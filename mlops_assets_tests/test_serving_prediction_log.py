@@ -295,7 +295,9 @@ def test_services_starting_at_once_create_the_tables_once(backend, tmp_path, req
     loses the race to another's."""
     from mlops_assets.serving.prediction_log import create_tables, make_engine
 
-    url = f"sqlite:///{tmp_path / 'log.db'}" if backend == "sqlite" else request.getfixturevalue("pg_database")
+    url = (
+        f"sqlite:///{tmp_path / 'log.db'}" if backend == "sqlite" else request.getfixturevalue("pg_database")
+    )
     engines = [make_engine(url, timeout=10) for _ in range(8)]
     barrier = threading.Barrier(len(engines))
     errors: list[BaseException] = []

@@ -17,6 +17,7 @@ import asyncio
 import gc
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from mlops_assets.serving.prediction_log import (
     PredictionLogError,
     UnknownPredictionError,
 )
+from mlops_assets.serving.ratelimit import LabelBudget
 from mlops_assets.serving.service import NoModelError, PredictionService
 from mlops_assets.serving.validation import InputError, Limits, RequestError, parse_feedback
 
@@ -213,6 +215,7 @@ def create_app(
     metrics = service.metrics
     limits = service.options.limits
     probation_observe = service.probation.observe  # every /predict answer (one array append)
+    label_budget = LabelBudget(limits.feedback_burst_labels, limits.feedback_labels_per_second)
 
     def guarded(
         endpoint: str, method: str, scope: str, handler: Callable[[Request], Awaitable[Response]]
@@ -285,6 +288,24 @@ def create_app(
             _check_json_content_type(request.headers.get("content-type"))
             body = await _read_body(request, limits)
             ids, labels = parse_feedback(body, limits)
+            # Per token (or, without authentication, per client address); unknown or refused ids count too.
+            caller = (
+                _header(request, "authorization") or (request.client.host if request.client else "").encode()
+            )
+            wait = label_budget.take(caller, len(ids))
+            if wait is not None:
+                resp = JSONResponse(
+                    {
+                        "error": f"too many labels: this caller may send {limits.feedback_burst_labels} at once "
+                        f"and {limits.feedback_labels_per_second:g} a second after; retry in {wait:.1f} s",
+                        "field": "ids",
+                        "retry_after_seconds": round(wait, 1),
+                    },
+                    status_code=429,
+                    headers={"retry-after": str(max(1, math.ceil(wait)))},
+                )
+                metrics.observe_request("/feedback", "POST", 429, time.perf_counter() - t0)
+                return resp
             n = await asyncio.get_running_loop().run_in_executor(None, service.feedback, ids, labels)
             resp = JSONResponse({"labeled": n})
         except InputError as err:

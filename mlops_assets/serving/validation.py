@@ -59,6 +59,11 @@ class Limits:
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20
     body_seconds: float = 10.0  # from the end of the headers to the end of the body (408 after)
+    # Labels /feedback takes per token (without authentication: per client address): a bucket of this many labels,
+    # refilled at the rate below; a request that would overdraw it gets 429 and Retry-After. Sized for a labeling
+    # job (100,000 at once, 1,000 a second after), not for a flood that rewrites the live metric.
+    feedback_burst_labels: int = 100_000
+    feedback_labels_per_second: float = 1_000.0
 
 
 @dataclass(frozen=True)
