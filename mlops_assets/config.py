@@ -249,7 +249,10 @@ class ProbationConfig(_Section):
     (4xx are the client's and not counted), once at least ``min_requests`` of them were answered by the new model.
     Breaches: the p95 latency above ``max_p95_latency_ms``, or above ``max_p95_latency_ratio`` times the previous
     champion's p95 measured by the service before the swap (never below ``latency_floor_ms``); or the share of 5xx
-    above ``max_error_rate``. A model not breaching for ``duration_seconds`` completes its probation."""
+    above ``max_error_rate``; or, once ``min_labels`` of its predictions have labels back through ``/feedback`` (both
+    classes), a live ROC AUC more than ``max_live_auc_drop`` below the previous champion's on its newest labeled
+    predictions (judged every ``label_check_interval_seconds``). A model not breaching for ``duration_seconds``
+    completes its probation."""
 
     enabled: bool = True
     duration_seconds: float = Field(default=600.0, gt=0)
@@ -264,6 +267,11 @@ class ProbationConfig(_Section):
     latency_floor_ms: float = Field(default=50.0, ge=0)
     max_error_rate: float = Field(default=0.05, ge=0, le=1)
     check_interval_seconds: float = Field(default=1.0, gt=0)
+    # The live metric on feedback labels (null: not judged). Labels come back late for many models: only those
+    # arriving within duration_seconds count.
+    max_live_auc_drop: float | None = Field(default=0.1, gt=0, le=1)
+    min_labels: int = Field(default=200, ge=10)
+    label_check_interval_seconds: float = Field(default=10.0, gt=0)
 
 
 class MlopsConfig(_Section):

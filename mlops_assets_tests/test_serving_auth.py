@@ -84,3 +84,29 @@ def test_a_label_budget_refills_at_its_rate_per_caller():
         budget.take(caller, 1)
     assert len(budget._buckets) == 3  # the fullest forgotten first: a new bucket starts full anyway
     assert all(b"Bearer" not in key for key in budget._buckets)  # kept under a hash, never the token
+
+
+def test_the_live_metric_rule_rolls_back_a_collapse_and_rarely_a_healthy_model():
+    """The probation's live ROC AUC rule on scores of a known quality (AUC about 0.80 for both champions, or the
+    new one turned around): a healthy new champion judged on 200 labels is rolled back in under 1 % of draws; a
+    collapsed one always; fewer labels than required, or one class, are not judged."""
+    import numpy as np
+
+    from mlops_assets.serving.probation import auc_standard_error, live_auc_breach
+
+    def draw(rng, n, turned=False):
+        y = (rng.random(n) < 0.3).astype(int)
+        s = rng.normal(1.19 * y, 1.0)  # AUC = Phi(1.19 / sqrt 2), about 0.80
+        return y.tolist(), (-s if turned else s).tolist()
+
+    rng = np.random.default_rng(0)
+    healthy = [live_auc_breach(*draw(rng, 200), *draw(rng, 200), 0.1, 200)[0] for _ in range(500)]
+    assert sum(b is not None for b in healthy) / len(healthy) < 0.01
+    for _ in range(20):
+        breach, figures = live_auc_breach(*draw(rng, 200, turned=True), *draw(rng, 200), 0.1, 200)
+        assert breach is not None and "live ROC AUC" in breach
+        assert figures["live_roc_auc"] < 0.35 < 0.7 < figures["previous_live_roc_auc"]
+    assert live_auc_breach(*draw(rng, 150, turned=True), *draw(rng, 200), 0.1, 200)[0] is None
+    assert live_auc_breach([0] * 300, [0.1] * 300, *draw(rng, 300), 0.1, 200)[0] is None
+    # Hanley and McNeil's example: AUC 0.80 on 50 positives and 50 negatives, standard error about 0.044.
+    assert auc_standard_error(0.8, 50, 50) == pytest.approx(0.0438, abs=0.001)

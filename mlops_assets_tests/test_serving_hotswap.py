@@ -22,6 +22,7 @@ from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets_tests.support import HttpReceiver, self_signed_cert
 from mlops_assets_tests.test_serving_support import (
     FailingClassifier,
+    InvertedClassifier,
     LiveServer,
     SlowClassifier,
     materialize_online,
@@ -150,7 +151,13 @@ class _Load:
 
 
 def _probation_service(
-    tmp_path, duration: float, alerts_url: str | None = None, storage=None
+    tmp_path,
+    duration: float,
+    alerts_url: str | None = None,
+    storage=None,
+    live_auc_drop: float | None = None,
+    min_labels: int = 200,
+    label_check_interval: float = 10.0,
 ) -> tuple[PredictionService, object, list[dict]]:
     if storage is None:
         storage = storage_for(tmp_path / "home")
@@ -168,6 +175,9 @@ def _probation_service(
         min_requests=20,
         latency_floor_ms=100,  # the defaults otherwise: ratio 3, absolute 1000 ms, error rate 5%
         check_interval_seconds=0.25,
+        max_live_auc_drop=live_auc_drop,  # off unless a test judges it
+        min_labels=min_labels,
+        label_check_interval_seconds=label_check_interval,
     )
     cfg = cfg.model_copy(update={"probation": settings})
     service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
@@ -523,3 +533,49 @@ def test_cli_serve_with_two_workers_shares_one_port_and_replaces_a_killed_worker
         assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     assert workers() == set()
     assert b"Traceback" not in proc.stdout.read()
+
+
+def test_a_champion_whose_live_metric_collapses_on_feedback_is_rolled_back(tmp_path):
+    """A champion as fast as the last but whose predictions turn out wrong: once enough of its predictions have
+    labels back through /feedback, its live ROC AUC is far below the previous champion's on its own labels, and the
+    service rolls it back, saying so in the history and /health."""
+    service, storage, payloads = _probation_service(
+        tmp_path, duration=120, live_auc_drop=0.1, min_labels=40, label_check_interval=0.5
+    )
+    labels = [int(v) for v in trained().raw.tail(len(payloads))[trained().cfg.dataset.label_column]]
+    v1 = register(storage, 25)
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+
+    def labeled_traffic(client: httpx.Client, rounds: int) -> set[str]:
+        """Every payload predicted, then its true label sent back; the versions that answered."""
+        versions = set()
+        for _ in range(rounds):
+            r = client.post("/predict", json={"rows": payloads})
+            assert r.status_code == 200, r.text
+            versions.add(r.json()["model_version"])
+            fb = client.post("/feedback", json={"ids": r.json()["ids"], "labels": labels})
+            assert fb.status_code == 200, fb.text
+        return versions
+
+    with (
+        LiveServer(create_app(service, auth=Auth.insecure())) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        assert labeled_traffic(client, 2) == {v1}  # the previous champion's live metric: 120 labels
+        inverted = register(storage, 25, pipeline=InvertedClassifier(trained().pipelines[25]))
+        _wait_for(lambda: client.get("/health").json()["model_version"] == inverted)
+        labeled_traffic(client, 1)  # 60 labeled predictions of the new champion: enough to judge
+        _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+        _wait_for(lambda: client.get("/health").json()["model_version"] == v1)
+        h = client.get("/health").json()["probation"]
+
+    last = registry.history()[-1]
+    assert (last.version, last.previous_version) == (v1, inverted)
+    assert f"automatic rollback: version {inverted} breached its probation" in last.reason
+    assert "live ROC AUC" in last.reason and "below the previous champion's" in last.reason
+    assert h["state"] == "rolled_back" and h["reason"] == last.reason
+    live = h["evidence"]
+    assert live["labels"] >= 40 and live["previous_labels"] >= 40
+    # Turned around, the same model's ROC AUC is one minus the original's.
+    assert live["live_roc_auc"] == pytest.approx(1 - live["previous_live_roc_auc"], abs=0.05)
+    assert live["previous_live_roc_auc"] - live["live_roc_auc"] > 0.1

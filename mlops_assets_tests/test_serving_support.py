@@ -123,6 +123,25 @@ class SlowClassifier:
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
+class InvertedClassifier:
+    """A fitted classifier that answers as fast as ``inner`` with its probabilities turned around: a champion that
+    passed its gates and whose predictions turn out wrong once labels come back."""
+
+    def __init__(self, inner: object):
+        self.inner = inner
+        self.feature_names_in_ = inner.feature_names_in_  # type: ignore[attr-defined]
+        self.classes_ = inner.classes_  # type: ignore[attr-defined]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"inner": self.inner}
+
+    def predict_proba(self, X):
+        return self.inner.predict_proba(X)[:, ::-1]  # type: ignore[attr-defined]
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
 class FailingClassifier:
     """A fitted classifier that answers as ``inner`` until the file ``switch`` exists, then raises in every predict
     call: a champion that went bad once it served (it loads, warms up and answers first)."""

@@ -456,6 +456,24 @@ class PredictionLog:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(predictions)).scalar_one())
 
+    def labeled_scores(
+        self, model_name: str, version: str, *, since: datetime | None = None, limit: int = 10_000
+    ) -> tuple[list[int], list[float]]:
+        """Labels and probabilities of ``version``'s newest labeled predictions (``limit`` at most; made at or
+        after ``since`` when given)."""
+        c = predictions.c
+        q = (
+            sa.select(c.label, c.probability)
+            .where(c.model_name == model_name, c.model_version == version, c.label.is_not(None))
+            .order_by(c.predicted_at.desc())
+            .limit(limit)
+        )
+        if since is not None:
+            q = q.where(c.predicted_at >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [int(r[0]) for r in rows], [float(r[1]) for r in rows]
+
     def records(
         self, ids: Sequence[str] | None = None, *, labeled_only: bool = False
     ) -> list[PredictionRecord]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from mlops_assets.serving.model import ModelSlot, ServedModel
 
 log = logging.getLogger("mlops_assets.serving")
+LabeledScores = Callable[[str, "float | None", int], tuple[list[int], list[float]]]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,57 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
+    """Hanley & McNeil's (1982) standard error of a ROC AUC estimated on ``positives`` and ``negatives``."""
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives
+    )
+    return float(np.sqrt(max(var, 0.0)))
+
+
+# How many standard errors of the difference a live ROC AUC drop must also exceed: the check repeats every few
+# seconds over a probation, on few labels; at 3 a healthy model is rolled back by chance about once in 700 checks.
+LIVE_DROP_Z = 3.0
+
+
+def live_auc_breach(
+    y_new: list[int],
+    p_new: list[float],
+    y_old: list[int],
+    p_old: list[float],
+    max_drop: float,
+    min_labels: int,
+) -> tuple[str | None, dict[str, Any]]:
+    """Whether the new champion's live ROC AUC (labels ``y_new`` of its scores ``p_new``) fell below the previous
+    champion's (``y_old``, ``p_old``) by more than ``max_drop`` and by more than :data:`LIVE_DROP_Z` standard errors
+    of the difference; (the breach's description or None, the figures). Not judged with fewer than ``min_labels``
+    labels of both classes on either side."""
+    from sklearn.metrics import roc_auc_score
+
+    figures: dict[str, Any] = {"labels": len(y_new), "previous_labels": len(y_old)}
+    if min(len(y_new), len(y_old)) < min_labels or len(set(y_new)) < 2 or len(set(y_old)) < 2:
+        return None, figures
+    live, before = float(roc_auc_score(y_new, p_new)), float(roc_auc_score(y_old, p_old))
+    se = np.hypot(
+        auc_standard_error(live, sum(y_new), len(y_new) - sum(y_new)),
+        auc_standard_error(before, sum(y_old), len(y_old) - sum(y_old)),
+    )
+    figures |= {
+        "live_roc_auc": round(live, 4),
+        "previous_live_roc_auc": round(before, 4),
+        "drop_standard_error": round(float(se), 4),
+    }
+    drop = before - live
+    if drop > max_drop and drop > LIVE_DROP_Z * se:
+        return (
+            f"live ROC AUC {live:.3f} on {len(y_new)} labeled predictions, {drop:.3f} below the previous "
+            f"champion's {before:.3f} (on its newest {len(y_old)}); the limit is a drop of {max_drop:g} and "
+            f"{LIVE_DROP_Z:g} standard errors ({LIVE_DROP_Z * se:.3f})"
+        ), figures
+    return None, figures
+
+
 def _version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
 
@@ -96,6 +148,8 @@ class Probation:
     last: WindowStats | None = None
     reason: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    labels_checked: float = 0.0  # perf_counter of the last live-metric check
+    live: dict[str, Any] = field(default_factory=dict)  # the last live-metric check's figures
 
 
 class ProbationWatch:
@@ -109,8 +163,12 @@ class ProbationWatch:
         *,
         on_rollback: Callable[[ServedModel], None] | None = None,
         on_failure: Callable[[str, str], None] | None = None,
+        labeled: LabeledScores | None = None,
     ):
         self.settings = settings
+        # (version, since (epoch seconds) or None, limit) -> (labels, probabilities) of its newest labeled
+        # predictions: the live metric's source (the prediction log); None: not judged.
+        self.labeled = labeled
         self.registry = registry
         self.slot = slot
         self.on_rollback = on_rollback  # the model served again after a rollback (for metrics)
@@ -244,6 +302,12 @@ class ProbationWatch:
             if breach is not None:
                 self._roll_back(p, stats, breach)
                 return p.state
+        if now - p.labels_checked >= s.label_check_interval_seconds:
+            p.labels_checked = now
+            breach = self._live_metric_breach(p)
+            if breach is not None:
+                self._roll_back(p, stats, breach)
+                return p.state
         if now >= p.ends:
             self._finish(p, "passed", None)
             log.info(
@@ -277,6 +341,21 @@ class ProbationWatch:
             return f"p95 latency {stats.p95_ms:.1f} ms above the limit {p.limit_ms:.1f} ms ({'; '.join(how)})"
         return None
 
+    def _live_metric_breach(self, p: Probation) -> str | None:
+        """The new model's ROC AUC on the labels of its predictions made during the probation, against the previous
+        champion's on its newest labeled predictions (up to ten times ``min_labels``): see :func:`live_auc_breach`."""
+        s = self.settings
+        if self.labeled is None or s.max_live_auc_drop is None:
+            return None
+        y_new, p_new = self.labeled(p.version, p.started_at, 100 * s.min_labels)
+        y_old, p_old = (
+            self.labeled(p.previous.version, None, 10 * s.min_labels)
+            if len(y_new) >= s.min_labels
+            else ([], [])
+        )
+        breach, p.live = live_auc_breach(y_new, p_new, y_old, p_old, s.max_live_auc_drop, s.min_labels)
+        return breach
+
     def _roll_back(self, p: Probation, stats: WindowStats, breach: str) -> None:
         from mlops_assets.registry.errors import (
             ChampionChangedError,
@@ -296,6 +375,7 @@ class ProbationWatch:
             "error_rate_limit": s.max_error_rate,
             "window_s": s.window_seconds,
             "after_s": round(elapsed, 1),
+            **p.live,
         }
         reason = (
             f"automatic rollback: version {p.version} breached its probation {elapsed:.0f} s after the swap: "
@@ -376,6 +456,8 @@ class ProbationWatch:
         }
         if p.state == "watching":
             out["ends_in_s"] = round(max(0.0, p.ends - time.perf_counter()), 1)
+        if p.live:
+            out["live"] = p.live  # the last live-metric check on feedback labels
         if p.last is not None:
             out["window"] = {
                 "requests": p.last.requests,

@@ -142,6 +142,7 @@ class PredictionService:
             self.slot,
             on_rollback=self._rolled_back,
             on_failure=self._rollback_failed,
+            labeled=self._labeled_scores,
         )
         self.metrics.probation_status = self.probation.metrics
         self.watcher = ChampionWatcher(
@@ -209,6 +210,14 @@ class PredictionService:
                 f"the prediction service serves champion version {model.version}",
                 version=model.version,
             )
+
+    def _labeled_scores(self, version: str, since: float | None, limit: int) -> tuple[list[int], list[float]]:
+        """The probation's view of the prediction log: ``version``'s newest labeled predictions (made at or after
+        ``since``, epoch seconds)."""
+        from datetime import UTC, datetime
+
+        after = None if since is None else datetime.fromtimestamp(since, UTC)
+        return self.prediction_log.labeled_scores(self.cfg.model.name, version, since=after, limit=limit)
 
     def _rolled_back(self, model: ServedModel) -> None:
         """The probation rolled back to ``model`` and serves it again (the alert went out with the move)."""
