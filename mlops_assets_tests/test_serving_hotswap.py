@@ -367,18 +367,13 @@ def test_serving_never_imports_dagster(module):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_cli_serve_starts_on_loopback(tmp_path):
-    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, serves HTTPS with --tls-cert and
-    --tls-key, generates and requires tokens when none are configured, stops on SIGTERM."""
+def _cli_service_home(tmp_path) -> tuple[str, int, dict[str, str], object]:
+    """A home with a champion and its online store, a free port, the environment of a `mlops-assets serve` that
+    generates its tokens, and the CLI's path: (champion version, port, env, cli)."""
     import os
-    import signal
     import socket
-    import ssl
-    import subprocess
     import sys
     from pathlib import Path
-
-    from mlops_assets_tests.test_serving_support import write_config
 
     storage = storage_for(tmp_path / "home")
     materialize_online(storage)
@@ -388,7 +383,31 @@ def test_cli_serve_starts_on_loopback(tmp_path):
         port = s.getsockname()[1]
     env = dict(os.environ, MLOPS_HOME=str(storage.home))
     env.pop("MLOPS_SERVE_TOKENS", None)
-    cli = Path(sys.executable).parent / "mlops-assets"
+    return v, port, env, Path(sys.executable).parent / "mlops-assets"
+
+
+def _printed_tokens(proc) -> dict[str, str]:
+    """The tokens a `mlops-assets serve` without MLOPS_SERVE_TOKENS printed once at start, by scope."""
+    tokens: dict[str, str] = {}
+    while len(tokens) < 3:
+        line = proc.stdout.readline().decode()
+        assert line, "the generated tokens were not printed"
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("predict", "feedback", "admin"):
+            tokens[parts[0]] = parts[1]
+    return tokens
+
+
+def test_cli_serve_starts_on_loopback(tmp_path):
+    """`mlops-assets serve` (the CLI route) in its own process: binds 127.0.0.1, serves HTTPS with --tls-cert and
+    --tls-key, generates and requires tokens when none are configured, stops on SIGTERM."""
+    import signal
+    import ssl
+    import subprocess
+
+    from mlops_assets_tests.test_serving_support import write_config
+
+    v, port, env, cli = _cli_service_home(tmp_path)
     cert, key = self_signed_cert(tmp_path)
     tls = ssl.create_default_context(cafile=str(cert))
     args = ["serve", "--config", str(write_config(tmp_path)), "--port", str(port)]
@@ -415,13 +434,7 @@ def test_cli_serve_starts_on_loopback(tmp_path):
             "model_name": "mlops_model",
         }
         # No MLOPS_SERVE_TOKENS: tokens were generated, printed once at start, and are required.
-        tokens: dict[str, str] = {}
-        while len(tokens) < 3:
-            line = proc.stdout.readline().decode()
-            assert line, "the generated tokens were not printed"
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in ("predict", "feedback", "admin"):
-                tokens[parts[0]] = parts[1]
+        tokens = _printed_tokens(proc)
         body = {"rows": row_json(scored_rows().tail(1), "date")}
         url = f"https://127.0.0.1:{port}/predict"
         with httpx.Client(verify=tls, timeout=10) as client:
@@ -445,22 +458,12 @@ def test_cli_serve_with_two_workers_shares_one_port_and_replaces_a_killed_worker
     stops them all."""
     import os
     import signal
-    import socket
     import subprocess
-    import sys
     from pathlib import Path
 
     from mlops_assets_tests.test_serving_support import write_config
 
-    storage = storage_for(tmp_path / "home")
-    materialize_online(storage)
-    v = register(storage, 25)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, MLOPS_HOME=str(storage.home))
-    env.pop("MLOPS_SERVE_TOKENS", None)
-    cli = Path(sys.executable).parent / "mlops-assets"
+    v, port, env, cli = _cli_service_home(tmp_path)
     args = ["serve", "--config", str(write_config(tmp_path)), "--port", str(port), "--workers", "2"]
     proc = subprocess.Popen([str(cli), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -499,13 +502,7 @@ def test_cli_serve_with_two_workers_shares_one_port_and_replaces_a_killed_worker
                 pass
             assert time.monotonic() < deadline, "the service did not start"
             time.sleep(0.3)
-        tokens: dict[str, str] = {}
-        while len(tokens) < 3:  # printed once by the parent
-            line = proc.stdout.readline().decode()
-            assert line, "the generated tokens were not printed"
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in ("predict", "feedback", "admin"):
-                tokens[parts[0]] = parts[1]
+        tokens = _printed_tokens(proc)
         first = workers()
         assert len(first) == 2, first
         wait_for = time.monotonic() + 60

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_assets.commands.context import load_context, require_state
 from mlops_assets.config import MlopsConfig
@@ -65,6 +65,15 @@ def serve(
     from mlops_assets.serving.service import PredictionService
 
     hosts = frozenset(h.lower() for h in allowed_hosts) if allowed_hosts else None
+    server: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "http": http_protocol(),
+        "ssl_certfile": tls_cert,
+        "ssl_keyfile": tls_key,
+    }
     if workers > 1:
         import json
 
@@ -80,37 +89,16 @@ def serve(
             }
         )
         if auth.enabled:
-            os.environ[ENV_VAR] = (
-                auth.env_value()
-            )  # generated tokens too: every worker requires the same ones
-        uvicorn.run(
-            "mlops_assets.serving.server:worker_app",
-            factory=True,
-            workers=workers,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            http=http_protocol(),
-            ssl_certfile=tls_cert,
-            ssl_keyfile=tls_key,
-        )
+            # Generated tokens too: every worker requires the same ones.
+            os.environ[ENV_VAR] = auth.env_value()
+        uvicorn.run("mlops_assets.serving.server:worker_app", factory=True, workers=workers, **server)
         return
     app = create_app(PredictionService(cfg, storage=storage), auth=auth, allowed_hosts=hosts, freeze_gc=True)
     # The event loop shares the GIL with the prediction-log writer and the champion watcher; with the default
     # 5 ms switch interval each hand-over can stall requests for up to 5 ms.
     sys.setswitchinterval(SWITCH_INTERVAL)
-    # One worker process: request batching needs the requests in one place; httptools + uvloop when present.
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        http=http_protocol(),
-        ssl_certfile=tls_cert,
-        ssl_keyfile=tls_key,
-    )
+    # One process (the default): a batch gathers the requests of one process only; httptools + uvloop when present.
+    uvicorn.run(app, **server)
 
 
 def main(args: argparse.Namespace) -> int:
