@@ -198,6 +198,9 @@ def test_a_version_that_recorded_nothing_is_refused(project):
     (toy,) = toy_versions(reg, 1)
     with pytest.raises(CannotReproduceError, match=rf"version {toy} has no provenance.json"):
         reproduce(cfg, storage, toy)
+    # gc keeps it among the newest versions and finds no snapshot it needs.
+    planned = gc(cfg, storage, dry_run=True)
+    assert planned.kept_for == ["1", toy] and planned.removed == []
 
 
 def test_the_recorded_config_keeps_no_password(project):

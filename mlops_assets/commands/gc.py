@@ -59,9 +59,19 @@ def versions_to_keep(cfg: MlopsConfig, registry: ModelRegistry) -> list[str]:
     return sorted(keep, key=int)
 
 
+def has_provenance(registry: ModelRegistry, version: str) -> bool:
+    """Whether ``version``'s run holds a provenance artifact (listing the run's artifacts; an error propagates)."""
+    from mlops_assets.provenance import ARTIFACT
+
+    run_id = registry.get_version(version).run_id
+    if run_id is None:
+        return False
+    return f"{ARTIFACT}.json" in {a.path for a in registry.client.list_artifacts(run_id)}
+
+
 def gc(cfg: MlopsConfig, storage: Storage, *, dry_run: bool = False) -> GcOutcome:
     """Remove (``dry_run``: list) the snapshots that no version of :func:`versions_to_keep` needs."""
-    from mlops_assets.commands.reproduce import CannotReproduceError, recorded_provenance
+    from mlops_assets.commands.reproduce import recorded_provenance
     from mlops_assets.features.stores import offline_store
 
     store = offline_store(cfg, storage)
@@ -73,11 +83,10 @@ def gc(cfg: MlopsConfig, storage: Storage, *, dry_run: bool = False) -> GcOutcom
     keep = versions_to_keep(cfg, registry)
     needed: set[tuple[str, str]] = set()
     for version in keep:
-        try:
-            prov = recorded_provenance(registry, version)
-        except CannotReproduceError:
+        if not has_provenance(registry, version):
             continue  # registered before provenance was recorded: it names no snapshot
-        needed |= set(prov.data_files.items())
+        # Any error reading a provenance that exists stops gc: nothing is removed on a guess.
+        needed |= set(recorded_provenance(registry, version).data_files.items())
     out = GcOutcome(keep, 0, dry_run=dry_run)
     for key, digest, path in store.snapshots():
         if (key, digest) in needed:
