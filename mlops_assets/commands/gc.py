@@ -59,19 +59,9 @@ def versions_to_keep(cfg: MlopsConfig, registry: ModelRegistry) -> list[str]:
     return sorted(keep, key=int)
 
 
-def has_provenance(registry: ModelRegistry, version: str) -> bool:
-    """Whether ``version``'s run holds a provenance artifact (listing the run's artifacts; an error propagates)."""
-    from mlops_assets.provenance import ARTIFACT
-
-    run_id = registry.get_version(version).run_id
-    if run_id is None:
-        return False
-    return f"{ARTIFACT}.json" in {a.path for a in registry.client.list_artifacts(run_id)}
-
-
 def gc(cfg: MlopsConfig, storage: Storage, *, dry_run: bool = False) -> GcOutcome:
     """Remove (``dry_run``: list) the snapshots that no version of :func:`versions_to_keep` needs."""
-    from mlops_assets.commands.reproduce import recorded_provenance
+    from mlops_assets.commands.reproduce import has_provenance, recorded_provenance
     from mlops_assets.features.stores import offline_store
 
     store = offline_store(cfg, storage)

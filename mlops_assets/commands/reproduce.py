@@ -92,19 +92,27 @@ def _same(a: float | None, b: float | None) -> bool:
     return a == b or (a is not None and b is not None and abs(a - b) <= 1e-12 * max(1.0, abs(a)))
 
 
+def has_provenance(registry: Any, version: str) -> bool:
+    """Whether ``version``'s run holds a provenance artifact (listing the run's artifacts; an error propagates)."""
+    from mlops_assets.provenance import ARTIFACT
+
+    run_id = registry.get_version(version).run_id
+    if run_id is None:
+        return False
+    return f"{ARTIFACT}.json" in {a.path for a in registry.client.list_artifacts(run_id)}
+
+
 def recorded_provenance(registry: Any, version: str) -> Provenance:
+    """``version``'s provenance; :class:`CannotReproduceError` when its run holds none (registered before versions
+    recorded it, or not by mlops_assets). Any other error reading it propagates."""
     from mlops_assets.provenance import ARTIFACT, Provenance
 
-    try:
-        data = registry.load_json(version, ARTIFACT)
-    except RegistryError:
-        raise
-    except Exception as err:  # MLflow's "artifact not found" has no class of its own
+    if not has_provenance(registry, version):
         raise CannotReproduceError(
             f"version {version} has no {ARTIFACT}.json: it was registered before versions recorded what they "
-            f"were made from, or not by mlops_assets ({type(err).__name__})"
-        ) from None
-    return Provenance.from_dict(data)
+            "were made from, or not by mlops_assets"
+        )
+    return Provenance.from_dict(registry.load_json(version, ARTIFACT))
 
 
 def recorded_config(prov: Provenance, current: MlopsConfig) -> MlopsConfig:
