@@ -130,23 +130,26 @@ def worker_app():
     import os
     import sys
 
-    from mlops_assets.config import load_config
-    from mlops_assets.serving.app import create_app
     from mlops_assets.serving.auth import Auth
-    from mlops_assets.serving.service import PredictionService
-    from mlops_assets.storage import storage_from_env
 
     settings = json.loads(os.environ[WORKER_ENV])
-    auth = Auth.insecure() if settings["insecure"] else Auth.from_env(os.environ)
-    hosts = frozenset(settings["allowed_hosts"]) if settings["allowed_hosts"] else None
     sys.setswitchinterval(SWITCH_INTERVAL)
-    service = PredictionService(load_config(settings["config"]), storage=storage_from_env())
-    return create_app(service, auth=auth, allowed_hosts=hosts, freeze_gc=True)
+    return build_app(
+        settings["config"],
+        auth=Auth.insecure() if settings["insecure"] else None,
+        allowed_hosts=frozenset(settings["allowed_hosts"]) if settings["allowed_hosts"] else None,
+    )
 
 
-def build_app(config: str | None = None, options: Any = None, auth: Any = None):
+def build_app(
+    config: str | None = None,
+    options: Any = None,
+    auth: Any = None,
+    allowed_hosts: frozenset[str] | None = None,
+):
     """The ASGI app for ``config`` (a path to ``mlops.yaml``, or None for ``$MLOPS_CONFIG`` / the bundled one),
-    requiring ``auth`` (default: the tokens of ``MLOPS_SERVE_TOKENS``, which must be set)."""
+    requiring ``auth`` (default: the tokens of ``MLOPS_SERVE_TOKENS``, which must be set) and, with
+    ``allowed_hosts``, one of those names in the Host header."""
     import os
 
     from mlops_assets.config import load_config
@@ -160,4 +163,5 @@ def build_app(config: str | None = None, options: Any = None, auth: Any = None):
             raise AuthConfigError(f"{ENV_VAR} is not set: give the tokens the app requires, or pass auth=")
         auth = Auth.from_env(os.environ)
     cfg = load_config(config)
-    return create_app(PredictionService(cfg, storage_from_env(), options=options), auth=auth, freeze_gc=True)
+    service = PredictionService(cfg, storage_from_env(), options=options)
+    return create_app(service, auth=auth, allowed_hosts=allowed_hosts, freeze_gc=True)
