@@ -135,13 +135,14 @@ class Provenance:
     # partition -> digest of the offline-store file it was read from (Parquet stores; {} for a SQL store)
     data_files: dict[str, str] = field(default_factory=dict)
     schema: int = SCHEMA
-    code_version: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.code_version = code_version(self.code_files)
+    @property
+    def code_version(self) -> str:
+        return code_version(self.code_files)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As recorded: the fields, and the code version (for a reader of the JSON)."""
+        return asdict(self) | {"code_version": self.code_version}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Provenance:

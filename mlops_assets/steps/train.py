@@ -137,7 +137,6 @@ def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
     if cfg.model.train_window_partitions is None:
         # No training window: the windows span every labeled partition, so one read of whole rows serves both the
         # plan and the training (a second read would fetch nearly the whole store again).
-        digests = store.file_digests(store.partitions())
         frame = store.read()
         if frame.empty:
             raise TrainingDataError("the offline store is empty: materialize features first")
@@ -148,7 +147,8 @@ def load_training_data(cfg: MlopsConfig, store: OfflineStore) -> TrainingData:
         if not wanted.all():
             frame = frame[wanted].reset_index(drop=True)
         data = _training_data(cfg, frame, split, refit_keys, newest_partition(keys.unique()))
-        data.files = {k: d for k, d in digests.items() if k in windows}
+        # The files of the windows only (the provenance checks the rows it read against these, see reproduce).
+        data.files = store.file_digests(sorted(windows))
         return data
     labels = store.read(columns=[ts_col, label])
     if labels.empty:
