@@ -210,3 +210,27 @@ def test_the_recorded_config_keeps_no_password(project):
     recorded = provenance.resolved_config(with_db)
     assert recorded["dataset"]["source"] == "postgresql://reader:***@db.example.org:5432/warehouse"
     assert "s3cret-pw" not in str(recorded)
+
+
+def test_a_rebuild_that_differs_is_reported_and_check_exits_1(project, monkeypatch, capsys):
+    """The comparison is real: rebuilt with another recipe (as if the recorded config had said 5 boosting
+    iterations), the predictions and metrics differ, the summary says DIFFERENT and `--check` exits 1."""
+    import argparse
+
+    cfg, storage, _ = project
+    real = reproduce_cmd.recorded_config
+
+    def other_recipe(prov, current):
+        recorded = real(prov, current)
+        model = recorded.model.model_copy(update={"params": {**recorded.model.params, "max_iter": 5}})
+        return recorded.model_copy(update={"model": model})
+
+    monkeypatch.setattr(reproduce_cmd, "recorded_config", other_recipe)
+    rebuilt = reproduce(cfg, storage, "1")
+    assert not rebuilt.identical and rebuilt.max_prediction_diff > 0 and rebuilt.metric_diffs
+    assert rebuilt.summary()[0].endswith("rebuilt: DIFFERENT")
+    args = argparse.Namespace(
+        config=str(cfg.source_dir / "rebuilt.yaml"), version="1", check=True, json=False
+    )
+    assert reproduce_cmd.main(args) == 1
+    assert "DIFFERENT" in capsys.readouterr().out
