@@ -274,6 +274,54 @@ class ProbationConfig(_Section):
     label_check_interval_seconds: float = Field(default=10.0, gt=0)
 
 
+class ShadowConfig(_Section):
+    """``rollout.shadow:``: how long a challenger runs in shadow and what its comparison with the champion
+    requires. The service scores every ``/predict`` request with both and answers with the champion's; the
+    ``shadow_comparison`` check judges the pairs once ``requests`` of them are logged, or after ``max_seconds``
+    with at least ``min_requests``.
+
+    Judged on the logged pairs (each limit null: not judged): the share of requests where the two decide alike
+    (``min_agreement``), the shift of the shadow's scores against the champion's on the same requests (population
+    stability index over the champion's score deciles, ``max_score_psi``), the shadow's share of scoring errors
+    (``max_error_rate``), its p95 model-call time against the champion's on the same batches
+    (``max_p95_latency_ratio``, never below ``latency_floor_ms``), and, once ``min_labels`` pairs have labels back
+    through ``/feedback`` (both classes), its ROC AUC against the champion's on those rows (``max_live_auc_drop``).
+    A retrain exists to change decisions where the data moved: the agreement and shift limits catch a challenger
+    that is broken (inverted, fed the wrong columns), not one that learned something."""
+
+    requests: int = Field(default=1000, ge=1)
+    max_seconds: float | None = Field(default=86400.0, gt=0)
+    min_requests: int = Field(default=200, ge=1)
+    min_agreement: float | None = Field(default=0.7, ge=0, le=1)
+    max_score_psi: float | None = Field(default=1.0, gt=0)
+    max_error_rate: float | None = Field(default=0.01, ge=0, le=1)
+    max_p95_latency_ratio: float | None = Field(default=3.0, ge=1)
+    latency_floor_ms: float = Field(default=20.0, ge=0)
+    max_live_auc_drop: float | None = Field(default=0.05, gt=0, le=1)
+    min_labels: int = Field(default=200, ge=10)
+    # How often the shadow sensor looks at the logged pairs.
+    check_interval_seconds: int = Field(default=30, ge=5)
+
+    @model_validator(mode="after")
+    def _judgeable(self) -> ShadowConfig:
+        if self.min_requests > self.requests:
+            raise ValueError(
+                f"rollout.shadow.min_requests ({self.min_requests}) is above rollout.shadow.requests "
+                f"({self.requests})"
+            )
+        return self
+
+
+class RolloutConfig(_Section):
+    """``rollout:``: how a challenger that passed every gate reaches traffic. ``direct``: it becomes champion at
+    once (the prediction service's probation then watches it). ``shadow``: while a champion exists, it first runs in
+    shadow (``rollout.shadow``) and is promoted only when the ``shadow_comparison`` check passes; the first model
+    of a project has nothing to be compared with and is promoted directly."""
+
+    mode: Literal["direct", "shadow"] = "direct"
+    shadow: ShadowConfig = Field(default_factory=ShadowConfig)
+
+
 class MlopsConfig(_Section):
     dataset: DatasetConfig
     partitions: PartitionsConfig = Field(default_factory=PartitionsConfig)
@@ -291,6 +339,7 @@ class MlopsConfig(_Section):
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     # What the prediction service watches on a new champion, and when it rolls it back.
     probation: ProbationConfig = Field(default_factory=ProbationConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     storage: dict[str, Any] | None = None
 

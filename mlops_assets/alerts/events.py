@@ -39,6 +39,8 @@ KINDS: dict[str, Kind] = {
     "service_degraded": Kind("prediction service degraded", "critical", incident=True),
     "approval_requested": Kind("challenger awaiting approval", "info", incident=False),
     "approval_decided": Kind("approval decided", "info", incident=False),
+    "shadow_started": Kind("challenger in shadow", "info", incident=False),
+    "shadow_refused": Kind("challenger failed its shadow comparison", "warning", incident=False),
 }
 
 

@@ -85,6 +85,20 @@ _SCHEMA = [
         reason TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS mlops_approvals_model ON mlops_approvals (model_name, version, id)",
+    # Challengers run in shadow beside the champion (rollout.mode: shadow), and how each shadow ended.
+    """CREATE TABLE IF NOT EXISTS mlops_shadows (
+        id {serial},
+        model_name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        champion_version TEXT,
+        reason TEXT NOT NULL,
+        run_id TEXT,
+        started_at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ended_at TEXT,
+        verdict TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS mlops_shadows_model ON mlops_shadows (model_name, id)",
 ]
 
 
@@ -143,6 +157,27 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A challenger scored beside the champion without answering: ``state`` is ``running``, ``promoted`` (its
+    comparison passed), ``refused`` (it failed; ``verdict`` says why) or ``superseded`` (a newer challenger took its
+    place before it was judged). ``reason``: the trigger of the retrain that made it, the promotion's reason."""
+
+    model_name: str
+    version: str
+    champion_version: str | None
+    reason: str
+    run_id: str | None
+    started_at: str
+    state: str = "running"
+    ended_at: str | None = None
+    verdict: dict[str, Any] | None = None
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class GateRecord:
     """Gate results recorded for one version (the latest ones are shown by ``mlops-assets status``)."""
 
@@ -163,6 +198,10 @@ class _Txn:
         self._history = history
         self._cur = cursor
         self.model_name = model_name
+
+    @property
+    def cursor(self) -> Any:
+        return self._cur
 
     def append(
         self,
@@ -509,3 +548,72 @@ class DeploymentHistory:
             "WHERE id = ? AND state = 'awaiting'",
             (state, _now(), by, reason, approval_id),
         )
+
+    # ------------------------------------------------------------------------------------ shadows
+
+    _SHADOW_COLUMNS = (
+        "id, model_name, version, champion_version, reason, run_id, started_at, state, ended_at, verdict"
+    )
+
+    def start_shadow(
+        self, model_name: str, version: str, champion_version: str | None, reason: str, run_id: str | None
+    ) -> Shadow:
+        """Put ``version`` in shadow; a shadow still running for the model is superseded (one at a time)."""
+        now = _now()
+        with self.locked(model_name) as txn:
+            cur = txn.cursor
+            cur.execute(
+                self._q(
+                    "UPDATE mlops_shadows SET state = 'superseded', ended_at = ? "
+                    "WHERE model_name = ? AND state = 'running'"
+                ),
+                (now, model_name),
+            )
+            cur.execute(
+                self._q(
+                    "INSERT INTO mlops_shadows (model_name, version, champion_version, reason, run_id, "
+                    "started_at, state) VALUES (?, ?, ?, ?, ?, ?, 'running') RETURNING id"
+                ),
+                (model_name, str(version), champion_version, reason, run_id, now),
+            )
+            shadow_id = int(cur.fetchall()[0][0])
+        return Shadow(model_name, str(version), champion_version, reason, run_id, now, id=shadow_id)
+
+    def shadows(self, model_name: str, shadow_id: int | None = None) -> list[Shadow]:
+        """The shadows of ``model_name`` (or the one with ``shadow_id``), oldest first."""
+        sql = f"SELECT {self._SHADOW_COLUMNS} FROM mlops_shadows WHERE model_name = ?"
+        params: tuple[Any, ...] = (model_name,)
+        if shadow_id is not None:
+            sql += " AND id = ?"
+            params += (int(shadow_id),)
+        return [
+            Shadow(
+                id=r[0],
+                model_name=r[1],
+                version=r[2],
+                champion_version=r[3],
+                reason=r[4],
+                run_id=r[5],
+                started_at=r[6],
+                state=r[7],
+                ended_at=r[8],
+                verdict=json.loads(r[9]) if r[9] else None,
+            )
+            for r in self._execute(sql + " ORDER BY id", params)
+        ]
+
+    def active_shadow(self, model_name: str) -> Shadow | None:
+        running = [s for s in self.shadows(model_name) if s.state == "running"]
+        return running[-1] if running else None
+
+    def end_shadow(self, shadow_id: int, state: str, verdict: Mapping[str, Any] | None) -> bool:
+        """Record how shadow ``shadow_id`` ended (only while it runs); False when it had already ended."""
+        with self._connection() as conn:
+            cur = conn.cursor()
+            cur.execute(
+                self._q(
+                    "UPDATE mlops_shadows SET state = ?, ended_at = ?, verdict = ? WHERE id = ? AND state = 'running'"
+                ),
+                (state, _now(), json.dumps(verdict, default=str) if verdict is not None else None, shadow_id),
+            )
+            return bool(cur.rowcount)

@@ -39,7 +39,7 @@ from mlops_assets.registry.errors import (
     UnknownVersionError,
 )
 from mlops_assets.registry.guard import Clearance, Override, judge
-from mlops_assets.registry.history import Approval, Deployment, DeploymentHistory, GateRecord
+from mlops_assets.registry.history import Approval, Deployment, DeploymentHistory, GateRecord, Shadow
 from mlops_assets.registry.sql_aliases import SqlAliasStore, sql_alias_store
 from mlops_assets.storage import Storage
 
@@ -1040,6 +1040,54 @@ class ModelRegistry:
             details={"decision": "rejected", "by": by, "reason": reason},
         )
         return self.history_store.approvals(self.model_name, version)[-1]
+
+    # ------------------------------------------------------------------------------------ shadow
+
+    def start_shadow(self, version: str | int, *, reason: str, run_id: str | None = None) -> Shadow:
+        """Run ``version`` in shadow beside the champion (``rollout.mode: shadow``) instead of promoting it: only a
+        version the gates clear, and only while there is a champion to compare it with. A shadow still running is
+        superseded."""
+        version = str(version)
+        verdict = self.clearance(version)
+        if not verdict.ok:
+            raise GateRefusedError(f"{verdict.explain()}; not put in shadow", verdict)
+        champion = self.aliases().get(CHAMPION)
+        if champion is None:
+            raise ValueError(f"model '{self.model_name}' has no champion to run version {version} in shadow of")
+        shadow = self.history_store.start_shadow(self.model_name, version, champion, reason, run_id)
+        self.notify(
+            "shadow_started",
+            f"{self.model_name}: version {version} passed every gate and runs in shadow of champion {champion}; "
+            "it is promoted if its comparison with the champion passes",
+            version=version,
+            run_id=run_id,
+            details={"trigger": reason, "champion_version": champion},
+        )
+        return shadow
+
+    def active_shadow(self) -> Shadow | None:
+        """The shadow running now, if any."""
+        return self.history_store.active_shadow(self.model_name)
+
+    def shadows(self) -> list[Shadow]:
+        return self.history_store.shadows(self.model_name)
+
+    def end_shadow(self, shadow: Shadow, state: str, verdict: dict[str, Any] | None = None) -> bool:
+        """Record how ``shadow`` ended (``promoted``, ``refused``); a refusal is alerted. False when it had already
+        ended (judged by another run, or superseded)."""
+        ended = self.history_store.end_shadow(int(shadow.id or 0), state, verdict)
+        if ended and state == "refused":
+            failed = "; ".join(
+                str(c.get("message")) for c in (verdict or {}).get("criteria", []) if c.get("passed") is False
+            )
+            self.notify(
+                "shadow_refused",
+                f"{self.model_name}: version {shadow.version} failed its shadow comparison with champion "
+                f"{shadow.champion_version} and is not promoted: {failed or 'see the check'}",
+                version=shadow.version,
+                details={"trigger": shadow.reason, "verdict": verdict},
+            )
+        return ended
 
     def _changed_message(self, expected: str, current: str | None, latest: Deployment | None) -> str:
         now = f"version {current}" if current else "no champion"

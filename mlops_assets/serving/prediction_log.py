@@ -61,6 +61,25 @@ predictions = sa.Table(
 )
 
 
+# What a challenger in shadow (rollout.mode: shadow) answered for the same rows: one row per champion prediction
+# it scored (``id`` is the champion's prediction id), the model-call time of the shadow and of the champion on the
+# same batch (milliseconds per batch, so the two compare like for like), and the error when the shadow failed.
+shadow_predictions = sa.Table(
+    "shadow_predictions",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("predicted_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(50), nullable=False, index=True),
+    sa.Column("champion_version", sa.String(50), nullable=False),
+    sa.Column("prediction", sa.Integer, nullable=True),
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("champion_latency_ms", sa.Float, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+
 class PredictionLogError(RuntimeError):
     """The prediction log cannot be written (the message names the store)."""
 
@@ -158,7 +177,8 @@ def create_tables(engine: sa.Engine, attempts: int = 3) -> None:
 
 class PredictionLog:
     """Batched, off-request-path writer and reader of the ``predictions`` table at ``url`` (see the module
-    docstring for what happens while the database is away)."""
+    docstring for what happens while the database is away). ``table``: the table written (``shadow_predictions``
+    for a shadow's answers, with spill files of their own)."""
 
     SPILL_PREFIX = "predictions-"
 
@@ -172,8 +192,11 @@ class PredictionLog:
         write_timeout: float = 5.0,
         retry_interval: float = 1.0,
         on_change: Callable[[str | None], None] | None = None,
+        table: sa.Table = predictions,
     ):
         self.url = url
+        self.table = table
+        self.spill_prefix = f"{table.name}-" if table is not predictions else self.SPILL_PREFIX
         # Told on the writer thread, so it must return at once (the service hands the news to another thread).
         self.on_change = on_change
         self.engine = make_engine(url, timeout=write_timeout)
@@ -194,7 +217,7 @@ class PredictionLog:
         # Spill files waiting, oldest first: path -> records submitted by this process in it (0 for files an
         # earlier process left).
         self._spills: dict[Path, int] = {
-            p: 0 for p in sorted(self.spill_dir.glob(f"{self.SPILL_PREFIX}*.jsonl"), key=_spill_order)
+            p: 0 for p in sorted(self.spill_dir.glob(f"{self.spill_prefix}*.jsonl"), key=_spill_order)
         }
         self._closed = False
         self._labels_lock = threading.Lock()
@@ -203,19 +226,19 @@ class PredictionLog:
         # GIL with the request path).
         dialect = self.engine.dialect
         mark = "?" if dialect.paramstyle == "qmark" else "%s"
-        names = [c.name for c in predictions.columns]
+        names = [c.name for c in table.columns]
         cols, marks = ", ".join(names), ", ".join([mark] * len(names))
-        self._insert_sql = f"INSERT INTO {predictions.name} ({cols}) VALUES ({marks})"
+        self._insert_sql = f"INSERT INTO {table.name} ({cols}) VALUES ({marks})"
         # Replays skip ids already stored: a spilled batch may have been committed by an attempt whose answer
         # was lost.
         if dialect.name == "sqlite":
-            self._replay_sql = f"INSERT OR IGNORE INTO {predictions.name} ({cols}) VALUES ({marks})"
+            self._replay_sql = f"INSERT OR IGNORE INTO {table.name} ({cols}) VALUES ({marks})"
         elif dialect.name == "postgresql":
             self._replay_sql = self._insert_sql + " ON CONFLICT (id) DO NOTHING"
         else:
             self._replay_sql = self._insert_sql
         self._columns = [
-            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in predictions.columns
+            (c.name, c.type.dialect_impl(dialect).bind_processor(dialect)) for c in table.columns
         ]
         if self._spills:
             log.warning(
@@ -260,7 +283,8 @@ class PredictionLog:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         for r in batch:
-            r["inputs"] = _inputs_json(r["inputs"])  # serialized here, not on the request path
+            if "inputs" in r:
+                r["inputs"] = _inputs_json(r["inputs"])  # serialized here, not on the request path
         if not self._spills:  # while files wait, the database is known to be away: do not stall on it again
             self._writing_since = time.monotonic()
             try:
@@ -285,7 +309,7 @@ class PredictionLog:
             time.sleep(self.retry_interval)
 
     def _spill(self, batch: list[dict[str, Any]]) -> None:
-        name = f"{self.SPILL_PREFIX}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        name = f"{self.spill_prefix}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
         path, tmp = self.spill_dir / name, self.spill_dir / (name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             for r in batch:
@@ -473,6 +497,42 @@ class PredictionLog:
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         return [int(r[0]) for r in rows], [float(r[1]) for r in rows]
+
+    def shadow_pairs(self, model_name: str, version: str, *, since: datetime | None = None) -> dict[str, list]:
+        """What shadow ``version`` and the champion answered for the same rows (made at or after ``since``), as
+        columns: ``champion_prediction``, ``champion_probability``, ``label`` (None until feedback), ``prediction``,
+        ``probability`` (None where the shadow failed), ``latency_ms``, ``champion_latency_ms``, ``error``,
+        ``predicted_at``. Pairs whose champion row is not stored yet are left out."""
+        s, p = shadow_predictions.c, predictions.c
+        q = (
+            sa.select(
+                p.prediction.label("champion_prediction"),
+                p.probability.label("champion_probability"),
+                p.label,
+                s.prediction,
+                s.probability,
+                s.latency_ms,
+                s.champion_latency_ms,
+                s.error,
+                s.predicted_at,
+            )
+            .select_from(shadow_predictions.join(predictions, p.id == s.id))
+            .where(s.model_name == model_name, s.model_version == version)
+        )
+        if since is not None:
+            q = q.where(s.predicted_at >= since)
+        with self.engine.connect() as conn:
+            result = conn.execute(q)
+            names = list(result.keys())
+            rows = result.all()
+        return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+    def shadow_count(self, model_name: str, version: str) -> int:
+        """Rows shadow ``version`` scored (stored so far)."""
+        s = shadow_predictions.c
+        q = sa.select(sa.func.count()).where(s.model_name == model_name, s.model_version == version)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
 
     def records(
         self, ids: Sequence[str] | None = None, *, labeled_only: bool = False

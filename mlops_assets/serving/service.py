@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,6 +146,22 @@ class PredictionService:
             labeled=self._labeled_scores,
         )
         self.metrics.probation_status = self.probation.metrics
+        # A challenger in shadow (rollout.mode: shadow) scores what the champion answers, off the request path.
+        from mlops_assets.serving.shadow import ShadowScorer, shadow_log
+
+        self.shadow = ShadowScorer(
+            self.registry.active_shadow,
+            self.load_version,
+            lambda: shadow_log(
+                self.storage.prediction_log_url,
+                self._spill_dir,
+                batch_size=self.options.log_batch_size,
+                flush_interval=self.options.log_flush_interval,
+                write_timeout=self.options.log_write_timeout,
+                retry_interval=self.options.log_retry_interval,
+            ),
+            poll_interval=self.options.poll_interval,
+        )
         self.watcher = ChampionWatcher(
             self.slot,
             self._champion_version,
@@ -162,10 +179,16 @@ class PredictionService:
             log.warning("no model is served yet: %s", self.slot.refusal)
         self.watcher.start()
         self.probation.start()
+        try:
+            self.shadow.check_once()
+        except Exception as err:  # the history store is away: the watcher looks again
+            log.error("cannot read the running shadow: %s: %s", type(err).__name__, err)
+        self.shadow.start()
 
     def close(self) -> None:
         self.watcher.stop()
         self.probation.stop()
+        self.shadow.close()
         self.prediction_log.close()
         self.features.close()
         if self.alerts is not None:
@@ -421,11 +444,14 @@ class PredictionService:
 
     def _predict_jobs(self, model: ServedModel, requests: list[RowsRequest | EntitiesRequest]) -> list[bytes]:
         X, times, entities = self._inputs(model, requests)
+        start = time.perf_counter()
         if isinstance(X, np.ndarray):
             pred, proba = model.predict_matrix(X)
+            champion_ms = (time.perf_counter() - start) * 1000
             values = X.tolist()
         else:
             pred, proba = model.predict(X)
+            champion_ms = (time.perf_counter() - start) * 1000
             values = X[list(model.columns)].to_numpy(dtype=object).tolist()
         n = len(times)
         self.metrics.observe_batch(n)
@@ -449,6 +475,9 @@ class PredictionService:
                 }
                 for k in range(n)
             ]
+        )
+        self.shadow.offer(
+            model, X, lambda shadow: self._inputs(shadow, requests)[0], ids, champion_ms, now
         )
         out, k = [], 0
         for r in requests:
@@ -481,6 +510,9 @@ class PredictionService:
         probation = self.probation.status()
         if probation is not None:
             out["probation"] = probation
+        shadow = self.shadow.status()
+        if shadow is not None:
+            out["shadow"] = shadow
         log_status = self.prediction_log.status()
         if log_status["status"] != "ok":
             # Still answering, so still healthy enough to take traffic; but predictions wait to be stored. /health
