@@ -92,7 +92,9 @@ def _service(storage, shadow_version: str) -> PredictionService:
 
 
 def _pairs(service, version: str, n: int) -> dict:
-    _wait_for(lambda: len(service.prediction_log.shadow_pairs(trained().cfg.model.name, version)["error"]) >= n)
+    _wait_for(
+        lambda: len(service.prediction_log.shadow_pairs(trained().cfg.model.name, version)["error"]) >= n
+    )
     return service.prediction_log.shadow_pairs(trained().cfg.model.name, version)
 
 

@@ -58,8 +58,9 @@ class ShadowVerdict:
             )
         if not self.failed:
             return f"version {self.version}: nothing could be judged on {self.pairs} live rows"
-        return f"version {self.version} against champion {self.champion_version} on {self.pairs} live rows: " + (
-            "; ".join(c.message for c in self.failed)
+        return (
+            f"version {self.version} against champion {self.champion_version} on {self.pairs} live rows: "
+            + ("; ".join(c.message for c in self.failed))
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +84,9 @@ def score_psi(reference: np.ndarray, other: np.ndarray, bins: int = 10) -> float
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def compare(pairs: dict[str, list], settings: ShadowConfig, version: str, champion: str | None) -> ShadowVerdict:
+def compare(
+    pairs: dict[str, list], settings: ShadowConfig, version: str, champion: str | None
+) -> ShadowVerdict:
     """Judge shadow ``version`` on ``pairs`` (the columns of ``shadow_pairs``) at ``settings``."""
     from sklearn.metrics import roc_auc_score
 
@@ -118,7 +121,9 @@ def compare(pairs: dict[str, list], settings: ShadowConfig, version: str, champi
     ok = ~errors
     champ_pred = np.asarray(pairs["champion_prediction"], dtype=float)[ok]
     champ_p = np.asarray(pairs["champion_probability"], dtype=float)[ok]
-    shadow_pred = np.asarray([v for v, good in zip(pairs["prediction"], ok, strict=True) if good], dtype=float)
+    shadow_pred = np.asarray(
+        [v for v, good in zip(pairs["prediction"], ok, strict=True) if good], dtype=float
+    )
     shadow_p = np.asarray([v for v, good in zip(pairs["probability"], ok, strict=True) if good], dtype=float)
     scored = int(ok.sum())
     if scored == 0:
@@ -151,7 +156,9 @@ def compare(pairs: dict[str, list], settings: ShadowConfig, version: str, champi
         shadow_ms = np.asarray([v for v in pairs["latency_ms"] if v is not None], dtype=float)
         champ_ms = np.asarray(pairs["champion_latency_ms"], dtype=float)
         if len(shadow_ms) == 0:
-            criteria.append(Criterion("latency", None, None, None, "latency not judged: no timed shadow call"))
+            criteria.append(
+                Criterion("latency", None, None, None, "latency not judged: no timed shadow call")
+            )
         else:
             p95, champ95 = float(np.percentile(shadow_ms, 95)), float(np.percentile(champ_ms, 95))
             limit = max(settings.max_p95_latency_ratio * champ95, settings.latency_floor_ms)

@@ -1053,7 +1053,9 @@ class ModelRegistry:
             raise GateRefusedError(f"{verdict.explain()}; not put in shadow", verdict)
         champion = self.aliases().get(CHAMPION)
         if champion is None:
-            raise ValueError(f"model '{self.model_name}' has no champion to run version {version} in shadow of")
+            raise ValueError(
+                f"model '{self.model_name}' has no champion to run version {version} in shadow of"
+            )
         shadow = self.history_store.start_shadow(self.model_name, version, champion, reason, run_id)
         self.notify(
             "shadow_started",

@@ -498,7 +498,9 @@ class PredictionLog:
             rows = conn.execute(q).all()
         return [int(r[0]) for r in rows], [float(r[1]) for r in rows]
 
-    def shadow_pairs(self, model_name: str, version: str, *, since: datetime | None = None) -> dict[str, list]:
+    def shadow_pairs(
+        self, model_name: str, version: str, *, since: datetime | None = None
+    ) -> dict[str, list]:
         """What shadow ``version`` and the champion answered for the same rows (made at or after ``since``), as
         columns: ``champion_prediction``, ``champion_probability``, ``label`` (None until feedback), ``prediction``,
         ``probability`` (None where the shadow failed), ``latency_ms``, ``champion_latency_ms``, ``error``,

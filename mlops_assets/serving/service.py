@@ -476,9 +476,7 @@ class PredictionService:
                 for k in range(n)
             ]
         )
-        self.shadow.offer(
-            model, X, lambda shadow: self._inputs(shadow, requests)[0], ids, champion_ms, now
-        )
+        self.shadow.offer(model, X, lambda shadow: self._inputs(shadow, requests)[0], ids, champion_ms, now)
         out, k = [], 0
         for r in requests:
             out.append(

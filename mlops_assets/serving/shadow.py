@@ -11,6 +11,7 @@ it through the service's own verified load.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -110,10 +111,8 @@ class ShadowScorer:
 
     def close(self) -> None:
         self._stop.set()
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)
-        except queue.Full:
-            pass
         for t in self._threads:
             t.join(timeout=10)
         if self.log is not None:
