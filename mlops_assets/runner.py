@@ -61,6 +61,8 @@ class RunOutcome:
     unchanged_champion_version: str | None = None
     # A challenger that passed every gate and awaits a person's approval (approval.required).
     awaiting_approval_version: str | None = None
+    # A challenger that passed every gate and now runs in shadow of the champion (rollout.mode: shadow).
+    shadow_version: str | None = None
     # Damaged stored files the run moved aside: asset, partition, path, cause, moved_to, rebuilt (bool).
     damaged: list[dict[str, Any]] = field(default_factory=list)
     # The message of a configuration or data-shape error a step raised (see :func:`input_error`), when the run
@@ -218,9 +220,13 @@ def execute(
         resolved = defs.resolve_job_def(run_job_name(cfg))
     else:
         # A part of the graph (e.g. the data steps alone, or model_performance): a job of its own for this run.
+        from mlops_assets.defs.shadow import without_shadow_check
+
         job = dg.define_asset_job(
             f"{cfg.model.name}_selection_job",
-            selection=[dg.AssetKey([cfg.model.name, s]) for s in selection],
+            selection=without_shadow_check(
+                cfg, dg.AssetSelection.assets(*[dg.AssetKey([cfg.model.name, s]) for s in selection])
+            ),
             executor_def=dg.in_process_executor,
         )
         resolved = dg.Definitions.merge(defs, dg.Definitions(jobs=[job])).resolve_job_def(job.name)
@@ -289,6 +295,8 @@ def read_events(
                 outcome.materialized.append(name)
             if name == "trained_model":
                 outcome.trained_version = _plain(mat.metadata.get("version"))
+            elif name == "deployed_model" and "shadow_version" in mat.metadata:
+                outcome.shadow_version = _plain(mat.metadata["shadow_version"])
             elif name == "deployed_model":
                 outcome.promoted_version = _plain(mat.metadata.get("champion_version"))
                 outcome.awaiting_approval_version = _plain(mat.metadata.get("awaiting_approval"))
@@ -425,6 +433,7 @@ def build_report(cfg: MlopsConfig, outcome: RunOutcome, registry: ModelRegistry)
         "retrains": retrains,
         "unchanged_champion_version": outcome.unchanged_champion_version,
         "awaiting_approval": [a.version for a in registry.awaiting_approval()],
+        "shadow": (lambda s: s.to_dict() if s is not None else None)(registry.active_shadow()),
         "damaged": outcome.damaged,
     }
 

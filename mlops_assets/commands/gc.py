@@ -46,13 +46,16 @@ class GcOutcome:
 
 
 def versions_to_keep(cfg: MlopsConfig, registry: ModelRegistry) -> list[str]:
-    """The champion, the previous version, every version awaiting approval, and the newest
+    """The champion, the previous version, every version awaiting approval or in shadow, and the newest
     ``retention.keep_versions`` versions; oldest first."""
     from mlops_assets.registry.model_registry import CHAMPION, PREVIOUS
 
     aliases = registry.aliases()
     keep = {aliases[a] for a in (CHAMPION, PREVIOUS) if a in aliases}
     keep |= {str(a.version) for a in registry.awaiting_approval()}
+    running = registry.active_shadow()
+    if running is not None:
+        keep.add(running.version)
     newest = cfg.retention.keep_versions
     if newest:
         keep |= set(registry.versions()[-newest:])

@@ -61,6 +61,9 @@ class StatusReport:
     last_run: dict[str, Any] | None = None
     # Challenger versions that passed every gate and wait for `mlops-assets approve` (approval.required).
     awaiting_approval: list[str] = field(default_factory=list)
+    # The challenger running in shadow of the champion (rollout.mode: shadow), and the last shadow that ended.
+    shadow: dict[str, Any] | None = None
+    last_shadow: dict[str, Any] | None = None
     # Stored partition files moved aside as damaged and not written again since (mlops_assets.steps.repair).
     needing_repair: list[dict[str, Any]] = field(default_factory=list)
 
@@ -73,6 +76,8 @@ class StatusReport:
             "deployments": self.deployments,
             "latest_gate_results": self.latest_gate_results,
             "awaiting_approval": self.awaiting_approval,
+            "shadow": self.shadow,
+            "last_shadow": self.last_shadow,
             "needing_repair": self.needing_repair,
             "triggers": self.triggers.to_dict() if self.triggers else None,
         }
@@ -90,6 +95,17 @@ def registry_status(registry: ModelRegistry, history_limit: int | None = 20) -> 
         "deployments": [d.to_dict() for d in registry.history(limit=history_limit)],
         "latest_gate_results": gates.to_dict() if gates else None,
         "awaiting_approval": [a.version for a in registry.awaiting_approval()],
+        **_shadows(registry),
+    }
+
+
+def _shadows(registry: ModelRegistry) -> dict[str, Any]:
+    shadows = registry.shadows()
+    running = [s for s in shadows if s.state == "running"]
+    ended = [s for s in shadows if s.state != "running"]
+    return {
+        "shadow": running[-1].to_dict() if running else None,
+        "last_shadow": ended[-1].to_dict() if ended else None,
     }
 
 
@@ -179,6 +195,22 @@ def render_text(report: StatusReport) -> str:
         lines.append(
             f"awaiting approval: version {versions} (mlops-assets approve VERSION --by NAME, or reject)"
         )
+    if report.shadow:
+        sh = report.shadow
+        lines.append(
+            f"in shadow: version {sh['version']} beside champion {sh['champion_version']} since "
+            f"{sh['started_at']} (reason: {sh['reason']}); promoted when its shadow comparison passes"
+        )
+    if report.last_shadow:
+        sh = report.last_shadow
+        verdict = sh.get("verdict") or {}
+        failed = [c["message"] for c in verdict.get("criteria", []) if c.get("passed") is False]
+        why = (
+            f": {'; '.join(failed)}"
+            if failed
+            else (f": {verdict['message']}" if verdict.get("message") else "")
+        )
+        lines.append(f"last shadow: version {sh['version']} {sh['state']} at {sh['ended_at']}{why}")
     g = report.latest_gate_results
     if g is None:
         lines.append("latest gate results: none recorded")

@@ -56,9 +56,13 @@ def run_job_name(cfg: MlopsConfig) -> str:
 
 def run_job(cfg: MlopsConfig) -> UnresolvedAssetJobDefinition:
     """The job ``mlops-assets run`` executes, loaded in the UI too so a run can be re-executed there."""
+    from mlops_assets.defs.shadow import without_shadow_check
+
     return dg.define_asset_job(
         run_job_name(cfg),
-        selection=[dg.AssetKey([cfg.model.name, name]) for name in CHAIN],
+        selection=without_shadow_check(
+            cfg, dg.AssetSelection.assets(*[dg.AssetKey([cfg.model.name, name]) for name in CHAIN])
+        ),
         # Five steps in sequence over one range: a process per step would only import the stack five times.
         executor_def=dg.in_process_executor,
         description="The whole chain over a partition range: ingest, gate, features, train, gate, deploy (what "
@@ -99,6 +103,7 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         mlflow_tracking,
     )
     from mlops_assets.defs.retraining import build_retraining_defs
+    from mlops_assets.defs.shadow import build_shadow_defs
 
     prefix = [cfg.model.name]
     partitions_def = period_partitions(cfg)
@@ -109,15 +114,23 @@ def build_model_defs(cfg: MlopsConfig, config_path: str | None = None) -> dg.Def
         *build_performance_assets(cfg, partitions_def, prefix),
     ]
     retraining = build_retraining_defs(cfg, prefix)
+    shadow = build_shadow_defs(cfg, prefix)
     whole, data = run_job(cfg), ingest_job(cfg)
     return dg.Definitions(
         assets=assets,
-        asset_checks=retraining.asset_checks,
-        jobs=[whole, data, *(retraining.jobs or []), *build_deployment_jobs(cfg, prefix)],
+        asset_checks=[*(retraining.asset_checks or []), *(shadow.asset_checks or [])],
+        jobs=[
+            whole,
+            data,
+            *(retraining.jobs or []),
+            *(shadow.jobs or []),
+            *build_deployment_jobs(cfg, prefix),
+        ],
         sensors=[
             build_new_data_sensor(cfg, partitions_def, whole, data),
             build_champion_sensor(cfg),
             *(retraining.sensors or []),
+            *(shadow.sensors or []),
             *build_alert_sensors(cfg, prefix),
             *build_last_run_sensors(cfg, [whole, data, *_retrain_jobs(retraining)]),
         ],

@@ -28,6 +28,8 @@ TRAIN_THROUGH_TAG = "mlops/train_through"
 PLOT_METADATA = {"roc_curve": "plots/roc_curve.png", "confusion_matrix": "plots/confusion_matrix.png"}
 # Observation metadata of a trained_model that had nothing new to learn: the champion version that stays.
 UNCHANGED_KEY = "unchanged_champion_version"
+# A run that promotes the challenger of a shadow (the shadow's id) once its comparison passed.
+SHADOW_TAG = "mlops/shadow"
 
 
 def metric_metadata(metrics: dict[str, float]) -> dict[str, dg.MetadataValue]:
@@ -226,21 +228,58 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
     )
     def deployed_model(context: dg.AssetExecutionContext, project: MlopsProject, trained_model: dict):
         from mlops_assets import progress
-        from mlops_assets.steps.promote import AWAITING_APPROVAL, PromotionRefused, promote
+        from mlops_assets.steps.promote import (
+            AWAITING_APPROVAL,
+            IN_SHADOW,
+            PromotionRefused,
+            promote_or_shadow,
+            promote_shadow,
+        )
 
-        version = trained_model["version"]
-        progress.step("deployed_model", f"promoting version {version}")
+        shadow_id = context.run.tags.get(SHADOW_TAG)
         try:
-            outcome = promote(
-                project.registry(),
-                version,
-                reason=context.run.tags.get(REASON_TAG),
-                run_id=context.run_id,
-                metrics=trained_model["metrics"],
-                approval_required=cfg.approval.required,
-            )
+            if shadow_id is not None:
+                # The shadow_comparison check passed in this run (it blocks this step otherwise).
+                progress.step("deployed_model", f"promoting the challenger of shadow {shadow_id}")
+                outcome = promote_shadow(
+                    project.registry(),
+                    int(shadow_id),
+                    run_id=context.run_id,
+                    approval_required=cfg.approval.required,
+                )
+                trained_model = {"run_id": project.registry().get_version(outcome.version).run_id}
+            else:
+                version = trained_model["version"]
+                progress.step("deployed_model", f"promoting version {version}")
+                outcome = promote_or_shadow(
+                    project.registry(),
+                    version,
+                    reason=context.run.tags.get(REASON_TAG),
+                    run_id=context.run_id,
+                    metrics=trained_model["metrics"],
+                    approval_required=cfg.approval.required,
+                    rollout_mode=cfg.rollout.mode,
+                )
         except PromotionRefused as err:
             raise dg.Failure(str(err)) from None
+        if outcome.status == IN_SHADOW:
+            context.log.info(
+                f"version {outcome.version} runs in shadow of champion {outcome.previous_version}; it is promoted "
+                "when its shadow comparison passes"
+            )
+            return dg.Output(
+                {
+                    "version": outcome.previous_version,
+                    "shadow": outcome.version,
+                    "shadow_id": outcome.shadow_id,
+                },
+                metadata={
+                    "champion_version": str(outcome.previous_version),
+                    "shadow_version": outcome.version,
+                    "shadow_id": str(outcome.shadow_id),
+                    "reason": outcome.reason,
+                },
+            )
         if outcome.status == AWAITING_APPROVAL:
             context.log.info(f"version {outcome.version} awaits approval; the champion is unchanged")
             return dg.Output(

@@ -55,6 +55,8 @@ def _run_partitions(tags: Mapping[str, str]) -> tuple[str, str] | None:
 
 def build_retraining_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions:
     """The drift check on ``features``, ``<model>_retrain_job`` and the three trigger sensors."""
+    from mlops_assets.defs.shadow import without_shadow_check
+
     features_key = dg.AssetKey([*prefix, "features"])
     trained_key = dg.AssetKey([*prefix, "trained_model"])
     deployed_key = dg.AssetKey([*prefix, "deployed_model"])
@@ -81,7 +83,7 @@ def build_retraining_defs(cfg: MlopsConfig, prefix: list[str]) -> dg.Definitions
 
     retrain_job = dg.define_asset_job(
         retrain_job_name(cfg),
-        selection=dg.AssetSelection.assets(trained_key, deployed_key),
+        selection=without_shadow_check(cfg, dg.AssetSelection.assets(trained_key, deployed_key)),
         tags={REASON_TAG: "manual"},
         description="Retrain on the offline store, gate, promote. Launched from the UI it is a manual retrain; "
         "the trigger sensors launch it with their own reason tag.",

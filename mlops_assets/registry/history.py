@@ -607,13 +607,22 @@ class DeploymentHistory:
         return running[-1] if running else None
 
     def end_shadow(self, shadow_id: int, state: str, verdict: Mapping[str, Any] | None) -> bool:
-        """Record how shadow ``shadow_id`` ended (only while it runs); False when it had already ended."""
+        """Record how shadow ``shadow_id`` ended (only while it runs; ``verdict`` None keeps the one recorded);
+        False when it had already ended."""
         with self._connection() as conn:
             cur = conn.cursor()
             cur.execute(
                 self._q(
-                    "UPDATE mlops_shadows SET state = ?, ended_at = ?, verdict = ? WHERE id = ? AND state = 'running'"
+                    "UPDATE mlops_shadows SET state = ?, ended_at = ?, verdict = COALESCE(?, verdict) "
+                    "WHERE id = ? AND state = 'running'"
                 ),
                 (state, _now(), json.dumps(verdict, default=str) if verdict is not None else None, shadow_id),
             )
             return bool(cur.rowcount)
+
+    def record_shadow_verdict(self, shadow_id: int, verdict: Mapping[str, Any]) -> None:
+        """The comparison that cleared shadow ``shadow_id``, kept with it until its promotion ends it."""
+        self._execute(
+            "UPDATE mlops_shadows SET verdict = ? WHERE id = ? AND state = 'running'",
+            (json.dumps(verdict, default=str), shadow_id),
+        )

@@ -501,40 +501,8 @@ class PredictionLog:
     def shadow_pairs(
         self, model_name: str, version: str, *, since: datetime | None = None
     ) -> dict[str, list]:
-        """What shadow ``version`` and the champion answered for the same rows (made at or after ``since``), as
-        columns: ``champion_prediction``, ``champion_probability``, ``label`` (None until feedback), ``prediction``,
-        ``probability`` (None where the shadow failed), ``latency_ms``, ``champion_latency_ms``, ``error``,
-        ``predicted_at``. Pairs whose champion row is not stored yet are left out."""
-        s, p = shadow_predictions.c, predictions.c
-        q = (
-            sa.select(
-                p.prediction.label("champion_prediction"),
-                p.probability.label("champion_probability"),
-                p.label,
-                s.prediction,
-                s.probability,
-                s.latency_ms,
-                s.champion_latency_ms,
-                s.error,
-                s.predicted_at,
-            )
-            .select_from(shadow_predictions.join(predictions, p.id == s.id))
-            .where(s.model_name == model_name, s.model_version == version)
-        )
-        if since is not None:
-            q = q.where(s.predicted_at >= since)
-        with self.engine.connect() as conn:
-            result = conn.execute(q)
-            names = list(result.keys())
-            rows = result.all()
-        return {name: [r[i] for r in rows] for i, name in enumerate(names)}
-
-    def shadow_count(self, model_name: str, version: str) -> int:
-        """Rows shadow ``version`` scored (stored so far)."""
-        s = shadow_predictions.c
-        q = sa.select(sa.func.count()).where(s.model_name == model_name, s.model_version == version)
-        with self.engine.connect() as conn:
-            return int(conn.execute(q).scalar_one())
+        """See :func:`shadow_pairs`."""
+        return shadow_pairs(self.engine, model_name, version, since=since)
 
     def records(
         self, ids: Sequence[str] | None = None, *, labeled_only: bool = False
@@ -607,3 +575,62 @@ def _aware(dt: datetime | None) -> datetime | None:
 def _chunks(items: list[_T], n: int) -> Iterator[list[_T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def shadow_pairs(
+    engine: sa.Engine, model_name: str, version: str, *, since: datetime | None = None
+) -> dict[str, list]:
+    """What shadow ``version`` and the champion answered for the same rows (made at or after ``since``), as
+    columns: ``champion_prediction``, ``champion_probability``, ``label`` (None until feedback), ``prediction``,
+    ``probability`` (None where the shadow failed), ``latency_ms``, ``champion_latency_ms``, ``error``,
+    ``predicted_at``. Pairs whose champion row is not stored yet are left out; nothing when no shadow ever ran."""
+    s, p = shadow_predictions.c, predictions.c
+    cols = [
+        p.prediction.label("champion_prediction"),
+        p.probability.label("champion_probability"),
+        p.label,
+        s.prediction,
+        s.probability,
+        s.latency_ms,
+        s.champion_latency_ms,
+        s.error,
+        s.predicted_at,
+    ]
+    q = (
+        sa.select(*cols)
+        .select_from(shadow_predictions.join(predictions, p.id == s.id))
+        .where(s.model_name == model_name, s.model_version == version)
+    )
+    if since is not None:
+        q = q.where(s.predicted_at >= since)
+    names = [c.name for c in cols]
+    if not sa.inspect(engine).has_table(shadow_predictions.name):
+        return {name: [] for name in names}
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+
+def read_shadow_pairs(
+    url: str, model_name: str, version: str, *, since: datetime | None = None
+) -> dict[str, list]:
+    """:func:`shadow_pairs` from the prediction log at ``url`` (for readers outside the service)."""
+    engine = make_engine(url)
+    try:
+        return shadow_pairs(engine, model_name, version, since=since)
+    finally:
+        engine.dispose()
+
+
+def count_shadow_rows(url: str, model_name: str, version: str) -> int:
+    """Rows shadow ``version`` scored, stored so far (0 when no shadow ever ran)."""
+    engine = make_engine(url)
+    try:
+        if not sa.inspect(engine).has_table(shadow_predictions.name):
+            return 0
+        c = shadow_predictions.c
+        q = sa.select(sa.func.count()).where(c.model_name == model_name, c.model_version == version)
+        with engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+    finally:
+        engine.dispose()

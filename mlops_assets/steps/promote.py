@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 PROMOTED = "promoted"
 RETRAIN_TRIGGERS = ("drift", "performance", "freshness")
 AWAITING_APPROVAL = "awaiting_approval"
+IN_SHADOW = "shadow"
 
 
 # Held while the champion moves (aliases and history row, one unit): a process stopping on a signal takes it first,
@@ -31,8 +32,9 @@ class PromoteOutcome:
     version: str
     previous_version: str | None
     reason: str
-    deployed_at: str | None  # None while awaiting approval
-    status: str = PROMOTED  # promoted | awaiting_approval
+    deployed_at: str | None  # None while awaiting approval or in shadow
+    status: str = PROMOTED  # promoted | awaiting_approval | shadow
+    shadow_id: int | None = None
 
 
 def promote(
@@ -87,3 +89,68 @@ def promote(
         reason=reason,
         deployed_at=deployment.deployed_at,
     )
+
+
+def promote_or_shadow(
+    registry: ModelRegistry,
+    version: str,
+    *,
+    reason: str | None,
+    run_id: str | None,
+    metrics: dict[str, float] | None = None,
+    approval_required: bool = False,
+    rollout_mode: str = "direct",
+) -> PromoteOutcome:
+    """:func:`promote`, or with ``rollout_mode`` ``shadow`` and a champion to compare with, ``version`` put in
+    shadow beside it (the champion stays; the ``shadow_comparison`` check decides later)."""
+    champion = registry.champion()
+    if rollout_mode != "shadow" or champion is None:
+        return promote(
+            registry,
+            version,
+            reason=reason,
+            run_id=run_id,
+            metrics=metrics,
+            approval_required=approval_required,
+        )
+    try:
+        shadow = registry.start_shadow(version, reason=reason or "manual", run_id=run_id)
+    except GateRefusedError as err:
+        raise PromotionRefused(str(err)) from None
+    return PromoteOutcome(
+        version=str(version),
+        previous_version=champion.version,
+        reason=shadow.reason,
+        deployed_at=None,
+        status=IN_SHADOW,
+        shadow_id=shadow.id,
+    )
+
+
+def promote_shadow(
+    registry: ModelRegistry, shadow_id: int, *, run_id: str | None, approval_required: bool = False
+) -> PromoteOutcome:
+    """Promote the challenger of shadow ``shadow_id`` once its comparison passed (recorded by the
+    ``shadow_comparison`` check), with the reason of the retrain that made it; the shadow ends as ``promoted``."""
+    found = registry.history_store.shadows(registry.model_name, shadow_id)
+    if not found:
+        raise PromotionRefused(f"model '{registry.model_name}' has no shadow {shadow_id}")
+    shadow = found[0]
+    if shadow.state != "running":
+        raise PromotionRefused(
+            f"shadow {shadow_id} (version {shadow.version}) already ended: {shadow.state}; nothing promoted"
+        )
+    if not (shadow.verdict or {}).get("passed"):
+        raise PromotionRefused(
+            f"shadow {shadow_id} (version {shadow.version}) has no passing comparison; nothing promoted"
+        )
+    outcome = promote(
+        registry,
+        shadow.version,
+        reason=shadow.reason,
+        run_id=run_id,
+        metrics=registry.version_metrics(shadow.version),
+        approval_required=approval_required,
+    )
+    registry.end_shadow(shadow, "promoted")
+    return outcome
