@@ -20,6 +20,11 @@ both servers. For each concurrency (1, 10, 50) and server: throughput, p50/p95/p
 
 With ``--workers N`` ours runs as ``serve --workers N`` (N processes sharing the port; the batch-size figure then
 describes the process that answered ``/metrics``).
+
+With ``--shadow`` a second version (the same model with ``learning_rate`` 0.05, gated like the champion) is registered
+too; after ours and before the peer are measured, it is put in shadow (``start_shadow``) and a second instance of ours
+is started (loading the shadow at start-up) and measured the same way: its p95 over ours' is printed per concurrency
+(the target: at most 1.30), and the rows its shadow scored, failed and skipped, from its ``/health``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,8 +54,9 @@ SCORED_DAYS = 300
 
 
 # ---------------------------------------------------------------------------------------------- set-up
-def set_up(home: Path) -> dict:
-    """Train, register and promote the default model; materialize the online store; return what the client sends."""
+def set_up(home: Path, shadow: bool = False) -> dict:
+    """Train, register and promote the default model (and, with ``shadow``, register a gated second version);
+    materialize the online store; return what the client sends."""
     from mlops_assets.config import BUNDLED_CONFIG, parse_config
     from mlops_assets.data.sources import read_source
     from mlops_assets.features import compute_features, features_code_version, model_feature_columns
@@ -84,6 +91,18 @@ def set_up(home: Path) -> dict:
     # require one).
     registry.record_gate_results(rv.version, [{"gate": "benchmark_setup", "passed": True}])
     registry.promote(rv.version, reason="manual")
+    shadow_version = None
+    if shadow:
+        from sklearn.base import clone
+
+        challenger = clone(pipeline).set_params(model__learning_rate=0.05)
+        challenger.fit(
+            feats.loc[train, columns], binary_labels(feats.loc[train, label], cfg.dataset.positive_label)
+        )
+        shadow_version = registry.register(
+            challenger, input_example=feats[columns].head(3), feature_version=features_code_version(cfg)
+        ).version
+        registry.record_gate_results(shadow_version, [{"gate": "benchmark_setup", "passed": True}])
     online_store(cfg, storage).materialize(cfg, raw[raw[ts] >= cutoff - pd.Timedelta("30D")])
 
     scored = raw.tail(SCORED_DAYS).reset_index(drop=True)
@@ -101,6 +120,8 @@ def set_up(home: Path) -> dict:
         "storage": storage,
         "model": cfg.model.name,
         "version": rv.version,
+        "registry": registry,
+        "shadow_version": shadow_version,
         "ours": ours,
         "peer": peer,
         "expected": pipeline.predict(X).tolist(),
@@ -128,25 +149,31 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180)
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
-def start_servers(setup: dict, env: dict, workers: int = 1) -> tuple[dict, list[subprocess.Popen]]:
-    procs, ports = [], {"ours": free_port(), "peer": free_port()}
-    logs = setup["storage"].home
-    ours = subprocess.Popen(
+def start_ours(setup: dict, env: dict, workers: int, name: str = "ours") -> tuple[int, subprocess.Popen]:
+    port, log = free_port(), setup["storage"].home / f"{name}.log"
+    proc = subprocess.Popen(
         [
             str(BIN / "mlops-assets"),
             "serve",
             "--config",
             str(setup["config"]),
             "--port",
-            str(ports["ours"]),
+            str(port),
             "--workers",
             str(workers),
         ],
         env=env,
-        stdout=open(logs / "ours.log", "w"),  # noqa: SIM115 - closed with the process
+        stdout=open(log, "w"),  # noqa: SIM115 - closed with the process
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    return port, proc
+
+
+def start_servers(setup: dict, env: dict, workers: int = 1) -> tuple[dict, list[subprocess.Popen]]:
+    procs, ports = [], {"peer": free_port()}
+    logs = setup["storage"].home
+    ports["ours"], ours = start_ours(setup, env, workers)
     procs.append(ours)
     peer = subprocess.Popen(
         [
@@ -243,13 +270,18 @@ async def closed_loop(port: int, requests: list[bytes], clients: int, seconds: f
     }
 
 
+# Each measured server: its endpoint and which of set_up's request bodies it takes.
+SERVERS = {"ours": ("/predict", "ours"), "shadow": ("/predict", "ours"), "peer": ("/invocations", "peer")}
+
+
 def check_same_model(ports: dict, setup: dict) -> None:
-    """Both servers answer the same rows with the model's offline predictions."""
+    """The servers answer the same rows with the champion's offline predictions."""
     for k in range(0, SCORED_DAYS, 30):
-        for name, path in (("ours", "/predict"), ("peer", "/invocations")):
+        for name in ports:
+            path, bodies = SERVERS[name]
             req = urllib.request.Request(
                 f"http://127.0.0.1:{ports[name]}{path}",
-                data=setup[name][k],
+                data=setup[bodies][k],
                 headers={"Content-Type": "application/json", **AUTH_HEADER},
             )
             with urllib.request.urlopen(req, timeout=30) as r:
@@ -259,19 +291,57 @@ def check_same_model(ports: dict, setup: dict) -> None:
                 raise AssertionError(f"{name} predicted {got} for row {k}, offline {setup['expected'][k]}")
 
 
+def health(port: int) -> dict:
+    """Our ``/health`` (no token needed)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as r:
+        return json.loads(r.read())
+
+
+def shadow_counts(port: int, version: str, timeout: float = 30) -> dict:
+    """The ``shadow`` block of ``/health`` once the scorer's queue has drained (its counts stop moving)."""
+    last, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = health(port).get("shadow")
+        if status and status.get("version") == version and status == last:
+            return status
+        if status and "error" in status:
+            raise RuntimeError(f"the shadow was not loaded: {status['error']}")
+        last = status
+        time.sleep(1.0)
+    raise TimeoutError(f"/health shows no settled shadow of version {version} after {timeout:.0f} s: {last}")
+
+
+def mean_batch_rows(port: int) -> float | None:
+    """Mean rows per model call, from our ``/metrics`` (admin token)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=AUTH_HEADER)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read().decode()
+    vals = {
+        ln.split()[0]: float(ln.split()[1])
+        for ln in text.splitlines()
+        if ln.startswith(("mlops_batch_rows_sum", "mlops_batch_rows_count"))
+    }
+    if not vals.get("mlops_batch_rows_count"):
+        return None
+    return vals["mlops_batch_rows_sum"] / vals["mlops_batch_rows_count"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=5.0, help="measurement time per server and concurrency")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 50])
     ap.add_argument("--json", default=None, help="also write the figures here")
     ap.add_argument("--workers", type=int, default=1, help="our service's processes (serve --workers)")
+    ap.add_argument(
+        "--shadow", action="store_true", help="also measure ours with a second version in shadow (p95 ratio)"
+    )
     args = ap.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     procs: list[subprocess.Popen] = []
     try:
         print("set-up: training, registering and promoting the default model; online store ...", flush=True)
-        setup = set_up(home)
+        setup = set_up(home, shadow=args.shadow)
         env = dict(os.environ)
         env.update(
             MLOPS_HOME=str(home),
@@ -288,15 +358,27 @@ def main(argv: list[str] | None = None) -> int:
             f"ours with {args.workers} worker process(es)"
         )
 
-        results: dict[str, list[dict]] = {"ours": [], "peer": []}
-        for name, path in (("ours", "/predict"), ("peer", "/invocations")):
-            reqs = [http_request(ports[name], path, b) for b in setup[name]]
+        results: dict[str, Any] = {"ours": [], "peer": []}
+        for name in ("ours", "shadow", "peer") if args.shadow else ("ours", "peer"):
+            if name == "shadow":
+                # Put the second version in shadow, then start a second instance of ours: it loads the shadow at
+                # start-up (so do all of its worker processes) and scores every answered batch with it.
+                setup["registry"].start_shadow(setup["shadow_version"], reason="manual")
+                ports["shadow"], proc = start_ours(setup, env, args.workers, "shadow")
+                procs.append(proc)
+                wait_http(f"http://127.0.0.1:{ports['shadow']}/health", proc, home / "shadow.log")
+                shadow_counts(ports["shadow"], setup["shadow_version"])  # loaded, or why not
+                check_same_model({"shadow": ports["shadow"]}, setup)  # answers with the champion, unchanged
+                print(f"version {setup['shadow_version']} in shadow of {setup['version']}; answers unchanged")
+                results["shadow"] = []
+            path, bodies = SERVERS[name]
+            reqs = [http_request(ports[name], path, b) for b in setup[bodies]]
             asyncio.run(closed_loop(ports[name], reqs, 10, min(2.0, args.seconds)))  # warm-up
             for c in args.concurrency:
                 r = asyncio.run(closed_loop(ports[name], reqs, c, args.seconds))
                 results[name].append(r)
                 print(
-                    f"  {name:5s} clients={c:3d}: {r['throughput']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                    f"  {name:6s} clients={c:3d}: {r['throughput']:8.1f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                     f"p95 {r['p95_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}",
                     flush=True,
                 )
@@ -314,19 +396,30 @@ def main(argv: list[str] | None = None) -> int:
                 f"{o['p99_ms']:7.2f} | {p['throughput']:10.1f} {p['p50_ms']:7.2f} {p['p95_ms']:7.2f} "
                 f"{p['p99_ms']:7.2f} | {ratio:5.1f}x"
             )
-        metrics = urllib.request.Request(f"http://127.0.0.1:{ports['ours']}/metrics", headers=AUTH_HEADER)
-        with urllib.request.urlopen(metrics, timeout=10) as r:
-            text = r.read().decode()
-        batches = [
-            ln
-            for ln in text.splitlines()
-            if ln.startswith(("mlops_batch_rows_sum", "mlops_batch_rows_count"))
-        ]
-        vals = {ln.split()[0]: float(ln.split()[1]) for ln in batches}
-        if vals.get("mlops_batch_rows_count"):
+        if args.shadow:
             print(
-                f"\nours: mean rows per model call {vals['mlops_batch_rows_sum'] / vals['mlops_batch_rows_count']:.1f}"
+                f"\nours without vs with version {setup['shadow_version']} in shadow (target: p95 ratio <= 1.30)"
             )
+            print(
+                f"{'clients':>7} | {'ours req/s':>10} {'p95':>7} | {'shadow req/s':>12} {'p50':>7} {'p95':>7} "
+                f"{'p99':>7} | {'p95 ratio':>9}"
+            )
+            for o, s in zip(results["ours"], results["shadow"], strict=True):
+                s["p95_ratio_vs_ours"] = s["p95_ms"] / o["p95_ms"]
+                print(
+                    f"{o['clients']:>7} | {o['throughput']:10.1f} {o['p95_ms']:7.2f} | {s['throughput']:12.1f} "
+                    f"{s['p50_ms']:7.2f} {s['p95_ms']:7.2f} {s['p99_ms']:7.2f} | {s['p95_ratio_vs_ours']:8.2f}x"
+                )
+            counts = results["shadow_rows"] = shadow_counts(ports["shadow"], setup["shadow_version"])
+            print(
+                f"shadow rows (warm-up included): scored {counts['scored']}, errors {counts['errors']}, "
+                f"skipped {counts['skipped']} (queue full)"
+            )
+        print()
+        for name in ("ours", "shadow") if args.shadow else ("ours",):
+            rows = mean_batch_rows(ports[name])
+            if rows is not None:
+                print(f"{name}: mean rows per model call {rows:.1f}")
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2))
         return 0

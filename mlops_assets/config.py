@@ -282,7 +282,7 @@ class ShadowConfig(_Section):
 
     Judged on the logged pairs (each limit null: not judged): the share of requests where the two decide alike
     (``min_agreement``), the shift of the shadow's scores against the champion's on the same requests (population
-    stability index over the champion's score deciles, ``max_score_psi``), the shadow's share of scoring errors
+    stability index over ten equal-width probability bins, ``max_score_psi``), the shadow's share of scoring errors
     (``max_error_rate``), its p95 model-call time against the champion's on the same batches
     (``max_p95_latency_ratio``, never below ``latency_floor_ms``), and, once ``min_labels`` pairs have labels back
     through ``/feedback`` (both classes), its ROC AUC against the champion's on those rows (``max_live_auc_drop``).
@@ -293,7 +293,7 @@ class ShadowConfig(_Section):
     max_seconds: float | None = Field(default=86400.0, gt=0)
     min_requests: int = Field(default=200, ge=1)
     min_agreement: float | None = Field(default=0.7, ge=0, le=1)
-    max_score_psi: float | None = Field(default=1.0, gt=0)
+    max_score_psi: float | None = Field(default=2.0, gt=0)
     max_error_rate: float | None = Field(default=0.01, ge=0, le=1)
     max_p95_latency_ratio: float | None = Field(default=3.0, ge=1)
     latency_floor_ms: float = Field(default=20.0, ge=0)

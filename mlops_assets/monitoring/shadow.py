@@ -74,11 +74,15 @@ class ShadowVerdict:
 
 
 def score_psi(reference: np.ndarray, other: np.ndarray, bins: int = 10) -> float:
-    """Population stability index of ``other``'s scores over the deciles of ``reference``'s (empty bins count
-    as half a row, so one empty bin does not read as infinite shift)."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1)
-    new = np.bincount(np.searchsorted(edges, other, side="right"), minlength=len(edges) + 1)
+    """Population stability index of ``other``'s scores against ``reference``'s over ``bins`` equal-width
+    probability bins (empty bins count as half a row, so one empty bin does not read as infinite shift).
+
+    Fixed bins, not the reference's deciles: a confident model's scores pile up near 0 and 1, and a retrain on
+    more data is often more confident still (0.001 where the champion said 0.01); deciles of such scores cut
+    between near-identical values and read that as a large shift, while fixed bins keep both in the same bin."""
+    edges = np.linspace(0, 1, bins + 1)[1:-1]
+    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=bins)
+    new = np.bincount(np.searchsorted(edges, other, side="right"), minlength=bins)
     p = np.maximum(ref, 0.5) / max(len(reference), 1)
     q = np.maximum(new, 0.5) / max(len(other), 1)
     return float(np.sum((q - p) * np.log(q / p)))
