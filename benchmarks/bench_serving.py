@@ -54,7 +54,7 @@ SCORED_DAYS = 300
 
 
 # ---------------------------------------------------------------------------------------------- set-up
-def set_up(home: Path, shadow: bool = False) -> dict:
+def set_up(home: Path, shadow: bool = False, shadow_sample: float | None = None) -> dict:
     """Train, register and promote the default model (and, with ``shadow``, register a gated second version);
     materialize the online store; return what the client sends."""
     from mlops_assets.config import BUNDLED_CONFIG, parse_config
@@ -67,6 +67,8 @@ def set_up(home: Path, shadow: bool = False) -> dict:
 
     data = yaml.safe_load(BUNDLED_CONFIG.read_text())
     data["features"]["online_retention"] = "400D"  # so that any of the last 300 days can be scored
+    if shadow_sample is not None:
+        data["rollout"] = {"mode": "shadow", "shadow": {"sample": shadow_sample}}
     config_path = home / "mlops.yaml"
     config_path.write_text(yaml.safe_dump(data))
     cfg = parse_config(data, origin=config_path, source_dir=BUNDLED_CONFIG.parent)
@@ -335,13 +337,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--shadow", action="store_true", help="also measure ours with a second version in shadow (p95 ratio)"
     )
+    ap.add_argument(
+        "--shadow-sample",
+        type=float,
+        default=None,
+        help="rollout.shadow.sample for the shadow instance (default: the config's default)",
+    )
     args = ap.parse_args(argv)
 
     home = Path(tempfile.mkdtemp(prefix="bench_serving_"))
     procs: list[subprocess.Popen] = []
     try:
         print("set-up: training, registering and promoting the default model; online store ...", flush=True)
-        setup = set_up(home, shadow=args.shadow)
+        setup = set_up(home, shadow=args.shadow, shadow_sample=args.shadow_sample)
         env = dict(os.environ)
         env.update(
             MLOPS_HOME=str(home),

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mlops_assets.config import ShadowConfig
+from mlops_assets.config import RolloutConfig, ShadowConfig
 from mlops_assets.monitoring.shadow import compare
 from mlops_assets.registry.model_registry import ModelRegistry
 from mlops_assets.serving.app import create_app
@@ -33,7 +33,7 @@ from mlops_assets_tests.test_serving_support import (
 SETTINGS = ShadowConfig(requests=240, min_requests=240, min_labels=120)
 
 
-def _wait_for(predicate, timeout: float = 30.0) -> None:
+def _wait_for(predicate, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -75,6 +75,8 @@ def _traffic(service, rounds: int, labels: bool = True) -> list[str]:
             ids += body["ids"]
             if labels:
                 assert client.post("/feedback", json={"ids": body["ids"], "labels": truth}).status_code == 200
+        # The server's shutdown closes the service: wait for the shadow first (its process starts at its load).
+        _wait_for(lambda: service.shadow.scored + service.shadow.errors >= len(ids))
         health = client.get("/health").json()
     service.shadow_health = health  # type: ignore[attr-defined]
     return ids
@@ -84,9 +86,13 @@ _VERSIONS: dict[int, str] = {}
 
 
 def _service(storage, shadow_version: str) -> PredictionService:
+    """A service scoring every batch with the shadow (the default samples a quarter)."""
     registry = ModelRegistry(trained().cfg.model.name, storage)
     registry.start_shadow(shadow_version, reason="drift")
-    service = PredictionService(trained().cfg, storage, ServiceOptions(poll_interval=0.1))
+    cfg = trained().cfg.model_copy(
+        update={"rollout": RolloutConfig(mode="shadow", shadow=ShadowConfig(sample=1.0))}
+    )
+    service = PredictionService(cfg, storage, ServiceOptions(poll_interval=0.1))
     service.start()
     return service
 
@@ -152,3 +158,22 @@ def test_a_slow_shadow_fails_on_its_latency_and_unlabeled_rows_are_not_judged(st
     assert {c.name for c in verdict.failed} == {"latency"}, verdict.summary()
     live = {c.name: c for c in verdict.criteria}["live_roc_auc"]
     assert live.passed is None and "not judged" in live.message  # no labels: not a pass
+
+
+def test_the_shadow_scores_its_sample_of_batches():
+    """rollout.shadow.sample: the share of answered batches handed to the shadow, at random."""
+    from types import SimpleNamespace
+
+    from mlops_assets.serving.shadow import ShadowScorer
+
+    scorer = ShadowScorer(lambda: None, None, None, max_queued_batches=10_000, sample=0.25)  # type: ignore[arg-type]
+    model = SimpleNamespace(version="2", columns=("a",), numeric_only=True)
+    scorer.model = model  # type: ignore[assignment]
+    for _ in range(4000):
+        scorer.offer(model, None, None, ["id"], 1.0, None)  # type: ignore[arg-type]
+    assert 850 <= scorer._queue.qsize() <= 1150  # 1,000 expected; 5 standard deviations either side
+    everything = ShadowScorer(lambda: None, None, None, max_queued_batches=10_000, sample=1.0)  # type: ignore[arg-type]
+    everything.model = model  # type: ignore[assignment]
+    for _ in range(100):
+        everything.offer(model, None, None, ["id"], 1.0, None)  # type: ignore[arg-type]
+    assert everything._queue.qsize() == 100

@@ -82,7 +82,10 @@ def test_a_retrain_runs_in_shadow_and_the_graph_promotes_it_only_when_its_compar
     path, frame = rainfall_slice(
         years=4,
         name="shadowed",
-        rollout={"mode": "shadow", "shadow": {"requests": 120, "min_requests": 120, "min_labels": 60}},
+        rollout={
+            "mode": "shadow",
+            "shadow": {"requests": 120, "min_requests": 120, "min_labels": 60, "sample": 1.0},
+        },
     )
     cfg = load_config(path)
     CFG[:] = [cfg]

@@ -161,6 +161,7 @@ class PredictionService:
                 retry_interval=self.options.log_retry_interval,
             ),
             poll_interval=self.options.poll_interval,
+            sample=cfg.rollout.shadow.sample,
         )
         self.watcher = ChampionWatcher(
             self.slot,

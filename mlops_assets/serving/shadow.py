@@ -3,20 +3,26 @@ request the champion answers, off the request path, and what it answered is logg
 prediction (``shadow_predictions``, keyed by the champion's prediction id) for the ``shadow_comparison`` check.
 
 The service answers with the champion only: a batch hands its model inputs to :meth:`ShadowScorer.offer`, which
-returns at once; one thread scores the queued batches with the shadow and logs them. When the queue is full (the
-shadow is slower than the traffic) the batch is skipped and counted, never waited for; a shadow that raises is
-logged as an error row, never a failed request. The watcher thread polls the registry's running shadow and loads
-it through the service's own verified load.
+returns at once; one thread hands the queued batches to a process of the shadow's own, which scores them, and logs
+what it answered. The model call runs in that process, not beside the requests: in the service's process it would
+take the interpreter lock from them for as long as the champion's own call takes, and double every answer's time on
+a busy service. When the queue is full (the shadow is slower than the traffic) the batch is skipped and counted,
+never waited for; a shadow that raises (or whose process dies) is logged as an error row, never a failed request.
+The watcher thread polls the registry's running shadow and loads it through the service's own verified load.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
+import pickle
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -54,7 +60,10 @@ class ShadowScorer:
         *,
         poll_interval: float = 2.0,
         max_queued_batches: int = 64,
+        sample: float = 1.0,
     ):
+        self.sample = sample
+        self._random = random.Random()
         self._running = running
         self._load = load
         self._make_log = make_log
@@ -64,6 +73,8 @@ class ShadowScorer:
         self._seen: int | None = None  # the shadow handled last (loaded or refused)
         self.refusal: str | None = None
         self.log: PredictionLog | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_version: str | None = None
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=max_queued_batches)
         self.scored = 0
         self.errors = 0
@@ -91,6 +102,12 @@ class ShadowScorer:
             return
         if self.log is None:
             self.log = self._make_log()
+        # Its process starts now (imports and the model take seconds), not on the first request's batch.
+        warm = np.full((1, len(model.columns)), np.nan)
+        if model.numeric_only:
+            self._process(model).submit(_score_in_child, model.version, warm)
+        else:
+            self._process(model)
         self.refusal = None
         self.model, self.shadow_id = model, shadow.id
         self.scored = self.errors = self.skipped = 0
@@ -109,12 +126,15 @@ class ShadowScorer:
             except Exception as err:  # the history store is unreachable: keep the current shadow, look again
                 log.error("shadow watcher: cannot read the running shadow: %s: %s", type(err).__name__, err)
 
-    def close(self) -> None:
+    def close(self, drain_seconds: float = 10.0) -> None:
+        """Stop watching; the batches already queued are scored and logged (for up to ``drain_seconds``)."""
         self._stop.set()
         with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+            self._queue.put(None, timeout=drain_seconds)
         for t in self._threads:
-            t.join(timeout=10)
+            t.join(timeout=drain_seconds)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self.log is not None:
             self.log.close()
 
@@ -128,9 +148,9 @@ class ShadowScorer:
         champion_ms: float,
         at: datetime,
     ) -> None:
-        """Queue one answered batch for the shadow (if one runs); never blocks."""
+        """Queue one answered batch for the shadow (if one runs, and the batch is in its sample); never blocks."""
         shadow = self.model
-        if shadow is None:
+        if shadow is None or (self.sample < 1 and self._random.random() >= self.sample):
             return
         same = shadow.columns == champion.columns and shadow.numeric_only == champion.numeric_only
         batch = _Batch(shadow, champion.version, X, None if same else rebuild, ids, champion_ms, at)
@@ -142,7 +162,7 @@ class ShadowScorer:
     def _work(self) -> None:
         while True:
             batch = self._queue.get()
-            if batch is None or self._stop.is_set():
+            if batch is None:
                 return
             try:
                 self._score(batch)
@@ -157,15 +177,12 @@ class ShadowScorer:
         ms: float | None = None
         try:
             X = batch.X if batch.rebuild is None else batch.rebuild(model)
-            start = time.perf_counter()
-            if isinstance(X, np.ndarray):
-                p, pr = model.predict_matrix(X)
-            else:
-                p, pr = model.predict(X)
-            ms = (time.perf_counter() - start) * 1000
+            p, pr, ms = self._process(model).submit(_score_in_child, model.version, X).result(timeout=120)
             pred, proba = [int(v) for v in p.tolist()], [float(v) for v in pr.tolist()]
             self.scored += n
         except Exception as err:
+            if self._pool is not None and getattr(self._pool, "_broken", False):
+                self._pool = None  # the process died: a new one for the next batch
             error = f"{type(err).__name__}: {str(err)[:300]}"
             self.errors += n
         assert self.log is not None
@@ -187,6 +204,20 @@ class ShadowScorer:
             ]
         )
 
+    def _process(self, model: ServedModel) -> ProcessPoolExecutor:
+        """The process that holds ``model`` (started on its first batch, with the model handed over once)."""
+        if self._pool is None or self._pool_version != model.version:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_child,
+                initargs=(pickle.dumps(model),),
+            )
+            self._pool_version = model.version
+        return self._pool
+
     def status(self) -> dict[str, Any] | None:
         if self.model is None:
             return {"error": self.refusal} if self.refusal else None
@@ -196,6 +227,28 @@ class ShadowScorer:
             "errors": self.errors,
             "skipped": self.skipped,
         }
+
+
+_CHILD_MODEL: ServedModel | None = None
+
+
+def _init_child(model_bytes: bytes) -> None:
+    """The shadow's process: its model, and one OpenMP thread per call (as the service's own calls)."""
+    global _CHILD_MODEL
+    from threadpoolctl import threadpool_limits
+
+    _CHILD_MODEL = pickle.loads(model_bytes)  # noqa: S301 - the service's own verified load, handed over
+    globals()["_LIMITS"] = threadpool_limits(limits=1, user_api="openmp")
+
+
+def _score_in_child(version: str, X: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """Predicted class, positive-class probability and the model call's milliseconds."""
+    model = _CHILD_MODEL
+    if model is None or model.version != version:
+        raise RuntimeError(f"the shadow process holds no model version {version}")
+    start = time.perf_counter()
+    pred, proba = model.predict_matrix(X) if isinstance(X, np.ndarray) else model.predict(X)
+    return pred, proba, (time.perf_counter() - start) * 1000
 
 
 def shadow_log(url: str, spill_dir: Any, **options: Any) -> PredictionLog:
