@@ -291,9 +291,8 @@ class ShadowConfig(_Section):
 
     requests: int = Field(default=1000, ge=1)
     # The share of answered batches the shadow scores too (at random). Every scored batch costs what the champion's
-    # own call costs, on the same machine: at 1 the service's p95 rose 1.5-1.8x under load on 2 cores
-    # (benchmarks/bench_serving.py --shadow), at 0.25 it stayed within the run's noise. 1 reaches `requests`
-    # sooner on a quiet service.
+    # own call costs, on the same machine: at 1 the service's p95 rose 1.05-1.8x under load on 2 cores over two
+    # runs of benchmarks/bench_serving.py --shadow, at 0.25 by 0.6-1.27x. 1 reaches `requests` sooner.
     sample: float = Field(default=0.25, gt=0, le=1)
     max_seconds: float | None = Field(default=86400.0, gt=0)
     min_requests: int = Field(default=200, ge=1)
