@@ -134,3 +134,32 @@ def test_threshold_objective_and_target_must_match():
         parse_config({**BASE, "model": {"threshold": {"objective": "recall"}}})
     with pytest.raises(ConfigError, match="not f1"):
         parse_config({**BASE, "model": {"threshold": {"target": 0.9}}})
+
+
+def test_the_readme_rollout_block_is_the_shadow_defaults():
+    """The README's `rollout:` example says "the defaults": it parses, and every value it shows is the default."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from mlops_assets.config import RolloutConfig, ShadowConfig
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    [block] = re.findall(r"```yaml\n(rollout:\n.*?)```", readme, flags=re.S)
+    shown = RolloutConfig.model_validate(yaml.safe_load(block)["rollout"])
+    assert shown.mode == "shadow"
+    assert shown.shadow == ShadowConfig()
+    assert set(yaml.safe_load(block)["rollout"]["shadow"]) == set(ShadowConfig.model_fields)
+
+
+def test_rollout_mistakes_name_the_key():
+    data = {"dataset": {"source": "x.csv", "timestamp_column": "ts", "label_column": "y"}}
+    with pytest.raises(ConfigError, match="rollout.mode"):
+        parse_config({**data, "rollout": {"mode": "canary"}})
+    with pytest.raises(ConfigError, match=r"min_requests \(500\) is above rollout.shadow.requests \(100\)"):
+        parse_config(
+            {**data, "rollout": {"mode": "shadow", "shadow": {"requests": 100, "min_requests": 500}}}
+        )
+    with pytest.raises(ConfigError, match="rollout.shadow.sample"):
+        parse_config({**data, "rollout": {"shadow": {"sample": 0}}})
