@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from mlops_assets.commands.run import print_summary
 from mlops_assets.commands.status import render_text, status
 from mlops_assets.config import load_config
 from mlops_assets.defs.factory import build_model_defs
@@ -78,7 +79,9 @@ CFG: list = []
 
 
 @pytest.mark.slow
-def test_a_retrain_runs_in_shadow_and_the_graph_promotes_it_only_when_its_comparison_passes(rainfall_slice):
+def test_a_retrain_runs_in_shadow_and_the_graph_promotes_it_only_when_its_comparison_passes(
+    rainfall_slice, capsys
+):
     path, frame = rainfall_slice(
         years=4,
         name="shadowed",
@@ -108,7 +111,10 @@ def test_a_retrain_runs_in_shadow_and_the_graph_promotes_it_only_when_its_compar
     shadow = registry.active_shadow()
     assert (shadow.version, shadow.champion_version, shadow.reason) == ("2", "1", "drift")
     assert registry.aliases()["champion"] == "1"
-    assert build_report(cfg, retrain, registry)["shadow"]["version"] == "2"
+    report = build_report(cfg, retrain, registry)
+    assert report["shadow"]["version"] == "2"
+    print_summary(report)
+    assert "in shadow: version 2 beside champion 1" in capsys.readouterr().out
     assert "in shadow: version 2 beside champion 1" in render_text(status(cfg, storage, triggers=False))
     # The retrain's run did not judge the shadow (that is the shadow job's).
     assert SHADOW_CHECK not in {c["check"] for c in retrain.checks}

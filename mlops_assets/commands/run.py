@@ -198,6 +198,12 @@ def print_summary(report: dict[str, Any], where: list[tuple[str, str]] | None = 
         print(f"champion: {champ['model_name']} version {champ['version']} ({shown})")
     else:
         print("champion: none")
+    shadow = report.get("shadow")
+    if shadow:
+        print(
+            f"in shadow: version {shadow['version']} beside champion {shadow['champion_version']}; promoted when "
+            "its shadow comparison passes (mlops-assets status)"
+        )
     for title, text in where or []:
         print(f"{title}:" if not text else f"  {title:<12} {text}")
 
