@@ -147,7 +147,7 @@ def test_a_shadow_that_disagrees_fails_the_comparison_and_never_answers(storage)
 
 
 def test_a_slow_shadow_fails_on_its_latency_and_unlabeled_rows_are_not_judged(storage):
-    slow = register(storage, 25, promote=False, pipeline=SlowClassifier(trained().pipelines[25], delay=0.05))
+    slow = register(storage, 25, promote=False, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
     service = _service(storage, slow)
     try:
         ids = _traffic(service, rounds=4, labels=False)
@@ -177,3 +177,19 @@ def test_the_shadow_scores_its_sample_of_batches():
     for _ in range(100):
         everything.offer(model, None, None, ["id"], 1.0, None)  # type: ignore[arg-type]
     assert everything._queue.qsize() == 100
+
+
+def test_the_shadow_process_goes_when_the_shadow_ends(storage):
+    """A shadow that ends (promoted, refused, superseded) leaves no process holding its model in the service."""
+    registry = ModelRegistry(trained().cfg.model.name, storage)
+    service = _service(storage, _VERSIONS[40])
+    try:
+        _wait_for(lambda: service.shadow._pool is not None)
+        [process] = service.shadow._pool._processes.values()
+        registry.end_shadow(registry.active_shadow(), "refused", {"passed": False})
+        _wait_for(lambda: service.shadow.model is None and service.shadow._pool is None)
+        process.join(timeout=30)
+        assert not process.is_alive()
+        assert "shadow" not in service.health()
+    finally:
+        service.close()
