@@ -165,7 +165,7 @@ class ShadowScorer:
                 batch = self._queue.get(timeout=self.poll_interval)
             except queue.Empty:
                 if self.model is None and self._pool is not None:  # the shadow ended: its process goes too
-                    self._pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool.shutdown(wait=True, cancel_futures=True)
                     self._pool, self._pool_version = None, None
                 continue
             if batch is None:
