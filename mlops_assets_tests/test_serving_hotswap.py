@@ -32,15 +32,8 @@ from mlops_assets_tests.test_serving_support import (
     scored_rows,
     storage_for,
     trained,
+    wait_until,
 )
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
 
 
 def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog):
@@ -75,13 +68,13 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
     with LiveServer(create_app(service, auth=Auth.insecure())) as server:
         with ThreadPoolExecutor(8) as pool:
             futures = [pool.submit(client_loop, w) for w in range(8)]
-            _wait_for(lambda: len(results) > 100)
+            wait_until(lambda: len(results) > 100)
             v2 = register(storage, 40)  # registered and promoted while requests flow
-            _wait_for(lambda: any(v == v2 for _, _, v, _ in results[-50:]))
+            wait_until(lambda: any(v == v2 for _, _, v, _ in results[-50:]))
             n_at_swap = len(results)
-            _wait_for(lambda: len(results) > n_at_swap + 100)
+            wait_until(lambda: len(results) > n_at_swap + 100)
             ModelRegistry(cfg.model.name, storage).rollback(reason="rollback")
-            _wait_for(lambda: results[-1][2] == v1 and len(results) > n_at_swap + 300)
+            wait_until(lambda: results[-1][2] == v1 and len(results) > n_at_swap + 300)
             stop.set()
             for f in futures:
                 f.result()
@@ -102,7 +95,7 @@ def test_swap_and_rollback_under_load_without_a_failed_request(tmp_path, caplog)
 
         # A champion trained on other feature definitions is refused; the service keeps serving v1.
         v3 = register(storage, 40, feature_version="0000000000000000")
-        _wait_for(lambda: service.slot.refusal is not None)
+        wait_until(lambda: service.slot.refusal is not None)
         msg = service.slot.refusal
         assert f"refusing champion version {v3}" in msg and "feature code version '0000000000000000'" in msg
         assert any(
@@ -199,15 +192,15 @@ def test_a_slow_champion_is_rolled_back_automatically_without_a_failed_request(t
             load = _Load(server.url, payloads)
             try:
                 # The previous champion's p95 is measured meanwhile.
-                _wait_for(lambda: len(load.results) > 120)
+                wait_until(lambda: len(load.results) > 120)
                 slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
                 promoted = time.monotonic()
-                _wait_for(lambda: any(v == slow for _, _, v in load.results[-30:]))
-                _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
+                wait_until(lambda: any(v == slow for _, _, v in load.results[-30:]))
+                wait_until(lambda: registry.aliases().get("champion") == v1, timeout=60)
                 rolled_back = time.monotonic()
-                _wait_for(lambda: load.results[-1][2] == v1)
+                wait_until(lambda: load.results[-1][2] == v1)
                 n = len(load.results)
-                _wait_for(lambda: len(load.results) > n + 100)
+                wait_until(lambda: len(load.results) > n + 100)
             finally:
                 load.close()
             assert rolled_back - promoted < 60
@@ -240,7 +233,7 @@ def test_a_slow_champion_is_rolled_back_automatically_without_a_failed_request(t
                 assert 'mlops_probations_total{outcome="rolled_back"} 1' in metrics
                 assert 'mlops_probations_total{outcome="started"} 1' in metrics  # the swap back started none
                 assert "mlops_probation_active 0" in metrics
-            _wait_for(lambda: any(e["event"] == "rolled_back" for e in receiver.events()))
+            wait_until(lambda: any(e["event"] == "rolled_back" for e in receiver.events()))
             alert = next(e for e in receiver.events() if e["event"] == "rolled_back")
             assert alert["version"] == v1 and last.reason in alert["summary"]
 
@@ -258,13 +251,13 @@ def test_only_one_of_two_services_rolls_back(tmp_path):
     ):
         loads = [_Load(one.url, payloads, clients=3), _Load(two.url, payloads, clients=3)]
         try:
-            _wait_for(lambda: all(len(load.results) > 100 for load in loads))
+            wait_until(lambda: all(len(load.results) > 100 for load in loads))
             slow = register(storage, 25, pipeline=SlowClassifier(trained().pipelines[25], delay=0.2))
-            _wait_for(lambda: all(any(v == slow for _, _, v in load.results[-20:]) for load in loads))
-            _wait_for(
+            wait_until(lambda: all(any(v == slow for _, _, v in load.results[-20:]) for load in loads))
+            wait_until(
                 lambda: all(s.probation.status()["state"] != "watching" for s in (first, second)), timeout=60
             )
-            _wait_for(lambda: all(load.results[-1][2] == v1 for load in loads))
+            wait_until(lambda: all(load.results[-1][2] == v1 for load in loads))
         finally:
             for load in loads:
                 load.close()
@@ -286,15 +279,15 @@ def test_a_champion_answering_5xx_is_rolled_back(tmp_path):
     with LiveServer(create_app(service, auth=Auth.insecure())) as server:
         load = _Load(server.url, payloads)
         try:
-            _wait_for(lambda: len(load.results) > 120)
+            wait_until(lambda: len(load.results) > 120)
             bad = register(storage, 25, pipeline=FailingClassifier(trained().pipelines[25], str(switch)))
-            _wait_for(lambda: any(v == bad for _, _, v in load.results[-30:]))
+            wait_until(lambda: any(v == bad for _, _, v in load.results[-30:]))
             switch.touch()
             broke = len(load.results)
-            _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
-            _wait_for(lambda: load.results[-1][2] == v1)
+            wait_until(lambda: registry.aliases().get("champion") == v1, timeout=60)
+            wait_until(lambda: load.results[-1][2] == v1)
             n = len(load.results)
-            _wait_for(lambda: len(load.results) > n + 100)
+            wait_until(lambda: len(load.results) > n + 100)
         finally:
             load.close()
         statuses = [s for _, s, _ in load.results]
@@ -315,14 +308,14 @@ def test_a_healthy_champion_completes_its_probation_and_stays(tmp_path):
     with LiveServer(create_app(service, auth=Auth.insecure())) as server:
         load = _Load(server.url, payloads)
         try:
-            _wait_for(lambda: len(load.results) > 120)
+            wait_until(lambda: len(load.results) > 120)
             v2 = register(storage, 40)
-            _wait_for(lambda: any(v == v2 for _, _, v in load.results[-30:]))
+            wait_until(lambda: any(v == v2 for _, _, v in load.results[-30:]))
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 h = client.get("/health").json()["probation"]
                 assert h["state"] == "watching" and h["version"] == v2 and h["previous_p95_ms"] is not None
                 assert "mlops_probation_active 1" in client.get("/metrics").text
-            _wait_for(lambda: (service.probation.status() or {}).get("state") != "watching")
+            wait_until(lambda: (service.probation.status() or {}).get("state") != "watching")
         finally:
             load.close()
         assert load.failed() == []
@@ -350,7 +343,7 @@ def test_no_champion_is_503_until_one_is_promoted(tmp_path):
         service.prediction_log.flush()
         assert service.prediction_log.count() == 0
         v = register(storage, 25)
-        _wait_for(lambda: client.get("/health").status_code == 200)
+        wait_until(lambda: client.get("/health").status_code == 200)
         r = client.post("/predict", json={"rows": payload})
         assert r.status_code == 200 and r.json()["model_version"] == v
         np.testing.assert_array_equal(
@@ -560,10 +553,10 @@ def test_a_champion_whose_live_metric_collapses_on_feedback_is_rolled_back(tmp_p
     ):
         assert labeled_traffic(client, 2) == {v1}  # the previous champion's live metric: 120 labels
         inverted = register(storage, 25, pipeline=InvertedClassifier(trained().pipelines[25]))
-        _wait_for(lambda: client.get("/health").json()["model_version"] == inverted)
+        wait_until(lambda: client.get("/health").json()["model_version"] == inverted)
         labeled_traffic(client, 1)  # 60 labeled predictions of the new champion: enough to judge
-        _wait_for(lambda: registry.aliases().get("champion") == v1, timeout=60)
-        _wait_for(lambda: client.get("/health").json()["model_version"] == v1)
+        wait_until(lambda: registry.aliases().get("champion") == v1, timeout=60)
+        wait_until(lambda: client.get("/health").json()["model_version"] == v1)
         h = client.get("/health").json()["probation"]
 
     last = registry.history()[-1]

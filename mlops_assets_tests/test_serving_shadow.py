@@ -4,8 +4,6 @@ challenger and fails for one that disagrees."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import pytest
@@ -27,18 +25,11 @@ from mlops_assets_tests.test_serving_support import (
     scored_rows,
     storage_for,
     trained,
+    wait_until,
 )
 
 # Small enough for a test's traffic; the other limits are the defaults.
 SETTINGS = ShadowConfig(requests=240, min_requests=240, min_labels=120)
-
-
-def _wait_for(predicate, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ def _traffic(service, rounds: int, labels: bool = True) -> list[str]:
             if labels:
                 assert client.post("/feedback", json={"ids": body["ids"], "labels": truth}).status_code == 200
         # The server's shutdown closes the service: wait for the shadow first (its process starts at its load).
-        _wait_for(lambda: service.shadow.scored + service.shadow.errors >= len(ids))
+        wait_until(lambda: service.shadow.scored + service.shadow.errors >= len(ids), timeout=90)
         health = client.get("/health").json()
     service.shadow_health = health  # type: ignore[attr-defined]
     return ids
@@ -98,8 +89,9 @@ def _service(storage, shadow_version: str) -> PredictionService:
 
 
 def _pairs(service, version: str, n: int) -> dict:
-    _wait_for(
-        lambda: len(service.prediction_log.shadow_pairs(trained().cfg.model.name, version)["error"]) >= n
+    wait_until(
+        lambda: len(service.prediction_log.shadow_pairs(trained().cfg.model.name, version)["error"]) >= n,
+        timeout=90,
     )
     return service.prediction_log.shadow_pairs(trained().cfg.model.name, version)
 
@@ -184,10 +176,10 @@ def test_the_shadow_process_goes_when_the_shadow_ends(storage):
     registry = ModelRegistry(trained().cfg.model.name, storage)
     service = _service(storage, _VERSIONS[40])
     try:
-        _wait_for(lambda: service.shadow._pool is not None)
+        wait_until(lambda: service.shadow._pool is not None, timeout=90)
         [process] = service.shadow._pool._processes.values()
         registry.end_shadow(registry.active_shadow(), "refused", {"passed": False})
-        _wait_for(lambda: service.shadow.model is None and service.shadow._pool is None)
+        wait_until(lambda: service.shadow.model is None and service.shadow._pool is None, timeout=90)
         process.join(timeout=30)
         assert not process.is_alive()
         assert "shadow" not in service.health()

@@ -24,6 +24,15 @@ RETENTION = pd.Timedelta("400D")
 SCORED_DAYS = 300
 
 
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    """Poll ``predicate`` every 50 ms until it is true; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
 def storage_for(home: Path) -> Storage:
     """Everything under ``home``: MLflow (SQLite + artifacts), online store, prediction log, history."""
     return storage_from_env({"MLOPS_HOME": str(home)}).ensure()

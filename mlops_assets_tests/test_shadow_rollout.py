@@ -5,8 +5,6 @@ retrain's reason) and refuses one that disagrees, leaving the champion as it was
 
 from __future__ import annotations
 
-import time
-
 import dagster as dg
 import httpx
 import pandas as pd
@@ -25,17 +23,9 @@ from mlops_assets.serving.auth import Auth
 from mlops_assets.serving.service import PredictionService, ServiceOptions
 from mlops_assets.storage import storage_from_env
 from mlops_assets_tests.support import gate_passed
-from mlops_assets_tests.test_serving_support import InvertedClassifier, LiveServer, row_json
+from mlops_assets_tests.test_serving_support import InvertedClassifier, LiveServer, row_json, wait_until
 
 ROWS = 60  # per request: the last 60 days of the slice
-
-
-def _wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.1)
 
 
 def _traffic(cfg, storage, frame: pd.DataFrame, rounds: int) -> str:
@@ -59,7 +49,7 @@ def _traffic(cfg, storage, frame: pd.DataFrame, rounds: int) -> str:
                 assert fb.status_code == 200, fb.text
             shadow = service.shadow.model
             assert shadow is not None
-            _wait_for(lambda: service.shadow.scored >= rounds * ROWS)
+            wait_until(lambda: service.shadow.scored >= rounds * ROWS, timeout=60)
     finally:
         service.close()  # flushes both logs
     assert len(answered) == 1
