@@ -235,10 +235,14 @@ class ApprovalConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    """``retention:``: the offline store's snapshots ``mlops-assets gc`` keeps. Those of the champion, the previous
-    version and versions awaiting approval are always kept; so are those of the newest ``keep_versions``."""
+    """``retention:``: what ``mlops-assets gc`` keeps. The offline store's snapshots of the champion, the previous
+    version and versions awaiting approval or in shadow are always kept; so are those of the newest
+    ``keep_versions``. The prediction log is kept for ``prediction_log_days``."""
 
     keep_versions: int = Field(default=10, ge=0)
+    # Prediction-log rows (and what a shadow answered beside them) older than this many days are removed by gc;
+    # null: kept for ever. What the running shadow answered is kept whatever its age (its comparison reads it).
+    prediction_log_days: float | None = Field(default=None, gt=0)
 
 
 class ProbationConfig(_Section):

@@ -234,3 +234,68 @@ def test_a_rebuild_that_differs_is_reported_and_check_exits_1(project, monkeypat
     )
     assert reproduce_cmd.main(args) == 1
     assert "DIFFERENT" in capsys.readouterr().out
+
+
+def test_gc_removes_the_prediction_log_past_its_retention_and_never_the_running_shadows_answers(project):
+    from datetime import UTC, datetime, timedelta
+
+    from mlops_assets.serving.prediction_log import PredictionLog, shadow_predictions
+
+    cfg, storage, _ = project
+    now = datetime.now(UTC)
+    old = now - timedelta(days=40)
+
+    def row(pid: str, at: datetime, model: str = cfg.model.name) -> dict:
+        return {
+            "id": pid,
+            "predicted_at": at,
+            "event_time": at,
+            "model_name": model,
+            "model_version": "1",
+            "inputs": {"x": 1.0},
+            "prediction": 0,
+            "probability": 0.1,
+        }
+
+    log = PredictionLog(storage.prediction_log_url)
+    log.submit([row(f"old{i}", old) for i in range(5)] + [row(f"new{i}", now) for i in range(3)])
+    log.submit([row("other-model-old", old, model="another_model")])
+    log.close()
+    registry = ModelRegistry.from_config(cfg, storage)
+    running = registry.start_shadow("1", reason="manual")
+    answers = PredictionLog(storage.prediction_log_url, table=shadow_predictions)
+
+    def answer(pid: str, version: str) -> dict:
+        return {
+            "id": pid,
+            "predicted_at": old,
+            "model_name": cfg.model.name,
+            "model_version": version,
+            "champion_version": "1",
+            "prediction": 0,
+            "probability": 0.2,
+            "latency_ms": 1.0,
+            "champion_latency_ms": 1.0,
+            "error": None,
+        }
+
+    # old0 and old1 were scored by the running shadow; old2 by an earlier one.
+    answers.submit([answer("old0", "1"), answer("old1", "1"), answer("old2", "9")])
+    answers.close()
+    try:
+        forever = gc(cfg, storage, dry_run=True)
+        assert forever.log_cutoff is None and "kept for ever" in forever.summary()[-1]
+
+        kept30 = cfg.model_copy(update={"retention": RetentionConfig(prediction_log_days=30)})
+        planned = gc(kept30, storage, dry_run=True)
+        assert planned.log_removed == (3, 1), planned.summary()
+        assert "would remove 3 prediction(s) and 1 shadow answer(s)" in planned.summary()[-1]
+        assert gc(kept30, storage).log_removed == (3, 1)
+        reader = PredictionLog(storage.prediction_log_url)
+        left = {r.id for r in reader.records()}
+        reader.close()
+        assert left >= {"old0", "old1", "new0", "new1", "new2", "other-model-old"}
+        assert not left & {"old2", "old3", "old4"}
+        assert gc(kept30, storage).log_removed == (0, 0)
+    finally:
+        registry.end_shadow(running, "refused", {"passed": False, "message": "test"})

@@ -1,4 +1,5 @@
-"""``mlops-assets gc [--dry-run]``: remove the offline store's snapshots no version to keep needs.
+"""``mlops-assets gc [--dry-run]``: remove the offline store's snapshots no version to keep needs, and the
+prediction log's rows older than ``retention.prediction_log_days``.
 
 A rewrite of a partition in the (Parquet) offline store keeps the bytes it replaces as a snapshot, so that a
 registered version can be rebuilt (``mlops-assets reproduce``). A snapshot is needed by a version when the version's
@@ -32,16 +33,27 @@ class GcOutcome:
     freed_bytes: int = 0
     dry_run: bool = False
     note: str | None = None
+    # Prediction-log retention (retention.prediction_log_days): rows and shadow answers removed, and the cut-off.
+    log_removed: tuple[int, int] = (0, 0)
+    log_cutoff: str | None = None
 
     def summary(self) -> list[str]:
-        if self.note:
-            return [self.note]
         verb = "would remove" if self.dry_run else "removed"
-        lines = [
-            f"{verb} {len(self.removed)} snapshot(s), {self.freed_bytes / 1e6:.1f} MB; kept {self.kept} needed by "
-            f"version(s) {', '.join(self.kept_for) or 'none'}"
-        ]
-        lines += [f"  {verb}: {name}" for name in self.removed]
+        lines = [self.note] if self.note else []
+        if not self.note:
+            lines.append(
+                f"{verb} {len(self.removed)} snapshot(s), {self.freed_bytes / 1e6:.1f} MB; kept {self.kept} needed "
+                f"by version(s) {', '.join(self.kept_for) or 'none'}"
+            )
+            lines += [f"  {verb}: {name}" for name in self.removed]
+        if self.log_cutoff is None:
+            lines.append("prediction log: kept for ever (retention.prediction_log_days is not set)")
+        else:
+            rows, shadow = self.log_removed
+            lines.append(
+                f"prediction log: {verb} {rows} prediction(s) and {shadow} shadow answer(s) made before "
+                f"{self.log_cutoff}"
+            )
         return lines
 
 
@@ -68,11 +80,15 @@ def gc(cfg: MlopsConfig, storage: Storage, *, dry_run: bool = False) -> GcOutcom
     from mlops_assets.features.stores import offline_store
 
     store = offline_store(cfg, storage)
-    if store.url is not None:
-        return GcOutcome(
-            [], 0, note="the offline store is a SQL table: it keeps no snapshots, nothing to remove"
-        )
     registry = open_registry(cfg, storage)
+    if store.url is not None:
+        out = GcOutcome(
+            [],
+            0,
+            dry_run=dry_run,
+            note="the offline store is a SQL table: it keeps no snapshots, nothing to remove",
+        )
+        return _trim_prediction_log(cfg, storage, registry, out)
     keep = versions_to_keep(cfg, registry)
     needed: set[tuple[str, str]] = set()
     for version in keep:
@@ -89,6 +105,30 @@ def gc(cfg: MlopsConfig, storage: Storage, *, dry_run: bool = False) -> GcOutcom
         out.freed_bytes += path.stat().st_size
         if not dry_run:
             path.unlink()
+    return _trim_prediction_log(cfg, storage, registry, out)
+
+
+def _trim_prediction_log(
+    cfg: MlopsConfig, storage: Storage, registry: ModelRegistry, out: GcOutcome
+) -> GcOutcome:
+    """retention.prediction_log_days: the prediction log's older rows go, never the running shadow's answers."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlops_assets.serving.prediction_log import remove_older_than
+
+    days = cfg.retention.prediction_log_days
+    if days is None:
+        return out
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    shadow = registry.active_shadow()
+    out.log_removed = remove_older_than(
+        storage.prediction_log_url,
+        cfg.model.name,
+        cutoff,
+        keep_shadow=shadow.version if shadow is not None else None,
+        dry_run=out.dry_run,
+    )
+    out.log_cutoff = cutoff.isoformat(timespec="seconds")
     return out
 
 

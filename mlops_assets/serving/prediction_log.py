@@ -634,3 +634,40 @@ def count_shadow_rows(url: str, model_name: str, version: str) -> int:
             return int(conn.execute(q).scalar_one())
     finally:
         engine.dispose()
+
+
+def remove_older_than(
+    url: str, model_name: str, cutoff: datetime, *, keep_shadow: str | None = None, dry_run: bool = False
+) -> tuple[int, int]:
+    """Remove (``dry_run``: count) ``model_name``'s prediction-log rows made before ``cutoff`` and the shadow
+    answers beside them, except what its shadow version ``keep_shadow`` answered; (predictions, shadow answers).
+    One transaction: a shadow answer is never left without its prediction or the other way round."""
+    engine = make_engine(url)
+    try:
+        inspector = sa.inspect(engine)
+        has_log, has_shadow = (
+            inspector.has_table(predictions.name),
+            inspector.has_table(shadow_predictions.name),
+        )
+        if not has_log:
+            return 0, 0
+        p, s = predictions.c, shadow_predictions.c
+        old = sa.and_(p.model_name == model_name, p.predicted_at < cutoff)
+        kept: Any = sa.false()
+        if keep_shadow is not None and has_shadow:
+            kept = p.id.in_(sa.select(s.id).where(s.model_name == model_name, s.model_version == keep_shadow))
+        doomed = sa.and_(old, sa.not_(kept))
+        doomed_shadow = s.id.in_(sa.select(p.id).where(doomed)) if has_shadow else None
+        with engine.begin() as conn:
+            n_shadow = 0
+            if doomed_shadow is not None:
+                count = sa.select(sa.func.count()).select_from(shadow_predictions).where(doomed_shadow)
+                n_shadow = int(conn.execute(count).scalar_one())
+            n_log = int(conn.execute(sa.select(sa.func.count()).where(doomed)).scalar_one())
+            if not dry_run:
+                if doomed_shadow is not None:
+                    conn.execute(shadow_predictions.delete().where(doomed_shadow))
+                conn.execute(predictions.delete().where(doomed))
+        return n_log, n_shadow
+    finally:
+        engine.dispose()
