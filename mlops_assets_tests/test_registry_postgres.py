@@ -111,3 +111,83 @@ def test_concurrent_promotions_on_postgres_history_and_mlflow(tmp_path, history_
     assert reg.aliases()[CHAMPION] == h[2].version and reg.aliases()[PREVIOUS] == h[1].version
     d = reg.rollback()
     assert (d.version, d.reason) == (h[1].version, "rollback")
+
+
+def test_shadows_and_their_answers_on_postgresql(history_url, pg_database, tmp_path):
+    """The production shape of shadow rollout: shadows in the PostgreSQL history (one running at a time, ended
+    once), and the shadow's answers read, counted and trimmed from a PostgreSQL prediction log."""
+    from datetime import UTC, datetime, timedelta
+
+    from mlops_assets.serving.prediction_log import (
+        PredictionLog,
+        count_shadow_rows,
+        read_shadow_pairs,
+        remove_older_than,
+        shadow_predictions,
+    )
+
+    history = DeploymentHistory(history_url)
+    first = history.start_shadow("pg_shadow", "2", "1", "drift", "run-a")
+    second = history.start_shadow("pg_shadow", "3", "1", "manual", "run-b")
+    assert [(s.version, s.state) for s in history.shadows("pg_shadow")] == [
+        ("2", "superseded"),
+        ("3", "running"),
+    ]
+    assert first.id != second.id and history.active_shadow("pg_shadow").version == "3"
+    history.record_shadow_verdict(second.id, {"passed": True, "pairs": 3})
+    assert history.end_shadow(second.id, "promoted", None) is True
+    assert history.end_shadow(second.id, "refused", {"passed": False}) is False  # ended once
+    ended = history.shadows("pg_shadow")[-1]
+    assert (ended.state, ended.verdict) == ("promoted", {"passed": True, "pairs": 3})
+    assert history.active_shadow("pg_shadow") is None
+
+    now = datetime.now(UTC)
+    log = PredictionLog(pg_database, spill_dir=tmp_path / "spill")
+    log.submit(
+        [
+            {
+                "id": f"p{i}",
+                "predicted_at": now,
+                "event_time": now,
+                "model_name": "pg_shadow",
+                "model_version": "1",
+                "inputs": {"x": float(i)},
+                "prediction": 1,
+                "probability": 0.7,
+            }
+            for i in range(4)
+        ]
+    )
+    log.close()
+    answers = PredictionLog(pg_database, spill_dir=tmp_path / "spill", table=shadow_predictions)
+    answers.submit(
+        [
+            {
+                "id": f"p{i}",
+                "predicted_at": now,
+                "model_name": "pg_shadow",
+                "model_version": "3",
+                "champion_version": "1",
+                "prediction": 0,
+                "probability": 0.4,
+                "latency_ms": 2.0,
+                "champion_latency_ms": 1.0,
+                "error": None,
+            }
+            for i in range(3)
+        ]
+    )
+    answers.close()
+    pairs = read_shadow_pairs(pg_database, "pg_shadow", "3", since=now - timedelta(minutes=1))
+    assert len(pairs["prediction"]) == 3 and set(pairs["champion_probability"]) == {0.7}
+    assert count_shadow_rows(pg_database, "pg_shadow", "3") == 3
+    assert (
+        read_shadow_pairs(pg_database, "pg_shadow", "3", since=now + timedelta(minutes=1))["prediction"] == []
+    )
+    later = now + timedelta(seconds=1)
+    assert remove_older_than(pg_database, "pg_shadow", later, keep_shadow="3") == (
+        1,
+        0,
+    )  # p3: no shadow answer
+    assert remove_older_than(pg_database, "pg_shadow", later) == (3, 3)
+    assert count_shadow_rows(pg_database, "pg_shadow", "3") == 0
