@@ -145,8 +145,11 @@ def test_a_retrain_runs_in_shadow_and_the_graph_promotes_it_only_when_its_compar
     [evaluation] = result.get_asset_check_evaluations()
     assert not evaluation.passed
     assert "decided as the champion on" in evaluation.metadata["message"].value
-    # deployed_model did not run: the champion is version 2, its history unchanged.
-    assert not result.asset_materializations_for_node(f"{cfg.model.name}__deployed_model")
+    # deployed_model did not run (the blocking check stopped it before its step, which would otherwise have
+    # started and failed on the refused shadow): the champion is version 2, its history unchanged.
+    deployed_step = f"{cfg.model.name}__deployed_model"
+    assert not result.asset_materializations_for_node(deployed_step)
+    assert not [e for e in result.all_events if e.is_step_start and e.step_key == deployed_step]
     assert registry.aliases()["champion"] == "2" and registry.history()[-1].version == "2"
     refused = registry.shadows()[-1]
     assert refused.state == "refused" and not refused.verdict["passed"]

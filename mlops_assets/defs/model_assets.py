@@ -247,7 +247,6 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                     run_id=context.run_id,
                     approval_required=cfg.approval.required,
                 )
-                trained_model = {"run_id": project.registry().get_version(outcome.version).run_id}
             else:
                 version = trained_model["version"]
                 progress.step("deployed_model", f"promoting version {version}")
@@ -287,11 +286,13 @@ def build_model_assets(cfg: MlopsConfig, partitions_def: dg.PartitionsDefinition
                 metadata={"awaiting_approval": outcome.version, "previous": str(outcome.previous_version)},
             )
         base = project.storage.mlflow_ui_url
+        # The MLflow run of the version promoted (a shadow's was trained by an earlier run than this one).
+        mlflow_run = trained_model.get("run_id")
+        if base and shadow_id is not None:
+            mlflow_run = project.registry().get_version(outcome.version).run_id
         link = (
-            project.registry().ui_links(base, trained_model["run_id"], outcome.version)[
-                "mlflow_model_version"
-            ]
-            if base and trained_model.get("run_id")
+            project.registry().ui_links(base, mlflow_run, outcome.version)["mlflow_model_version"]
+            if base and mlflow_run
             else None
         )
         return dg.Output(

@@ -123,12 +123,11 @@ def compare(
             )
         )
     ok = ~errors
-    champ_pred = np.asarray(pairs["champion_prediction"], dtype=float)[ok]
-    champ_p = np.asarray(pairs["champion_probability"], dtype=float)[ok]
-    shadow_pred = np.asarray(
-        [v for v, good in zip(pairs["prediction"], ok, strict=True) if good], dtype=float
+    champ_pred, champ_p = (
+        _column(pairs, "champion_prediction")[ok],
+        _column(pairs, "champion_probability")[ok],
     )
-    shadow_p = np.asarray([v for v, good in zip(pairs["probability"], ok, strict=True) if good], dtype=float)
+    shadow_pred, shadow_p = _column(pairs, "prediction")[ok], _column(pairs, "probability")[ok]
     scored = int(ok.sum())
     if scored == 0:
         criteria.append(Criterion("scored", False, 0.0, None, "the shadow scored none of the rows"))
@@ -177,9 +176,9 @@ def compare(
                 )
             )
     if settings.max_live_auc_drop is not None:
-        labels = [lab for lab, good in zip(pairs["label"], ok, strict=True) if good]
-        has = np.array([lab is not None for lab in labels], dtype=bool)
-        y = np.asarray([lab for lab in labels if lab is not None], dtype=int)
+        labels = _column(pairs, "label")[ok]
+        has = ~np.isnan(labels)
+        y = labels[has].astype(int)
         if len(y) < settings.min_labels or len(set(y.tolist())) < 2:
             criteria.append(
                 Criterion(
@@ -210,3 +209,8 @@ def compare(
                 )
             )
     return ShadowVerdict(version, champion, n, criteria)
+
+
+def _column(pairs: dict[str, list], name: str) -> np.ndarray:
+    """One column of the pairs as floats, None (no answer, no label yet) as NaN."""
+    return np.array([np.nan if v is None else v for v in pairs[name]], dtype=float)
